@@ -1,0 +1,104 @@
+"""Type stubs for a Cloacina backend module (identical for every backend)."""
+
+from typing import Any, Awaitable, Callable, Dict, List, Literal, Optional, Sequence, TypedDict, TypeVar, Union, overload
+
+__version__: str
+backend: str
+
+Context = Dict[str, Any]
+TaskFunction = Callable[[Context], Union[Optional[Context], Awaitable[Optional[Context]]]]
+F = TypeVar("F", bound=TaskFunction)
+TaskRef = Union[str, Callable[..., Any]]
+
+class TaskResultDict(TypedDict):
+    task_id: str
+    status: Literal["Pending", "Running", "Completed", "Failed", "Skipped"]
+    attempts: int
+    error: Optional[str]
+    traceback: Optional[str]
+    started_at: Optional[str]
+    completed_at: Optional[str]
+
+class ExecutionDict(TypedDict):
+    execution_id: str
+    workflow_name: str
+    workflow_version: str
+    status: Literal["Running", "Completed", "Failed"]
+    input_context: Context
+    final_context: Optional[Context]
+    error: Optional[str]
+    started_at: str
+    completed_at: Optional[str]
+    task_results: List[TaskResultDict]
+
+class CloacinaError(Exception):
+    """Base class of every error raised by the Cloacina engine."""
+
+class DatabaseError(CloacinaError):
+    """The database failed, refused the connection or could not be reached."""
+
+class WorkflowError(CloacinaError, ValueError):
+    """The workflow graph is invalid: empty, unknown or duplicate tasks, or a cycle."""
+
+class ConfigurationError(CloacinaError, ValueError):
+    """A database URL or executor setting is invalid."""
+
+class NotInitializedError(CloacinaError, RuntimeError):
+    """The executor is not initialized (call `await executor.initialize(url)`) or was shut down."""
+
+class ContextError(CloacinaError, TypeError):
+    """A context value cannot be stored as JSON."""
+
+@overload
+def task(task_id: F, *, dependencies: Sequence[TaskRef] = ()) -> F: ...
+@overload
+def task(task_id: Optional[str] = None, *, dependencies: Sequence[TaskRef] = ()) -> Callable[[F], F]: ...
+def task(task_id: Any = None, *, dependencies: Sequence[TaskRef] = ()) -> Any:
+    """Register a ``def`` or ``async def`` function taking the context dict as a task.
+
+    ``task_id`` defaults to the function's name. ``dependencies`` are task ids or decorated
+    functions; ids may name tasks registered later. The function is returned unchanged.
+    Registering an id again replaces the earlier definition for workflows built afterwards.
+    A task returns a dict (merged into the context) or None (keeps the dict it was given,
+    including in-place changes).
+    """
+
+class Workflow:
+    """A named DAG of registered tasks, validated when built.
+
+    ``tasks`` are ids or decorated functions; their dependencies join automatically.
+    ``tasks=None`` takes every task registered so far. Raises WorkflowError for an empty
+    workflow, an unknown task or dependency, or a cycle.
+    """
+
+    def __init__(self, name: str, tasks: Optional[Sequence[TaskRef]] = None) -> None: ...
+    @property
+    def name(self) -> str:
+        """The workflow's name."""
+    @property
+    def task_ids(self) -> List[str]:
+        """Task ids in topological order."""
+    @property
+    def version(self) -> str:
+        """A digest of the graph: the same tasks and edges give the same version."""
+    def __len__(self) -> int: ...
+
+class UnifiedExecutor:
+    """Runs workflows, recording every execution and task result in the database."""
+
+    def __init__(self, max_concurrency: int = 8) -> None: ...
+    @property
+    def max_concurrency(self) -> int:
+        """The most tasks this executor runs at once."""
+    async def initialize(self, database_url: str) -> None:
+        """Connect to and migrate the database; call once before anything else."""
+    async def execute(self, workflow: Workflow, context: Optional[Context] = None) -> ExecutionDict:
+        """Run ``workflow`` on ``context``; a failing task gives a Failed result, not an exception."""
+    async def get_execution(self, execution_id: str) -> Optional[ExecutionDict]:
+        """Read a recorded execution back; None if the id is unknown."""
+    async def list_executions(
+        self, workflow: Optional[str] = None, status: Optional[str] = None, limit: int = 50
+    ) -> List[ExecutionDict]:
+        """List recorded executions, newest first, filtered by workflow name and status."""
+    async def shutdown(self) -> None:
+        """Stop accepting work; running executions still finish and are recorded."""

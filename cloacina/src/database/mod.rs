@@ -1,0 +1,236 @@
+//! Durable storage: connection pools, migrations and the queries the engine runs.
+//!
+//! Queries are written once against the shared schema; `with_connection!` and `write_transaction!`
+//! expand them for each compiled-in backend. Only connection set-up and migration locking differ.
+
+pub mod records;
+pub mod schema;
+pub mod url;
+
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection};
+use diesel::Connection;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use crate::error::{Error, Result};
+use url::DatabaseUrl;
+
+#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+compile_error!("enable at least one backend feature: `sqlite` or `postgres`");
+
+#[cfg(feature = "sqlite")]
+use diesel::sqlite::SqliteConnection;
+
+#[cfg(feature = "postgres")]
+use diesel::pg::PgConnection;
+
+/// Default pool size for a SQLite file (writers serialise, readers share WAL snapshots).
+pub const DEFAULT_SQLITE_POOL_SIZE: u32 = 4;
+/// Default pool size for PostgreSQL.
+pub const DEFAULT_POSTGRES_POOL_SIZE: u32 = 10;
+/// How long SQLite waits on another writer's lock before failing.
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 10_000;
+
+/// A pool of connections to one backend.
+#[derive(Clone)]
+pub(crate) enum Pool {
+    #[cfg(feature = "sqlite")]
+    Sqlite(diesel::r2d2::Pool<ConnectionManager<SqliteConnection>>),
+    #[cfg(feature = "postgres")]
+    Postgres(diesel::r2d2::Pool<ConnectionManager<PgConnection>>),
+}
+
+/// Runs `$body` with `$conn` bound to a pooled connection of whichever backend `$pool` holds.
+macro_rules! with_connection {
+    ($pool:expr, |$conn:ident| $body:expr) => {
+        match $pool {
+            #[cfg(feature = "sqlite")]
+            $crate::database::Pool::Sqlite(pool) => {
+                let $conn = &mut *pool.get()?;
+                $body
+            }
+            #[cfg(feature = "postgres")]
+            $crate::database::Pool::Postgres(pool) => {
+                let $conn = &mut *pool.get()?;
+                $body
+            }
+        }
+    };
+}
+
+/// Like `with_connection!`, inside a write transaction (`BEGIN IMMEDIATE` on SQLite).
+macro_rules! write_transaction {
+    ($pool:expr, |$conn:ident| $body:expr) => {
+        match $pool {
+            #[cfg(feature = "sqlite")]
+            $crate::database::Pool::Sqlite(pool) => pool
+                .get()?
+                .immediate_transaction(|$conn| -> $crate::error::Result<_> { $body }),
+            #[cfg(feature = "postgres")]
+            $crate::database::Pool::Postgres(pool) => pool
+                .get()?
+                .transaction(|$conn| -> $crate::error::Result<_> { $body }),
+        }
+    };
+}
+pub(crate) use {with_connection, write_transaction};
+
+/// Tunables for the connection pool.
+#[derive(Debug, Clone, Default)]
+pub struct PoolOptions {
+    /// Most connections the pool opens; `None` picks the backend's default.
+    pub max_size: Option<u32>,
+}
+
+/// A migrated database reached through a connection pool.
+#[derive(Clone)]
+pub struct Database {
+    pool: Pool,
+}
+
+impl Database {
+    /// Opens (creating if needed) and migrates the database at `url`.
+    pub async fn connect(url: DatabaseUrl, options: PoolOptions) -> Result<Self> {
+        blocking(move || Self::connect_blocking(&url, &options)).await
+    }
+
+    fn connect_blocking(url: &DatabaseUrl, options: &PoolOptions) -> Result<Self> {
+        let pool = match url {
+            #[cfg(feature = "sqlite")]
+            DatabaseUrl::SqliteMemory => sqlite::open_memory()?,
+            #[cfg(feature = "sqlite")]
+            DatabaseUrl::SqliteFile(path) => sqlite::open_file(path, options)?,
+            #[cfg(feature = "postgres")]
+            DatabaseUrl::Postgres(url) => postgres::open(url, options)?,
+            #[allow(unreachable_patterns)]
+            other => {
+                return Err(Error::Configuration(format!(
+                    "{other:?} is not supported by this build of cloacina"
+                )))
+            }
+        };
+        Ok(Self { pool })
+    }
+
+    /// Runs blocking database work off the async runtime's worker threads.
+    pub(crate) async fn run<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Pool) -> Result<T> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        blocking(move || work(&pool)).await
+    }
+}
+
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Database(format!("database worker stopped unexpectedly: {e}")))?
+}
+
+fn migration_error(err: Box<dyn std::error::Error + Send + Sync>) -> Error {
+    Error::Database(format!("running migrations failed: {err}"))
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use super::*;
+    use std::path::Path;
+
+    const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+    /// Settings every SQLite connection gets: WAL for concurrent readers, a busy timeout for writers.
+    #[derive(Debug)]
+    struct Pragmas;
+
+    impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Pragmas {
+        fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+            apply_pragmas(conn).map_err(diesel::r2d2::Error::QueryError)
+        }
+    }
+
+    fn apply_pragmas(conn: &mut SqliteConnection) -> diesel::QueryResult<()> {
+        conn.batch_execute(&format!(
+            "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; PRAGMA journal_mode = WAL; \
+             PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
+        ))
+    }
+
+    /// Applies pending migrations while holding SQLite's write lock, so concurrent initialisers queue.
+    fn migrate(conn: &mut SqliteConnection) -> Result<()> {
+        conn.exclusive_transaction(|conn| {
+            conn.run_pending_migrations(MIGRATIONS)
+                .map(drop)
+                .map_err(migration_error)
+        })
+    }
+
+    pub(super) fn open_file(path: &Path, options: &PoolOptions) -> Result<Pool> {
+        let location = path.to_string_lossy().into_owned();
+        let open_error = |e: &dyn std::fmt::Display| {
+            Error::Database(format!("could not open SQLite database {location:?}: {e}"))
+        };
+        let mut conn = SqliteConnection::establish(&location).map_err(|e| open_error(&e))?;
+        apply_pragmas(&mut conn).map_err(|e| open_error(&e))?;
+        migrate(&mut conn)?;
+        let pool = diesel::r2d2::Pool::builder()
+            .max_size(options.max_size.unwrap_or(DEFAULT_SQLITE_POOL_SIZE))
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(30))
+            .connection_customizer(Box::new(Pragmas))
+            .build(ConnectionManager::new(location.clone()))
+            .map_err(|e| open_error(&e))?;
+        Ok(Pool::Sqlite(pool))
+    }
+
+    /// One connection, kept for the pool's lifetime: every connection to `:memory:` is a new database.
+    pub(super) fn open_memory() -> Result<Pool> {
+        let pool = diesel::r2d2::Pool::builder()
+            .max_size(1)
+            .min_idle(Some(1))
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connection_timeout(Duration::from_secs(60))
+            .connection_customizer(Box::new(Pragmas))
+            .build(ConnectionManager::new(":memory:"))
+            .map_err(|e| Error::Database(format!("could not open in-memory SQLite database: {e}")))?;
+        migrate(&mut *pool.get()?)?;
+        Ok(Pool::Sqlite(pool))
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::*;
+
+    const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+    /// Advisory lock key that serialises concurrent migrations ("cloacina" in ASCII, truncated).
+    const MIGRATION_LOCK_KEY: i64 = 0x636c_6f61_6369_6e61;
+
+    fn migrate(conn: &mut PgConnection) -> Result<()> {
+        conn.transaction(|conn| {
+            conn.batch_execute(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"))?;
+            conn.run_pending_migrations(MIGRATIONS)
+                .map(drop)
+                .map_err(migration_error)
+        })
+    }
+
+    pub(super) fn open(url: &str, options: &PoolOptions) -> Result<Pool> {
+        let shown = super::url::redact(url);
+        let open_error =
+            |e: &dyn std::fmt::Display| Error::Database(format!("could not connect to {shown}: {e}"));
+        let mut conn = PgConnection::establish(url).map_err(|e| open_error(&e))?;
+        migrate(&mut conn)?;
+        let pool = diesel::r2d2::Pool::builder()
+            .max_size(options.max_size.unwrap_or(DEFAULT_POSTGRES_POOL_SIZE))
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(30))
+            .build(ConnectionManager::new(url))
+            .map_err(|e| open_error(&e))?;
+        Ok(Pool::Postgres(pool))
+    }
+}

@@ -1,0 +1,36 @@
+//! Diesel table definitions shared by every backend.
+
+diesel::table! {
+    /// One row per workflow execution.
+    workflow_executions (id) {
+        id -> Text,
+        workflow_name -> Text,
+        workflow_version -> Text,
+        status -> Text,
+        input_context -> Text,
+        final_context -> Nullable<Text>,
+        error -> Nullable<Text>,
+        started_at -> Timestamp,
+        completed_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    /// One row per task of an execution.
+    task_executions (execution_id, task_id) {
+        execution_id -> Text,
+        task_id -> Text,
+        position -> Integer,
+        dependencies -> Text,
+        status -> Text,
+        attempt -> Integer,
+        output -> Nullable<Text>,
+        error -> Nullable<Text>,
+        traceback -> Nullable<Text>,
+        started_at -> Nullable<Timestamp>,
+        completed_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::joinable!(task_executions -> workflow_executions (execution_id));
+diesel::allow_tables_to_appear_in_same_query!(workflow_executions, task_executions);

@@ -1,0 +1,92 @@
+//! Which value each context key holds for a task: the one written last in topological order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::context::Context;
+
+/// Position of the workflow input, before every task.
+pub(crate) const INPUT: i64 = -1;
+
+/// A context whose every key remembers the topological position of the task that wrote it.
+///
+/// A task's input is the union of its direct upstream lineages, keeping for each key the latest
+/// writer. Each upstream lineage already holds its own ancestors, so this equals merging every
+/// transitive ancestor's output in topological order, without storing ancestor sets.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Lineage(HashMap<String, (i64, Arc<Value>)>);
+
+/// A task's output with values shared between the lineages that take it in.
+pub(crate) type SharedOutput = Vec<(String, Arc<Value>)>;
+
+/// Moves a context's values behind `Arc`s so several lineages can hold them without copying.
+pub(crate) fn share(context: Context) -> SharedOutput {
+    context
+        .into_map()
+        .into_iter()
+        .map(|(k, v)| (k, Arc::new(v)))
+        .collect()
+}
+
+impl Lineage {
+    /// Writes `output` at `position`; an existing key written later in topological order is kept.
+    pub(crate) fn absorb(&mut self, position: i64, output: &SharedOutput) {
+        for (key, value) in output {
+            match self.0.get_mut(key) {
+                Some(entry) if entry.0 > position => {}
+                Some(entry) => *entry = (position, value.clone()),
+                None => {
+                    self.0.insert(key.clone(), (position, value.clone()));
+                }
+            }
+        }
+    }
+
+    /// Merges several lineages, keeping each key's latest writer.
+    pub(crate) fn union<'a>(mut parts: impl Iterator<Item = &'a Lineage>) -> Lineage {
+        let mut merged = parts.next().cloned().unwrap_or_default();
+        for part in parts {
+            for (key, (position, value)) in &part.0 {
+                match merged.0.get_mut(key) {
+                    Some(entry) if entry.0 >= *position => {}
+                    Some(entry) => *entry = (*position, value.clone()),
+                    None => {
+                        merged.0.insert(key.clone(), (*position, value.clone()));
+                    }
+                }
+            }
+        }
+        merged
+    }
+
+    /// A plain context holding copies of the current values.
+    pub(crate) fn to_context(&self) -> Context {
+        self.0
+            .iter()
+            .map(|(k, (_, v))| (k.clone(), Value::clone(v)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn output(pairs: &[(&str, Value)]) -> SharedOutput {
+        share(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+    }
+
+    #[test]
+    fn later_writer_wins_regardless_of_merge_order() {
+        let mut early = Lineage::default();
+        early.absorb(1, &output(&[("k", json!("early"))]));
+        let mut late = Lineage::default();
+        late.absorb(5, &output(&[("k", json!("late"))]));
+        for merged in [Lineage::union([&early, &late].into_iter()), Lineage::union([&late, &early].into_iter())] {
+            assert_eq!(merged.to_context().get("k"), Some(&json!("late")));
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! What an execution produced: statuses and per-task results.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::context::Context;
+
+macro_rules! status_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl $name {
+            /// The name stored in the database and shown to users.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => stringify!($variant)),+
+                }
+            }
+
+            /// Parses a stored name.
+            pub fn parse(name: &str) -> Option<Self> {
+                match name {
+                    $(stringify!($variant) => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+
+            /// Every status name, for error messages.
+            pub fn names() -> &'static [&'static str] {
+                &[$(stringify!($variant)),+]
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+status_enum! {
+    /// Where a workflow execution stands.
+    ExecutionStatus {
+        /// Started and not yet finished.
+        Running,
+        /// Every task completed.
+        Completed,
+        /// At least one task failed.
+        Failed,
+    }
+}
+
+status_enum! {
+    /// Where one task of an execution stands.
+    TaskStatus {
+        /// Waiting for its upstream tasks.
+        Pending,
+        /// Being executed.
+        Running,
+        /// Finished and its output is recorded.
+        Completed,
+        /// Raised an error.
+        Failed,
+        /// Not run because an upstream task did not complete.
+        Skipped,
+    }
+}
+
+impl TaskStatus {
+    /// Whether the task will not change state again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Skipped)
+    }
+}
+
+/// The record of one task within an execution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskResult {
+    /// The task's id.
+    pub task_id: String,
+    /// Final (or current) status.
+    pub status: TaskStatus,
+    /// How many attempts started.
+    pub attempts: u32,
+    /// `Type: message` of the failure, if it failed.
+    pub error: Option<String>,
+    /// Traceback of the failure, when known.
+    pub traceback: Option<String>,
+    /// When the last attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the task reached its final status.
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+impl TaskResult {
+    pub(crate) fn pending(task_id: &str) -> Self {
+        Self {
+            task_id: task_id.to_string(),
+            status: TaskStatus::Pending,
+            attempts: 0,
+            error: None,
+            traceback: None,
+            started_at: None,
+            completed_at: None,
+        }
+    }
+}
+
+/// The record of one workflow execution, as stored in the database.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutionResult {
+    /// Unique id of the execution.
+    pub execution_id: Uuid,
+    /// Name of the workflow that ran.
+    pub workflow_name: String,
+    /// Version (graph digest) of the workflow that ran.
+    pub workflow_version: String,
+    /// Final (or current) status.
+    pub status: ExecutionStatus,
+    /// The context the execution started with.
+    pub input_context: Context,
+    /// Input merged with every task's output; `None` while running.
+    pub final_context: Option<Context>,
+    /// Why the execution failed.
+    pub error: Option<String>,
+    /// When the execution started.
+    pub started_at: DateTime<Utc>,
+    /// When the execution finished.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// One entry per task, in the workflow's topological order.
+    pub task_results: Vec<TaskResult>,
+}
+
+/// The current time, truncated to the microseconds every backend stores.
+pub(crate) fn now() -> DateTime<Utc> {
+    let now = Utc::now();
+    let micros = now.timestamp_micros();
+    DateTime::from_timestamp_micros(micros).unwrap_or(now)
+}

@@ -1,0 +1,21 @@
+//! Cloacina: an embedded workflow engine that runs DAGs of async tasks and records every
+//! execution in SQLite or PostgreSQL, so work survives a crash.
+
+pub mod context;
+pub mod database;
+pub mod error;
+pub mod executor;
+pub mod task;
+pub mod workflow;
+
+#[cfg(feature = "python")]
+pub mod python;
+
+pub use context::Context;
+pub use database::records::ExecutionFilter;
+pub use database::url::{BackendKind, DatabaseUrl};
+pub use database::PoolOptions;
+pub use error::{Error, Result, WorkflowError};
+pub use executor::{ExecutionResult, ExecutionStatus, ExecutorConfig, TaskResult, TaskStatus, UnifiedExecutor};
+pub use task::{FnTask, Task, TaskError, TaskFuture};
+pub use workflow::Workflow;

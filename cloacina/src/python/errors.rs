@@ -1,0 +1,97 @@
+//! The Python exception hierarchy and the one mapping from engine errors to it.
+
+use pyo3::exceptions::{PyException, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
+use pyo3::types::{PyDict, PyTuple, PyType};
+
+use crate::error::Error;
+
+/// Module name shown in the exceptions' reprs: the public package name.
+const MODULE: &str = "cloacina";
+
+/// Which Python exception class to raise.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ErrorKind {
+    /// Base of every engine error.
+    Base,
+    /// The database failed or could not be reached.
+    Database,
+    /// A workflow graph is invalid (also a ValueError).
+    Workflow,
+    /// A URL or setting is invalid (also a ValueError).
+    Configuration,
+    /// The executor is not initialised or was shut down (also a RuntimeError).
+    NotInitialized,
+    /// A context value is not JSON (also a TypeError).
+    Context,
+}
+
+/// (class name, extra builtin base, docstring) for each kind, in creation order.
+const CLASSES: [(ErrorKind, &str, &str); 6] = [
+    (ErrorKind::Base, "CloacinaError", "Base class of every error raised by the Cloacina engine."),
+    (ErrorKind::Database, "DatabaseError", "The database failed, refused the connection or could not be reached."),
+    (ErrorKind::Workflow, "WorkflowError", "The workflow graph is invalid: empty, unknown or duplicate tasks, or a cycle."),
+    (ErrorKind::Configuration, "ConfigurationError", "A database URL or executor setting is invalid."),
+    (ErrorKind::NotInitialized, "NotInitializedError", "The executor is not initialized (call `await executor.initialize(url)`) or was shut down."),
+    (ErrorKind::Context, "ContextError", "A context value cannot be stored as JSON."),
+];
+
+static TYPES: GILOnceCell<Vec<Py<PyType>>> = GILOnceCell::new();
+
+fn types(py: Python<'_>) -> &Vec<Py<PyType>> {
+    TYPES
+        .get_or_try_init(py, || create_types(py))
+        .expect("creating Cloacina's exception classes cannot fail")
+}
+
+fn create_types(py: Python<'_>) -> PyResult<Vec<Py<PyType>>> {
+    let type_ = py.import_bound("builtins")?.getattr("type")?;
+    let mut created: Vec<Py<PyType>> = Vec::with_capacity(CLASSES.len());
+    for (kind, name, doc) in CLASSES {
+        let builtin = match kind {
+            ErrorKind::Base => py.get_type_bound::<PyException>(),
+            ErrorKind::Database => py.get_type_bound::<PyException>(),
+            ErrorKind::Workflow | ErrorKind::Configuration => py.get_type_bound::<PyValueError>(),
+            ErrorKind::NotInitialized => py.get_type_bound::<PyRuntimeError>(),
+            ErrorKind::Context => py.get_type_bound::<PyTypeError>(),
+        };
+        let bases = match created.first() {
+            None => PyTuple::new_bound(py, [builtin]),
+            Some(base) if matches!(kind, ErrorKind::Database) => PyTuple::new_bound(py, [base.bind(py).clone()]),
+            Some(base) => PyTuple::new_bound(py, [base.bind(py).clone(), builtin]),
+        };
+        let namespace = PyDict::new_bound(py);
+        namespace.set_item("__module__", MODULE)?;
+        namespace.set_item("__doc__", doc)?;
+        let class = type_.call1((name, bases, namespace))?.downcast_into::<PyType>()?;
+        created.push(class.unbind());
+    }
+    Ok(created)
+}
+
+/// An exception of `kind` carrying `message`.
+pub(crate) fn new_err(kind: ErrorKind, message: impl Into<String>) -> PyErr {
+    let message = message.into();
+    Python::with_gil(|py| PyErr::from_type_bound(types(py)[kind as usize].bind(py).clone(), message))
+}
+
+/// Converts an engine error into the matching Python exception.
+pub(crate) fn to_py_err(err: Error) -> PyErr {
+    let kind = match &err {
+        Error::Workflow(_) => ErrorKind::Workflow,
+        Error::Configuration(_) => ErrorKind::Configuration,
+        Error::Database(_) => ErrorKind::Database,
+        Error::Context(_) => ErrorKind::Context,
+    };
+    new_err(kind, err.to_string())
+}
+
+/// Adds every exception class to the module.
+pub(crate) fn add_to_module(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = module.py();
+    for ((_, name, _), class) in CLASSES.iter().zip(types(py)) {
+        module.add(*name, class.bind(py))?;
+    }
+    Ok(())
+}

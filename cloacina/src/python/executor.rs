@@ -1,0 +1,255 @@
+//! `UnifiedExecutor`: the asyncio face of the engine's executor.
+
+use std::sync::{Arc, Mutex};
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyLong, PyString};
+use uuid::Uuid;
+
+use super::errors::{new_err, to_py_err, ErrorKind};
+use super::marshal::context_from_py;
+use super::results::execution_to_py;
+use super::workflow::PyWorkflow;
+use super::backend;
+use crate::context::Context;
+use crate::database::records::ExecutionFilter;
+use crate::database::url::DatabaseUrl;
+use crate::executor::{ExecutionStatus, ExecutorConfig, UnifiedExecutor, DEFAULT_MAX_CONCURRENCY};
+
+/// Largest `limit` accepted by `list_executions`.
+const MAX_LIST_LIMIT: i64 = 10_000;
+
+/// Lifecycle of a Python-side executor.
+enum State {
+    New,
+    Initializing,
+    Ready(UnifiedExecutor),
+    ShutDown,
+}
+
+/// Runs workflows durably: `await initialize(url)`, then `await execute(workflow, context)`.
+#[pyclass(name = "UnifiedExecutor", module = "cloacina", frozen)]
+pub(crate) struct PyUnifiedExecutor {
+    max_concurrency: usize,
+    state: Arc<Mutex<State>>,
+}
+
+impl PyUnifiedExecutor {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The running engine, or NotInitializedError saying what to do.
+    fn engine(&self) -> PyResult<UnifiedExecutor> {
+        match &*self.lock() {
+            State::Ready(engine) => Ok(engine.clone()),
+            State::ShutDown => Err(new_err(
+                ErrorKind::NotInitialized,
+                "this executor was shut down; create a new UnifiedExecutor and initialize it",
+            )),
+            State::New | State::Initializing => Err(new_err(
+                ErrorKind::NotInitialized,
+                "the executor is not initialized; call `await executor.initialize(database_url)` first",
+            )),
+        }
+    }
+}
+
+#[pymethods]
+impl PyUnifiedExecutor {
+    #[new]
+    #[pyo3(signature = (max_concurrency=None))]
+    fn new(max_concurrency: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let Some(max_concurrency) = max_concurrency else {
+            return Ok(Self {
+                max_concurrency: DEFAULT_MAX_CONCURRENCY,
+                state: Arc::new(Mutex::new(State::New)),
+            });
+        };
+        if max_concurrency.is_instance_of::<PyBool>() || !max_concurrency.is_instance_of::<PyLong>() {
+            return Err(PyTypeError::new_err(format!(
+                "max_concurrency must be an int, got {}",
+                max_concurrency.get_type().name()?
+            )));
+        }
+        let value: i64 = max_concurrency.extract().unwrap_or(0);
+        if value < 1 {
+            return Err(PyValueError::new_err(format!(
+                "max_concurrency must be at least 1, got {}",
+                max_concurrency.repr()?
+            )));
+        }
+        Ok(Self {
+            max_concurrency: value as usize,
+            state: Arc::new(Mutex::new(State::New)),
+        })
+    }
+
+    /// The most tasks this executor runs at once.
+    #[getter]
+    fn max_concurrency(&self) -> usize {
+        self.max_concurrency
+    }
+
+    /// Connects to (and migrates) the database at `database_url`.
+    fn initialize<'py>(&self, py: Python<'py>, database_url: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let url = database_url
+            .downcast::<PyString>()
+            .map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "database_url must be a str, got {}",
+                    database_url.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+                ))
+            })?
+            .to_cow()?;
+        let url = DatabaseUrl::parse(&url, backend()).map_err(to_py_err)?;
+        {
+            let mut state = self.lock();
+            match &*state {
+                State::New => *state = State::Initializing,
+                State::Initializing | State::Ready(_) => {
+                    return Err(new_err(ErrorKind::Base, "this executor is already initialized"))
+                }
+                State::ShutDown => {
+                    return Err(new_err(
+                        ErrorKind::NotInitialized,
+                        "this executor was shut down; create a new UnifiedExecutor",
+                    ))
+                }
+            }
+        }
+        let state = self.state.clone();
+        let config = ExecutorConfig {
+            max_concurrency: self.max_concurrency,
+            ..ExecutorConfig::default()
+        };
+        pyo3_asyncio_0_21::tokio::future_into_py(py, async move {
+            let connected = UnifiedExecutor::connect(url, config).await;
+            let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+            match connected {
+                Ok(engine) => {
+                    *state = State::Ready(engine);
+                    Ok(())
+                }
+                Err(err) => {
+                    *state = State::New;
+                    Err(to_py_err(err))
+                }
+            }
+        })
+    }
+
+    /// Runs `workflow` on `context` and returns the execution's result dict.
+    #[pyo3(signature = (workflow, context=None))]
+    fn execute<'py>(
+        &self,
+        py: Python<'py>,
+        workflow: &Bound<'py, PyAny>,
+        context: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let workflow = workflow.downcast::<PyWorkflow>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "execute() expects a Workflow, got {}",
+                workflow.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+            ))
+        })?;
+        let input = match context {
+            None => Context::new(),
+            Some(c) if c.is_none() => Context::new(),
+            Some(c) => context_from_py(c).map_err(|e| new_err(ErrorKind::Context, e.describe("context")))?,
+        };
+        let engine = self.engine()?;
+        let locals = pyo3_asyncio_0_21::tokio::get_current_locals(py)?;
+        let graph = workflow.get().bind(&locals);
+        pyo3_asyncio_0_21::tokio::future_into_py_with_locals(py, locals, async move {
+            // Spawned so the execution still finishes and is recorded if the awaiting coroutine is cancelled.
+            let run = tokio::spawn(async move { engine.execute(&graph, input).await });
+            let result = run
+                .await
+                .map_err(|e| new_err(ErrorKind::Base, format!("execution failed unexpectedly: {e}")))?
+                .map_err(to_py_err)?;
+            Python::with_gil(|py| execution_to_py(py, &result))
+        })
+    }
+
+    /// Reads a recorded execution by id; None if there is none.
+    fn get_execution<'py>(&self, py: Python<'py>, execution_id: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let text: String = execution_id
+            .extract()
+            .map_err(|_| PyTypeError::new_err("execution_id must be a str"))?;
+        let id = Uuid::parse_str(&text)
+            .map_err(|_| PyValueError::new_err(format!("{text:?} is not a valid execution id (a UUID string)")))?;
+        let engine = self.engine()?;
+        pyo3_asyncio_0_21::tokio::future_into_py(py, async move {
+            let found = engine.get_execution(id).await.map_err(to_py_err)?;
+            Python::with_gil(|py| match found {
+                Some(execution) => execution_to_py(py, &execution),
+                None => Ok(py.None()),
+            })
+        })
+    }
+
+    /// Lists recorded executions, newest first, optionally filtered.
+    #[pyo3(signature = (workflow=None, status=None, limit=50))]
+    fn list_executions<'py>(
+        &self,
+        py: Python<'py>,
+        workflow: Option<String>,
+        status: Option<String>,
+        limit: i64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let status = status
+            .map(|s| {
+                ExecutionStatus::parse(&s).ok_or_else(|| {
+                    PyValueError::new_err(format!(
+                        "unknown status {s:?}; expected one of {}",
+                        ExecutionStatus::names().join(", ")
+                    ))
+                })
+            })
+            .transpose()?;
+        if !(1..=MAX_LIST_LIMIT).contains(&limit) {
+            return Err(PyValueError::new_err(format!(
+                "limit must be between 1 and {MAX_LIST_LIMIT}, got {limit}"
+            )));
+        }
+        let filter = ExecutionFilter {
+            workflow_name: workflow,
+            status,
+            limit,
+        };
+        let engine = self.engine()?;
+        pyo3_asyncio_0_21::tokio::future_into_py(py, async move {
+            let executions = engine.list_executions(filter).await.map_err(to_py_err)?;
+            Python::with_gil(|py| {
+                executions
+                    .iter()
+                    .map(|e| execution_to_py(py, e))
+                    .collect::<PyResult<Vec<_>>>()
+                    .map(|list| list.into_py(py))
+            })
+        })
+    }
+
+    /// Stops accepting work; running executions finish and are recorded.
+    fn shutdown<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        *self.lock() = State::ShutDown;
+        pyo3_asyncio_0_21::tokio::future_into_py(py, async { Ok(()) })
+    }
+
+    fn __repr__(&self) -> String {
+        let state = match &*self.lock() {
+            State::New => "not initialized",
+            State::Initializing => "initializing",
+            State::Ready(_) => "ready",
+            State::ShutDown => "shut down",
+        };
+        format!(
+            "UnifiedExecutor(max_concurrency={}, backend={:?}, state={state:?})",
+            self.max_concurrency,
+            backend().name()
+        )
+    }
+}
+

@@ -1,0 +1,48 @@
+//! Execution records as the dicts the Python API returns.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use super::marshal::context_to_py;
+use crate::executor::{ExecutionResult, TaskResult};
+
+fn iso(time: Option<DateTime<Utc>>) -> Option<String> {
+    time.map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, false))
+}
+
+/// The dict for one execution: ids, status, contexts, timestamps and `task_results`.
+pub(crate) fn execution_to_py(py: Python<'_>, execution: &ExecutionResult) -> PyResult<PyObject> {
+    let dict = PyDict::new_bound(py);
+    dict.set_item("execution_id", execution.execution_id.to_string())?;
+    dict.set_item("workflow_name", &execution.workflow_name)?;
+    dict.set_item("workflow_version", &execution.workflow_version)?;
+    dict.set_item("status", execution.status.as_str())?;
+    dict.set_item("input_context", context_to_py(py, &execution.input_context)?)?;
+    let final_context = match &execution.final_context {
+        Some(context) => context_to_py(py, context)?.into_any(),
+        None => py.None().into_bound(py),
+    };
+    dict.set_item("final_context", final_context)?;
+    dict.set_item("error", &execution.error)?;
+    dict.set_item("started_at", iso(Some(execution.started_at)))?;
+    dict.set_item("completed_at", iso(execution.completed_at))?;
+    let tasks = PyList::empty_bound(py);
+    for task in &execution.task_results {
+        tasks.append(task_to_py(py, task)?)?;
+    }
+    dict.set_item("task_results", tasks)?;
+    Ok(dict.into_any().unbind())
+}
+
+fn task_to_py<'py>(py: Python<'py>, task: &TaskResult) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new_bound(py);
+    dict.set_item("task_id", &task.task_id)?;
+    dict.set_item("status", task.status.as_str())?;
+    dict.set_item("attempts", task.attempts)?;
+    dict.set_item("error", &task.error)?;
+    dict.set_item("traceback", &task.traceback)?;
+    dict.set_item("started_at", iso(task.started_at))?;
+    dict.set_item("completed_at", iso(task.completed_at))?;
+    Ok(dict)
+}

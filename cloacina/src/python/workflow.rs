@@ -1,0 +1,122 @@
+//! `Workflow`: a named, validated graph of registered tasks.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::PyString;
+use pyo3_asyncio_0_21::TaskLocals;
+
+use super::decorator::dependency_ids;
+use super::errors::{new_err, to_py_err, ErrorKind};
+use super::registry::{registry, TaskDefinition};
+use super::task::PythonTask;
+use crate::error::Error;
+use crate::workflow::Workflow;
+
+/// A workflow: the given tasks plus everything they depend on, in topological order.
+#[pyclass(name = "Workflow", module = "cloacina", frozen)]
+pub(crate) struct PyWorkflow {
+    graph: Workflow,
+    /// Definitions in the graph's topological order.
+    definitions: Vec<Arc<TaskDefinition>>,
+}
+
+impl PyWorkflow {
+    /// The graph with its async tasks bound to the event loop in `locals`.
+    pub(crate) fn bind(&self, locals: &TaskLocals) -> Workflow {
+        self.graph
+            .map_tasks(|position, _| PythonTask::bound(self.definitions[position].clone(), locals.clone()))
+    }
+}
+
+#[pymethods]
+impl PyWorkflow {
+    #[new]
+    #[pyo3(signature = (name, tasks=None))]
+    fn new(name: &Bound<'_, PyAny>, tasks: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let name = name
+            .downcast::<PyString>()
+            .map_err(|_| PyTypeError::new_err(format!("workflow name must be a str, got {}", name.get_type().name().map(|n| n.to_string()).unwrap_or_default())))?
+            .to_cow()?
+            .into_owned();
+        let roots = match tasks {
+            Some(tasks) => dependency_ids(tasks)?,
+            None => registry().ids().to_vec(),
+        };
+        let definitions = collect_with_dependencies(&name, &roots)?;
+        let graph = Workflow::new(
+            name,
+            definitions.iter().map(|d| PythonTask::unbound(d.clone())).collect(),
+        )
+        .map_err(|e| to_py_err(Error::from(e)))?;
+        let definitions = graph
+            .task_ids()
+            .map(|id| definitions.iter().find(|d| d.id == id).expect("graph holds the given tasks").clone())
+            .collect();
+        Ok(Self { graph, definitions })
+    }
+
+    /// The workflow's name.
+    #[getter]
+    fn name(&self) -> &str {
+        self.graph.name()
+    }
+
+    /// Task ids in topological order.
+    #[getter]
+    fn task_ids(&self) -> Vec<&str> {
+        self.graph.task_ids().collect()
+    }
+
+    /// A digest of the graph: the same tasks and edges give the same version.
+    #[getter]
+    fn version(&self) -> &str {
+        self.graph.version()
+    }
+
+    fn __len__(&self) -> usize {
+        self.graph.len()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Workflow({:?}, tasks={:?}, version={:?})",
+            self.graph.name(),
+            self.task_ids(),
+            self.graph.version()
+        )
+    }
+}
+
+/// The registered definitions of `roots` and of everything they transitively depend on.
+fn collect_with_dependencies(workflow: &str, roots: &[String]) -> PyResult<Vec<Arc<TaskDefinition>>> {
+    let registry = registry();
+    if let Some(unknown) = roots.iter().find(|root| registry.get(root).is_none()) {
+        let known = registry.ids();
+        let listed = if known.is_empty() {
+            "no tasks are registered yet".to_string()
+        } else {
+            format!("registered tasks: {}", known.iter().take(20).cloned().collect::<Vec<_>>().join(", "))
+        };
+        return Err(new_err(
+            ErrorKind::Workflow,
+            format!("workflow '{workflow}' names unknown task '{unknown}'; decorate it with @task first ({listed})"),
+        ));
+    }
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut collected = Vec::new();
+    let mut pending: Vec<String> = roots.iter().rev().cloned().collect();
+    while let Some(id) = pending.pop() {
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        // Unknown dependencies are left out here; Workflow::new reports them naming both tasks.
+        if let Some(definition) = registry.get(&id) {
+            pending.extend(definition.dependencies.iter().rev().filter(|d| !seen.contains(*d)).cloned());
+            collected.push(definition);
+        }
+    }
+    Ok(collected)
+}

@@ -1,0 +1,85 @@
+//! The unit of work: the `Task` trait and a closure-backed implementation.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::context::Context;
+
+/// Why a task attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskError {
+    /// One line: the error's type name and message, e.g. `ValueError: boom`.
+    pub message: String,
+    /// The full traceback or backtrace, when the task's language provides one.
+    pub traceback: Option<String>,
+}
+
+impl TaskError {
+    /// A failure with a message and no traceback.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            traceback: None,
+        }
+    }
+}
+
+impl std::fmt::Display for TaskError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for TaskError {}
+
+/// What running a task yields: its output, merged into the context of downstream tasks.
+pub type TaskFuture = Pin<Box<dyn Future<Output = Result<Context, TaskError>> + Send + 'static>>;
+
+/// A named step of a workflow.
+pub trait Task: Send + Sync {
+    /// The task's id, unique within a workflow.
+    fn id(&self) -> &str;
+    /// Ids of the tasks that must complete before this one runs.
+    fn dependencies(&self) -> &[String];
+    /// Runs the task on its input context and returns its output.
+    fn execute(&self, context: Context) -> TaskFuture;
+}
+
+type TaskFn = dyn Fn(Context) -> TaskFuture + Send + Sync;
+
+/// A task backed by an async Rust closure.
+pub struct FnTask {
+    id: String,
+    dependencies: Vec<String>,
+    run: Box<TaskFn>,
+}
+
+impl FnTask {
+    /// Creates a task from an id, its dependencies and an async closure.
+    pub fn new<F, Fut>(id: impl Into<String>, dependencies: &[&str], run: F) -> Arc<dyn Task>
+    where
+        F: Fn(Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Context, TaskError>> + Send + 'static,
+    {
+        Arc::new(FnTask {
+            id: id.into(),
+            dependencies: dependencies.iter().map(|d| d.to_string()).collect(),
+            run: Box::new(move |ctx| Box::pin(run(ctx))),
+        })
+    }
+}
+
+impl Task for FnTask {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn dependencies(&self) -> &[String] {
+        &self.dependencies
+    }
+
+    fn execute(&self, context: Context) -> TaskFuture {
+        (self.run)(context)
+    }
+}
