@@ -16,6 +16,8 @@ pub use database::records::ExecutionFilter;
 pub use database::url::{BackendKind, DatabaseUrl};
 pub use database::PoolOptions;
 pub use error::{Error, Result, WorkflowError};
-pub use executor::{ExecutionResult, ExecutionStatus, ExecutorConfig, TaskResult, TaskStatus, UnifiedExecutor};
+pub use executor::{
+    ExecutionResult, ExecutionStatus, ExecutorConfig, TaskResult, TaskStatus, UnifiedExecutor,
+};
 pub use task::{FnTask, Task, TaskError, TaskFuture};
 pub use workflow::Workflow;

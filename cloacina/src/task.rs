@@ -57,6 +57,7 @@ pub struct FnTask {
 
 impl FnTask {
     /// Creates a task from an id, its dependencies and an async closure.
+    #[allow(clippy::new_ret_no_self)] // workflows hold tasks as `Arc<dyn Task>`; returning one saves every caller a cast
     pub fn new<F, Fut>(id: impl Into<String>, dependencies: &[&str], run: F) -> Arc<dyn Task>
     where
         F: Fn(Context) -> Fut + Send + Sync + 'static,

@@ -50,12 +50,13 @@ impl Workflow {
         for task in &tasks {
             let mut deps = Vec::with_capacity(task.dependencies().len());
             for dep in task.dependencies() {
-                let &d = index
-                    .get(dep.as_str())
-                    .ok_or_else(|| WorkflowError::UnknownDependency {
-                        task: task.id().to_string(),
-                        dependency: dep.clone(),
-                    })?;
+                let &d =
+                    index
+                        .get(dep.as_str())
+                        .ok_or_else(|| WorkflowError::UnknownDependency {
+                            task: task.id().to_string(),
+                            dependency: dep.clone(),
+                        })?;
                 if !deps.contains(&d) {
                     deps.push(d);
                 }
@@ -135,7 +136,12 @@ impl Workflow {
 
     /// The same graph with each task replaced by `f(position, task)`, keeping ids and dependencies.
     pub fn map_tasks(&self, f: impl Fn(usize, &Arc<dyn Task>) -> Arc<dyn Task>) -> Self {
-        let tasks: Vec<Arc<dyn Task>> = self.tasks.iter().enumerate().map(|(i, t)| f(i, t)).collect();
+        let tasks: Vec<Arc<dyn Task>> = self
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| f(i, t))
+            .collect();
         debug_assert!(tasks
             .iter()
             .zip(&self.tasks)
@@ -178,13 +184,23 @@ fn topological_order(
     if order.len() == tasks.len() {
         return Ok(order);
     }
-    Err(WorkflowError::Cycle(find_cycle(tasks, upstream, &waiting_on)))
+    Err(WorkflowError::Cycle(find_cycle(
+        tasks,
+        upstream,
+        &waiting_on,
+    )))
 }
 
 /// Walks dependencies among the tasks Kahn could not order until one repeats: that loop is a cycle.
-fn find_cycle(tasks: &[Arc<dyn Task>], upstream: &[Vec<usize>], waiting_on: &[usize]) -> Vec<String> {
+fn find_cycle(
+    tasks: &[Arc<dyn Task>],
+    upstream: &[Vec<usize>],
+    waiting_on: &[usize],
+) -> Vec<String> {
     let stuck = |i: usize| waiting_on[i] > 0;
-    let start = (0..tasks.len()).find(|&i| stuck(i)).expect("a cycle leaves tasks unordered");
+    let start = (0..tasks.len())
+        .find(|&i| stuck(i))
+        .expect("a cycle leaves tasks unordered");
     let mut path = vec![start];
     let mut seen_at = HashMap::from([(start, 0usize)]);
     let mut current = start;
@@ -194,7 +210,10 @@ fn find_cycle(tasks: &[Arc<dyn Task>], upstream: &[Vec<usize>], waiting_on: &[us
             .find(|&&d| stuck(d))
             .expect("an unordered task waits on another unordered task");
         if let Some(&at) = seen_at.get(&next) {
-            let mut cycle: Vec<String> = path[at..].iter().map(|&i| tasks[i].id().to_string()).collect();
+            let mut cycle: Vec<String> = path[at..]
+                .iter()
+                .map(|&i| tasks[i].id().to_string())
+                .collect();
             cycle.push(tasks[next].id().to_string());
             return cycle;
         }

@@ -125,7 +125,9 @@ impl Database {
     }
 }
 
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| Error::Database(format!("database worker stopped unexpectedly: {e}")))?
@@ -153,10 +155,26 @@ mod sqlite {
     }
 
     fn apply_pragmas(conn: &mut SqliteConnection) -> diesel::QueryResult<()> {
-        conn.batch_execute(&format!(
-            "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; PRAGMA journal_mode = WAL; \
-             PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
-        ))
+        conn.batch_execute(&format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};"))?;
+        enable_wal(conn)?;
+        conn.batch_execute("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+    }
+
+    /// Switches to WAL, retrying: SQLite reports a concurrent switch as "locked" at once,
+    /// without waiting out the busy timeout.
+    fn enable_wal(conn: &mut SqliteConnection) -> diesel::QueryResult<()> {
+        let deadline =
+            std::time::Instant::now() + Duration::from_millis(u64::from(SQLITE_BUSY_TIMEOUT_MS));
+        loop {
+            match conn.batch_execute("PRAGMA journal_mode = WAL;") {
+                Err(e)
+                    if e.to_string().contains("locked") && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Applies pending migrations while holding SQLite's write lock, so concurrent initialisers queue.
@@ -196,7 +214,9 @@ mod sqlite {
             .connection_timeout(Duration::from_secs(60))
             .connection_customizer(Box::new(Pragmas))
             .build(ConnectionManager::new(":memory:"))
-            .map_err(|e| Error::Database(format!("could not open in-memory SQLite database: {e}")))?;
+            .map_err(|e| {
+                Error::Database(format!("could not open in-memory SQLite database: {e}"))
+            })?;
         migrate(&mut *pool.get()?)?;
         Ok(Pool::Sqlite(pool))
     }
@@ -212,7 +232,9 @@ mod postgres {
 
     fn migrate(conn: &mut PgConnection) -> Result<()> {
         conn.transaction(|conn| {
-            conn.batch_execute(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"))?;
+            conn.batch_execute(&format!(
+                "SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
+            ))?;
             conn.run_pending_migrations(MIGRATIONS)
                 .map(drop)
                 .map_err(migration_error)
@@ -221,8 +243,9 @@ mod postgres {
 
     pub(super) fn open(url: &str, options: &PoolOptions) -> Result<Pool> {
         let shown = super::url::redact(url);
-        let open_error =
-            |e: &dyn std::fmt::Display| Error::Database(format!("could not connect to {shown}: {e}"));
+        let open_error = |e: &dyn std::fmt::Display| {
+            Error::Database(format!("could not connect to {shown}: {e}"))
+        };
         let mut conn = PgConnection::establish(url).map_err(|e| open_error(&e))?;
         migrate(&mut conn)?;
         let pool = diesel::r2d2::Pool::builder()

@@ -97,7 +97,11 @@ macro_rules! load_tasks {
 
 impl Database {
     /// Records a new running execution and all its tasks as Pending, atomically.
-    pub(crate) async fn create_execution(&self, execution: &ExecutionResult, tasks: Vec<NewTask>) -> Result<()> {
+    pub(crate) async fn create_execution(
+        &self,
+        execution: &ExecutionResult,
+        tasks: Vec<NewTask>,
+    ) -> Result<()> {
         let row = ExecutionRow {
             id: execution.execution_id.to_string(),
             workflow_name: execution.workflow_name.clone(),
@@ -143,7 +147,12 @@ impl Database {
     }
 
     /// Marks a task Running and counts the attempt.
-    pub(crate) async fn start_task(&self, execution_id: Uuid, task_id: String, started_at: DateTime<Utc>) -> Result<()> {
+    pub(crate) async fn start_task(
+        &self,
+        execution_id: Uuid,
+        task_id: String,
+        started_at: DateTime<Utc>,
+    ) -> Result<()> {
         self.run(move |pool| {
             with_connection!(pool, |conn| {
                 diesel::update(task_executions::table.find((execution_id.to_string(), task_id)))
@@ -160,7 +169,12 @@ impl Database {
     }
 
     /// Stores how a task ended.
-    pub(crate) async fn finish_task(&self, execution_id: Uuid, task_id: String, outcome: TaskOutcome) -> Result<()> {
+    pub(crate) async fn finish_task(
+        &self,
+        execution_id: Uuid,
+        task_id: String,
+        outcome: TaskOutcome,
+    ) -> Result<()> {
         self.run(move |pool| {
             with_connection!(pool, |conn| {
                 diesel::update(task_executions::table.find((execution_id.to_string(), task_id)))
@@ -248,7 +262,10 @@ impl Database {
             with_connection!(pool, |conn| {
                 let mut query = workflow_executions::table
                     .select(ExecutionRow::as_select())
-                    .order((workflow_executions::started_at.desc(), workflow_executions::id.desc()))
+                    .order((
+                        workflow_executions::started_at.desc(),
+                        workflow_executions::id.desc(),
+                    ))
                     .limit(filter.limit)
                     .into_boxed();
                 if let Some(name) = filter.workflow_name {
@@ -270,9 +287,13 @@ impl Database {
 
 /// Joins execution rows with their task rows, keeping the executions' order.
 fn assemble(executions: Vec<ExecutionRow>, tasks: Vec<TaskRow>) -> Result<Vec<ExecutionResult>> {
-    let mut by_execution: std::collections::HashMap<String, Vec<TaskRow>> = std::collections::HashMap::new();
+    let mut by_execution: std::collections::HashMap<String, Vec<TaskRow>> =
+        std::collections::HashMap::new();
     for task in tasks {
-        by_execution.entry(task.execution_id.clone()).or_default().push(task);
+        by_execution
+            .entry(task.execution_id.clone())
+            .or_default()
+            .push(task);
     }
     executions
         .into_iter()
@@ -285,12 +306,14 @@ fn assemble(executions: Vec<ExecutionRow>, tasks: Vec<TaskRow>) -> Result<Vec<Ex
 }
 
 fn execution_from_rows(row: ExecutionRow, tasks: Vec<TaskRow>) -> Result<ExecutionResult> {
-    let corrupt = |what: &str, value: &str| Error::Database(format!("stored {what} {value:?} is not valid"));
+    let corrupt =
+        |what: &str, value: &str| Error::Database(format!("stored {what} {value:?} is not valid"));
     let task_results = tasks
         .into_iter()
         .map(|t| {
             Ok(TaskResult {
-                status: TaskStatus::parse(&t.status).ok_or_else(|| corrupt("task status", &t.status))?,
+                status: TaskStatus::parse(&t.status)
+                    .ok_or_else(|| corrupt("task status", &t.status))?,
                 attempts: t.attempt.max(0) as u32,
                 error: t.error,
                 traceback: t.traceback,
@@ -302,9 +325,14 @@ fn execution_from_rows(row: ExecutionRow, tasks: Vec<TaskRow>) -> Result<Executi
         .collect::<Result<Vec<_>>>()?;
     Ok(ExecutionResult {
         execution_id: Uuid::parse_str(&row.id).map_err(|_| corrupt("execution id", &row.id))?,
-        status: ExecutionStatus::parse(&row.status).ok_or_else(|| corrupt("execution status", &row.status))?,
+        status: ExecutionStatus::parse(&row.status)
+            .ok_or_else(|| corrupt("execution status", &row.status))?,
         input_context: Context::from_json(&row.input_context)?,
-        final_context: row.final_context.as_deref().map(Context::from_json).transpose()?,
+        final_context: row
+            .final_context
+            .as_deref()
+            .map(Context::from_json)
+            .transpose()?,
         workflow_name: row.workflow_name,
         workflow_version: row.workflow_version,
         error: row.error,

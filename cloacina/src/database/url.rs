@@ -50,7 +50,10 @@ impl DatabaseUrl {
             return Err(invalid(backend, "the database URL is empty"));
         }
         if url.contains('\0') {
-            return Err(invalid(backend, &format!("the database URL {shown:?} contains a NUL byte")));
+            return Err(invalid(
+                backend,
+                &format!("the database URL {shown:?} contains a NUL byte"),
+            ));
         }
         let scheme = scheme_of(url);
         match (backend, scheme.as_deref()) {
@@ -90,8 +93,13 @@ fn parse_sqlite(url: &str) -> Result<DatabaseUrl> {
         return Ok(DatabaseUrl::SqliteMemory);
     }
     match rest.strip_prefix("///") {
-        Some(path) if !path.is_empty() && !path.ends_with('/') => Ok(DatabaseUrl::SqliteFile(PathBuf::from(path))),
-        _ => Err(invalid(BackendKind::Sqlite, &format!("{shown:?} is not a valid SQLite URL"))),
+        Some(path) if !path.is_empty() && !path.ends_with('/') => {
+            Ok(DatabaseUrl::SqliteFile(PathBuf::from(path)))
+        }
+        _ => Err(invalid(
+            BackendKind::Sqlite,
+            &format!("{shown:?} is not a valid SQLite URL"),
+        )),
     }
 }
 
@@ -99,8 +107,13 @@ fn parse_sqlite(url: &str) -> Result<DatabaseUrl> {
 fn scheme_of(url: &str) -> Option<String> {
     let (scheme, _) = url.split_once(':')?;
     let valid = scheme.len() > 1
-        && scheme.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+        && scheme
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
     valid.then(|| scheme.to_ascii_lowercase())
 }
 
@@ -144,24 +157,51 @@ mod tests {
     fn sqlite_forms_are_accepted() {
         let parse = |u| DatabaseUrl::parse(u, BackendKind::Sqlite).unwrap();
         assert_eq!(parse("sqlite://:memory:"), DatabaseUrl::SqliteMemory);
-        assert_eq!(parse("sqlite:///rel.db"), DatabaseUrl::SqliteFile("rel.db".into()));
-        assert_eq!(parse("sqlite:////abs/x.db"), DatabaseUrl::SqliteFile("/abs/x.db".into()));
-        assert_eq!(parse("data/x.db"), DatabaseUrl::SqliteFile("data/x.db".into()));
+        assert_eq!(
+            parse("sqlite:///rel.db"),
+            DatabaseUrl::SqliteFile("rel.db".into())
+        );
+        assert_eq!(
+            parse("sqlite:////abs/x.db"),
+            DatabaseUrl::SqliteFile("/abs/x.db".into())
+        );
+        assert_eq!(
+            parse("data/x.db"),
+            DatabaseUrl::SqliteFile("data/x.db".into())
+        );
     }
 
     #[test]
     fn bad_urls_are_rejected_without_echoing_passwords() {
-        for url in ["", "  ", "sqlite:/x", "sqlite://x.db", "sqlite:///", "mysql://a/b", "sqlite:///x.db?mode=ro"] {
-            assert!(DatabaseUrl::parse(url, BackendKind::Sqlite).is_err(), "{url}");
+        for url in [
+            "",
+            "  ",
+            "sqlite:/x",
+            "sqlite://x.db",
+            "sqlite:///",
+            "mysql://a/b",
+            "sqlite:///x.db?mode=ro",
+        ] {
+            assert!(
+                DatabaseUrl::parse(url, BackendKind::Sqlite).is_err(),
+                "{url}"
+            );
         }
-        let err = DatabaseUrl::parse("postgresql://me:hunter2@db/x", BackendKind::Sqlite).unwrap_err();
+        let err =
+            DatabaseUrl::parse("postgresql://me:hunter2@db/x", BackendKind::Sqlite).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("cloacina-postgres") && !msg.contains("hunter2"), "{msg}");
+        assert!(
+            msg.contains("cloacina-postgres") && !msg.contains("hunter2"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn redaction_hides_only_the_password() {
-        assert_eq!(redact("postgresql://u:p@h:5/d?x=1"), "postgresql://u:***@h:5/d?x=1");
+        assert_eq!(
+            redact("postgresql://u:p@h:5/d?x=1"),
+            "postgresql://u:***@h:5/d?x=1"
+        );
         assert_eq!(redact("postgresql://u@h/d"), "postgresql://u@h/d");
         assert_eq!(redact("sqlite:///x.db"), "sqlite:///x.db");
     }

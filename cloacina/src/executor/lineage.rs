@@ -76,7 +76,12 @@ mod tests {
     use serde_json::json;
 
     fn output(pairs: &[(&str, Value)]) -> SharedOutput {
-        share(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+        share(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        )
     }
 
     #[test]
@@ -85,7 +90,10 @@ mod tests {
         early.absorb(1, &output(&[("k", json!("early"))]));
         let mut late = Lineage::default();
         late.absorb(5, &output(&[("k", json!("late"))]));
-        for merged in [Lineage::union([&early, &late].into_iter()), Lineage::union([&late, &early].into_iter())] {
+        for merged in [
+            Lineage::union([&early, &late].into_iter()),
+            Lineage::union([&late, &early].into_iter()),
+        ] {
             assert_eq!(merged.to_context().get("k"), Some(&json!("late")));
         }
     }

@@ -50,7 +50,9 @@ impl UnifiedExecutor {
     /// Opens and migrates the database, ready to execute workflows.
     pub async fn connect(url: DatabaseUrl, config: ExecutorConfig) -> Result<Self> {
         if config.max_concurrency == 0 {
-            return Err(Error::Configuration("max_concurrency must be at least 1".into()));
+            return Err(Error::Configuration(
+                "max_concurrency must be at least 1".into(),
+            ));
         }
         let db = Database::connect(url, config.pool).await?;
         Ok(Self {

@@ -74,7 +74,10 @@ status_enum! {
 impl TaskStatus {
     /// Whether the task will not change state again.
     pub fn is_terminal(self) -> bool {
-        matches!(self, TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Skipped)
+        matches!(
+            self,
+            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Skipped
+        )
     }
 }
 

@@ -84,7 +84,9 @@ pub(crate) async fn execute(
         unconsumed: (0..n).map(|i| workflow.dependents_of(i).len()).collect(),
         final_context: input_lineage.clone(),
         input: input_lineage,
-        ready: (0..n).filter(|&i| workflow.dependencies_of(i).is_empty()).collect(),
+        ready: (0..n)
+            .filter(|&i| workflow.dependencies_of(i).is_empty())
+            .collect(),
         running: JoinSet::new(),
     };
     let outcome = run.drive(permits).await;
@@ -114,7 +116,11 @@ impl Run<'_> {
         let input = if deps.is_empty() {
             self.input.clone()
         } else {
-            Lineage::union(deps.iter().map(|&d| self.lineages[d].as_ref().expect("completed upstream keeps its lineage")))
+            Lineage::union(deps.iter().map(|&d| {
+                self.lineages[d]
+                    .as_ref()
+                    .expect("completed upstream keeps its lineage")
+            }))
         };
         for &dep in deps {
             self.release(dep);
@@ -133,9 +139,12 @@ impl Run<'_> {
         result.started_at = Some(started_at);
         self.running.spawn(async move {
             let result = async {
-                db.start_task(execution_id, task.id().to_string(), started_at).await?;
+                db.start_task(execution_id, task.id().to_string(), started_at)
+                    .await?;
                 // A separate tokio task turns a panicking task into a failure instead of a crash.
-                let outcome = match tokio::spawn(task.execute(context)).await {
+                let runner = task.clone();
+                let outcome = match tokio::spawn(async move { runner.execute(context).await }).await
+                {
                     Ok(outcome) => outcome,
                     Err(join_error) => Err(TaskError::new(format!("panic: {join_error}"))),
                 };
@@ -143,9 +152,21 @@ impl Run<'_> {
                 let (status, output, output_json, error, traceback) = match outcome {
                     Ok(output) => {
                         let json = output.to_json();
-                        (TaskStatus::Completed, Ok(share(output)), Some(json), None, None)
+                        (
+                            TaskStatus::Completed,
+                            Ok(share(output)),
+                            Some(json),
+                            None,
+                            None,
+                        )
                     }
-                    Err(e) => (TaskStatus::Failed, Err(e.clone()), None, Some(e.message), e.traceback),
+                    Err(e) => (
+                        TaskStatus::Failed,
+                        Err(e.clone()),
+                        None,
+                        Some(e.message),
+                        e.traceback,
+                    ),
                 };
                 let completed_at = now();
                 let outcome = TaskOutcome {
@@ -155,7 +176,8 @@ impl Run<'_> {
                     traceback,
                     completed_at,
                 };
-                db.finish_task(execution_id, task.id().to_string(), outcome).await?;
+                db.finish_task(execution_id, task.id().to_string(), outcome)
+                    .await?;
                 Ok((output, completed_at))
             }
             .await;
@@ -237,10 +259,17 @@ impl Run<'_> {
             .filter(|t| t.status == TaskStatus::Failed)
             .collect();
         let (status, error) = match (&outcome, failures.first()) {
-            (Err(engine_error), _) => (ExecutionStatus::Failed, Some(format!("execution aborted: {engine_error}"))),
+            (Err(engine_error), _) => (
+                ExecutionStatus::Failed,
+                Some(format!("execution aborted: {engine_error}")),
+            ),
             (Ok(()), None) => (ExecutionStatus::Completed, None),
             (Ok(()), Some(first)) => {
-                let mut message = format!("task '{}' failed: {}", first.task_id, first.error.as_deref().unwrap_or("unknown error"));
+                let mut message = format!(
+                    "task '{}' failed: {}",
+                    first.task_id,
+                    first.error.as_deref().unwrap_or("unknown error")
+                );
                 if failures.len() > 1 {
                     message.push_str(&format!(" (and {} more failed tasks)", failures.len() - 1));
                 }

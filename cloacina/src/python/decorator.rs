@@ -33,7 +33,10 @@ pub(crate) fn task(
                 .map_err(|_| {
                     PyTypeError::new_err(format!(
                         "task_id must be a str, got {}",
-                        id.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+                        id.get_type()
+                            .name()
+                            .map(|n| n.to_string())
+                            .unwrap_or_default()
                     ))
                 })?
                 .to_cow()?
@@ -67,7 +70,10 @@ impl TaskDecorator {
     }
 
     fn __repr__(&self) -> String {
-        format!("task({:?}, dependencies={:?})", self.task_id, self.dependencies)
+        format!(
+            "task({:?}, dependencies={:?})",
+            self.task_id, self.dependencies
+        )
     }
 }
 
@@ -88,17 +94,28 @@ fn register<'py>(
         None => function
             .getattr("__name__")
             .and_then(|n| n.extract::<String>())
-            .map_err(|_| PyTypeError::new_err("this callable has no __name__; pass task_id explicitly: @task(\"my_task\")"))?,
+            .map_err(|_| {
+                PyTypeError::new_err(
+                    "this callable has no __name__; pass task_id explicitly: @task(\"my_task\")",
+                )
+            })?,
     };
     validate_id(&id)?;
     if dependencies.contains(&id) {
-        return Err(PyValueError::new_err(format!("task '{id}' cannot depend on itself")));
+        return Err(PyValueError::new_err(format!(
+            "task '{id}' cannot depend on itself"
+        )));
     }
     let inspect = py.import_bound("inspect")?;
-    let is_async = inspect.call_method1("iscoroutinefunction", (function,))?.is_truthy()?;
+    let is_async = inspect
+        .call_method1("iscoroutinefunction", (function,))?
+        .is_truthy()?;
     check_takes_one_argument(&inspect, function, &id)?;
     function.setattr(TASK_ID_ATTR, &id).map_err(|e| {
-        PyTypeError::new_err(format!("cannot register {} as task '{id}': {e}", function.repr().map(|r| r.to_string()).unwrap_or_default()))
+        PyTypeError::new_err(format!(
+            "cannot register {} as task '{id}': {e}",
+            function.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))
     })?;
     registry().register(TaskDefinition {
         id,
@@ -110,11 +127,18 @@ fn register<'py>(
 }
 
 /// A task is called with exactly one positional argument, the context dict.
-fn check_takes_one_argument(inspect: &Bound<'_, PyModule>, function: &Bound<'_, PyAny>, id: &str) -> PyResult<()> {
+fn check_takes_one_argument(
+    inspect: &Bound<'_, PyModule>,
+    function: &Bound<'_, PyAny>,
+    id: &str,
+) -> PyResult<()> {
     let Ok(signature) = inspect.call_method1("signature", (function,)) else {
         return Ok(()); // builtins without a signature are checked when called
     };
-    if signature.call_method1("bind", (function.py().None(),)).is_err() {
+    if signature
+        .call_method1("bind", (function.py().None(),))
+        .is_err()
+    {
         return Err(PyTypeError::new_err(format!(
             "task '{id}' must take exactly one argument, the context dict; its signature is {}",
             signature.str()?

@@ -29,12 +29,36 @@ pub(crate) enum ErrorKind {
 
 /// (class name, extra builtin base, docstring) for each kind, in creation order.
 const CLASSES: [(ErrorKind, &str, &str); 6] = [
-    (ErrorKind::Base, "CloacinaError", "Base class of every error raised by the Cloacina engine."),
-    (ErrorKind::Database, "DatabaseError", "The database failed, refused the connection or could not be reached."),
-    (ErrorKind::Workflow, "WorkflowError", "The workflow graph is invalid: empty, unknown or duplicate tasks, or a cycle."),
-    (ErrorKind::Configuration, "ConfigurationError", "A database URL or executor setting is invalid."),
-    (ErrorKind::NotInitialized, "NotInitializedError", "The executor is not initialized (call `await executor.initialize(url)`) or was shut down."),
-    (ErrorKind::Context, "ContextError", "A context value cannot be stored as JSON."),
+    (
+        ErrorKind::Base,
+        "CloacinaError",
+        "Base class of every error raised by the Cloacina engine.",
+    ),
+    (
+        ErrorKind::Database,
+        "DatabaseError",
+        "The database failed, refused the connection or could not be reached.",
+    ),
+    (
+        ErrorKind::Workflow,
+        "WorkflowError",
+        "The workflow graph is invalid: empty, unknown or duplicate tasks, or a cycle.",
+    ),
+    (
+        ErrorKind::Configuration,
+        "ConfigurationError",
+        "A database URL or executor setting is invalid.",
+    ),
+    (
+        ErrorKind::NotInitialized,
+        "NotInitializedError",
+        "The executor is not initialized (call `await executor.initialize(url)`) or was shut down.",
+    ),
+    (
+        ErrorKind::Context,
+        "ContextError",
+        "A context value cannot be stored as JSON.",
+    ),
 ];
 
 static TYPES: GILOnceCell<Vec<Py<PyType>>> = GILOnceCell::new();
@@ -58,13 +82,17 @@ fn create_types(py: Python<'_>) -> PyResult<Vec<Py<PyType>>> {
         };
         let bases = match created.first() {
             None => PyTuple::new_bound(py, [builtin]),
-            Some(base) if matches!(kind, ErrorKind::Database) => PyTuple::new_bound(py, [base.bind(py).clone()]),
+            Some(base) if matches!(kind, ErrorKind::Database) => {
+                PyTuple::new_bound(py, [base.bind(py).clone()])
+            }
             Some(base) => PyTuple::new_bound(py, [base.bind(py).clone(), builtin]),
         };
         let namespace = PyDict::new_bound(py);
         namespace.set_item("__module__", MODULE)?;
         namespace.set_item("__doc__", doc)?;
-        let class = type_.call1((name, bases, namespace))?.downcast_into::<PyType>()?;
+        let class = type_
+            .call1((name, bases, namespace))?
+            .downcast_into::<PyType>()?;
         created.push(class.unbind());
     }
     Ok(created)
@@ -73,7 +101,9 @@ fn create_types(py: Python<'_>) -> PyResult<Vec<Py<PyType>>> {
 /// An exception of `kind` carrying `message`.
 pub(crate) fn new_err(kind: ErrorKind, message: impl Into<String>) -> PyErr {
     let message = message.into();
-    Python::with_gil(|py| PyErr::from_type_bound(types(py)[kind as usize].bind(py).clone(), message))
+    Python::with_gil(|py| {
+        PyErr::from_type_bound(types(py)[kind as usize].bind(py).clone(), message)
+    })
 }
 
 /// Converts an engine error into the matching Python exception.
@@ -85,6 +115,30 @@ pub(crate) fn to_py_err(err: Error) -> PyErr {
         Error::Context(_) => ErrorKind::Context,
     };
     new_err(kind, err.to_string())
+}
+
+/// An error raised from Rust-thread work, turned into a Python exception only once the GIL is held.
+pub(crate) enum ApiError {
+    /// An engine error, mapped by [`to_py_err`].
+    Engine(Error),
+    /// An exception of a given kind.
+    Raise(ErrorKind, String),
+}
+
+impl From<Error> for ApiError {
+    fn from(err: Error) -> Self {
+        ApiError::Engine(err)
+    }
+}
+
+impl ApiError {
+    /// The Python exception for this error.
+    pub(crate) fn into_py_err(self) -> PyErr {
+        match self {
+            ApiError::Engine(err) => to_py_err(err),
+            ApiError::Raise(kind, message) => new_err(kind, message),
+        }
+    }
 }
 
 /// Adds every exception class to the module.

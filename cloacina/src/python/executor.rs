@@ -7,15 +7,17 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyLong, PyString};
 use uuid::Uuid;
 
-use super::errors::{new_err, to_py_err, ErrorKind};
-use super::marshal::context_from_py;
-use super::results::execution_to_py;
-use super::workflow::PyWorkflow;
 use super::backend;
+use super::bridge::{awaitable, running_loop};
+use super::errors::{new_err, to_py_err, ApiError, ErrorKind};
+use super::marshal::context_from_py;
+use super::results::ExecutionRecord;
+use super::workflow::PyWorkflow;
 use crate::context::Context;
 use crate::database::records::ExecutionFilter;
 use crate::database::url::DatabaseUrl;
 use crate::executor::{ExecutionStatus, ExecutorConfig, UnifiedExecutor, DEFAULT_MAX_CONCURRENCY};
+use pyo3_asyncio_0_21::TaskLocals;
 
 /// Largest `limit` accepted by `list_executions`.
 const MAX_LIST_LIMIT: i64 = 10_000;
@@ -67,7 +69,8 @@ impl PyUnifiedExecutor {
                 state: Arc::new(Mutex::new(State::New)),
             });
         };
-        if max_concurrency.is_instance_of::<PyBool>() || !max_concurrency.is_instance_of::<PyLong>() {
+        if max_concurrency.is_instance_of::<PyBool>() || !max_concurrency.is_instance_of::<PyLong>()
+        {
             return Err(PyTypeError::new_err(format!(
                 "max_concurrency must be an int, got {}",
                 max_concurrency.get_type().name()?
@@ -93,13 +96,21 @@ impl PyUnifiedExecutor {
     }
 
     /// Connects to (and migrates) the database at `database_url`.
-    fn initialize<'py>(&self, py: Python<'py>, database_url: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn initialize<'py>(
+        &self,
+        py: Python<'py>,
+        database_url: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let url = database_url
             .downcast::<PyString>()
             .map_err(|_| {
                 PyTypeError::new_err(format!(
                     "database_url must be a str, got {}",
-                    database_url.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+                    database_url
+                        .get_type()
+                        .name()
+                        .map(|n| n.to_string())
+                        .unwrap_or_default()
                 ))
             })?
             .to_cow()?;
@@ -109,7 +120,10 @@ impl PyUnifiedExecutor {
             match &*state {
                 State::New => *state = State::Initializing,
                 State::Initializing | State::Ready(_) => {
-                    return Err(new_err(ErrorKind::Base, "this executor is already initialized"))
+                    return Err(new_err(
+                        ErrorKind::Base,
+                        "this executor is already initialized",
+                    ))
                 }
                 State::ShutDown => {
                     return Err(new_err(
@@ -124,7 +138,7 @@ impl PyUnifiedExecutor {
             max_concurrency: self.max_concurrency,
             ..ExecutorConfig::default()
         };
-        pyo3_asyncio_0_21::tokio::future_into_py(py, async move {
+        awaitable(py, async move {
             let connected = UnifiedExecutor::connect(url, config).await;
             let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
             match connected {
@@ -134,7 +148,7 @@ impl PyUnifiedExecutor {
                 }
                 Err(err) => {
                     *state = State::New;
-                    Err(to_py_err(err))
+                    Err(err.into())
                 }
             }
         })
@@ -151,42 +165,52 @@ impl PyUnifiedExecutor {
         let workflow = workflow.downcast::<PyWorkflow>().map_err(|_| {
             PyTypeError::new_err(format!(
                 "execute() expects a Workflow, got {}",
-                workflow.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+                workflow
+                    .get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
             ))
         })?;
         let input = match context {
             None => Context::new(),
             Some(c) if c.is_none() => Context::new(),
-            Some(c) => context_from_py(c).map_err(|e| new_err(ErrorKind::Context, e.describe("context")))?,
+            Some(c) => context_from_py(c)
+                .map_err(|e| new_err(ErrorKind::Context, e.describe("context")))?,
         };
         let engine = self.engine()?;
-        let locals = pyo3_asyncio_0_21::tokio::get_current_locals(py)?;
+        let locals = TaskLocals::new(running_loop(py)?).copy_context(py)?;
         let graph = workflow.get().bind(&locals);
-        pyo3_asyncio_0_21::tokio::future_into_py_with_locals(py, locals, async move {
+        awaitable(py, async move {
             // Spawned so the execution still finishes and is recorded if the awaiting coroutine is cancelled.
             let run = tokio::spawn(async move { engine.execute(&graph, input).await });
-            let result = run
-                .await
-                .map_err(|e| new_err(ErrorKind::Base, format!("execution failed unexpectedly: {e}")))?
-                .map_err(to_py_err)?;
-            Python::with_gil(|py| execution_to_py(py, &result))
+            let result = run.await.map_err(|e| {
+                ApiError::Raise(
+                    ErrorKind::Base,
+                    format!("execution failed unexpectedly: {e}"),
+                )
+            })??;
+            Ok(ExecutionRecord(result))
         })
     }
 
     /// Reads a recorded execution by id; None if there is none.
-    fn get_execution<'py>(&self, py: Python<'py>, execution_id: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn get_execution<'py>(
+        &self,
+        py: Python<'py>,
+        execution_id: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let text: String = execution_id
             .extract()
             .map_err(|_| PyTypeError::new_err("execution_id must be a str"))?;
-        let id = Uuid::parse_str(&text)
-            .map_err(|_| PyValueError::new_err(format!("{text:?} is not a valid execution id (a UUID string)")))?;
+        let id = Uuid::parse_str(&text).map_err(|_| {
+            PyValueError::new_err(format!(
+                "{text:?} is not a valid execution id (a UUID string)"
+            ))
+        })?;
         let engine = self.engine()?;
-        pyo3_asyncio_0_21::tokio::future_into_py(py, async move {
-            let found = engine.get_execution(id).await.map_err(to_py_err)?;
-            Python::with_gil(|py| match found {
-                Some(execution) => execution_to_py(py, &execution),
-                None => Ok(py.None()),
-            })
+        awaitable(py, async move {
+            Ok(engine.get_execution(id).await?.map(ExecutionRecord))
         })
     }
 
@@ -220,22 +244,19 @@ impl PyUnifiedExecutor {
             limit,
         };
         let engine = self.engine()?;
-        pyo3_asyncio_0_21::tokio::future_into_py(py, async move {
-            let executions = engine.list_executions(filter).await.map_err(to_py_err)?;
-            Python::with_gil(|py| {
-                executions
-                    .iter()
-                    .map(|e| execution_to_py(py, e))
-                    .collect::<PyResult<Vec<_>>>()
-                    .map(|list| list.into_py(py))
-            })
+        awaitable(py, async move {
+            let executions = engine.list_executions(filter).await?;
+            Ok(executions
+                .into_iter()
+                .map(ExecutionRecord)
+                .collect::<Vec<_>>())
         })
     }
 
     /// Stops accepting work; running executions finish and are recorded.
     fn shutdown<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         *self.lock() = State::ShutDown;
-        pyo3_asyncio_0_21::tokio::future_into_py(py, async { Ok(()) })
+        awaitable(py, async { Ok(()) })
     }
 
     fn __repr__(&self) -> String {
@@ -252,4 +273,3 @@ impl PyUnifiedExecutor {
         )
     }
 }
-

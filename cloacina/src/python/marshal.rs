@@ -47,11 +47,17 @@ pub(crate) fn context_from_py(obj: &Bound<'_, PyAny>) -> Result<Context, Marshal
     dict_from_py(dict, 0).map(Context::from)
 }
 
-fn dict_from_py(dict: &Bound<'_, PyDict>, depth: usize) -> Result<Map<String, Value>, MarshalError> {
+fn dict_from_py(
+    dict: &Bound<'_, PyDict>,
+    depth: usize,
+) -> Result<Map<String, Value>, MarshalError> {
     let mut map = Map::new();
     for (key, value) in dict.iter() {
         let key = match key.downcast::<PyString>() {
-            Ok(k) => k.to_cow().map_err(|e| MarshalError::new(format!("key is not valid UTF-8: {e}")))?.into_owned(),
+            Ok(k) => k
+                .to_cow()
+                .map_err(|e| MarshalError::new(format!("key is not valid UTF-8: {e}")))?
+                .into_owned(),
             Err(_) => {
                 return Err(MarshalError::new(format!(
                     "key {} is a {}, but JSON object keys must be str",
@@ -60,7 +66,12 @@ fn dict_from_py(dict: &Bound<'_, PyDict>, depth: usize) -> Result<Map<String, Va
                 )))
             }
         };
-        let converted = value_from_py(&value, depth + 1).map_err(|e| e.at(format!("['{}']", key.replace('\\', "\\\\").replace('\'', "\\'"))))?;
+        let converted = value_from_py(&value, depth + 1).map_err(|e| {
+            e.at(format!(
+                "['{}']",
+                key.replace('\\', "\\\\").replace('\'', "\\'")
+            ))
+        })?;
         map.insert(key, converted);
     }
     Ok(map)
@@ -68,7 +79,9 @@ fn dict_from_py(dict: &Bound<'_, PyDict>, depth: usize) -> Result<Map<String, Va
 
 fn value_from_py(obj: &Bound<'_, PyAny>, depth: usize) -> Result<Value, MarshalError> {
     if depth > MAX_DEPTH {
-        return Err(MarshalError::new(format!("nested deeper than {MAX_DEPTH} levels")));
+        return Err(MarshalError::new(format!(
+            "nested deeper than {MAX_DEPTH} levels"
+        )));
     }
     if obj.is_none() {
         Ok(Value::Null)
@@ -88,7 +101,12 @@ fn value_from_py(obj: &Bound<'_, PyAny>, depth: usize) -> Result<Value, MarshalE
     } else if let Ok(f) = obj.downcast::<PyFloat>() {
         Number::from_f64(f.value())
             .map(Value::Number)
-            .ok_or_else(|| MarshalError::new(format!("float {} is not finite; JSON has no NaN or infinity", repr(obj))))
+            .ok_or_else(|| {
+                MarshalError::new(format!(
+                    "float {} is not finite; JSON has no NaN or infinity",
+                    repr(obj)
+                ))
+            })
     } else if let Ok(s) = obj.downcast::<PyString>() {
         s.to_cow()
             .map(|s| Value::String(s.into_owned()))
@@ -110,7 +128,10 @@ fn value_from_py(obj: &Bound<'_, PyAny>, depth: usize) -> Result<Value, MarshalE
 }
 
 /// Converts a context into a new Python dict.
-pub(crate) fn context_to_py<'py>(py: Python<'py>, context: &Context) -> PyResult<Bound<'py, PyDict>> {
+pub(crate) fn context_to_py<'py>(
+    py: Python<'py>,
+    context: &Context,
+) -> PyResult<Bound<'py, PyDict>> {
     let object = pythonize::pythonize(py, context.as_map())?;
     Ok(object.into_bound(py).downcast_into::<PyDict>()?)
 }
@@ -123,7 +144,10 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
 }
 
 fn repr(obj: &Bound<'_, PyAny>) -> String {
-    let text = obj.repr().map(|r| r.to_string()).unwrap_or_else(|_| "<unrepresentable>".into());
+    let text = obj
+        .repr()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|_| "<unrepresentable>".into());
     if text.chars().count() > 60 {
         format!("{}...", text.chars().take(60).collect::<String>())
     } else {

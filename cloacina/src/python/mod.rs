@@ -1,5 +1,6 @@
 //! The Python API: registry, marshalling and the asyncio bridge, shared by every backend wheel.
 
+mod bridge;
 mod decorator;
 mod errors;
 mod executor;
@@ -18,7 +19,9 @@ static BACKEND: OnceCell<BackendKind> = OnceCell::new();
 
 /// The backend this extension module was built for.
 pub(crate) fn backend() -> BackendKind {
-    *BACKEND.get().expect("the module registers its backend on import")
+    *BACKEND
+        .get()
+        .expect("the module registers its backend on import")
 }
 
 /// Fills a backend wheel's native module with the public API.
@@ -31,5 +34,6 @@ pub fn register(module: &Bound<'_, PyModule>, backend: BackendKind) -> PyResult<
     errors::add_to_module(module)?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     module.add("backend", backend.name())?;
+    bridge::install_exit_hook(module)?;
     Ok(())
 }

@@ -29,14 +29,20 @@ static REGISTRY: Lazy<Mutex<Registry>> = Lazy::new(Mutex::default);
 
 /// The registry, locked. Never hold the guard across Python calls.
 pub(crate) fn registry() -> MutexGuard<'static, Registry> {
-    REGISTRY.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    REGISTRY
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Registry {
     /// Adds `definition`, replacing any earlier task with the same id (which keeps its place).
     pub(crate) fn register(&mut self, definition: TaskDefinition) {
         let id = definition.id.clone();
-        if self.tasks.insert(id.clone(), Arc::new(definition)).is_none() {
+        if self
+            .tasks
+            .insert(id.clone(), Arc::new(definition))
+            .is_none()
+        {
             self.order.push(id);
         }
     }

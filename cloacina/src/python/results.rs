@@ -11,6 +11,15 @@ fn iso(time: Option<DateTime<Utc>>) -> Option<String> {
     time.map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, false))
 }
 
+/// An execution record on its way to Python, converted to a dict when the GIL is held.
+pub(crate) struct ExecutionRecord(pub ExecutionResult);
+
+impl IntoPy<PyObject> for ExecutionRecord {
+    fn into_py(self, py: Python<'_>) -> PyObject {
+        execution_to_py(py, &self.0).unwrap_or_else(|err| err.into_value(py).into_py(py))
+    }
+}
+
 /// The dict for one execution: ids, status, contexts, timestamps and `task_results`.
 pub(crate) fn execution_to_py(py: Python<'_>, execution: &ExecutionResult) -> PyResult<PyObject> {
     let dict = PyDict::new_bound(py);
@@ -18,7 +27,10 @@ pub(crate) fn execution_to_py(py: Python<'_>, execution: &ExecutionResult) -> Py
     dict.set_item("workflow_name", &execution.workflow_name)?;
     dict.set_item("workflow_version", &execution.workflow_version)?;
     dict.set_item("status", execution.status.as_str())?;
-    dict.set_item("input_context", context_to_py(py, &execution.input_context)?)?;
+    dict.set_item(
+        "input_context",
+        context_to_py(py, &execution.input_context)?,
+    )?;
     let final_context = match &execution.final_context {
         Some(context) => context_to_py(py, context)?.into_any(),
         None => py.None().into_bound(py),

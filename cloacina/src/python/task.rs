@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use pyo3_asyncio_0_21::TaskLocals;
 
+use super::bridge::with_python;
 use super::marshal::{context_from_py, context_to_py};
 use super::registry::TaskDefinition;
 use crate::context::Context;
@@ -48,33 +49,53 @@ impl Task for PythonTask {
         let definition = self.definition.clone();
         if !definition.is_async {
             return Box::pin(async move {
-                tokio::task::spawn_blocking(move || Python::with_gil(|py| run_sync(py, &definition, &context)))
-                    .await
-                    .unwrap_or_else(|e| Err(TaskError::new(format!("RuntimeError: task thread failed: {e}"))))
+                tokio::task::spawn_blocking(move || {
+                    with_python(|py| run_sync(py, &definition, &context))
+                        .unwrap_or_else(|| Err(interpreter_exiting()))
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    Err(TaskError::new(format!(
+                        "RuntimeError: task thread failed: {e}"
+                    )))
+                })
             });
         }
         let locals = self.locals.clone();
         Box::pin(async move {
             let Some(locals) = locals else {
-                return Err(TaskError::new("RuntimeError: async task run without an event loop"));
+                return Err(TaskError::new(
+                    "RuntimeError: async task run without an event loop",
+                ));
             };
-            let (awaiting, dict) = Python::with_gil(|py| {
+            let (awaiting, dict) = with_python(|py| {
                 let dict = context_to_py(py, &context).map_err(|e| python_error(py, &e))?;
                 let coroutine = definition
                     .function
                     .call1(py, (dict.clone(),))
                     .map_err(|e| python_error(py, &e))?;
-                let awaiting = pyo3_asyncio_0_21::into_future_with_locals(&locals, coroutine.into_bound(py))
-                    .map_err(|e| python_error(py, &e))?;
+                let awaiting =
+                    pyo3_asyncio_0_21::into_future_with_locals(&locals, coroutine.into_bound(py))
+                        .map_err(|e| python_error(py, &e))?;
                 Ok::<_, TaskError>((awaiting, dict.unbind()))
-            })?;
+            })
+            .unwrap_or_else(|| Err(interpreter_exiting()))?;
             let returned = awaiting.await;
-            Python::with_gil(|py| task_output(py, &definition.id, returned, dict.bind(py)))
+            with_python(|py| task_output(py, &definition.id, returned, dict.bind(py)))
+                .unwrap_or_else(|| Err(interpreter_exiting()))
         })
     }
 }
 
-fn run_sync(py: Python<'_>, definition: &TaskDefinition, context: &Context) -> Result<Context, TaskError> {
+fn interpreter_exiting() -> TaskError {
+    TaskError::new("RuntimeError: the Python interpreter is exiting")
+}
+
+fn run_sync(
+    py: Python<'_>,
+    definition: &TaskDefinition,
+    context: &Context,
+) -> Result<Context, TaskError> {
     let dict = context_to_py(py, context).map_err(|e| python_error(py, &e))?;
     let returned = definition.function.call1(py, (dict.clone(),));
     task_output(py, &definition.id, returned, &dict)
@@ -117,7 +138,11 @@ pub(crate) fn python_error(py: Python<'_>, err: &PyErr) -> TaskError {
         .qualname()
         .map(|n| n.to_string())
         .unwrap_or_else(|_| "Exception".into());
-    let text = err.value_bound(py).str().map(|s| s.to_string()).unwrap_or_default();
+    let text = err
+        .value_bound(py)
+        .str()
+        .map(|s| s.to_string())
+        .unwrap_or_default();
     let message = if text.is_empty() {
         type_name
     } else {
@@ -128,7 +153,11 @@ pub(crate) fn python_error(py: Python<'_>, err: &PyErr) -> TaskError {
         .and_then(|tb| {
             tb.call_method1(
                 "format_exception",
-                (err.get_type_bound(py), err.value_bound(py), err.traceback_bound(py)),
+                (
+                    err.get_type_bound(py),
+                    err.value_bound(py),
+                    err.traceback_bound(py),
+                ),
             )
         })
         .and_then(|lines| lines.extract::<Vec<String>>())

@@ -26,8 +26,9 @@ pub(crate) struct PyWorkflow {
 impl PyWorkflow {
     /// The graph with its async tasks bound to the event loop in `locals`.
     pub(crate) fn bind(&self, locals: &TaskLocals) -> Workflow {
-        self.graph
-            .map_tasks(|position, _| PythonTask::bound(self.definitions[position].clone(), locals.clone()))
+        self.graph.map_tasks(|position, _| {
+            PythonTask::bound(self.definitions[position].clone(), locals.clone())
+        })
     }
 }
 
@@ -38,7 +39,15 @@ impl PyWorkflow {
     fn new(name: &Bound<'_, PyAny>, tasks: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
         let name = name
             .downcast::<PyString>()
-            .map_err(|_| PyTypeError::new_err(format!("workflow name must be a str, got {}", name.get_type().name().map(|n| n.to_string()).unwrap_or_default())))?
+            .map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "workflow name must be a str, got {}",
+                    name.get_type()
+                        .name()
+                        .map(|n| n.to_string())
+                        .unwrap_or_default()
+                ))
+            })?
             .to_cow()?
             .into_owned();
         let roots = match tasks {
@@ -48,12 +57,21 @@ impl PyWorkflow {
         let definitions = collect_with_dependencies(&name, &roots)?;
         let graph = Workflow::new(
             name,
-            definitions.iter().map(|d| PythonTask::unbound(d.clone())).collect(),
+            definitions
+                .iter()
+                .map(|d| PythonTask::unbound(d.clone()))
+                .collect(),
         )
         .map_err(|e| to_py_err(Error::from(e)))?;
         let definitions = graph
             .task_ids()
-            .map(|id| definitions.iter().find(|d| d.id == id).expect("graph holds the given tasks").clone())
+            .map(|id| {
+                definitions
+                    .iter()
+                    .find(|d| d.id == id)
+                    .expect("graph holds the given tasks")
+                    .clone()
+            })
             .collect();
         Ok(Self { graph, definitions })
     }
@@ -91,14 +109,25 @@ impl PyWorkflow {
 }
 
 /// The registered definitions of `roots` and of everything they transitively depend on.
-fn collect_with_dependencies(workflow: &str, roots: &[String]) -> PyResult<Vec<Arc<TaskDefinition>>> {
+fn collect_with_dependencies(
+    workflow: &str,
+    roots: &[String],
+) -> PyResult<Vec<Arc<TaskDefinition>>> {
     let registry = registry();
     if let Some(unknown) = roots.iter().find(|root| registry.get(root).is_none()) {
         let known = registry.ids();
         let listed = if known.is_empty() {
             "no tasks are registered yet".to_string()
         } else {
-            format!("registered tasks: {}", known.iter().take(20).cloned().collect::<Vec<_>>().join(", "))
+            format!(
+                "registered tasks: {}",
+                known
+                    .iter()
+                    .take(20)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         };
         return Err(new_err(
             ErrorKind::Workflow,
@@ -114,7 +143,14 @@ fn collect_with_dependencies(workflow: &str, roots: &[String]) -> PyResult<Vec<A
         }
         // Unknown dependencies are left out here; Workflow::new reports them naming both tasks.
         if let Some(definition) = registry.get(&id) {
-            pending.extend(definition.dependencies.iter().rev().filter(|d| !seen.contains(*d)).cloned());
+            pending.extend(
+                definition
+                    .dependencies
+                    .iter()
+                    .rev()
+                    .filter(|d| !seen.contains(*d))
+                    .cloned(),
+            );
             collected.push(definition);
         }
     }
