@@ -2,6 +2,8 @@
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+
+use super::marshal::type_name;
 use pyo3::types::{PyList, PyString, PyTuple};
 
 use super::registry::{registry, TaskDefinition};
@@ -31,13 +33,7 @@ pub(crate) fn task(
             let id = id
                 .downcast::<PyString>()
                 .map_err(|_| {
-                    PyTypeError::new_err(format!(
-                        "task_id must be a str, got {}",
-                        id.get_type()
-                            .name()
-                            .map(|n| n.to_string())
-                            .unwrap_or_default()
-                    ))
+                    PyTypeError::new_err(format!("task_id must be a str, got {}", type_name(&id)))
                 })?
                 .to_cow()?
                 .into_owned();
@@ -159,7 +155,7 @@ pub(crate) fn dependency_ids(items: &Bound<'_, PyAny>) -> PyResult<Vec<String>> 
     if !(items.is_instance_of::<PyList>() || items.is_instance_of::<PyTuple>()) {
         return Err(PyTypeError::new_err(format!(
             "expected a list of task ids or @task functions, got {}",
-            items.get_type().name()?
+            type_name(items)
         )));
     }
     let mut ids = Vec::new();
@@ -190,6 +186,6 @@ pub(crate) fn task_id_of(item: &Bound<'_, PyAny>) -> PyResult<String> {
     }
     Err(PyTypeError::new_err(format!(
         "expected a task id (str) or an @task function, got {}",
-        item.get_type().name()?
+        type_name(item)
     )))
 }

@@ -4,13 +4,14 @@ use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+
 use pyo3::types::{PyBool, PyLong, PyString};
 use uuid::Uuid;
 
 use super::backend;
 use super::bridge::{awaitable, running_loop};
 use super::errors::{new_err, to_py_err, ApiError, ErrorKind};
-use super::marshal::context_from_py;
+use super::marshal::{context_from_py, type_name};
 use super::results::ExecutionRecord;
 use super::workflow::PyWorkflow;
 use crate::context::Context;
@@ -73,7 +74,7 @@ impl PyUnifiedExecutor {
         {
             return Err(PyTypeError::new_err(format!(
                 "max_concurrency must be an int, got {}",
-                max_concurrency.get_type().name()?
+                type_name(max_concurrency)
             )));
         }
         let value: i64 = max_concurrency.extract().unwrap_or(0);
@@ -106,11 +107,7 @@ impl PyUnifiedExecutor {
             .map_err(|_| {
                 PyTypeError::new_err(format!(
                     "database_url must be a str, got {}",
-                    database_url
-                        .get_type()
-                        .name()
-                        .map(|n| n.to_string())
-                        .unwrap_or_default()
+                    type_name(database_url)
                 ))
             })?
             .to_cow()?;
@@ -165,11 +162,7 @@ impl PyUnifiedExecutor {
         let workflow = workflow.downcast::<PyWorkflow>().map_err(|_| {
             PyTypeError::new_err(format!(
                 "execute() expects a Workflow, got {}",
-                workflow
-                    .get_type()
-                    .name()
-                    .map(|n| n.to_string())
-                    .unwrap_or_default()
+                type_name(workflow)
             ))
         })?;
         let input = match context {

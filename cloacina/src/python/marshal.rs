@@ -136,10 +136,11 @@ pub(crate) fn context_to_py<'py>(
     Ok(object.into_bound(py).downcast_into::<PyDict>()?)
 }
 
-fn type_name(obj: &Bound<'_, PyAny>) -> String {
+/// The unqualified name of `obj`'s type, e.g. `set`.
+pub(crate) fn type_name(obj: &Bound<'_, PyAny>) -> String {
     obj.get_type()
-        .name()
-        .map(|n| n.to_string())
+        .getattr("__name__")
+        .and_then(|n| n.extract())
         .unwrap_or_else(|_| "object".to_string())
 }
 

@@ -7,7 +7,7 @@ use pyo3::types::PyDict;
 use pyo3_asyncio_0_21::TaskLocals;
 
 use super::bridge::with_python;
-use super::marshal::{context_from_py, context_to_py};
+use super::marshal::{context_from_py, context_to_py, type_name};
 use super::registry::TaskDefinition;
 use crate::context::Context;
 use crate::task::{Task, TaskError, TaskFuture};
@@ -114,13 +114,9 @@ fn task_output(
     } else if returned.is_instance_of::<PyDict>() {
         returned
     } else {
-        let type_name = returned
-            .get_type()
-            .name()
-            .map(|n| n.to_string())
-            .unwrap_or_else(|_| "object".into());
         return Err(TaskError::new(format!(
-            "TypeError: task '{task_id}' returned {type_name}; return a dict (merged into the context) or None"
+            "TypeError: task '{task_id}' returned {}; return a dict (merged into the context) or None",
+            type_name(&returned)
         )));
     };
     context_from_py(&output).map_err(|e| {

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
+
+use super::marshal::type_name;
 use pyo3::types::PyString;
 use pyo3_asyncio_0_21::TaskLocals;
 
@@ -42,10 +44,7 @@ impl PyWorkflow {
             .map_err(|_| {
                 PyTypeError::new_err(format!(
                     "workflow name must be a str, got {}",
-                    name.get_type()
-                        .name()
-                        .map(|n| n.to_string())
-                        .unwrap_or_default()
+                    type_name(name)
                 ))
             })?
             .to_cow()?
