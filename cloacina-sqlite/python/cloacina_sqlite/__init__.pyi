@@ -1,16 +1,30 @@
 """Type stubs for a Cloacina backend module (identical for every backend)."""
 
-from typing import Any, Awaitable, Callable, Dict, List, Literal, Optional, Sequence, TypedDict, TypeVar, Union, overload
+from typing import Any, final, Awaitable, Callable, Dict, List, Literal, Optional, Sequence, TypedDict, TypeVar, Union, overload
+
+__all__ = [
+    "CloacinaError",
+    "ConfigurationError",
+    "ContextError",
+    "DatabaseError",
+    "NotInitializedError",
+    "UnifiedExecutor",
+    "Workflow",
+    "WorkflowError",
+    "__version__",
+    "backend",
+    "task",
+]
 
 __version__: str
 backend: str
 
-Context = Dict[str, Any]
-TaskFunction = Callable[[Context], Union[Optional[Context], Awaitable[Optional[Context]]]]
-F = TypeVar("F", bound=TaskFunction)
-TaskRef = Union[str, Callable[..., Any]]
+_Context = Dict[str, Any]
+_TaskFunction = Callable[[_Context], Union[Optional[_Context], Awaitable[Optional[_Context]]]]
+_F = TypeVar("_F", bound=_TaskFunction)
+_TaskRef = Union[str, Callable[..., Any]]
 
-class TaskResultDict(TypedDict):
+class _TaskResultDict(TypedDict):
     task_id: str
     status: Literal["Pending", "Running", "Completed", "Failed", "Skipped"]
     attempts: int
@@ -19,17 +33,17 @@ class TaskResultDict(TypedDict):
     started_at: Optional[str]
     completed_at: Optional[str]
 
-class ExecutionDict(TypedDict):
+class _ExecutionDict(TypedDict):
     execution_id: str
     workflow_name: str
     workflow_version: str
     status: Literal["Running", "Completed", "Failed"]
-    input_context: Context
-    final_context: Optional[Context]
+    input_context: _Context
+    final_context: Optional[_Context]
     error: Optional[str]
     started_at: str
     completed_at: Optional[str]
-    task_results: List[TaskResultDict]
+    task_results: List[_TaskResultDict]
 
 class CloacinaError(Exception):
     """Base class of every error raised by the Cloacina engine."""
@@ -50,10 +64,7 @@ class ContextError(CloacinaError, TypeError):
     """A context value cannot be stored as JSON."""
 
 @overload
-def task(task_id: F, *, dependencies: Sequence[TaskRef] = ()) -> F: ...
-@overload
-def task(task_id: Optional[str] = None, *, dependencies: Sequence[TaskRef] = ()) -> Callable[[F], F]: ...
-def task(task_id: Any = None, *, dependencies: Sequence[TaskRef] = ()) -> Any:
+def task(task_id: _F, *, dependencies: Sequence[_TaskRef] = ()) -> _F:
     """Register a ``def`` or ``async def`` function taking the context dict as a task.
 
     ``task_id`` defaults to the function's name. ``dependencies`` are task ids or decorated
@@ -63,6 +74,10 @@ def task(task_id: Any = None, *, dependencies: Sequence[TaskRef] = ()) -> Any:
     including in-place changes).
     """
 
+@overload
+def task(task_id: Optional[str] = None, *, dependencies: Sequence[_TaskRef] = ()) -> Callable[[_F], _F]: ...
+
+@final
 class Workflow:
     """A named DAG of registered tasks, validated when built.
 
@@ -71,7 +86,7 @@ class Workflow:
     workflow, an unknown task or dependency, or a cycle.
     """
 
-    def __init__(self, name: str, tasks: Optional[Sequence[TaskRef]] = None) -> None: ...
+    def __new__(cls, name: str, tasks: Optional[Sequence[_TaskRef]] = None) -> Workflow: ...
     @property
     def name(self) -> str:
         """The workflow's name."""
@@ -83,22 +98,23 @@ class Workflow:
         """A digest of the graph: the same tasks and edges give the same version."""
     def __len__(self) -> int: ...
 
+@final
 class UnifiedExecutor:
     """Runs workflows, recording every execution and task result in the database."""
 
-    def __init__(self, max_concurrency: int = 8) -> None: ...
+    def __new__(cls, max_concurrency: int = 8) -> UnifiedExecutor: ...
     @property
     def max_concurrency(self) -> int:
         """The most tasks this executor runs at once."""
     async def initialize(self, database_url: str) -> None:
         """Connect to and migrate the database; call once before anything else."""
-    async def execute(self, workflow: Workflow, context: Optional[Context] = None) -> ExecutionDict:
+    async def execute(self, workflow: Workflow, context: Optional[_Context] = None) -> _ExecutionDict:
         """Run ``workflow`` on ``context``; a failing task gives a Failed result, not an exception."""
-    async def get_execution(self, execution_id: str) -> Optional[ExecutionDict]:
+    async def get_execution(self, execution_id: str) -> Optional[_ExecutionDict]:
         """Read a recorded execution back; None if the id is unknown."""
     async def list_executions(
         self, workflow: Optional[str] = None, status: Optional[str] = None, limit: int = 50
-    ) -> List[ExecutionDict]:
+    ) -> List[_ExecutionDict]:
         """List recorded executions, newest first, filtered by workflow name and status."""
     async def shutdown(self) -> None:
         """Stop accepting work; running executions still finish and are recorded."""

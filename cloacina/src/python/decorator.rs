@@ -15,7 +15,7 @@ pub(crate) const TASK_ID_ATTR: &str = "__cloacina_task_id__";
 ///
 /// Re-registering an id replaces the earlier definition for workflows built afterwards.
 #[pyfunction]
-#[pyo3(signature = (task_id=None, *, dependencies=None))]
+#[pyo3(signature = (task_id=None, *, dependencies=None), text_signature = "(task_id=None, *, dependencies=())")]
 pub(crate) fn task(
     py: Python<'_>,
     task_id: Option<Bound<'_, PyAny>>,

@@ -62,7 +62,7 @@ impl PyUnifiedExecutor {
 #[pymethods]
 impl PyUnifiedExecutor {
     #[new]
-    #[pyo3(signature = (max_concurrency=None))]
+    #[pyo3(signature = (max_concurrency=None), text_signature = "(max_concurrency=8)")]
     fn new(max_concurrency: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
         let Some(max_concurrency) = max_concurrency else {
             return Ok(Self {
