@@ -1,5 +1,7 @@
 //! The `@task` decorator.
 
+use std::collections::HashSet;
+
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
@@ -22,7 +24,13 @@ pub(crate) fn task(
     dependencies: Option<Bound<'_, PyAny>>,
 ) -> PyResult<PyObject> {
     let dependencies = match dependencies {
-        Some(deps) => dependency_ids(&deps)?,
+        Some(deps) => {
+            let mut seen = HashSet::new();
+            task_ids(&deps)?
+                .into_iter()
+                .filter(|id| seen.insert(id.clone()))
+                .collect()
+        }
         None => Vec::new(),
     };
     match task_id {
@@ -150,22 +158,15 @@ fn validate_id(id: &str) -> PyResult<()> {
     Ok(())
 }
 
-/// Task ids from a list of ids and decorated functions.
-pub(crate) fn dependency_ids(items: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+/// Task ids from a list of ids and decorated functions, in order, repeats included.
+pub(crate) fn task_ids(items: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     if !(items.is_instance_of::<PyList>() || items.is_instance_of::<PyTuple>()) {
         return Err(PyTypeError::new_err(format!(
             "expected a list of task ids or @task functions, got {}",
             type_name(items)
         )));
     }
-    let mut ids = Vec::new();
-    for item in items.iter()? {
-        let id = task_id_of(&item?)?;
-        if !ids.contains(&id) {
-            ids.push(id);
-        }
-    }
-    Ok(ids)
+    items.iter()?.map(|item| task_id_of(&item?)).collect()
 }
 
 /// The id of a task given as an id or as a decorated function.

@@ -59,17 +59,16 @@ impl PyUnifiedExecutor {
     }
 }
 
+fn default_max_concurrency() -> PyObject {
+    Python::with_gil(|py| DEFAULT_MAX_CONCURRENCY.into_py(py))
+}
+
 #[pymethods]
 impl PyUnifiedExecutor {
     #[new]
-    #[pyo3(signature = (max_concurrency=None), text_signature = "(max_concurrency=8)")]
-    fn new(max_concurrency: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
-        let Some(max_concurrency) = max_concurrency else {
-            return Ok(Self {
-                max_concurrency: DEFAULT_MAX_CONCURRENCY,
-                state: Arc::new(Mutex::new(State::New)),
-            });
-        };
+    #[pyo3(signature = (max_concurrency=default_max_concurrency()), text_signature = "(max_concurrency=8)")]
+    fn new(py: Python<'_>, max_concurrency: PyObject) -> PyResult<Self> {
+        let max_concurrency = max_concurrency.bind(py);
         if max_concurrency.is_instance_of::<PyBool>() || !max_concurrency.is_instance_of::<PyLong>()
         {
             return Err(PyTypeError::new_err(format!(

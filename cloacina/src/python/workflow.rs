@@ -10,11 +10,11 @@ use super::marshal::type_name;
 use pyo3::types::PyString;
 use pyo3_asyncio_0_21::TaskLocals;
 
-use super::decorator::dependency_ids;
+use super::decorator::task_ids;
 use super::errors::{new_err, to_py_err, ErrorKind};
 use super::registry::{registry, TaskDefinition};
 use super::task::PythonTask;
-use crate::error::Error;
+use crate::error::{Error, WorkflowError};
 use crate::workflow::Workflow;
 
 /// A workflow: the given tasks plus everything they depend on, in topological order.
@@ -50,9 +50,16 @@ impl PyWorkflow {
             .to_cow()?
             .into_owned();
         let roots = match tasks {
-            Some(tasks) => dependency_ids(tasks)?,
+            Some(tasks) => task_ids(tasks)?,
             None => registry().ids().to_vec(),
         };
+        let mut listed = HashSet::new();
+        if let Some(repeated) = roots.iter().find(|id| !listed.insert(id.as_str())) {
+            return Err(to_py_err(Error::from(WorkflowError::DuplicateTask {
+                workflow: name,
+                task: repeated.clone(),
+            })));
+        }
         let definitions = collect_with_dependencies(&name, &roots)?;
         let graph = Workflow::new(
             name,

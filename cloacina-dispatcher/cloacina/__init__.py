@@ -1,0 +1,44 @@
+"""Cloacina: an embedded durable workflow engine for Python.
+
+This package holds no engine of its own. On import it binds exactly one
+installed backend (``cloacina-postgres`` preferred over ``cloacina-sqlite``
+unless ``CLOACINA_BACKEND`` says otherwise, see :mod:`cloacina._discovery`) and
+re-exports that backend's API.
+"""
+
+from __future__ import annotations
+
+from cloacina._discovery import available_backends, load_backend
+
+__version__ = "0.1.0"
+
+backend, _backend_module = load_backend()
+backend_version: str = getattr(_backend_module, "__version__", "unknown")
+
+task = _backend_module.task
+Workflow = _backend_module.Workflow
+UnifiedExecutor = _backend_module.UnifiedExecutor
+CloacinaError = _backend_module.CloacinaError
+DatabaseError = _backend_module.DatabaseError
+WorkflowError = _backend_module.WorkflowError
+ConfigurationError = _backend_module.ConfigurationError
+NotInitializedError = _backend_module.NotInitializedError
+ContextError = _backend_module.ContextError
+
+del _backend_module
+
+__all__ = [
+    "task",
+    "Workflow",
+    "UnifiedExecutor",
+    "CloacinaError",
+    "DatabaseError",
+    "WorkflowError",
+    "ConfigurationError",
+    "NotInitializedError",
+    "ContextError",
+    "backend",
+    "backend_version",
+    "available_backends",
+    "__version__",
+]

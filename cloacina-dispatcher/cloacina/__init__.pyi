@@ -1,0 +1,33 @@
+# Type view of the dispatcher: the API is the bound backend's; every backend
+# mirrors cloacina_sqlite's surface, so type checkers read it from there.
+from cloacina_sqlite import CloacinaError as CloacinaError
+from cloacina_sqlite import ConfigurationError as ConfigurationError
+from cloacina_sqlite import ContextError as ContextError
+from cloacina_sqlite import DatabaseError as DatabaseError
+from cloacina_sqlite import NotInitializedError as NotInitializedError
+from cloacina_sqlite import UnifiedExecutor as UnifiedExecutor
+from cloacina_sqlite import Workflow as Workflow
+from cloacina_sqlite import WorkflowError as WorkflowError
+from cloacina_sqlite import task as task
+
+__version__: str
+backend: str
+backend_version: str
+
+def available_backends() -> list[str]: ...
+
+__all__ = [
+    "task",
+    "Workflow",
+    "UnifiedExecutor",
+    "CloacinaError",
+    "DatabaseError",
+    "WorkflowError",
+    "ConfigurationError",
+    "NotInitializedError",
+    "ContextError",
+    "backend",
+    "backend_version",
+    "available_backends",
+    "__version__",
+]

@@ -1,0 +1,50 @@
+"""The backend module under test and small helpers shared by the test files.
+
+``CLOACINA_TEST_BACKEND`` (default ``sqlite``) names the backend; the module
+``cloacina_<name>`` is imported as ``cl``. The database URL comes from the
+``database_url`` fixture in conftest.py so other backends can plug in.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Dict, Optional
+
+BACKEND: str = os.environ.get("CLOACINA_TEST_BACKEND", "sqlite")
+cl = importlib.import_module(f"cloacina_{BACKEND}")
+
+IS_SQLITE = BACKEND == "sqlite"
+
+_FRACTION = re.compile(r"(\.\d{6})\d+")
+
+
+def parse_ts(value: Optional[str]) -> datetime:
+    """Parse an ISO-8601 timestamp as produced by the engine (aware, UTC if unzoned)."""
+    assert isinstance(value, str), f"expected ISO-8601 string, got {value!r}"
+    text = _FRACTION.sub(r"\1", value.strip())
+    if text.endswith("Z") or text.endswith("z"):
+        text = text[:-1] + "+00:00"
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed
+
+
+def by_task(result: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """task_results of an execution keyed by task_id."""
+    out = {r["task_id"]: r for r in result["task_results"]}
+    assert len(out) == len(result["task_results"]), "duplicate task_id in task_results"
+    return out
+
+
+def assert_uuid(value: Any) -> None:
+    assert isinstance(value, str)
+    assert str(uuid.UUID(value)) == value.lower()
+
+
+def statuses(result: Dict[str, Any]) -> Dict[str, str]:
+    return {r["task_id"]: r["status"] for r in result["task_results"]}
