@@ -1,6 +1,8 @@
-"""Cloacina on SQLite: durable, embedded workflows with a Rust core.
+"""A Cloacina backend: durable, embedded workflows with a Rust core.
 
-Import through the dispatcher (``import cloacina``) unless you need this backend explicitly.
+Every backend package (``cloacina_sqlite``, ``cloacina_postgres``) ships this same module over
+its own native extension; ``backend`` names which one this is. Import through the dispatcher
+(``import cloacina``) unless you need a backend explicitly.
 """
 
 from ._native import (

@@ -82,6 +82,26 @@ pub(crate) use {with_connection, write_transaction};
 pub struct PoolOptions {
     /// Most connections the pool opens; `None` picks the backend's default.
     pub max_size: Option<u32>,
+    /// PostgreSQL schema holding all tables (created if missing); `None` uses the search path.
+    pub schema: Option<String>,
+}
+
+impl PoolOptions {
+    /// Checks the options against the database they are for, before connecting.
+    pub fn validate(&self, url: &DatabaseUrl) -> Result<()> {
+        if let Some(schema) = &self.schema {
+            if !matches!(url, DatabaseUrl::Postgres(_)) {
+                return Err(Error::Configuration(format!(
+                    "schema={schema:?} is only supported on PostgreSQL; on SQLite one file is one tenant, so use a separate file"
+                )));
+            }
+            url::validate_schema(schema)?;
+        }
+        if self.max_size == Some(0) {
+            return Err(Error::Configuration("pool_size must be at least 1".into()));
+        }
+        Ok(())
+    }
 }
 
 /// A migrated database reached through a connection pool.
@@ -97,6 +117,7 @@ impl Database {
     }
 
     fn connect_blocking(url: &DatabaseUrl, options: &PoolOptions) -> Result<Self> {
+        options.validate(url)?;
         let pool = match url {
             #[cfg(feature = "sqlite")]
             DatabaseUrl::SqliteMemory => sqlite::open_memory()?,
@@ -227,14 +248,33 @@ mod postgres {
     use super::*;
 
     const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
-    /// Advisory lock key that serialises concurrent migrations ("cloacina" in ASCII, truncated).
+    /// Advisory lock key that serialises concurrent migrations ("cloacina" in ASCII).
     const MIGRATION_LOCK_KEY: i64 = 0x636c_6f61_6369_6e61;
 
-    fn migrate(conn: &mut PgConnection) -> Result<()> {
+    /// Puts every connection of a tenant's pool in that tenant's schema.
+    #[derive(Debug)]
+    struct SearchPath(String);
+
+    impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SearchPath {
+        fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+            set_search_path(conn, &self.0).map_err(diesel::r2d2::Error::QueryError)
+        }
+    }
+
+    /// `schema` was validated by `url::validate_schema`, so it is safe inside quotes.
+    fn set_search_path(conn: &mut PgConnection, schema: &str) -> diesel::QueryResult<()> {
+        conn.batch_execute(&format!("SET search_path TO \"{schema}\""))
+    }
+
+    fn migrate(conn: &mut PgConnection, schema: Option<&str>) -> Result<()> {
         conn.transaction(|conn| {
             conn.batch_execute(&format!(
                 "SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
             ))?;
+            if let Some(schema) = schema {
+                conn.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))?;
+                set_search_path(conn, schema)?;
+            }
             conn.run_pending_migrations(MIGRATIONS)
                 .map(drop)
                 .map_err(migration_error)
@@ -244,14 +284,22 @@ mod postgres {
     pub(super) fn open(url: &str, options: &PoolOptions) -> Result<Pool> {
         let shown = super::url::redact(url);
         let open_error = |e: &dyn std::fmt::Display| {
-            Error::Database(format!("could not connect to {shown}: {e}"))
+            Error::Database(format!(
+                "could not connect to {shown}: {}",
+                super::url::redact(&e.to_string())
+            ))
         };
         let mut conn = PgConnection::establish(url).map_err(|e| open_error(&e))?;
-        migrate(&mut conn)?;
-        let pool = diesel::r2d2::Pool::builder()
+        migrate(&mut conn, options.schema.as_deref())?;
+        let connect_timeout = u64::from(super::url::connect_timeout_secs(url)).max(1);
+        let mut builder = diesel::r2d2::Pool::builder()
             .max_size(options.max_size.unwrap_or(DEFAULT_POSTGRES_POOL_SIZE))
             .min_idle(Some(1))
-            .connection_timeout(Duration::from_secs(30))
+            .connection_timeout(Duration::from_secs(2 * connect_timeout + 1));
+        if let Some(schema) = &options.schema {
+            builder = builder.connection_customizer(Box::new(SearchPath(schema.clone())));
+        }
+        let pool = builder
             .build(ConnectionManager::new(url))
             .map_err(|e| open_error(&e))?;
         Ok(Pool::Postgres(pool))
@@ -264,7 +312,9 @@ mod tests {
     use std::path::Path;
 
     fn migration_names(backend: &str) -> BTreeSet<String> {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(backend);
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .join(backend);
         std::fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
             .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())

@@ -17,6 +17,7 @@ use super::workflow::PyWorkflow;
 use crate::context::Context;
 use crate::database::records::ExecutionFilter;
 use crate::database::url::DatabaseUrl;
+use crate::database::PoolOptions;
 use crate::executor::{ExecutionStatus, ExecutorConfig, UnifiedExecutor, DEFAULT_MAX_CONCURRENCY};
 use pyo3_asyncio_0_21::TaskLocals;
 
@@ -59,6 +60,23 @@ impl PyUnifiedExecutor {
     }
 }
 
+/// A positive int argument, or TypeError/ValueError naming it.
+fn positive_int(name: &str, value: &Bound<'_, PyAny>) -> PyResult<usize> {
+    if value.is_instance_of::<PyBool>() || !value.is_instance_of::<PyLong>() {
+        return Err(PyTypeError::new_err(format!(
+            "{name} must be an int, got {}",
+            type_name(value)
+        )));
+    }
+    match value.extract::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(PyValueError::new_err(format!(
+            "{name} must be at least 1, got {}",
+            value.repr()?
+        ))),
+    }
+}
+
 fn default_max_concurrency() -> PyObject {
     Python::with_gil(|py| DEFAULT_MAX_CONCURRENCY.into_py(py))
 }
@@ -96,10 +114,13 @@ impl PyUnifiedExecutor {
     }
 
     /// Connects to (and migrates) the database at `database_url`.
+    #[pyo3(signature = (database_url, *, schema=None, pool_size=None))]
     fn initialize<'py>(
         &self,
         py: Python<'py>,
         database_url: &Bound<'py, PyAny>,
+        schema: Option<String>,
+        pool_size: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let url = database_url
             .downcast::<PyString>()
@@ -111,6 +132,14 @@ impl PyUnifiedExecutor {
             })?
             .to_cow()?;
         let url = DatabaseUrl::parse(&url, backend()).map_err(to_py_err)?;
+        let pool = PoolOptions {
+            max_size: pool_size
+                .map(|size| positive_int("pool_size", size))
+                .transpose()?
+                .map(|n| n.min(u32::MAX as usize) as u32),
+            schema,
+        };
+        pool.validate(&url).map_err(to_py_err)?;
         {
             let mut state = self.lock();
             match &*state {
@@ -132,7 +161,7 @@ impl PyUnifiedExecutor {
         let state = self.state.clone();
         let config = ExecutorConfig {
             max_concurrency: self.max_concurrency,
-            ..ExecutorConfig::default()
+            pool,
         };
         awaitable(py, async move {
             let connected = UnifiedExecutor::connect(url, config).await;
