@@ -124,7 +124,10 @@ async fn memory_executors_are_isolated() {
 async fn memory_pool_size_option_does_not_split_the_database() {
     // Even when asked for a large pool, an in-memory database must stay a single database.
     let config = ExecutorConfig {
-        pool: cloacina::PoolOptions { max_size: Some(8) },
+        pool: cloacina::PoolOptions {
+            max_size: Some(8),
+            ..Default::default()
+        },
         ..ExecutorConfig::default()
     };
     let exec = UnifiedExecutor::connect(DatabaseUrl::SqliteMemory, config)
