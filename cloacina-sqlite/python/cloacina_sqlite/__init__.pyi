@@ -106,8 +106,15 @@ class UnifiedExecutor:
     @property
     def max_concurrency(self) -> int:
         """The most tasks this executor runs at once."""
-    async def initialize(self, database_url: str) -> None:
-        """Connect to and migrate the database; call once before anything else."""
+    async def initialize(
+        self, database_url: str, *, schema: Optional[str] = None, pool_size: Optional[int] = None
+    ) -> None:
+        """Connect to and migrate the database; call once before anything else.
+
+        ``schema`` (PostgreSQL only) keeps every table in that schema, created if missing.
+        ``pool_size`` caps the connections this executor opens (default 10 on PostgreSQL,
+        4 on a SQLite file).
+        """
     async def execute(self, workflow: Workflow, context: Optional[_Context] = None) -> _ExecutionDict:
         """Run ``workflow`` on ``context``; a failing task gives a Failed result, not an exception."""
     async def get_execution(self, execution_id: str) -> Optional[_ExecutionDict]:
