@@ -55,6 +55,9 @@ SERVER_SETTINGS: Dict[str, str] = {
     "log_connections": "off",
 }
 
+# For benchmarks: PostgreSQL's crash-safe defaults, so commits are measured as users get them.
+DURABLE_SETTINGS: Dict[str, str] = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
+
 # First match wins: TLS-only user, password user, then trust for everyone on loopback.
 PG_HBA = f"""\
 # TYPE   DATABASE  USER           ADDRESS        METHOD
@@ -131,6 +134,7 @@ class RunningPostgres:
     base_dir: Path
     port: int
     run_as: Optional[str]
+    durable: bool = False
     startup_seconds: float = 0.0
     log_file: Path = field(init=False)
 
@@ -211,6 +215,8 @@ class RunningPostgres:
             shutil.chown(self.socket_dir, user=self.run_as, group=self.run_as)
         self._write_certificate()
         settings = dict(SERVER_SETTINGS)
+        if self.durable:
+            settings.update(DURABLE_SETTINGS)
         settings["port"] = str(self.port)
         settings["unix_socket_directories"] = f"'{self.socket_dir}'"
         settings["ssl_cert_file"] = f"'{self.base_dir / 'server.crt'}'"
@@ -273,15 +279,16 @@ def _server_user() -> Optional[str]:
 
 
 @contextlib.contextmanager
-def throwaway_postgres(binaries: PostgresBinaries) -> Iterator[RunningPostgres]:
+def throwaway_postgres(binaries: PostgresBinaries, durable: bool = False) -> Iterator[RunningPostgres]:
     """Start a fresh cluster on a free loopback port; always stop it and delete it afterwards.
 
-    The directory lives under the system temp dir: short enough for a unix socket path and
+    ``durable`` keeps fsync and synchronous commits on (for benchmarks). The directory lives
+    under the system temp dir: short enough for a unix socket path and
     reachable by the ``postgres`` user.
     """
     run_as = _server_user()
     base_dir = Path(tempfile.mkdtemp(prefix="cloacina-pg-"))
-    server = RunningPostgres(binaries=binaries, base_dir=base_dir, port=free_port(), run_as=run_as)
+    server = RunningPostgres(binaries=binaries, base_dir=base_dir, port=free_port(), run_as=run_as, durable=durable)
     previous_handler = _exit_on_sigterm()
     try:
         if run_as:

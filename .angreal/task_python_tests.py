@@ -17,9 +17,7 @@ The cargo target dir is the repo's ``target/`` for every step so builds are cach
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import Dict, List, Optional, Sequence
 
 import angreal
 
+from build_steps import build_env, build_wheel, repo_root, run_step, venv_bin
 from postgres_server import INSTALL_HINT, PostgresUnavailable, find_binaries, throwaway_postgres
 
 task = angreal.command_group(name="task", about="Cloacina development tasks")
@@ -40,67 +39,23 @@ WHEELS_FOR: Dict[str, Sequence[str]] = {
 TEST_TOOLS = ("maturin>=1.5,<2", "pytest>=8", "pytest-asyncio>=0.24", "pytest-timeout>=2.3", "mypy>=1.10")
 
 
-def _repo_root() -> Path:
-    return Path(angreal.get_root()).resolve().parent
-
-
-def _build_env(root: Path) -> Dict[str, str]:
-    env = dict(os.environ)
-    env["CARGO_TARGET_DIR"] = str(root / "target")
-    env.pop("VIRTUAL_ENV", None)
-    env.pop("PYTHONPATH", None)
-    env.setdefault("PIP_DISABLE_PIP_VERSION_CHECK", "1")
-    return env
-
-
-def _run(step: str, cmd: Sequence[object], cwd: Path, env: Dict[str, str]) -> bool:
-    print(f"\n==> [{step}] {' '.join(str(c) for c in cmd)}", flush=True)
-    started = time.monotonic()
-    result = subprocess.run([str(c) for c in cmd], cwd=str(cwd), env=env)
-    elapsed = time.monotonic() - started
-    outcome = "ok" if result.returncode == 0 else f"FAILED (exit {result.returncode})"
-    print(f"==> [{step}] {outcome} in {elapsed:.1f}s", flush=True)
-    return result.returncode == 0
-
-
-def _venv_bin(venv: Path, name: str) -> Path:
-    scripts = "Scripts" if os.name == "nt" else "bin"
-    return venv / scripts / (name + (".exe" if os.name == "nt" else ""))
-
-
 def _fresh_venv(root: Path, backend: str, env: Dict[str, str]) -> Optional[Path]:
     venv = root / "target" / "python-tests" / f"venv-{backend}"
     if venv.exists():
         shutil.rmtree(venv)
     venv.parent.mkdir(parents=True, exist_ok=True)
-    if not _run(f"venv ({backend})", [sys.executable, "-m", "venv", str(venv)], root, env):
+    if not run_step(f"venv ({backend})", [sys.executable, "-m", "venv", str(venv)], root, env):
         return None
-    python = _venv_bin(venv, "python")
-    if not _run(f"test tools ({backend})", [python, "-m", "pip", "install", "--quiet", *TEST_TOOLS], root, env):
+    python = venv_bin(venv, "python")
+    if not run_step(f"test tools ({backend})", [python, "-m", "pip", "install", "--quiet", *TEST_TOOLS], root, env):
         return None
     return venv
 
 
-def _build_wheel(root: Path, venv: Path, wheel: str, env: Dict[str, str]) -> Optional[Path]:
-    wheels = root / "target" / "python-tests" / f"wheels-{wheel}"
-    if wheels.exists():
-        shutil.rmtree(wheels)
-    manifest = root / f"cloacina-{wheel}" / "Cargo.toml"
-    cmd: List[object] = [_venv_bin(venv, "maturin"), "build", "--release", "-m", manifest, "-o", wheels,
-                         "--interpreter", _venv_bin(venv, "python")]
-    if not _run(f"build cloacina-{wheel}", cmd, root, env):
-        return None
-    built = sorted(wheels.glob("*.whl"))
-    if len(built) != 1:
-        print(f"==> expected one wheel in {wheels}, found {[w.name for w in built]}", flush=True)
-        return None
-    return built[0]
-
-
 def _install(root: Path, venv: Path, backend: str, wheels: Sequence[Path], env: Dict[str, str]) -> bool:
-    cmd = [_venv_bin(venv, "python"), "-m", "pip", "install", "--quiet", "--force-reinstall", "--no-deps",
+    cmd = [venv_bin(venv, "python"), "-m", "pip", "install", "--quiet", "--force-reinstall", "--no-deps",
            *wheels, root / "cloacina-dispatcher"]
-    return _run(f"install wheels ({backend})", cmd, root, env)
+    return run_step(f"install wheels ({backend})", cmd, root, env)
 
 
 def _pytest(root: Path, venv: Path, backend: str, env: Dict[str, str], extra: Dict[str, str]) -> bool:
@@ -108,8 +63,8 @@ def _pytest(root: Path, venv: Path, backend: str, env: Dict[str, str], extra: Di
     test_env.update(extra)
     test_env["CLOACINA_TEST_BACKEND"] = backend
     test_env.pop("CLOACINA_BACKEND", None)
-    cmd = [_venv_bin(venv, "python"), "-m", "pytest", "-p", "no:cacheprovider", "--durations=5"]
-    return _run(f"pytest ({backend})", cmd, root / "python-tests", test_env)
+    cmd = [venv_bin(venv, "python"), "-m", "pytest", "-p", "no:cacheprovider", "--durations=5"]
+    return run_step(f"pytest ({backend})", cmd, root / "python-tests", test_env)
 
 
 def _pytest_postgres(root: Path, venv: Path, env: Dict[str, str]) -> bool:
@@ -148,8 +103,8 @@ def _test_backend(root: Path, venv: Path, backend: str, wheels: Dict[str, Path],
                   required=False)
 def python_tests(backend: Optional[str] = None) -> int:
     started = time.monotonic()
-    root = _repo_root()
-    env = _build_env(root)
+    root = repo_root()
+    env = build_env(root)
     selected = [backend] if backend else list(BACKENDS)
     unknown = [b for b in selected if b not in BACKENDS]
     if unknown:
@@ -157,7 +112,7 @@ def python_tests(backend: Optional[str] = None) -> int:
         return 2
 
     failed: List[str] = []
-    if not _run("cargo test", ["cargo", "test", "--workspace"], root, env):
+    if not run_step("cargo test", ["cargo", "test", "--workspace"], root, env):
         failed.append("cargo-test")
 
     venvs: Dict[str, Path] = {}
@@ -173,7 +128,7 @@ def python_tests(backend: Optional[str] = None) -> int:
         builder = next(iter(venvs.values()))
         needed = [w for w in BACKENDS if any(w in WHEELS_FOR[b] for b in venvs)]
         for wheel in needed:
-            built = _build_wheel(root, builder, wheel, env)
+            built = build_wheel(root, builder, wheel, root / "target" / "python-tests" / f"wheels-{wheel}", env)
             if built is None:
                 failed.append(f"build-{wheel}")
             else:

@@ -1,0 +1,110 @@
+"""Benchmark scenarios S1-S4, defined once for every backend and task kind.
+
+S1  chain ``t0 -> t1 -> ... -> t{n-1}``; each task sets ``v = v + 1`` (t0 sets 0); check ``v == n - 1``.
+S2  ``root`` sets ``seed=1``; ``f0..f{n-1}`` depend on root and set ``f{i} = i * seed``; ``join``
+    depends on all and sets ``total``; check ``total == sum(range(n))``.
+S3  ``p0`` sets a 20,000-row payload (1.1 MB of JSON); ``p1..p9`` check the rows, add ``k{i}`` and
+    write it back.
+S4  a fresh process imports, initializes, runs a 1-task workflow and exits (see ``s4_child.py``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from types import ModuleType
+from typing import Any, Callable, Dict, List, Tuple
+
+Context = Dict[str, Any]
+_serial = itertools.count()
+
+
+def _register(cl: ModuleType, name: str, body: Callable[[Context], Any], is_async: bool, deps: List[str]) -> str:
+    if is_async:
+
+        async def run(ctx: Context) -> Any:
+            return body(ctx)
+
+    else:
+
+        def run(ctx: Context) -> Any:
+            return body(ctx)
+
+    cl.task(name, dependencies=deps)(run)
+    return name
+
+
+def chain(cl: ModuleType, n: int, is_async: bool) -> Tuple[Any, Callable[[Dict[str, Any]], None]]:
+    """S1: a chain of ``n`` tasks incrementing ``v``."""
+    prefix = f"s1_{next(_serial)}_"
+    ids: List[str] = []
+    for i in range(n):
+        if i == 0:
+            body: Callable[[Context], Any] = lambda ctx: {"v": 0}
+        else:
+            body = lambda ctx: {"v": ctx["v"] + 1}
+        ids.append(_register(cl, f"{prefix}t{i}", body, is_async, ids[-1:]))
+    workflow = cl.Workflow(f"{prefix}chain", ids)
+
+    def check(result: Dict[str, Any]) -> None:
+        assert result["status"] == "Completed", result["error"]
+        assert result["final_context"]["v"] == n - 1, result["final_context"]["v"]
+
+    return workflow, check
+
+
+def fan(cl: ModuleType, n: int, is_async: bool) -> Tuple[Any, Callable[[Dict[str, Any]], None]]:
+    """S2: ``root`` -> ``n`` parallel tasks -> ``join``."""
+    prefix = f"s2_{next(_serial)}_"
+    root = _register(cl, f"{prefix}root", lambda ctx: {"seed": 1}, is_async, [])
+    branches = []
+    for i in range(n):
+        branches.append(
+            _register(cl, f"{prefix}f{i}", (lambda i: lambda ctx: {f"f{i}": i * ctx["seed"]})(i), is_async, [root])
+        )
+    join = _register(
+        cl, f"{prefix}join", lambda ctx: {"total": sum(ctx[f"f{i}"] for i in range(n))}, is_async, branches
+    )
+    workflow = cl.Workflow(f"{prefix}fan", [join])
+
+    def check(result: Dict[str, Any]) -> None:
+        assert result["status"] == "Completed", result["error"]
+        assert result["final_context"]["total"] == sum(range(n)), result["final_context"]["total"]
+
+    return workflow, check
+
+
+ROWS = 20_000
+
+
+def payload(cl: ModuleType, is_async: bool) -> Tuple[Any, Callable[[Dict[str, Any]], None]]:
+    """S3: a 10-task chain carrying a 1.1 MB JSON value."""
+    prefix = f"s3_{next(_serial)}_"
+    ids = [
+        _register(
+            cl,
+            f"{prefix}p0",
+            lambda ctx: {"payload": {"rows": [{"id": i, "name": f"item-{i}", "value": i * 0.5} for i in range(ROWS)]}},
+            is_async,
+            [],
+        )
+    ]
+
+    def step(i: int) -> Callable[[Context], Any]:
+        def body(ctx: Context) -> Any:
+            data = ctx["payload"]
+            assert len(data["rows"]) == ROWS
+            data[f"k{i}"] = i
+            return {"payload": data}
+
+        return body
+
+    for i in range(1, 10):
+        ids.append(_register(cl, f"{prefix}p{i}", step(i), is_async, ids[-1:]))
+    workflow = cl.Workflow(f"{prefix}payload", ids)
+
+    def check(result: Dict[str, Any]) -> None:
+        assert result["status"] == "Completed", result["error"]
+        data = result["final_context"]["payload"]
+        assert len(data["rows"]) == ROWS and all(f"k{i}" in data for i in range(1, 10))
+
+    return workflow, check
