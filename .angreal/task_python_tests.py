@@ -1,12 +1,16 @@
-"""`angreal task python_tests`: Rust tests, then the Python suite against built wheels.
+"""`angreal task python_tests`: Rust tests, then the Python suite once per backend.
 
 Steps, each streamed to the terminal:
 1. ``cargo test --workspace``.
-2. A fresh venv under ``target/python-tests/venv-<backend>`` with the test tools.
-3. ``maturin build --release`` of ``cloacina-<backend>`` into ``target/python-tests/wheels-<backend>``,
-   then ``pip install`` of that wheel and of ``./cloacina-dispatcher``.
-4. ``pytest`` run by the venv's interpreter from ``python-tests/`` so the
-   installed packages (not the source tree) are imported.
+2. Per backend, a fresh venv under ``target/python-tests/venv-<backend>`` with the test tools.
+3. ``maturin build --release`` of each wheel the selected backends need, once, into
+   ``target/python-tests/wheels-<wheel>``.
+4. Installs: the sqlite venv gets ``cloacina-sqlite`` and the dispatcher; the postgres venv gets
+   both wheels and the dispatcher (for the cross-backend and "both installed" tests).
+5. ``pytest`` run by the venv's interpreter from ``python-tests/`` (so the installed packages, not
+   the source tree, are imported) with ``CLOACINA_TEST_BACKEND=<backend>``. For postgres the suite
+   uses ``CLOACINA_TEST_POSTGRES_URL`` when set; otherwise a throwaway server is started for the
+   run and always stopped afterwards (see ``postgres_server.py``).
 
 The cargo target dir is the repo's ``target/`` for every step so builds are cached.
 """
@@ -23,9 +27,16 @@ from typing import Dict, List, Optional, Sequence
 
 import angreal
 
+from postgres_server import INSTALL_HINT, PostgresUnavailable, find_binaries, throwaway_postgres
+
 task = angreal.command_group(name="task", about="Cloacina development tasks")
 
-BACKENDS = ("sqlite",)
+BACKENDS = ("sqlite", "postgres")
+# Wheels installed in each backend's venv besides the dispatcher; the backend's own wheel first.
+WHEELS_FOR: Dict[str, Sequence[str]] = {
+    "sqlite": ("sqlite",),
+    "postgres": ("postgres", "sqlite"),
+}
 TEST_TOOLS = ("maturin>=1.5,<2", "pytest>=8", "pytest-asyncio>=0.24", "pytest-timeout>=2.3", "mypy>=1.10")
 
 
@@ -42,7 +53,7 @@ def _build_env(root: Path) -> Dict[str, str]:
     return env
 
 
-def _run(step: str, cmd: Sequence[str], cwd: Path, env: Dict[str, str]) -> bool:
+def _run(step: str, cmd: Sequence[object], cwd: Path, env: Dict[str, str]) -> bool:
     print(f"\n==> [{step}] {' '.join(str(c) for c in cmd)}", flush=True)
     started = time.monotonic()
     result = subprocess.run([str(c) for c in cmd], cwd=str(cwd), env=env)
@@ -62,22 +73,22 @@ def _fresh_venv(root: Path, backend: str, env: Dict[str, str]) -> Optional[Path]
     if venv.exists():
         shutil.rmtree(venv)
     venv.parent.mkdir(parents=True, exist_ok=True)
-    if not _run("venv", [sys.executable, "-m", "venv", str(venv)], root, env):
+    if not _run(f"venv ({backend})", [sys.executable, "-m", "venv", str(venv)], root, env):
         return None
     python = _venv_bin(venv, "python")
-    if not _run("test tools", [python, "-m", "pip", "install", "--quiet", *TEST_TOOLS], root, env):
+    if not _run(f"test tools ({backend})", [python, "-m", "pip", "install", "--quiet", *TEST_TOOLS], root, env):
         return None
     return venv
 
 
-def _build_wheel(root: Path, venv: Path, backend: str, env: Dict[str, str]) -> Optional[Path]:
-    wheels = root / "target" / "python-tests" / f"wheels-{backend}"
+def _build_wheel(root: Path, venv: Path, wheel: str, env: Dict[str, str]) -> Optional[Path]:
+    wheels = root / "target" / "python-tests" / f"wheels-{wheel}"
     if wheels.exists():
         shutil.rmtree(wheels)
-    manifest = root / f"cloacina-{backend}" / "Cargo.toml"
+    manifest = root / f"cloacina-{wheel}" / "Cargo.toml"
     cmd: List[object] = [_venv_bin(venv, "maturin"), "build", "--release", "-m", manifest, "-o", wheels,
                          "--interpreter", _venv_bin(venv, "python")]
-    if not _run(f"build cloacina-{backend}", cmd, root, env):
+    if not _run(f"build cloacina-{wheel}", cmd, root, env):
         return None
     built = sorted(wheels.glob("*.whl"))
     if len(built) != 1:
@@ -86,38 +97,55 @@ def _build_wheel(root: Path, venv: Path, backend: str, env: Dict[str, str]) -> O
     return built[0]
 
 
-def _install(root: Path, venv: Path, wheel: Path, env: Dict[str, str]) -> bool:
+def _install(root: Path, venv: Path, backend: str, wheels: Sequence[Path], env: Dict[str, str]) -> bool:
     cmd = [_venv_bin(venv, "python"), "-m", "pip", "install", "--quiet", "--force-reinstall", "--no-deps",
-           wheel, root / "cloacina-dispatcher"]
-    return _run("install wheels", cmd, root, env)
+           *wheels, root / "cloacina-dispatcher"]
+    return _run(f"install wheels ({backend})", cmd, root, env)
 
 
-def _pytest(root: Path, venv: Path, backend: str, env: Dict[str, str]) -> bool:
+def _pytest(root: Path, venv: Path, backend: str, env: Dict[str, str], extra: Dict[str, str]) -> bool:
     test_env = dict(env)
+    test_env.update(extra)
     test_env["CLOACINA_TEST_BACKEND"] = backend
     test_env.pop("CLOACINA_BACKEND", None)
-    cmd = [_venv_bin(venv, "python"), "-m", "pytest", "-p", "no:cacheprovider"]
+    cmd = [_venv_bin(venv, "python"), "-m", "pytest", "-p", "no:cacheprovider", "--durations=5"]
     return _run(f"pytest ({backend})", cmd, root / "python-tests", test_env)
 
 
-def _run_backend(root: Path, backend: str, env: Dict[str, str]) -> List[str]:
-    """Build, install and test one backend. Returns the names of failed steps."""
-    venv = _fresh_venv(root, backend, env)
-    if venv is None:
-        return [f"venv-{backend}"]
-    wheel = _build_wheel(root, venv, backend, env)
-    if wheel is None:
-        return [f"build-{backend}"]
-    if not _install(root, venv, wheel, env):
+def _pytest_postgres(root: Path, venv: Path, env: Dict[str, str]) -> bool:
+    """Run the suite against CLOACINA_TEST_POSTGRES_URL, or a throwaway server started here."""
+    if env.get("CLOACINA_TEST_POSTGRES_URL"):
+        print("==> [postgres] using the server at CLOACINA_TEST_POSTGRES_URL", flush=True)
+        return _pytest(root, venv, "postgres", env, {})
+    binaries = find_binaries()
+    if binaries is None:
+        print(f"\n==> [postgres] cannot test the postgres backend: {INSTALL_HINT}", flush=True)
+        return False
+    print(f"\n==> [postgres server] starting a throwaway PostgreSQL from {binaries.bin_dir}", flush=True)
+    try:
+        with throwaway_postgres(binaries) as server:
+            print(f"==> [postgres server] ready on 127.0.0.1:{server.port} in {server.startup_seconds:.1f}s "
+                  f"(data in {server.base_dir})", flush=True)
+            ok = _pytest(root, venv, "postgres", env, server.test_environment())
+    except PostgresUnavailable as exc:
+        print(f"==> [postgres server] FAILED: {exc}", flush=True)
+        return False
+    print("==> [postgres server] stopped and removed", flush=True)
+    return ok
+
+
+def _test_backend(root: Path, venv: Path, backend: str, wheels: Dict[str, Path], env: Dict[str, str]) -> List[str]:
+    """Install and test one backend. Returns the names of failed steps."""
+    if not _install(root, venv, backend, [wheels[w] for w in WHEELS_FOR[backend]], env):
         return [f"install-{backend}"]
-    if not _pytest(root, venv, backend, env):
-        return [f"pytest-{backend}"]
-    return []
+    ok = _pytest_postgres(root, venv, env) if backend == "postgres" else _pytest(root, venv, backend, env, {})
+    return [] if ok else [f"pytest-{backend}"]
 
 
 @task()
-@angreal.command(name="python_tests", about="Run cargo tests, build the wheels and run the Python test suite")
-@angreal.argument(name="backend", long="backend", help="backend to test (default: sqlite)", required=False)
+@angreal.command(name="python_tests", about="Run cargo tests, build the wheels and run the Python suite per backend")
+@angreal.argument(name="backend", long="backend", help="one backend to test: sqlite or postgres (default: both)",
+                  required=False)
 def python_tests(backend: Optional[str] = None) -> int:
     started = time.monotonic()
     root = _repo_root()
@@ -131,8 +159,32 @@ def python_tests(backend: Optional[str] = None) -> int:
     failed: List[str] = []
     if not _run("cargo test", ["cargo", "test", "--workspace"], root, env):
         failed.append("cargo-test")
+
+    venvs: Dict[str, Path] = {}
     for name in selected:
-        failed.extend(_run_backend(root, name, env))
+        venv = _fresh_venv(root, name, env)
+        if venv is None:
+            failed.append(f"venv-{name}")
+        else:
+            venvs[name] = venv
+
+    wheels: Dict[str, Path] = {}
+    if venvs:
+        builder = next(iter(venvs.values()))
+        needed = [w for w in BACKENDS if any(w in WHEELS_FOR[b] for b in venvs)]
+        for wheel in needed:
+            built = _build_wheel(root, builder, wheel, env)
+            if built is None:
+                failed.append(f"build-{wheel}")
+            else:
+                wheels[wheel] = built
+
+    for name, venv in venvs.items():
+        missing = [w for w in WHEELS_FOR[name] if w not in wheels]
+        if missing:
+            print(f"==> [{name}] skipped: wheel(s) {missing} did not build", flush=True)
+            continue
+        failed.extend(_test_backend(root, venv, name, wheels, env))
 
     elapsed = time.monotonic() - started
     if failed:

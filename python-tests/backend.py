@@ -2,7 +2,7 @@
 
 ``CLOACINA_TEST_BACKEND`` (default ``sqlite``) names the backend; the module
 ``cloacina_<name>`` is imported as ``cl``. The database URL comes from the
-``database_url`` fixture in conftest.py so other backends can plug in.
+``database_url`` fixture in conftest.py; PostgreSQL helpers live in pg_admin.py.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ BACKEND: str = os.environ.get("CLOACINA_TEST_BACKEND", "sqlite")
 cl = importlib.import_module(f"cloacina_{BACKEND}")
 
 IS_SQLITE = BACKEND == "sqlite"
+IS_POSTGRES = BACKEND == "postgres"
 
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 
@@ -48,3 +49,14 @@ def assert_uuid(value: Any) -> None:
 
 def statuses(result: Dict[str, Any]) -> Dict[str, str]:
     return {r["task_id"]: r["status"] for r in result["task_results"]}
+
+
+async def execute_once(database_url: str, workflow: Any, context: Optional[Dict[str, Any]] = None,
+                       **initialize_kwargs: Any) -> Dict[str, Any]:
+    """Initialize a new executor, run ``workflow`` once, shut the executor down; returns the result."""
+    executor = cl.UnifiedExecutor()
+    await executor.initialize(database_url, **initialize_kwargs)
+    try:
+        return await executor.execute(workflow, context)
+    finally:
+        await executor.shutdown()

@@ -2,27 +2,33 @@
 
 Each scenario runs in a child interpreter whose environment the test controls.
 A shim directory on PYTHONPATH can hold a ``sitecustomize.py`` that makes
-named modules unimportable (a ``sys.meta_path`` blocker) and a stand-in
-``cloacina_postgres`` package, so "none installed", "only postgres" and "both
-installed" can be exercised for real against the installed dispatcher.
+named modules unimportable (a ``sys.meta_path`` blocker), so "none installed",
+"only sqlite" and "only postgres" can be exercised for real against the
+installed dispatcher. The sqlite venv holds only ``cloacina-sqlite``; the
+postgres venv holds both real wheels. Where the real postgres wheel is absent,
+a stand-in ``cloacina_postgres`` package in the shim plays it for the "both
+installed" scenarios.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import pytest
 
 from backend import BACKEND, cl
 
-needs_sqlite = pytest.mark.skipif(BACKEND != "sqlite", reason="scenarios built around the sqlite wheel")
+REAL_SQLITE = importlib.util.find_spec("cloacina_sqlite") is not None
+REAL_POSTGRES = importlib.util.find_spec("cloacina_postgres") is not None
+needs_sqlite_wheel = pytest.mark.skipif(not REAL_SQLITE, reason="scenarios built around the real sqlite wheel")
 
 EXPORTED = [
     "task", "Workflow", "UnifiedExecutor", "CloacinaError", "DatabaseError", "WorkflowError",
@@ -102,11 +108,19 @@ def shim(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def fake_postgres(shim: Path) -> Path:
+def with_postgres(shim: Path) -> Tuple[Path, str]:
+    """A shim under which postgres is installed: the real wheel if present, else the stand-in.
+
+    Returns the shim and the ``backend_version`` the dispatcher should then report.
+    """
+    if REAL_POSTGRES:
+        import cloacina_postgres
+
+        return shim, cloacina_postgres.__version__
     package = shim / "cloacina_postgres"
     package.mkdir()
     (package / "__init__.py").write_text(FAKE_POSTGRES)
-    return shim
+    return shim, "0.0.0+fake"
 
 
 def run_probe(shim: Path, tmp_path: Path, backend: Optional[str] = None,
@@ -169,35 +183,47 @@ def test_dispatcher_ships_type_information():
 
 # --- child interpreters ----------------------------------------------------------------------
 
-@needs_sqlite
 def test_blocker_really_hides_modules(shim):
-    assert can_import(shim, "cloacina_sqlite", block=())
-    assert not can_import(shim, "cloacina_sqlite", block=["cloacina_sqlite"])
-    assert not can_import(shim, "cloacina_postgres", block=())
+    module = f"cloacina_{BACKEND}"
+    assert can_import(shim, module, block=())
+    assert not can_import(shim, module, block=[module])
+    assert can_import(shim, "cloacina_postgres", block=()) is REAL_POSTGRES
 
 
-@needs_sqlite
+@needs_sqlite_wheel
 def test_only_sqlite_installed(shim, tmp_path):
-    out = run_probe(shim, tmp_path)
+    out = run_probe(shim, tmp_path, block=["cloacina_postgres"])
     assert out["backend"] == "sqlite"
     assert out["available"] == ["sqlite"]
     assert out["same_objects"] is True
     assert out["loaded"] == ["cloacina_sqlite"]
     assert out["version"] == "0.1.0"
-    assert out["backend_version"] == cl.__version__
+    import cloacina_sqlite
+
+    assert out["backend_version"] == cloacina_sqlite.__version__
     assert out["all"] == sorted(EXPORTED + ["backend", "backend_version", "available_backends", "__version__"])
 
 
-@needs_sqlite
+def test_unblocked_environment_is_what_the_venv_holds(shim, tmp_path):
+    """The sqlite venv holds only the sqlite wheel; the postgres venv holds both."""
+    out = run_probe(shim, tmp_path)
+    expected = [name for name, real in (("postgres", REAL_POSTGRES), ("sqlite", REAL_SQLITE)) if real]
+    assert out["available"] == expected
+    assert out["backend"] == expected[0]
+    assert out["loaded"] == [f"cloacina_{expected[0]}"]
+    assert BACKEND in expected
+
+
 def test_override_selects_installed_backend(shim, tmp_path):
-    out = run_probe(shim, tmp_path, backend="sqlite")
-    assert out["backend"] == "sqlite"
-    assert out["loaded"] == ["cloacina_sqlite"]
+    out = run_probe(shim, tmp_path, backend=BACKEND)
+    assert out["backend"] == BACKEND
+    assert out["loaded"] == [f"cloacina_{BACKEND}"]
+    assert out["backend_version"] == cl.__version__
 
 
-@needs_sqlite
+@needs_sqlite_wheel
 def test_override_naming_missing_backend(shim, tmp_path):
-    out = run_probe(shim, tmp_path, backend="postgres")
+    out = run_probe(shim, tmp_path, backend="postgres", block=["cloacina_postgres"])
     assert out.get("error") in ("ImportError", "ModuleNotFoundError"), out
     assert "pip install cloacina-postgres" in out["message"]
 
@@ -211,7 +237,6 @@ def test_override_with_unknown_name(shim, tmp_path, name):
     assert "postgres" in message and "sqlite" in message
 
 
-@needs_sqlite
 def test_no_backend_installed(shim, tmp_path):
     out = run_probe(shim, tmp_path, block=["cloacina_sqlite", "cloacina_postgres"])
     assert out.get("error") in ("ImportError", "ModuleNotFoundError"), out
@@ -219,40 +244,106 @@ def test_no_backend_installed(shim, tmp_path):
     assert "pip install cloacina-postgres" in out["message"]
 
 
-@needs_sqlite
 def test_override_naming_hidden_sqlite(shim, tmp_path):
     out = run_probe(shim, tmp_path, backend="sqlite", block=["cloacina_sqlite"])
     assert out.get("error") in ("ImportError", "ModuleNotFoundError"), out
     assert "cloacina-sqlite" in out["message"]
 
 
-@needs_sqlite
-def test_both_installed_prefers_postgres(fake_postgres, tmp_path):
-    out = run_probe(fake_postgres, tmp_path)
+@needs_sqlite_wheel
+def test_both_installed_prefers_postgres(with_postgres, tmp_path):
+    shim, postgres_version = with_postgres
+    out = run_probe(shim, tmp_path)
     assert out["available"] == ["postgres", "sqlite"]
     assert out["backend"] == "postgres"
-    assert out["backend_version"] == "0.0.0+fake"
+    assert out["backend_version"] == postgres_version
     assert out["same_objects"] is True
     assert out["loaded"] == ["cloacina_postgres"], "exactly one backend is imported"
 
 
-@needs_sqlite
-def test_both_installed_override_sqlite(fake_postgres, tmp_path):
-    out = run_probe(fake_postgres, tmp_path, backend="sqlite")
+@needs_sqlite_wheel
+def test_both_installed_override_sqlite(with_postgres, tmp_path):
+    shim, _ = with_postgres
+    out = run_probe(shim, tmp_path, backend="sqlite")
     assert out["available"] == ["postgres", "sqlite"]
     assert out["backend"] == "sqlite"
+    assert out["same_objects"] is True
     assert out["loaded"] == ["cloacina_sqlite"]
 
 
-@needs_sqlite
-def test_only_postgres_installed(fake_postgres, tmp_path):
-    out = run_probe(fake_postgres, tmp_path, block=["cloacina_sqlite"])
+@needs_sqlite_wheel
+@pytest.mark.parametrize("override", ["sqlite", "SQLite", " postgres ", None])
+def test_both_installed_override_is_case_and_space_insensitive(with_postgres, tmp_path, override):
+    shim, _ = with_postgres
+    out = run_probe(shim, tmp_path, backend=override)
+    assert out["backend"] == (override or "postgres").strip().lower()
+
+
+def test_only_postgres_installed(with_postgres, tmp_path):
+    shim, postgres_version = with_postgres
+    out = run_probe(shim, tmp_path, block=["cloacina_sqlite"])
     assert out["available"] == ["postgres"]
     assert out["backend"] == "postgres"
+    assert out["backend_version"] == postgres_version
     assert out["loaded"] == ["cloacina_postgres"]
 
 
-@needs_sqlite
-def test_empty_override_means_no_override(fake_postgres, tmp_path):
-    out = run_probe(fake_postgres, tmp_path, backend="")
+@needs_sqlite_wheel
+def test_empty_override_means_no_override(with_postgres, tmp_path):
+    shim, _ = with_postgres
+    out = run_probe(shim, tmp_path, backend="")
     assert out["backend"] == "postgres"
+
+
+RUN_THROUGH_DISPATCHER = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    import cloacina
+
+    @cloacina.task("double")
+    def double(ctx):
+        return {"y": ctx["x"] * 2}
+
+    async def main():
+        ex = cloacina.UnifiedExecutor()
+        await ex.initialize(sys.argv[1])
+        try:
+            result = await ex.execute(cloacina.Workflow("dispatched", [double]), {"x": 21})
+        finally:
+            await ex.shutdown()
+        print(json.dumps({
+            "backend": cloacina.backend,
+            "status": result["status"],
+            "final": result["final_context"],
+            "loaded": sorted(m for m in ("cloacina_sqlite", "cloacina_postgres") if m in sys.modules),
+        }))
+
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.skipif(not (REAL_SQLITE and REAL_POSTGRES), reason="needs both real wheels installed")
+@pytest.mark.parametrize("choice", ["sqlite", "default"])
+def test_both_real_wheels_installed_run_the_chosen_engine(tmp_path, choice, request):
+    """With both wheels installed, the default binds the real postgres engine; CLOACINA_BACKEND=sqlite
+    binds the real sqlite engine. Each runs a workflow on its own kind of database."""
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    if choice == "sqlite":
+        env["CLOACINA_BACKEND"] = "sqlite"
+        url = f"sqlite:///{tmp_path / 'dispatched.db'}"
+    else:
+        env.pop("CLOACINA_BACKEND", None)
+        if BACKEND != "postgres":
+            pytest.skip("needs the postgres server of the postgres run")
+        import pg_admin
+
+        url = pg_admin.database_url(request.getfixturevalue("postgres_database"))
+    proc = subprocess.run([sys.executable, "-c", RUN_THROUGH_DISPATCHER, url], env=env, cwd=str(tmp_path),
+                          capture_output=True, text=True, timeout=50)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    expected = "sqlite" if choice == "sqlite" else "postgres"
+    assert out == {"backend": expected, "status": "Completed", "final": {"x": 21, "y": 42},
+                   "loaded": [f"cloacina_{expected}"]}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from backend import assert_uuid, by_task, cl, parse_ts, statuses
 
 
@@ -192,6 +194,7 @@ async def test_transitive_dependencies_join_automatically(executor, ids):
     assert result["final_context"] == {"rows": [10, 20, 30], "loaded": 3, "sum": 60}
 
 
+@pytest.mark.sqlite_only
 async def test_memory_database_runs_workflow(memory_executor, ids):
     @cl.task(ids("a"))
     def a(ctx):

@@ -8,9 +8,7 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
-from backend import IS_SQLITE, by_task, cl, parse_ts
+from backend import by_task, cl, parse_ts
 
 
 def make_workflows(ids):
@@ -168,8 +166,7 @@ CHILD = textwrap.dedent(
 )
 
 
-@pytest.mark.skipif(not IS_SQLITE, reason="two processes on one SQLite file")
-async def test_two_processes_share_one_sqlite_file(database_url, subprocess_env, tmp_path):
+async def test_two_processes_share_one_database(database_url, subprocess_env, tmp_path):
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     runs = 4

@@ -7,9 +7,7 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
-from backend import IS_SQLITE, cl
+from backend import cl
 
 
 def test_decorator_returns_function_unchanged(ids):
@@ -203,11 +201,10 @@ ALL_TASKS_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.skipif(not IS_SQLITE, reason="uses sqlite://:memory: in the child")
-def test_workflow_without_tasks_takes_every_registered_task(tmp_path, subprocess_env):
+def test_workflow_without_tasks_takes_every_registered_task(tmp_path, subprocess_env, database_url):
     script = tmp_path / "all_tasks.py"
     script.write_text(ALL_TASKS_SCRIPT)
-    proc = subprocess.run([sys.executable, str(script), "sqlite://:memory:"], env=subprocess_env,
+    proc = subprocess.run([sys.executable, str(script), database_url], env=subprocess_env,
                           capture_output=True, text=True, timeout=50)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import pytest
 
-from backend import IS_SQLITE, cl
-
-sqlite_only = pytest.mark.skipif(not IS_SQLITE, reason="SQLite URL rules")
+from backend import cl
 
 
 # --- exception hierarchy ---------------------------------------------------------------------
@@ -186,7 +185,6 @@ def test_max_concurrency_none_is_not_a_positive_int():
         cl.UnifiedExecutor(max_concurrency=None)
 
 
-@sqlite_only
 @pytest.mark.parametrize(
     "url",
     ["", "mysql://user@host/db", "sqlite:/x", "http://example.com/db", "http://", "redis://localhost:6379"],
@@ -201,7 +199,7 @@ async def test_initialize_rejects_bad_urls_without_touching_anything(tmp_path, m
     assert list(tmp_path.iterdir()) == []
 
 
-@sqlite_only
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
 async def test_postgres_url_points_to_postgres_package_without_password(scheme):
     ex = cl.UnifiedExecutor()
@@ -227,7 +225,7 @@ async def test_initialize_rejects_non_str_url(bad):
         await ex.initialize(bad)
 
 
-@sqlite_only
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize("form", ["relative_url", "absolute_url", "absolute_path", "relative_path"])
 async def test_initialize_accepts_sqlite_forms(tmp_path, monkeypatch, ids, form):
     monkeypatch.chdir(tmp_path)
@@ -253,6 +251,58 @@ async def test_initialize_accepts_sqlite_forms(tmp_path, monkeypatch, ids, form)
         await ex.shutdown()
     assert result["final_context"] == {"form": form}
     assert expected_file.is_file() and expected_file.stat().st_size > 0
+
+
+@pytest.mark.parametrize("bad", ["4", 1.5, True, [4]])
+async def test_pool_size_must_be_an_int(database_url, bad):
+    ex = cl.UnifiedExecutor()
+    with pytest.raises(TypeError) as info:
+        await ex.initialize(database_url, pool_size=bad)
+    assert "pool_size" in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+async def test_pool_size_must_be_positive(database_url, bad):
+    ex = cl.UnifiedExecutor()
+    with pytest.raises(ValueError) as info:
+        await ex.initialize(database_url, pool_size=bad)
+    assert "pool_size" in str(info.value)
+
+
+async def test_pool_size_and_schema_are_keyword_only(database_url):
+    ex = cl.UnifiedExecutor()
+    with pytest.raises(TypeError):
+        await ex.initialize(database_url, None, 4)
+
+
+async def test_one_connection_serves_concurrent_executions(database_url, ids):
+    @cl.task(ids("a"))
+    async def a(ctx):
+        return {"a": ctx["i"]}
+
+    @cl.task(ids("b"), dependencies=[a])
+    def b(ctx):
+        return {"b": ctx["a"] * 2}
+
+    wf = cl.Workflow(ids.wf(), [b])
+    ex = cl.UnifiedExecutor()
+    await ex.initialize(database_url, pool_size=1)
+    try:
+        results = await asyncio.wait_for(asyncio.gather(*(ex.execute(wf, {"i": i}) for i in range(8))), timeout=40)
+    finally:
+        await ex.shutdown()
+    assert [r["status"] for r in results] == ["Completed"] * 8
+    assert [r["final_context"]["b"] for r in results] == [i * 2 for i in range(8)]
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize("schema", ["tenant_a", "Tenant"])
+async def test_schema_is_rejected_on_sqlite(tmp_path, schema):
+    ex = cl.UnifiedExecutor()
+    with pytest.raises(cl.ConfigurationError) as info:
+        await ex.initialize(f"sqlite:///{tmp_path / 'x.db'}", schema=schema)
+    assert "schema" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- executor lifecycle ----------------------------------------------------------------------

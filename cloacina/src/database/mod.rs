@@ -30,8 +30,6 @@ use diesel::pg::PgConnection;
 pub const DEFAULT_SQLITE_POOL_SIZE: u32 = 4;
 /// Default pool size for PostgreSQL.
 pub const DEFAULT_POSTGRES_POOL_SIZE: u32 = 10;
-/// How long SQLite waits on another writer's lock before failing.
-const SQLITE_BUSY_TIMEOUT_MS: u32 = 10_000;
 
 /// A pool of connections to one backend.
 #[derive(Clone)]
@@ -164,6 +162,8 @@ mod sqlite {
     use std::path::Path;
 
     const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+    /// How long SQLite waits on another writer's lock before failing.
+    const SQLITE_BUSY_TIMEOUT_MS: u32 = 10_000;
 
     /// Settings every SQLite connection gets: WAL for concurrent readers, a busy timeout for writers.
     #[derive(Debug)]
@@ -212,9 +212,12 @@ mod sqlite {
         let open_error = |e: &dyn std::fmt::Display| {
             Error::Database(format!("could not open SQLite database {location:?}: {e}"))
         };
-        let mut conn = SqliteConnection::establish(&location).map_err(|e| open_error(&e))?;
-        apply_pragmas(&mut conn).map_err(|e| open_error(&e))?;
-        migrate(&mut conn)?;
+        {
+            // Closed before the pool opens, so initialize never exceeds pool_size connections.
+            let mut conn = SqliteConnection::establish(&location).map_err(|e| open_error(&e))?;
+            apply_pragmas(&mut conn).map_err(|e| open_error(&e))?;
+            migrate(&mut conn)?;
+        }
         let pool = diesel::r2d2::Pool::builder()
             .max_size(options.max_size.unwrap_or(DEFAULT_SQLITE_POOL_SIZE))
             .min_idle(Some(1))
@@ -289,13 +292,16 @@ mod postgres {
                 super::url::redact(&e.to_string())
             ))
         };
-        let mut conn = PgConnection::establish(url).map_err(|e| open_error(&e))?;
-        migrate(&mut conn, options.schema.as_deref())?;
+        {
+            // Closed before the pool opens, so initialize never exceeds pool_size connections.
+            let mut conn = PgConnection::establish(url).map_err(|e| open_error(&e))?;
+            migrate(&mut conn, options.schema.as_deref())?;
+        }
         let connect_timeout = u64::from(super::url::connect_timeout_secs(url)).max(1);
         let mut builder = diesel::r2d2::Pool::builder()
             .max_size(options.max_size.unwrap_or(DEFAULT_POSTGRES_POOL_SIZE))
             .min_idle(Some(1))
-            .connection_timeout(Duration::from_secs(2 * connect_timeout + 1));
+            .connection_timeout(Duration::from_secs(connect_timeout + 1));
         if let Some(schema) = &options.schema {
             builder = builder.connection_customizer(Box::new(SearchPath(schema.clone())));
         }
