@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 
 use super::marshal::type_name;
 use super::options::{RawOptions, TaskSettings};
-use pyo3::types::{PyList, PyString, PyTuple};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 use super::registry::{registry, TaskDefinition};
 
@@ -19,47 +19,26 @@ pub(crate) const TASK_ID_ATTR: &str = "__cloacina_task_id__";
 /// Re-registering an id replaces the earlier definition for workflows built afterwards.
 #[pyfunction]
 #[pyo3(
-    signature = (
-        task_id=None, *, dependencies=None, retries=None, retry_delay=None, retry_backoff=None,
-        retry_max_delay=None, retry_jitter=None, retry_on=None, timeout=None, trigger_rule=None
-    ),
+    signature = (task_id=None, **options),
     text_signature = "(task_id=None, *, dependencies=(), retries=0, retry_delay=1.0, retry_backoff=2.0, retry_max_delay=60.0, retry_jitter=0.0, retry_on=(Exception,), timeout=None, trigger_rule='all_success')"
 )]
-#[allow(clippy::too_many_arguments)] // mirrors the Python signature
 pub(crate) fn task<'py>(
     py: Python<'py>,
     task_id: Option<Bound<'py, PyAny>>,
-    dependencies: Option<Bound<'py, PyAny>>,
-    retries: Option<Bound<'py, PyAny>>,
-    retry_delay: Option<Bound<'py, PyAny>>,
-    retry_backoff: Option<Bound<'py, PyAny>>,
-    retry_max_delay: Option<Bound<'py, PyAny>>,
-    retry_jitter: Option<Bound<'py, PyAny>>,
-    retry_on: Option<Bound<'py, PyAny>>,
-    timeout: Option<Bound<'py, PyAny>>,
-    trigger_rule: Option<Bound<'py, PyAny>>,
+    options: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<PyObject> {
-    let dependencies = match dependencies {
-        Some(deps) => {
+    let raw = RawOptions::from_kwargs(options)?;
+    let dependencies = match &raw.dependencies {
+        Some(deps) if !deps.is_none() => {
             let mut seen = HashSet::new();
-            task_ids(&deps)?
+            task_ids(deps)?
                 .into_iter()
                 .filter(|id| seen.insert(id.clone()))
                 .collect()
         }
-        None => Vec::new(),
+        _ => Vec::new(),
     };
-    let settings = RawOptions {
-        retries,
-        retry_delay,
-        retry_backoff,
-        retry_max_delay,
-        retry_jitter,
-        retry_on,
-        timeout,
-        trigger_rule,
-    }
-    .validate(py)?;
+    let settings = raw.validate(py)?;
     let (task_id, function) = match task_id {
         Some(function) if function.is_callable() && !function.is_instance_of::<PyString>() => {
             (None, Some(function))

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyException, PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyFloat, PyLong, PyString, PyTuple, PyType};
+use pyo3::types::{PyBool, PyDict, PyFloat, PyLong, PyString, PyTuple, PyType};
 
 use super::marshal::type_name;
 use crate::policy::{RetryPolicy, TaskOptions, TriggerRule};
@@ -16,7 +16,9 @@ pub(crate) struct TaskSettings {
 }
 
 /// The options as passed to `task(...)`, still Python objects.
+#[derive(Default)]
 pub(crate) struct RawOptions<'py> {
+    pub dependencies: Option<Bound<'py, PyAny>>,
     pub retries: Option<Bound<'py, PyAny>>,
     pub retry_delay: Option<Bound<'py, PyAny>>,
     pub retry_backoff: Option<Bound<'py, PyAny>>,
@@ -27,9 +29,57 @@ pub(crate) struct RawOptions<'py> {
     pub trigger_rule: Option<Bound<'py, PyAny>>,
 }
 
-impl RawOptions<'_> {
+/// Every keyword `task()` accepts.
+const OPTION_NAMES: [&str; 9] = [
+    "dependencies",
+    "retries",
+    "retry_delay",
+    "retry_backoff",
+    "retry_max_delay",
+    "retry_jitter",
+    "retry_on",
+    "timeout",
+    "trigger_rule",
+];
+
+impl<'py> RawOptions<'py> {
+    /// Sorts `task()`'s keyword arguments; unknown names and `None` where no option takes it are errors.
+    pub(crate) fn from_kwargs(kwargs: Option<&Bound<'py, PyDict>>) -> PyResult<Self> {
+        let mut raw = RawOptions::default();
+        let Some(kwargs) = kwargs else {
+            return Ok(raw);
+        };
+        for (key, value) in kwargs.iter() {
+            let name: String = key.extract()?;
+            if value.is_none() && !matches!(name.as_str(), "timeout" | "dependencies") {
+                return Err(PyTypeError::new_err(format!(
+                    "{name} cannot be None; leave it out to use the default"
+                )));
+            }
+            let slot = match name.as_str() {
+                "dependencies" => &mut raw.dependencies,
+                "retries" => &mut raw.retries,
+                "retry_delay" => &mut raw.retry_delay,
+                "retry_backoff" => &mut raw.retry_backoff,
+                "retry_max_delay" => &mut raw.retry_max_delay,
+                "retry_jitter" => &mut raw.retry_jitter,
+                "retry_on" => &mut raw.retry_on,
+                "timeout" => &mut raw.timeout,
+                "trigger_rule" => &mut raw.trigger_rule,
+                _ => {
+                    return Err(PyTypeError::new_err(format!(
+                        "task() got an unexpected keyword argument {name:?}; options are {}",
+                        OPTION_NAMES.join(", ")
+                    )))
+                }
+            };
+            *slot = Some(value);
+        }
+        Ok(raw)
+    }
+
     /// Checks every option, raising TypeError/ValueError that names the option and the fix.
-    pub(crate) fn validate(self, py: Python<'_>) -> PyResult<TaskSettings> {
+    pub(crate) fn validate(&self, py: Python<'_>) -> PyResult<TaskSettings> {
         let defaults = RetryPolicy::default();
         let retries = match &self.retries {
             None => 0,
