@@ -32,7 +32,7 @@ needs_sqlite_wheel = pytest.mark.skipif(not REAL_SQLITE, reason="scenarios built
 
 EXPORTED = [
     "task", "Workflow", "UnifiedExecutor", "CloacinaError", "DatabaseError", "WorkflowError",
-    "ConfigurationError", "NotInitializedError", "ContextError",
+    "ConfigurationError", "NotInitializedError", "ContextError", "SkipTask",
 ]
 
 SITECUSTOMIZE = textwrap.dedent(
@@ -62,6 +62,7 @@ FAKE_POSTGRES = textwrap.dedent(
     class ConfigurationError(CloacinaError, ValueError): pass
     class NotInitializedError(CloacinaError, RuntimeError): pass
     class ContextError(CloacinaError, TypeError): pass
+    class SkipTask(Exception): pass
 
     def task(task_id=None, *, dependencies=()):
         def register(fn):

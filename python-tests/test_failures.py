@@ -14,11 +14,14 @@ class PipelineError(Exception):
 
 
 def assert_skipped(tr):
+    """Never started; `completed_at` records when it was skipped."""
     assert tr["status"] == "Skipped"
     assert tr["attempts"] == 0
+    assert tr["history"] == []
     assert tr["traceback"] is None
     assert tr["started_at"] is None
-    assert tr["completed_at"] is None
+    parse_ts(tr["completed_at"])
+    assert "trigger rule 'all_success' not met" in tr["reason"]
 
 
 async def test_failure_skips_dependents(executor, ids):

@@ -23,6 +23,7 @@ DatabaseError = _backend_module.DatabaseError
 WorkflowError = _backend_module.WorkflowError
 ConfigurationError = _backend_module.ConfigurationError
 NotInitializedError = _backend_module.NotInitializedError
+SkipTask = _backend_module.SkipTask
 ContextError = _backend_module.ContextError
 
 del _backend_module
@@ -36,6 +37,7 @@ __all__ = [
     "WorkflowError",
     "ConfigurationError",
     "NotInitializedError",
+    "SkipTask",
     "ContextError",
     "backend",
     "backend_version",

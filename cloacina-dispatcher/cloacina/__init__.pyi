@@ -5,6 +5,7 @@ from cloacina_sqlite import ConfigurationError as ConfigurationError
 from cloacina_sqlite import ContextError as ContextError
 from cloacina_sqlite import DatabaseError as DatabaseError
 from cloacina_sqlite import NotInitializedError as NotInitializedError
+from cloacina_sqlite import SkipTask as SkipTask
 from cloacina_sqlite import UnifiedExecutor as UnifiedExecutor
 from cloacina_sqlite import Workflow as Workflow
 from cloacina_sqlite import WorkflowError as WorkflowError
@@ -25,6 +26,7 @@ __all__ = [
     "WorkflowError",
     "ConfigurationError",
     "NotInitializedError",
+    "SkipTask",
     "ContextError",
     "backend",
     "backend_version",

@@ -5,6 +5,7 @@ pub mod context;
 pub mod database;
 pub mod error;
 pub mod executor;
+pub mod policy;
 pub mod task;
 pub mod workflow;
 
@@ -19,5 +20,6 @@ pub use error::{Error, Result, WorkflowError};
 pub use executor::{
     ExecutionResult, ExecutionStatus, ExecutorConfig, TaskResult, TaskStatus, UnifiedExecutor,
 };
-pub use task::{FnTask, Task, TaskError, TaskFuture};
+pub use policy::{RetryPolicy, TaskOptions, TriggerRule, UpstreamOutcome};
+pub use task::{FnTask, Task, TaskError, TaskErrorKind, TaskFuture};
 pub use workflow::Workflow;

@@ -4,23 +4,56 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::context::Context;
+use once_cell::sync::Lazy;
 
-/// Why a task attempt failed.
+use crate::context::Context;
+use crate::policy::TaskOptions;
+
+/// What the engine does after an attempt ends with a [`TaskError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskErrorKind {
+    /// Retry while the task's retry policy allows.
+    Retryable,
+    /// Fail now, whatever the retry policy.
+    Fatal,
+    /// Not a failure: mark the task Skipped, with the message as the reason.
+    Skip,
+}
+
+/// Why a task attempt did not produce an output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskError {
     /// One line: the error's type name and message, e.g. `ValueError: boom`.
     pub message: String,
     /// The full traceback or backtrace, when the task's language provides one.
     pub traceback: Option<String>,
+    /// Whether to retry, fail or skip.
+    pub kind: TaskErrorKind,
 }
 
 impl TaskError {
-    /// A failure with a message and no traceback.
+    /// A retryable failure with a message and no traceback.
     pub fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
             traceback: None,
+            kind: TaskErrorKind::Retryable,
+        }
+    }
+
+    /// A failure that is never retried.
+    pub fn fatal(message: impl Into<String>) -> Self {
+        Self {
+            kind: TaskErrorKind::Fatal,
+            ..Self::new(message)
+        }
+    }
+
+    /// A request to skip the task, with a reason.
+    pub fn skip(reason: impl Into<String>) -> Self {
+        Self {
+            kind: TaskErrorKind::Skip,
+            ..Self::new(reason)
         }
     }
 }
@@ -44,7 +77,13 @@ pub trait Task: Send + Sync {
     fn dependencies(&self) -> &[String];
     /// Runs the task on its input context and returns its output.
     fn execute(&self, context: Context) -> TaskFuture;
+    /// Retries, timeout and trigger rule; the defaults unless overridden.
+    fn options(&self) -> &TaskOptions {
+        &DEFAULT_OPTIONS
+    }
 }
+
+static DEFAULT_OPTIONS: Lazy<TaskOptions> = Lazy::new(TaskOptions::new);
 
 type TaskFn = dyn Fn(Context) -> TaskFuture + Send + Sync;
 
@@ -52,6 +91,7 @@ type TaskFn = dyn Fn(Context) -> TaskFuture + Send + Sync;
 pub struct FnTask {
     id: String,
     dependencies: Vec<String>,
+    options: TaskOptions,
     run: Box<TaskFn>,
 }
 
@@ -63,9 +103,24 @@ impl FnTask {
         F: Fn(Context) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Context, TaskError>> + Send + 'static,
     {
+        Self::with_options(id, dependencies, TaskOptions::new(), run)
+    }
+
+    /// Like [`FnTask::new`], with retries, timeout and trigger rule.
+    pub fn with_options<F, Fut>(
+        id: impl Into<String>,
+        dependencies: &[&str],
+        options: TaskOptions,
+        run: F,
+    ) -> Arc<dyn Task>
+    where
+        F: Fn(Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Context, TaskError>> + Send + 'static,
+    {
         Arc::new(FnTask {
             id: id.into(),
             dependencies: dependencies.iter().map(|d| d.to_string()).collect(),
+            options,
             run: Box::new(move |ctx| Box::pin(run(ctx))),
         })
     }
@@ -82,5 +137,9 @@ impl Task for FnTask {
 
     fn execute(&self, context: Context) -> TaskFuture {
         (self.run)(context)
+    }
+
+    fn options(&self) -> &TaskOptions {
+        &self.options
     }
 }

@@ -363,10 +363,10 @@ async fn task_error_traceback_is_recorded() {
         "traceback",
         vec![FnTask::new("t", &[], |_c| async move {
             Err(TaskError {
-                message: "ZeroDivisionError: division by zero".into(),
                 traceback: Some(
                     "Traceback (most recent call last):\n  File \"x.py\", line 1\n".into(),
                 ),
+                ..TaskError::new("ZeroDivisionError: division by zero")
             })
         })],
     )

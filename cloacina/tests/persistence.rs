@@ -29,8 +29,8 @@ fn mixed_workflow() -> Workflow {
             writes_after("transform", &["extract"], Duration::from_millis(20), "ok", json!(null)),
             FnTask::new("validate", &["extract"], |_c| async move {
                 Err(TaskError {
-                    message: "ValueError: bad row".into(),
                     traceback: Some("Traceback:\n  line 1\n".into()),
+                    ..TaskError::new("ValueError: bad row")
                 })
             }),
             noop("load", &["transform", "validate"]),

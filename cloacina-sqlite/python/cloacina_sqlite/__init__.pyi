@@ -1,6 +1,6 @@
 """Type stubs for a Cloacina backend module (identical for every backend)."""
 
-from typing import Any, final, Awaitable, Callable, Dict, List, Literal, Optional, Sequence, TypedDict, TypeVar, Union, overload
+from typing import Any, Tuple, Type, final, Awaitable, Callable, Dict, List, Literal, Optional, Sequence, TypedDict, TypeVar, Union, overload
 
 __all__ = [
     "CloacinaError",
@@ -8,6 +8,7 @@ __all__ = [
     "ContextError",
     "DatabaseError",
     "NotInitializedError",
+    "SkipTask",
     "UnifiedExecutor",
     "Workflow",
     "WorkflowError",
@@ -24,20 +25,32 @@ _TaskFunction = Callable[[_Context], Union[Optional[_Context], Awaitable[Optiona
 _F = TypeVar("_F", bound=_TaskFunction)
 _TaskRef = Union[str, Callable[..., Any]]
 
+_TaskStatus = Literal["Pending", "Running", "Completed", "Failed", "Skipped", "Cancelled"]
+_TriggerRule = Literal["all_success", "all_done", "one_success", "one_failed", "none_failed"]
+
+class _AttemptDict(TypedDict):
+    attempt: int
+    status: _TaskStatus
+    error: Optional[str]
+    started_at: str
+    completed_at: str
+
 class _TaskResultDict(TypedDict):
     task_id: str
-    status: Literal["Pending", "Running", "Completed", "Failed", "Skipped"]
+    status: _TaskStatus
     attempts: int
     error: Optional[str]
     traceback: Optional[str]
+    reason: Optional[str]
     started_at: Optional[str]
     completed_at: Optional[str]
+    history: List[_AttemptDict]
 
 class _ExecutionDict(TypedDict):
     execution_id: str
     workflow_name: str
     workflow_version: str
-    status: Literal["Running", "Completed", "Failed"]
+    status: Literal["Running", "Completed", "Failed", "Cancelled"]
     input_context: _Context
     final_context: Optional[_Context]
     error: Optional[str]
@@ -63,8 +76,23 @@ class NotInitializedError(CloacinaError, RuntimeError):
 class ContextError(CloacinaError, TypeError):
     """A context value cannot be stored as JSON."""
 
+class SkipTask(Exception):
+    """Raise inside a task to mark it Skipped with this reason; it is not a failure and is never retried."""
+
 @overload
-def task(task_id: _F, *, dependencies: Sequence[_TaskRef] = ()) -> _F:
+def task(
+    task_id: _F,
+    *,
+        dependencies: Sequence[_TaskRef] = (),
+        retries: int = 0,
+        retry_delay: float = 1.0,
+        retry_backoff: float = 2.0,
+        retry_max_delay: float = 60.0,
+        retry_jitter: float = 0.0,
+        retry_on: Union[Type[BaseException], Tuple[Type[BaseException], ...]] = (Exception,),
+        timeout: Optional[float] = None,
+        trigger_rule: _TriggerRule = "all_success",
+) -> _F:
     """Register a ``def`` or ``async def`` function taking the context dict as a task.
 
     ``task_id`` defaults to the function's name. ``dependencies`` are task ids or decorated
@@ -72,10 +100,28 @@ def task(task_id: _F, *, dependencies: Sequence[_TaskRef] = ()) -> _F:
     Registering an id again replaces the earlier definition for workflows built afterwards.
     A task returns a dict (merged into the context) or None (keeps the dict it was given,
     including in-place changes).
+
+    Failed attempts whose exception is an instance of ``retry_on`` are retried up to
+    ``retries`` times, waiting ``retry_delay * retry_backoff ** (n - 1)`` seconds (capped at
+    ``retry_max_delay``, spread by ``± retry_jitter``) before retry ``n``. ``timeout`` bounds
+    each attempt: an async task is cancelled, a sync task's late result is discarded.
+    ``trigger_rule`` decides whether the task runs once its upstream tasks have ended.
     """
 
 @overload
-def task(task_id: Optional[str] = None, *, dependencies: Sequence[_TaskRef] = ()) -> Callable[[_F], _F]: ...
+def task(
+    task_id: Optional[str] = None,
+    *,
+        dependencies: Sequence[_TaskRef] = (),
+        retries: int = 0,
+        retry_delay: float = 1.0,
+        retry_backoff: float = 2.0,
+        retry_max_delay: float = 60.0,
+        retry_jitter: float = 0.0,
+        retry_on: Union[Type[BaseException], Tuple[Type[BaseException], ...]] = (Exception,),
+        timeout: Optional[float] = None,
+        trigger_rule: _TriggerRule = "all_success",
+) -> Callable[[_F], _F]: ...
 
 @final
 class Workflow:
@@ -115,13 +161,21 @@ class UnifiedExecutor:
         ``pool_size`` caps the connections this executor opens (default 10 on PostgreSQL,
         4 on a SQLite file).
         """
-    async def execute(self, workflow: Workflow, context: Optional[_Context] = None) -> _ExecutionDict:
-        """Run ``workflow`` on ``context``; a failing task gives a Failed result, not an exception."""
+    async def execute(
+        self, workflow: Workflow, context: Optional[_Context] = None, *, timeout: Optional[float] = None
+    ) -> _ExecutionDict:
+        """Run ``workflow`` on ``context``; a failing task gives a Failed result, not an exception.
+
+        Past ``timeout`` seconds the execution is cancelled and its result is "Cancelled".
+        Cancelling the awaiting coroutine cancels the execution too.
+        """
+    async def cancel(self, execution_id: str) -> bool:
+        """Cancel a running execution of this executor; False if it is not running here."""
     async def get_execution(self, execution_id: str) -> Optional[_ExecutionDict]:
         """Read a recorded execution back; None if the id is unknown."""
     async def list_executions(
         self, workflow: Optional[str] = None, status: Optional[str] = None, limit: int = 50
     ) -> List[_ExecutionDict]:
         """List recorded executions, newest first, filtered by workflow name and status."""
-    async def shutdown(self) -> None:
-        """Stop accepting work; running executions still finish and are recorded."""
+    async def shutdown(self, *, cancel: bool = False) -> None:
+        """Stop accepting work and wait for running executions; ``cancel=True`` cancels them first."""

@@ -4,11 +4,13 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use uuid::Uuid;
 
-use super::schema::{task_executions, workflow_executions};
+use std::collections::HashMap;
+
+use super::schema::{task_attempts, task_executions, workflow_executions};
 use super::{with_connection, write_transaction, Database};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::executor::{ExecutionResult, ExecutionStatus, TaskResult, TaskStatus};
+use crate::executor::{AttemptRecord, ExecutionResult, ExecutionStatus, TaskResult, TaskStatus};
 
 /// Rows per multi-row INSERT, well under every backend's bound-parameter limit.
 const INSERT_CHUNK: usize = 1_000;
@@ -39,8 +41,21 @@ struct TaskRow {
     output: Option<String>,
     error: Option<String>,
     traceback: Option<String>,
+    reason: Option<String>,
     started_at: Option<NaiveDateTime>,
     completed_at: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = task_attempts)]
+struct AttemptRow {
+    execution_id: String,
+    task_id: String,
+    attempt: i32,
+    status: String,
+    error: Option<String>,
+    started_at: NaiveDateTime,
+    completed_at: NaiveDateTime,
 }
 
 /// A task as it is registered when its execution starts.
@@ -50,11 +65,13 @@ pub(crate) struct NewTask {
 }
 
 /// How a task attempt ended, ready to store.
+#[derive(Clone)]
 pub(crate) struct TaskOutcome {
     pub status: TaskStatus,
     pub output_json: Option<String>,
     pub error: Option<String>,
     pub traceback: Option<String>,
+    pub reason: Option<String>,
     pub completed_at: DateTime<Utc>,
 }
 
@@ -95,6 +112,38 @@ macro_rules! load_tasks {
     }};
 }
 
+/// Loads the attempt rows of `$ids` on `$conn`, a connection of any backend.
+macro_rules! load_attempts {
+    ($conn:expr, $ids:expr) => {{
+        let mut rows: Vec<AttemptRow> = Vec::new();
+        for chunk in $ids.chunks(INSERT_CHUNK) {
+            rows.extend(
+                task_attempts::table
+                    .filter(task_attempts::execution_id.eq_any(chunk))
+                    .select(AttemptRow::as_select())
+                    .load::<AttemptRow>($conn)?,
+            );
+        }
+        rows
+    }};
+}
+
+/// Stores a task's final status; `$conn` is a connection of any backend.
+macro_rules! store_outcome_query {
+    ($conn:expr, $execution_id:expr, $task_id:expr, $outcome:expr) => {
+        diesel::update(task_executions::table.find(($execution_id, $task_id)))
+            .set((
+                task_executions::status.eq($outcome.status.as_str()),
+                task_executions::output.eq($outcome.output_json),
+                task_executions::error.eq($outcome.error),
+                task_executions::traceback.eq($outcome.traceback),
+                task_executions::reason.eq($outcome.reason),
+                task_executions::completed_at.eq(Some($outcome.completed_at.naive_utc())),
+            ))
+            .execute($conn)
+    };
+}
+
 impl Database {
     /// Records a new running execution and all its tasks as Pending, atomically.
     pub(crate) async fn create_execution(
@@ -126,6 +175,7 @@ impl Database {
                 output: None,
                 error: None,
                 traceback: None,
+                reason: None,
                 started_at: None,
                 completed_at: None,
             })
@@ -168,45 +218,51 @@ impl Database {
         .await
     }
 
-    /// Stores how a task ended.
-    pub(crate) async fn finish_task(
+    /// Records a finished attempt and, when the task will not run again, how the task ended.
+    pub(crate) async fn finish_attempt(
         &self,
         execution_id: Uuid,
         task_id: String,
-        outcome: TaskOutcome,
+        attempt: AttemptRecord,
+        outcome: Option<TaskOutcome>,
     ) -> Result<()> {
+        let row = AttemptRow {
+            execution_id: execution_id.to_string(),
+            task_id: task_id.clone(),
+            attempt: attempt.attempt as i32,
+            status: attempt.status.as_str().to_string(),
+            error: attempt.error,
+            started_at: attempt.started_at.naive_utc(),
+            completed_at: attempt.completed_at.naive_utc(),
+        };
         self.run(move |pool| {
-            with_connection!(pool, |conn| {
-                diesel::update(task_executions::table.find((execution_id.to_string(), task_id)))
-                    .set((
-                        task_executions::status.eq(outcome.status.as_str()),
-                        task_executions::output.eq(outcome.output_json),
-                        task_executions::error.eq(outcome.error),
-                        task_executions::traceback.eq(outcome.traceback),
-                        task_executions::completed_at.eq(Some(outcome.completed_at.naive_utc())),
-                    ))
+            write_transaction!(pool, |conn| {
+                diesel::insert_into(task_attempts::table)
+                    .values(&row)
                     .execute(conn)?;
+                if let Some(outcome) = outcome {
+                    store_outcome_query!(conn, &row.execution_id, &task_id, outcome)?;
+                }
                 Ok(())
             })
         })
         .await
     }
 
-    /// Marks tasks Skipped in one statement.
-    pub(crate) async fn skip_tasks(&self, execution_id: Uuid, task_ids: Vec<String>) -> Result<()> {
-        if task_ids.is_empty() {
+    /// Records how tasks that never started ended (skipped or cancelled), in one transaction.
+    pub(crate) async fn settle_unstarted(
+        &self,
+        execution_id: Uuid,
+        settled: Vec<(String, TaskOutcome)>,
+    ) -> Result<()> {
+        if settled.is_empty() {
             return Ok(());
         }
+        let id = execution_id.to_string();
         self.run(move |pool| {
-            with_connection!(pool, |conn| {
-                for chunk in task_ids.chunks(INSERT_CHUNK) {
-                    diesel::update(
-                        task_executions::table
-                            .filter(task_executions::execution_id.eq(execution_id.to_string()))
-                            .filter(task_executions::task_id.eq_any(chunk)),
-                    )
-                    .set(task_executions::status.eq(TaskStatus::Skipped.as_str()))
-                    .execute(conn)?;
+            write_transaction!(pool, |conn| {
+                for (task_id, outcome) in settled {
+                    store_outcome_query!(conn, &id, &task_id, outcome)?;
                 }
                 Ok(())
             })
@@ -237,7 +293,7 @@ impl Database {
         .await
     }
 
-    /// Reads one execution and its tasks back.
+    /// Reads one execution, its tasks and their attempts back.
     pub async fn get_execution(&self, execution_id: Uuid) -> Result<Option<ExecutionResult>> {
         let id = execution_id.to_string();
         let mut found = self
@@ -247,12 +303,14 @@ impl Database {
                         .find(&id)
                         .select(ExecutionRow::as_select())
                         .load(conn)?;
-                    let tasks = load_tasks!(conn, [id]);
-                    Ok((executions, tasks))
+                    let ids = [id];
+                    let tasks = load_tasks!(conn, ids);
+                    let attempts = load_attempts!(conn, ids);
+                    Ok((executions, tasks, attempts))
                 })
             })
             .await
-            .and_then(|(executions, tasks)| assemble(executions, tasks))?;
+            .and_then(|(executions, tasks, attempts)| assemble(executions, tasks, attempts))?;
         Ok(found.pop())
     }
 
@@ -277,52 +335,89 @@ impl Database {
                 let executions: Vec<ExecutionRow> = query.load(conn)?;
                 let ids: Vec<String> = executions.iter().map(|e| e.id.clone()).collect();
                 let tasks = load_tasks!(conn, ids);
-                Ok((executions, tasks))
+                let attempts = load_attempts!(conn, ids);
+                Ok((executions, tasks, attempts))
             })
         })
         .await
-        .and_then(|(executions, tasks)| assemble(executions, tasks))
+        .and_then(|(executions, tasks, attempts)| assemble(executions, tasks, attempts))
     }
 }
 
-/// Joins execution rows with their task rows, keeping the executions' order.
-fn assemble(executions: Vec<ExecutionRow>, tasks: Vec<TaskRow>) -> Result<Vec<ExecutionResult>> {
-    let mut by_execution: std::collections::HashMap<String, Vec<TaskRow>> =
-        std::collections::HashMap::new();
+/// Joins execution rows with their task and attempt rows, keeping the executions' order.
+fn assemble(
+    executions: Vec<ExecutionRow>,
+    tasks: Vec<TaskRow>,
+    attempts: Vec<AttemptRow>,
+) -> Result<Vec<ExecutionResult>> {
+    let mut tasks_of: HashMap<String, Vec<TaskRow>> = HashMap::new();
     for task in tasks {
-        by_execution
+        tasks_of
             .entry(task.execution_id.clone())
             .or_default()
             .push(task);
     }
+    let mut attempts_of: HashMap<(String, String), Vec<AttemptRow>> = HashMap::new();
+    for attempt in attempts {
+        attempts_of
+            .entry((attempt.execution_id.clone(), attempt.task_id.clone()))
+            .or_default()
+            .push(attempt);
+    }
     executions
         .into_iter()
         .map(|row| {
-            let mut tasks = by_execution.remove(&row.id).unwrap_or_default();
+            let mut tasks = tasks_of.remove(&row.id).unwrap_or_default();
             tasks.sort_by_key(|t| t.position);
-            execution_from_rows(row, tasks)
+            let task_results = tasks
+                .into_iter()
+                .map(|t| {
+                    let key = (t.execution_id.clone(), t.task_id.clone());
+                    let mut history = attempts_of.remove(&key).unwrap_or_default();
+                    history.sort_by_key(|a| a.attempt);
+                    task_from_rows(t, history)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            execution_from_row(row, task_results)
         })
         .collect()
 }
 
-fn execution_from_rows(row: ExecutionRow, tasks: Vec<TaskRow>) -> Result<ExecutionResult> {
-    let corrupt =
-        |what: &str, value: &str| Error::Database(format!("stored {what} {value:?} is not valid"));
-    let task_results = tasks
+fn corrupt(what: &str, value: &str) -> Error {
+    Error::Database(format!("stored {what} {value:?} is not valid"))
+}
+
+fn task_status(name: &str) -> Result<TaskStatus> {
+    TaskStatus::parse(name).ok_or_else(|| corrupt("task status", name))
+}
+
+fn task_from_rows(t: TaskRow, attempts: Vec<AttemptRow>) -> Result<TaskResult> {
+    let history = attempts
         .into_iter()
-        .map(|t| {
-            Ok(TaskResult {
-                status: TaskStatus::parse(&t.status)
-                    .ok_or_else(|| corrupt("task status", &t.status))?,
-                attempts: t.attempt.max(0) as u32,
-                error: t.error,
-                traceback: t.traceback,
-                started_at: t.started_at.map(|d| d.and_utc()),
-                completed_at: t.completed_at.map(|d| d.and_utc()),
-                task_id: t.task_id,
+        .map(|a| {
+            Ok(AttemptRecord {
+                attempt: a.attempt.max(0) as u32,
+                status: task_status(&a.status)?,
+                error: a.error,
+                started_at: a.started_at.and_utc(),
+                completed_at: a.completed_at.and_utc(),
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    Ok(TaskResult {
+        status: task_status(&t.status)?,
+        attempts: t.attempt.max(0) as u32,
+        error: t.error,
+        traceback: t.traceback,
+        reason: t.reason,
+        history,
+        started_at: t.started_at.map(|d| d.and_utc()),
+        completed_at: t.completed_at.map(|d| d.and_utc()),
+        task_id: t.task_id,
+    })
+}
+
+fn execution_from_row(row: ExecutionRow, task_results: Vec<TaskResult>) -> Result<ExecutionResult> {
     Ok(ExecutionResult {
         execution_id: Uuid::parse_str(&row.id).map_err(|_| corrupt("execution id", &row.id))?,
         status: ExecutionStatus::parse(&row.status)

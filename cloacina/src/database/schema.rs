@@ -27,10 +27,24 @@ diesel::table! {
         output -> Nullable<Text>,
         error -> Nullable<Text>,
         traceback -> Nullable<Text>,
+        reason -> Nullable<Text>,
         started_at -> Nullable<Timestamp>,
         completed_at -> Nullable<Timestamp>,
     }
 }
 
+diesel::table! {
+    /// One row per finished attempt of a task.
+    task_attempts (execution_id, task_id, attempt) {
+        execution_id -> Text,
+        task_id -> Text,
+        attempt -> Integer,
+        status -> Text,
+        error -> Nullable<Text>,
+        started_at -> Timestamp,
+        completed_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(task_executions -> workflow_executions (execution_id));
-diesel::allow_tables_to_appear_in_same_query!(workflow_executions, task_executions);
+diesel::allow_tables_to_appear_in_same_query!(workflow_executions, task_executions, task_attempts);

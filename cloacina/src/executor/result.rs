@@ -52,6 +52,8 @@ status_enum! {
         Completed,
         /// At least one task failed.
         Failed,
+        /// Cancelled, or past its deadline, before every task finished.
+        Cancelled,
     }
 }
 
@@ -66,8 +68,10 @@ status_enum! {
         Completed,
         /// Raised an error.
         Failed,
-        /// Not run because an upstream task did not complete.
+        /// Not run: its trigger rule was not met, or it raised a skip.
         Skipped,
+        /// Stopped or never started because the execution was cancelled.
+        Cancelled,
     }
 }
 
@@ -76,9 +80,27 @@ impl TaskStatus {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Skipped
+            TaskStatus::Completed
+                | TaskStatus::Failed
+                | TaskStatus::Skipped
+                | TaskStatus::Cancelled
         )
     }
+}
+
+/// One attempt at running a task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// How the attempt ended: Completed, Failed, Skipped or Cancelled.
+    pub status: TaskStatus,
+    /// `Type: message` of the failure, or why it was skipped or cancelled.
+    pub error: Option<String>,
+    /// When the attempt started.
+    pub started_at: DateTime<Utc>,
+    /// When the attempt ended.
+    pub completed_at: DateTime<Utc>,
 }
 
 /// The record of one task within an execution.
@@ -94,6 +116,10 @@ pub struct TaskResult {
     pub error: Option<String>,
     /// Traceback of the failure, when known.
     pub traceback: Option<String>,
+    /// Why the task was skipped or cancelled.
+    pub reason: Option<String>,
+    /// Every attempt, oldest first.
+    pub history: Vec<AttemptRecord>,
     /// When the last attempt started.
     pub started_at: Option<DateTime<Utc>>,
     /// When the task reached its final status.
@@ -108,6 +134,8 @@ impl TaskResult {
             attempts: 0,
             error: None,
             traceback: None,
+            reason: None,
+            history: Vec::new(),
             started_at: None,
             completed_at: None,
         }

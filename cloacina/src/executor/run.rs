@@ -1,68 +1,65 @@
-//! Runs one execution: starts each task the moment its upstream tasks are done.
+//! Runs one execution: starts each task the moment its upstream tasks are done and its trigger
+//! rule allows, until every task has ended or the execution is cancelled.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
-use uuid::Uuid;
 
-use super::lineage::{share, Lineage, SharedOutput, INPUT};
+use super::attempt::{run_task, TaskEnd, TaskRunner};
+use super::lineage::{share, Lineage, INPUT};
 use super::result::{now, ExecutionResult, ExecutionStatus, TaskResult, TaskStatus};
 use crate::context::Context;
 use crate::database::records::{NewTask, TaskOutcome};
 use crate::database::Database;
 use crate::error::Result;
-use crate::task::TaskError;
+use crate::policy::UpstreamOutcome;
 use crate::workflow::Workflow;
 
-/// What a finished task hands back to the scheduler.
+/// Sends the reason an execution must stop; every task runner of the execution listens.
+pub(crate) type CancelSender = watch::Sender<Option<String>>;
+
+/// What a finished task runner hands back to the scheduler.
 struct Finished {
     position: usize,
-    result: Result<(Result<SharedOutput, TaskError>, DateTime<Utc>)>,
+    end: Result<TaskEnd>,
 }
 
 /// The state of one execution while it runs.
 struct Run<'a> {
     db: &'a Database,
     workflow: &'a Workflow,
+    permits: Arc<Semaphore>,
     record: ExecutionResult,
-    /// Lineage of each completed task that still has dependents waiting to start.
+    /// Lineage of each ended task whose dependents have not all taken their input yet.
     lineages: Vec<Option<Lineage>>,
-    /// Input lineage of each running task, kept to build its own lineage when it completes.
+    /// Input lineage of each running task, kept to build its own lineage when it ends.
     inputs: Vec<Option<Lineage>>,
-    /// Upstream tasks of each task that have not finished yet.
+    /// Upstream tasks of each task that have not ended yet.
     waiting_on: Vec<usize>,
-    /// Dependents of each task that have not started (or been skipped) yet.
+    /// Dependents of each task that have not taken their input yet.
     unconsumed: Vec<usize>,
     input: Lineage,
     final_context: Lineage,
     ready: VecDeque<usize>,
     running: JoinSet<Finished>,
+    cancel: Arc<CancelSender>,
+    cancelled: Option<String>,
 }
 
-/// Executes `workflow` on `input`, recording every step in `db`.
+/// Records a new execution of `workflow` on `input`, runs it and records how it ended.
 pub(crate) async fn execute(
     db: &Database,
-    permits: &Arc<Semaphore>,
+    permits: Arc<Semaphore>,
     workflow: &Workflow,
-    input: Context,
+    record: ExecutionResult,
+    cancel: Arc<CancelSender>,
+    timeout: Option<Duration>,
 ) -> Result<ExecutionResult> {
-    let mut input_lineage = Lineage::default();
-    input_lineage.absorb(INPUT, &share(input.clone()));
-    let record = ExecutionResult {
-        execution_id: Uuid::new_v4(),
-        workflow_name: workflow.name().to_string(),
-        workflow_version: workflow.version().to_string(),
-        status: ExecutionStatus::Running,
-        input_context: input,
-        final_context: None,
-        error: None,
-        started_at: now(),
-        completed_at: None,
-        task_results: workflow.task_ids().map(TaskResult::pending).collect(),
-    };
+    let mut input = Lineage::default();
+    input.absorb(INPUT, &share(record.input_context.clone()));
     let new_tasks = workflow
         .tasks()
         .iter()
@@ -77,194 +74,218 @@ pub(crate) async fn execute(
     let mut run = Run {
         db,
         workflow,
+        permits,
         record,
         lineages: vec![None; n],
         inputs: vec![None; n],
         waiting_on: (0..n).map(|i| workflow.dependencies_of(i).len()).collect(),
         unconsumed: (0..n).map(|i| workflow.dependents_of(i).len()).collect(),
-        final_context: input_lineage.clone(),
-        input: input_lineage,
+        final_context: input.clone(),
+        input,
         ready: (0..n)
             .filter(|&i| workflow.dependencies_of(i).is_empty())
             .collect(),
         running: JoinSet::new(),
+        cancel,
+        cancelled: None,
     };
-    let outcome = run.drive(permits).await;
+    let outcome = run.drive(timeout).await;
     run.finish(outcome).await
 }
 
 impl Run<'_> {
-    /// Starts ready tasks as permits allow and reacts to each completion until nothing is left.
-    async fn drive(&mut self, permits: &Arc<Semaphore>) -> Result<()> {
+    /// Starts ready tasks as permits allow and reacts to completions and cancellation.
+    async fn drive(&mut self, timeout: Option<Duration>) -> Result<()> {
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut cancel_requests = self.cancel.subscribe();
         while !(self.ready.is_empty() && self.running.is_empty()) {
+            let accepting = self.cancelled.is_none();
             tokio::select! {
-                permit = permits.clone().acquire_owned(), if !self.ready.is_empty() => {
-                    let position = self.ready.pop_front().expect("ready is not empty");
-                    self.start(position, permit.expect("the executor never closes its semaphore"));
+                biased;
+                Ok(()) = cancel_requests.changed(), if accepting => {
+                    let reason = cancel_requests.borrow_and_update().clone();
+                    if let Some(reason) = reason {
+                        self.cancel_remaining(reason).await?;
+                    }
+                }
+                () = sleep_until(deadline), if accepting && deadline.is_some() => {
+                    let limit = timeout.unwrap_or_default().as_secs_f64();
+                    self.cancel_remaining(format!("execution timed out after {limit} s")).await?;
                 }
                 Some(joined) = self.running.join_next(), if !self.running.is_empty() => {
-                    let finished = joined.expect("task runners catch task panics and are never aborted");
+                    let finished = joined.expect("task runners are never aborted and catch task panics");
                     self.on_finished(finished).await?;
+                }
+                permit = self.permits.clone().acquire_owned(), if accepting && !self.ready.is_empty() => {
+                    let position = self.ready.pop_front().expect("ready is not empty");
+                    self.start(position, permit.expect("the executor never closes its semaphore"));
                 }
             }
         }
         Ok(())
     }
 
-    fn start(&mut self, position: usize, permit: OwnedSemaphorePermit) {
+    /// Takes a task's input: its upstream lineages merged (the workflow input for a root task).
+    fn take_input(&mut self, position: usize) -> Lineage {
         let deps = self.workflow.dependencies_of(position);
         let input = if deps.is_empty() {
             self.input.clone()
         } else {
-            Lineage::union(deps.iter().map(|&d| {
-                self.lineages[d]
-                    .as_ref()
-                    .expect("completed upstream keeps its lineage")
-            }))
+            Lineage::union(deps.iter().filter_map(|&d| self.lineages[d].as_ref()))
         };
         for &dep in deps {
-            self.release(dep);
+            self.unconsumed[dep] -= 1;
+            if self.unconsumed[dep] == 0 {
+                self.lineages[dep] = None;
+            }
         }
+        input
+    }
+
+    fn start(&mut self, position: usize, permit: OwnedSemaphorePermit) {
+        let input = self.take_input(position);
         let context = input.to_context();
         if !self.workflow.dependents_of(position).is_empty() {
             self.inputs[position] = Some(input);
         }
-        let task = self.workflow.tasks()[position].clone();
-        let db = self.db.clone();
-        let execution_id = self.record.execution_id;
-        let started_at = now();
-        let result = &mut self.record.task_results[position];
-        result.status = TaskStatus::Running;
-        result.attempts += 1;
-        result.started_at = Some(started_at);
+        self.record.task_results[position].status = TaskStatus::Running;
+        let runner = TaskRunner {
+            db: self.db.clone(),
+            execution_id: self.record.execution_id,
+            task: self.workflow.tasks()[position].clone(),
+            permits: self.permits.clone(),
+            cancel: self.cancel.subscribe(),
+        };
         self.running.spawn(async move {
-            let result = async {
-                db.start_task(execution_id, task.id().to_string(), started_at)
-                    .await?;
-                // A separate tokio task turns a panicking task into a failure instead of a crash.
-                let runner = task.clone();
-                let outcome = match tokio::spawn(async move { runner.execute(context).await }).await
-                {
-                    Ok(outcome) => outcome,
-                    Err(join_error) => Err(TaskError::new(format!("panic: {join_error}"))),
-                };
-                drop(permit);
-                let (status, output, output_json, error, traceback) = match outcome {
-                    Ok(output) => {
-                        let json = output.to_json();
-                        (
-                            TaskStatus::Completed,
-                            Ok(share(output)),
-                            Some(json),
-                            None,
-                            None,
-                        )
-                    }
-                    Err(e) => (
-                        TaskStatus::Failed,
-                        Err(e.clone()),
-                        None,
-                        Some(e.message),
-                        e.traceback,
-                    ),
-                };
-                let completed_at = now();
-                let outcome = TaskOutcome {
-                    status,
-                    output_json,
-                    error,
-                    traceback,
-                    completed_at,
-                };
-                db.finish_task(execution_id, task.id().to_string(), outcome)
-                    .await?;
-                Ok((output, completed_at))
-            }
-            .await;
-            Finished { position, result }
+            let end = run_task(runner, context, permit).await;
+            Finished { position, end }
         });
     }
 
-    /// Drops an upstream lineage once its last dependent has taken what it needs.
-    fn release(&mut self, position: usize) {
-        self.unconsumed[position] -= 1;
-        if self.unconsumed[position] == 0 {
-            self.lineages[position] = None;
-        }
-    }
-
     async fn on_finished(&mut self, finished: Finished) -> Result<()> {
-        let Finished { position, result } = finished;
-        let (output, completed_at) = result?;
-        let task_result = &mut self.record.task_results[position];
-        task_result.completed_at = Some(completed_at);
-        match output {
-            Ok(output) => {
-                task_result.status = TaskStatus::Completed;
-                self.final_context.absorb(position as i64, &output);
-                if let Some(mut lineage) = self.inputs[position].take() {
-                    lineage.absorb(position as i64, &output);
-                    self.lineages[position] = Some(lineage);
-                }
-            }
-            Err(error) => {
-                task_result.status = TaskStatus::Failed;
-                task_result.error = Some(error.message);
-                task_result.traceback = error.traceback;
-                self.inputs[position] = None;
-            }
+        let Finished { position, end } = finished;
+        let end = end?;
+        if let Some(output) = &end.output {
+            self.final_context.absorb(position as i64, output);
         }
+        if let Some(mut lineage) = self.inputs[position].take() {
+            if let Some(output) = &end.output {
+                lineage.absorb(position as i64, output);
+            }
+            self.lineages[position] = Some(lineage);
+        }
+        let result = &mut self.record.task_results[position];
+        result.status = end.status;
+        result.error = end.error;
+        result.traceback = end.traceback;
+        result.reason = end.reason;
+        result.attempts = end.history.len() as u32;
+        result.started_at = end.history.last().map(|a| a.started_at);
+        result.completed_at = Some(end.completed_at);
+        result.history = end.history;
         self.settle_dependents(position).await
     }
 
-    /// Starts or skips the dependents of a finished task whose upstream tasks are now all done.
-    async fn settle_dependents(&mut self, finished: usize) -> Result<()> {
+    /// Queues or skips each dependent of an ended task whose upstream tasks have all ended.
+    async fn settle_dependents(&mut self, ended: usize) -> Result<()> {
         let mut skipped = Vec::new();
-        let mut settled = vec![finished];
+        let mut settled = vec![ended];
         while let Some(position) = settled.pop() {
             for &next in self.workflow.dependents_of(position) {
                 self.waiting_on[next] -= 1;
-                if self.waiting_on[next] > 0 {
+                if self.waiting_on[next] > 0
+                    || self.record.task_results[next].status != TaskStatus::Pending
+                {
                     continue;
                 }
-                let upstream_completed = self
+                let upstream: Vec<UpstreamOutcome> = self
                     .workflow
                     .dependencies_of(next)
                     .iter()
-                    .all(|&d| self.record.task_results[d].status == TaskStatus::Completed);
-                if upstream_completed {
+                    .map(|&d| upstream_outcome(self.record.task_results[d].status))
+                    .collect();
+                let rule = self.workflow.tasks()[next].options().trigger_rule;
+                if rule.is_met(&upstream) {
                     self.ready.push_back(next);
-                } else {
-                    for &dep in self.workflow.dependencies_of(next) {
-                        if self.record.task_results[dep].status == TaskStatus::Completed {
-                            self.release(dep);
-                        }
-                    }
-                    self.record.task_results[next].status = TaskStatus::Skipped;
-                    skipped.push(self.workflow.tasks()[next].id().to_string());
-                    settled.push(next);
+                    continue;
                 }
+                let reason = format!(
+                    "trigger rule '{}' not met: {}",
+                    rule.as_str(),
+                    self.describe_upstream(next)
+                );
+                let lineage = self.take_input(next);
+                if !self.workflow.dependents_of(next).is_empty() {
+                    self.lineages[next] = Some(lineage);
+                }
+                let result = &mut self.record.task_results[next];
+                result.status = TaskStatus::Skipped;
+                result.reason = Some(reason.clone());
+                result.completed_at = Some(now());
+                skipped.push((result.task_id.clone(), unstarted_outcome(result)));
+                settled.push(next);
             }
         }
-        self.db.skip_tasks(self.record.execution_id, skipped).await
+        self.db
+            .settle_unstarted(self.record.execution_id, skipped)
+            .await
+    }
+
+    fn describe_upstream(&self, position: usize) -> String {
+        self.workflow
+            .dependencies_of(position)
+            .iter()
+            .map(|&d| {
+                let upstream = &self.record.task_results[d];
+                format!("'{}' {}", upstream.task_id, upstream.status)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Stops starting tasks, tells running ones to stop and marks every unstarted task Cancelled.
+    async fn cancel_remaining(&mut self, reason: String) -> Result<()> {
+        self.cancel.send_replace(Some(reason.clone()));
+        self.cancelled = Some(reason.clone());
+        self.ready.clear();
+        let completed_at = now();
+        let mut cancelled = Vec::new();
+        for result in &mut self.record.task_results {
+            if result.status == TaskStatus::Pending {
+                result.status = TaskStatus::Cancelled;
+                result.reason = Some(reason.clone());
+                result.completed_at = Some(completed_at);
+                cancelled.push((result.task_id.clone(), unstarted_outcome(result)));
+            }
+        }
+        self.db
+            .settle_unstarted(self.record.execution_id, cancelled)
+            .await
     }
 
     /// Records the execution's final state; on an engine error, records it as failed and returns the error.
     async fn finish(mut self, outcome: Result<()>) -> Result<ExecutionResult> {
-        self.running.abort_all();
+        if outcome.is_err() {
+            self.cancel.send_replace(Some("the engine failed".into()));
+            while self.running.join_next().await.is_some() {}
+        }
         let failures: Vec<&TaskResult> = self
             .record
             .task_results
             .iter()
             .filter(|t| t.status == TaskStatus::Failed)
             .collect();
-        let (status, error) = match (&outcome, failures.first()) {
-            (Err(engine_error), _) => (
+        let (status, error) = match (&outcome, &self.cancelled, failures.first()) {
+            (Err(engine_error), _, _) => (
                 ExecutionStatus::Failed,
                 Some(format!("execution aborted: {engine_error}")),
             ),
-            (Ok(()), None) => (ExecutionStatus::Completed, None),
-            (Ok(()), Some(first)) => {
+            (Ok(()), Some(reason), _) => (
+                ExecutionStatus::Cancelled,
+                Some(format!("cancelled: {reason}")),
+            ),
+            (Ok(()), None, None) => (ExecutionStatus::Completed, None),
+            (Ok(()), None, Some(first)) => {
                 let mut message = format!(
                     "task '{}' failed: {}",
                     first.task_id,
@@ -284,5 +305,51 @@ impl Run<'_> {
         outcome?;
         stored?;
         Ok(self.record)
+    }
+}
+
+fn upstream_outcome(status: TaskStatus) -> UpstreamOutcome {
+    match status {
+        TaskStatus::Completed => UpstreamOutcome::Completed,
+        TaskStatus::Failed => UpstreamOutcome::Failed,
+        _ => UpstreamOutcome::Skipped,
+    }
+}
+
+fn unstarted_outcome(result: &TaskResult) -> TaskOutcome {
+    TaskOutcome {
+        status: result.status,
+        output_json: None,
+        error: None,
+        traceback: None,
+        reason: result.reason.clone(),
+        completed_at: result.completed_at.unwrap_or_else(now),
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A fresh record for an execution about to start.
+pub(crate) fn new_record(
+    workflow: &Workflow,
+    input: Context,
+    execution_id: uuid::Uuid,
+) -> ExecutionResult {
+    ExecutionResult {
+        execution_id,
+        workflow_name: workflow.name().to_string(),
+        workflow_version: workflow.version().to_string(),
+        status: ExecutionStatus::Running,
+        input_context: input,
+        final_context: None,
+        error: None,
+        started_at: now(),
+        completed_at: None,
+        task_results: workflow.task_ids().map(TaskResult::pending).collect(),
     }
 }

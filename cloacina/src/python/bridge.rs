@@ -11,9 +11,12 @@ use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
+use pyo3_asyncio_0_21::TaskLocals;
+use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
-use super::errors::ApiError;
+use super::errors::to_py_err;
+use crate::error::Error;
 
 /// Set in `GATE` once the interpreter is exiting; the lower bits count threads using Python.
 const CLOSED: usize = 1 << (usize::BITS - 1);
@@ -69,7 +72,7 @@ fn _resolve_future(
 }
 
 /// Done-callback that aborts the Rust side when the awaiting coroutine is cancelled.
-#[pyclass]
+#[pyclass(frozen)]
 struct AbortOnCancel {
     handle: Mutex<Option<AbortHandle>>,
 }
@@ -87,6 +90,121 @@ impl AbortOnCancel {
     }
 }
 
+/// Watches a coroutine running as an asyncio task: started on the loop thread, reports its result.
+#[pyclass(frozen)]
+struct CoroutineWatcher {
+    sender: Mutex<Option<oneshot::Sender<PyResult<PyObject>>>>,
+    task: Mutex<Option<PyObject>>,
+}
+
+#[pymethods]
+impl CoroutineWatcher {
+    /// Runs on the loop thread: wraps the coroutine in a task that runs in `context`.
+    fn start(
+        slf: &Bound<'_, Self>,
+        coroutine: &Bound<'_, PyAny>,
+        context: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let ensure_future = py.import_bound("asyncio")?.getattr("ensure_future")?;
+        let task = context.call_method1("run", (ensure_future, coroutine))?;
+        task.call_method1("add_done_callback", (slf,))?;
+        *slf.get().task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.unbind());
+        Ok(())
+    }
+
+    /// Done-callback: hands the task's result (or exception) to the waiting Rust future.
+    fn __call__(&self, task: &Bound<'_, PyAny>) {
+        let result = if task
+            .call_method0("cancelled")
+            .and_then(|c| c.is_truthy())
+            .unwrap_or(false)
+        {
+            Err(pyo3::exceptions::asyncio::CancelledError::new_err(
+                "the task's coroutine was cancelled",
+            ))
+        } else {
+            task.call_method0("result").map(Bound::unbind)
+        };
+        if let Some(sender) = self.sender.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = sender.send(result);
+        }
+    }
+
+    /// Runs on the loop thread: cancels the task if it is still running.
+    fn cancel(&self, py: Python<'_>) -> PyResult<()> {
+        if let Some(task) = &*self.task.lock().unwrap_or_else(|p| p.into_inner()) {
+            task.call_method0(py, "cancel")?;
+        }
+        Ok(())
+    }
+}
+
+/// A coroutine running on an asyncio loop; dropping it before it finishes cancels it.
+pub(crate) struct RunningCoroutine {
+    receiver: oneshot::Receiver<PyResult<PyObject>>,
+    watcher: Py<CoroutineWatcher>,
+    event_loop: PyObject,
+    finished: bool,
+}
+
+impl RunningCoroutine {
+    /// Waits for the coroutine's result.
+    pub(crate) async fn result(mut self) -> PyResult<PyObject> {
+        let result = (&mut self.receiver).await;
+        self.finished = true;
+        result.unwrap_or_else(|_| {
+            Err(pyo3::exceptions::asyncio::CancelledError::new_err(
+                "the event loop running the task stopped",
+            ))
+        })
+    }
+}
+
+impl Drop for RunningCoroutine {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        with_python(|py| {
+            if let Ok(cancel) = self.watcher.getattr(py, "cancel") {
+                // Fails only when the loop is closed, and then the coroutine is gone anyway.
+                let _ = self
+                    .event_loop
+                    .call_method1(py, "call_soon_threadsafe", (cancel,));
+            }
+        });
+    }
+}
+
+/// Schedules `coroutine` on the loop in `locals`, in its context; call with the GIL from any thread.
+pub(crate) fn spawn_coroutine(
+    py: Python<'_>,
+    locals: &TaskLocals,
+    coroutine: Bound<'_, PyAny>,
+) -> PyResult<RunningCoroutine> {
+    let (sender, receiver) = oneshot::channel();
+    let watcher = Py::new(
+        py,
+        CoroutineWatcher {
+            sender: Mutex::new(Some(sender)),
+            task: Mutex::new(None),
+        },
+    )?;
+    let event_loop = locals.event_loop(py);
+    let start = watcher.getattr(py, "start")?;
+    event_loop.call_method1(
+        "call_soon_threadsafe",
+        (start, coroutine, locals.context(py)),
+    )?;
+    Ok(RunningCoroutine {
+        receiver,
+        watcher,
+        event_loop: event_loop.unbind(),
+        finished: false,
+    })
+}
+
 /// The running asyncio loop, or a RuntimeError saying the call must be awaited from async code.
 pub(crate) fn running_loop<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
     py.import_bound("asyncio")?
@@ -97,7 +215,7 @@ pub(crate) fn running_loop<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyAny>> 
 /// Runs `work` on the tokio runtime and returns an asyncio future for its result.
 pub(crate) fn awaitable<'py, F, T>(py: Python<'py>, work: F) -> PyResult<Bound<'py, PyAny>>
 where
-    F: Future<Output = Result<T, ApiError>> + Send + 'static,
+    F: Future<Output = Result<T, Error>> + Send + 'static,
     T: IntoPy<PyObject> + Send + 'static,
 {
     let event_loop = running_loop(py)?;
@@ -109,10 +227,7 @@ where
         with_python(|py| {
             let (method, value) = match result {
                 Ok(value) => ("set_result", value.into_py(py)),
-                Err(err) => (
-                    "set_exception",
-                    err.into_py_err().into_value(py).into_py(py),
-                ),
+                Err(err) => ("set_exception", to_py_err(err).into_value(py).into_py(py)),
             };
             // Fails only if the loop is already closed, when nobody is waiting any more.
             let _ = loop_ref.call_method1(

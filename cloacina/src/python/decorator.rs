@@ -6,36 +6,42 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 use super::marshal::type_name;
-use pyo3::types::{PyList, PyString, PyTuple};
+use super::options::{RawOptions, TaskSettings};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 use super::registry::{registry, TaskDefinition};
 
 /// Attribute set on decorated functions, holding their task id.
 pub(crate) const TASK_ID_ATTR: &str = "__cloacina_task_id__";
 
-/// Registers a function as a task. Use as `@task`, `@task("id")` or `@task(dependencies=[...])`.
+/// Registers a function as a task. Use as `@task`, `@task("id")` or `@task(dependencies=[...], retries=3)`.
 ///
 /// Re-registering an id replaces the earlier definition for workflows built afterwards.
 #[pyfunction]
-#[pyo3(signature = (task_id=None, *, dependencies=None), text_signature = "(task_id=None, *, dependencies=())")]
-pub(crate) fn task(
-    py: Python<'_>,
-    task_id: Option<Bound<'_, PyAny>>,
-    dependencies: Option<Bound<'_, PyAny>>,
+#[pyo3(
+    signature = (task_id=None, **options),
+    text_signature = "(task_id=None, *, dependencies=(), retries=0, retry_delay=1.0, retry_backoff=2.0, retry_max_delay=60.0, retry_jitter=0.0, retry_on=(Exception,), timeout=None, trigger_rule='all_success')"
+)]
+pub(crate) fn task<'py>(
+    py: Python<'py>,
+    task_id: Option<Bound<'py, PyAny>>,
+    options: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<PyObject> {
-    let dependencies = match dependencies {
-        Some(deps) => {
+    let raw = RawOptions::from_kwargs(options)?;
+    let dependencies = match &raw.dependencies {
+        Some(deps) if !deps.is_none() => {
             let mut seen = HashSet::new();
-            task_ids(&deps)?
+            task_ids(deps)?
                 .into_iter()
                 .filter(|id| seen.insert(id.clone()))
                 .collect()
         }
-        None => Vec::new(),
+        _ => Vec::new(),
     };
-    match task_id {
+    let settings = raw.validate(py)?;
+    let (task_id, function) = match task_id {
         Some(function) if function.is_callable() && !function.is_instance_of::<PyString>() => {
-            Ok(register(&function, None, dependencies)?.unbind())
+            (None, Some(function))
         }
         Some(id) => {
             let id = id
@@ -46,17 +52,18 @@ pub(crate) fn task(
                 .to_cow()?
                 .into_owned();
             validate_id(&id)?;
-            Ok(TaskDecorator {
-                task_id: Some(id),
-                dependencies,
-            }
-            .into_py(py))
+            (Some(id), None)
         }
-        None => Ok(TaskDecorator {
-            task_id: None,
-            dependencies,
-        }
-        .into_py(py)),
+        None => (None, None),
+    };
+    let decorator = TaskDecorator {
+        task_id,
+        dependencies,
+        settings,
+    };
+    match function {
+        Some(function) => Ok(decorator.__call__(function)?.unbind()),
+        None => Ok(decorator.into_py(py)),
     }
 }
 
@@ -65,12 +72,52 @@ pub(crate) fn task(
 pub(crate) struct TaskDecorator {
     task_id: Option<String>,
     dependencies: Vec<String>,
+    settings: TaskSettings,
 }
 
 #[pymethods]
 impl TaskDecorator {
     fn __call__<'py>(&self, function: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        register(&function, self.task_id.clone(), self.dependencies.clone())
+        let py = function.py();
+        if !function.is_callable() {
+            return Err(PyTypeError::new_err(format!(
+                "@task must decorate a function, got {}",
+                function.repr()?
+            )));
+        }
+        let id = match &self.task_id {
+            Some(id) => id.clone(),
+            None => function
+                .getattr("__name__")
+                .and_then(|n| n.extract::<String>())
+                .map_err(|_| PyTypeError::new_err("this callable has no __name__; pass task_id explicitly: @task(\"my_task\")"))?,
+        };
+        validate_id(&id)?;
+        if self.dependencies.contains(&id) {
+            return Err(PyValueError::new_err(format!(
+                "task '{id}' cannot depend on itself"
+            )));
+        }
+        let inspect = py.import_bound("inspect")?;
+        let is_async = inspect
+            .call_method1("iscoroutinefunction", (&function,))?
+            .is_truthy()?;
+        check_takes_one_argument(&inspect, &function, &id)?;
+        function.setattr(TASK_ID_ATTR, &id).map_err(|e| {
+            PyTypeError::new_err(format!(
+                "cannot register {} as task '{id}': {e}",
+                function.repr().map(|r| r.to_string()).unwrap_or_default()
+            ))
+        })?;
+        registry().register(TaskDefinition {
+            id,
+            dependencies: self.dependencies.clone(),
+            function: function.clone().unbind(),
+            is_async,
+            options: self.settings.options.clone(),
+            retry_on: self.settings.retry_on.clone_ref(py),
+        });
+        Ok(function)
     }
 
     fn __repr__(&self) -> String {
@@ -79,55 +126,6 @@ impl TaskDecorator {
             self.task_id, self.dependencies
         )
     }
-}
-
-fn register<'py>(
-    function: &Bound<'py, PyAny>,
-    task_id: Option<String>,
-    dependencies: Vec<String>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let py = function.py();
-    if !function.is_callable() {
-        return Err(PyTypeError::new_err(format!(
-            "@task must decorate a function, got {}",
-            function.repr()?
-        )));
-    }
-    let id = match task_id {
-        Some(id) => id,
-        None => function
-            .getattr("__name__")
-            .and_then(|n| n.extract::<String>())
-            .map_err(|_| {
-                PyTypeError::new_err(
-                    "this callable has no __name__; pass task_id explicitly: @task(\"my_task\")",
-                )
-            })?,
-    };
-    validate_id(&id)?;
-    if dependencies.contains(&id) {
-        return Err(PyValueError::new_err(format!(
-            "task '{id}' cannot depend on itself"
-        )));
-    }
-    let inspect = py.import_bound("inspect")?;
-    let is_async = inspect
-        .call_method1("iscoroutinefunction", (function,))?
-        .is_truthy()?;
-    check_takes_one_argument(&inspect, function, &id)?;
-    function.setattr(TASK_ID_ATTR, &id).map_err(|e| {
-        PyTypeError::new_err(format!(
-            "cannot register {} as task '{id}': {e}",
-            function.repr().map(|r| r.to_string()).unwrap_or_default()
-        ))
-    })?;
-    registry().register(TaskDefinition {
-        id,
-        dependencies,
-        function: function.clone().unbind(),
-        is_async,
-    });
-    Ok(function.clone())
 }
 
 /// A task is called with exactly one positional argument, the context dict.

@@ -106,6 +106,30 @@ pub(crate) fn new_err(kind: ErrorKind, message: impl Into<String>) -> PyErr {
     })
 }
 
+static SKIP_TASK: GILOnceCell<Py<PyType>> = GILOnceCell::new();
+
+/// `SkipTask`: raised inside a task to mark it Skipped. Not an error, so not a CloacinaError.
+pub(crate) fn skip_task_type(py: Python<'_>) -> &Bound<'_, PyType> {
+    SKIP_TASK
+        .get_or_try_init(py, || {
+            let namespace = PyDict::new_bound(py);
+            namespace.set_item("__module__", MODULE)?;
+            namespace.set_item(
+                "__doc__",
+                "Raise inside a task to mark it Skipped with this reason; it is not a failure and is never retried.",
+            )?;
+            let bases = PyTuple::new_bound(py, [py.get_type_bound::<PyException>()]);
+            let class = py
+                .import_bound("builtins")?
+                .getattr("type")?
+                .call1(("SkipTask", bases, namespace))?
+                .downcast_into::<PyType>()?;
+            Ok::<_, PyErr>(class.unbind())
+        })
+        .expect("creating SkipTask cannot fail")
+        .bind(py)
+}
+
 /// Converts an engine error into the matching Python exception.
 pub(crate) fn to_py_err(err: Error) -> PyErr {
     let kind = match &err {
@@ -117,35 +141,12 @@ pub(crate) fn to_py_err(err: Error) -> PyErr {
     new_err(kind, err.to_string())
 }
 
-/// An error raised from Rust-thread work, turned into a Python exception only once the GIL is held.
-pub(crate) enum ApiError {
-    /// An engine error, mapped by [`to_py_err`].
-    Engine(Error),
-    /// An exception of a given kind.
-    Raise(ErrorKind, String),
-}
-
-impl From<Error> for ApiError {
-    fn from(err: Error) -> Self {
-        ApiError::Engine(err)
-    }
-}
-
-impl ApiError {
-    /// The Python exception for this error.
-    pub(crate) fn into_py_err(self) -> PyErr {
-        match self {
-            ApiError::Engine(err) => to_py_err(err),
-            ApiError::Raise(kind, message) => new_err(kind, message),
-        }
-    }
-}
-
 /// Adds every exception class to the module.
 pub(crate) fn add_to_module(module: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = module.py();
     for ((_, name, _), class) in CLASSES.iter().zip(types(py)) {
         module.add(*name, class.bind(py))?;
     }
+    module.add("SkipTask", skip_task_type(py))?;
     Ok(())
 }

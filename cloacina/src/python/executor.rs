@@ -1,16 +1,17 @@
 //! `UnifiedExecutor`: the asyncio face of the engine's executor.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
-use pyo3::types::{PyBool, PyLong, PyString};
+use pyo3::types::{PyBool, PyFloat, PyLong, PyString};
 use uuid::Uuid;
 
 use super::backend;
 use super::bridge::{awaitable, running_loop};
-use super::errors::{new_err, to_py_err, ApiError, ErrorKind};
+use super::errors::{new_err, to_py_err, ErrorKind};
 use super::marshal::{context_from_py, type_name};
 use super::results::ExecutionRecord;
 use super::workflow::PyWorkflow;
@@ -18,7 +19,9 @@ use crate::context::Context;
 use crate::database::records::ExecutionFilter;
 use crate::database::url::DatabaseUrl;
 use crate::database::PoolOptions;
-use crate::executor::{ExecutionStatus, ExecutorConfig, UnifiedExecutor, DEFAULT_MAX_CONCURRENCY};
+use crate::executor::{
+    ExecuteOptions, ExecutionStatus, ExecutorConfig, UnifiedExecutor, DEFAULT_MAX_CONCURRENCY,
+};
 use pyo3_asyncio_0_21::TaskLocals;
 
 /// Largest `limit` accepted by `list_executions`.
@@ -57,6 +60,62 @@ impl PyUnifiedExecutor {
                 "the executor is not initialized; call `await executor.initialize(database_url)` first",
             )),
         }
+    }
+}
+
+/// Cancels an execution when the coroutine awaiting it goes away first.
+struct CancelOnDrop {
+    engine: UnifiedExecutor,
+    execution_id: Option<Uuid>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(id) = self.execution_id {
+            self.engine
+                .cancel(id, "the coroutine awaiting execute() was cancelled");
+        }
+    }
+}
+
+fn shut_down_error() -> PyErr {
+    new_err(
+        ErrorKind::NotInitialized,
+        "this executor was shut down; create a new UnifiedExecutor and initialize it",
+    )
+}
+
+fn parse_execution_id(value: &Bound<'_, PyAny>) -> PyResult<Uuid> {
+    let text: String = value.extract().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "execution_id must be a str, got {}",
+            type_name(value)
+        ))
+    })?;
+    Uuid::parse_str(&text).map_err(|_| {
+        PyValueError::new_err(format!(
+            "{text:?} is not a valid execution id (a UUID string)"
+        ))
+    })
+}
+
+/// A positive, finite number of seconds.
+fn positive_seconds(value: &Bound<'_, PyAny>) -> PyResult<Duration> {
+    if value.is_instance_of::<PyBool>()
+        || !(value.is_instance_of::<PyLong>() || value.is_instance_of::<PyFloat>())
+    {
+        return Err(PyTypeError::new_err(format!(
+            "timeout must be a number of seconds or None, got {}",
+            type_name(value)
+        )));
+    }
+    let seconds: f64 = value.extract()?;
+    if seconds.is_finite() && seconds > 0.0 && seconds < 1e9 {
+        Ok(Duration::from_secs_f64(seconds))
+    } else {
+        Err(PyValueError::new_err(format!(
+            "timeout must be a positive number of seconds, got {seconds}"
+        )))
     }
 }
 
@@ -173,19 +232,20 @@ impl PyUnifiedExecutor {
                 }
                 Err(err) => {
                     *state = State::New;
-                    Err(err.into())
+                    Err(err)
                 }
             }
         })
     }
 
     /// Runs `workflow` on `context` and returns the execution's result dict.
-    #[pyo3(signature = (workflow, context=None))]
+    #[pyo3(signature = (workflow, context=None, *, timeout=None))]
     fn execute<'py>(
         &self,
         py: Python<'py>,
         workflow: &Bound<'py, PyAny>,
         context: Option<&Bound<'py, PyAny>>,
+        timeout: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let workflow = workflow.downcast::<PyWorkflow>().map_err(|_| {
             PyTypeError::new_err(format!(
@@ -199,19 +259,44 @@ impl PyUnifiedExecutor {
             Some(c) => context_from_py(c)
                 .map_err(|e| new_err(ErrorKind::Context, e.describe("context")))?,
         };
+        let options = ExecuteOptions {
+            timeout: timeout
+                .filter(|t| !t.is_none())
+                .map(positive_seconds)
+                .transpose()?,
+        };
         let engine = self.engine()?;
         let locals = TaskLocals::new(running_loop(py)?).copy_context(py)?;
         let graph = workflow.get().bind(&locals);
+        let handle = {
+            let _runtime = pyo3_asyncio_0_21::tokio::get_runtime().enter();
+            engine
+                .start(graph, input, options)
+                .map_err(|_| shut_down_error())?
+        };
+        // If the awaiting coroutine is cancelled, this future is dropped and the execution cancelled.
+        let cancel_on_drop = CancelOnDrop {
+            engine,
+            execution_id: Some(handle.execution_id),
+        };
         awaitable(py, async move {
-            // Spawned so the execution still finishes and is recorded if the awaiting coroutine is cancelled.
-            let run = tokio::spawn(async move { engine.execute(&graph, input).await });
-            let result = run.await.map_err(|e| {
-                ApiError::Raise(
-                    ErrorKind::Base,
-                    format!("execution failed unexpectedly: {e}"),
-                )
-            })??;
-            Ok(ExecutionRecord(result))
+            let mut cancel_on_drop = cancel_on_drop;
+            let result = handle.wait().await;
+            cancel_on_drop.execution_id = None;
+            Ok(ExecutionRecord(result?))
+        })
+    }
+
+    /// Cancels a running execution of this executor; False if it is not running here.
+    fn cancel<'py>(
+        &self,
+        py: Python<'py>,
+        execution_id: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let id = parse_execution_id(execution_id)?;
+        let engine = self.engine()?;
+        awaitable(py, async move {
+            Ok(engine.cancel(id, "cancelled by UnifiedExecutor.cancel()"))
         })
     }
 
@@ -221,14 +306,7 @@ impl PyUnifiedExecutor {
         py: Python<'py>,
         execution_id: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let text: String = execution_id
-            .extract()
-            .map_err(|_| PyTypeError::new_err("execution_id must be a str"))?;
-        let id = Uuid::parse_str(&text).map_err(|_| {
-            PyValueError::new_err(format!(
-                "{text:?} is not a valid execution id (a UUID string)"
-            ))
-        })?;
+        let id = parse_execution_id(execution_id)?;
         let engine = self.engine()?;
         awaitable(py, async move {
             Ok(engine.get_execution(id).await?.map(ExecutionRecord))
@@ -274,10 +352,19 @@ impl PyUnifiedExecutor {
         })
     }
 
-    /// Stops accepting work; running executions finish and are recorded.
-    fn shutdown<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        *self.lock() = State::ShutDown;
-        awaitable(py, async { Ok(()) })
+    /// Stops accepting work and waits for running executions; `cancel=True` cancels them first.
+    #[pyo3(signature = (*, cancel=false))]
+    fn shutdown<'py>(&self, py: Python<'py>, cancel: bool) -> PyResult<Bound<'py, PyAny>> {
+        let engine = match std::mem::replace(&mut *self.lock(), State::ShutDown) {
+            State::Ready(engine) => Some(engine),
+            _ => None,
+        };
+        awaitable(py, async move {
+            if let Some(engine) = engine {
+                engine.shutdown(cancel).await;
+            }
+            Ok(())
+        })
     }
 
     fn __repr__(&self) -> String {

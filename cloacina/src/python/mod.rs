@@ -5,6 +5,7 @@ mod decorator;
 mod errors;
 mod executor;
 mod marshal;
+mod options;
 mod registry;
 mod results;
 mod task;

@@ -5,6 +5,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use once_cell::sync::Lazy;
 use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+
+use crate::policy::TaskOptions;
 
 /// A Python function registered as a task.
 pub(crate) struct TaskDefinition {
@@ -16,6 +19,10 @@ pub(crate) struct TaskDefinition {
     pub function: Py<PyAny>,
     /// Whether the function is an `async def` coroutine function.
     pub is_async: bool,
+    /// Retries, timeout and trigger rule.
+    pub options: TaskOptions,
+    /// Exception types that are retried (a tuple, for `isinstance`).
+    pub retry_on: Py<PyTuple>,
 }
 
 /// Registered tasks by id, remembering the order of first registration.

@@ -54,7 +54,19 @@ fn task_to_py<'py>(py: Python<'py>, task: &TaskResult) -> PyResult<Bound<'py, Py
     dict.set_item("attempts", task.attempts)?;
     dict.set_item("error", &task.error)?;
     dict.set_item("traceback", &task.traceback)?;
+    dict.set_item("reason", &task.reason)?;
     dict.set_item("started_at", iso(task.started_at))?;
     dict.set_item("completed_at", iso(task.completed_at))?;
+    let history = PyList::empty_bound(py);
+    for attempt in &task.history {
+        let entry = PyDict::new_bound(py);
+        entry.set_item("attempt", attempt.attempt)?;
+        entry.set_item("status", attempt.status.as_str())?;
+        entry.set_item("error", &attempt.error)?;
+        entry.set_item("started_at", iso(Some(attempt.started_at)))?;
+        entry.set_item("completed_at", iso(Some(attempt.completed_at)))?;
+        history.append(entry)?;
+    }
+    dict.set_item("history", history)?;
     Ok(dict)
 }

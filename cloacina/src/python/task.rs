@@ -2,15 +2,18 @@
 
 use std::sync::Arc;
 
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use pyo3_asyncio_0_21::TaskLocals;
 
-use super::bridge::with_python;
+use super::bridge::{spawn_coroutine, with_python};
+use super::errors::skip_task_type;
 use super::marshal::{context_from_py, context_to_py, type_name};
 use super::registry::TaskDefinition;
 use crate::context::Context;
-use crate::task::{Task, TaskError, TaskFuture};
+use crate::policy::TaskOptions;
+use crate::task::{Task, TaskError, TaskErrorKind, TaskFuture};
 
 /// A registered Python function, bound to the event loop of the `execute` call running it.
 pub(crate) struct PythonTask {
@@ -45,6 +48,10 @@ impl Task for PythonTask {
         &self.definition.dependencies
     }
 
+    fn options(&self) -> &TaskOptions {
+        &self.definition.options
+    }
+
     fn execute(&self, context: Context) -> TaskFuture {
         let definition = self.definition.clone();
         if !definition.is_async {
@@ -64,31 +71,32 @@ impl Task for PythonTask {
         let locals = self.locals.clone();
         Box::pin(async move {
             let Some(locals) = locals else {
-                return Err(TaskError::new(
+                return Err(TaskError::fatal(
                     "RuntimeError: async task run without an event loop",
                 ));
             };
-            let (awaiting, dict) = with_python(|py| {
-                let dict = context_to_py(py, &context).map_err(|e| python_error(py, &e))?;
+            // Dropping `running` (timeout, cancellation) cancels the coroutine's asyncio task.
+            let (running, dict) = with_python(|py| {
+                let dict =
+                    context_to_py(py, &context).map_err(|e| python_error(py, &definition, &e))?;
                 let coroutine = definition
                     .function
                     .call1(py, (dict.clone(),))
-                    .map_err(|e| python_error(py, &e))?;
-                let awaiting =
-                    pyo3_asyncio_0_21::into_future_with_locals(&locals, coroutine.into_bound(py))
-                        .map_err(|e| python_error(py, &e))?;
-                Ok::<_, TaskError>((awaiting, dict.unbind()))
+                    .map_err(|e| python_error(py, &definition, &e))?;
+                let running = spawn_coroutine(py, &locals, coroutine.into_bound(py))
+                    .map_err(|e| python_error(py, &definition, &e))?;
+                Ok::<_, TaskError>((running, dict.unbind()))
             })
             .unwrap_or_else(|| Err(interpreter_exiting()))?;
-            let returned = awaiting.await;
-            with_python(|py| task_output(py, &definition.id, returned, dict.bind(py)))
+            let returned = running.result().await;
+            with_python(|py| task_output(py, &definition, returned, dict.bind(py)))
                 .unwrap_or_else(|| Err(interpreter_exiting()))
         })
     }
 }
 
 fn interpreter_exiting() -> TaskError {
-    TaskError::new("RuntimeError: the Python interpreter is exiting")
+    TaskError::fatal("RuntimeError: the Python interpreter is exiting")
 }
 
 fn run_sync(
@@ -96,49 +104,59 @@ fn run_sync(
     definition: &TaskDefinition,
     context: &Context,
 ) -> Result<Context, TaskError> {
-    let dict = context_to_py(py, context).map_err(|e| python_error(py, &e))?;
+    let dict = context_to_py(py, context).map_err(|e| python_error(py, definition, &e))?;
     let returned = definition.function.call1(py, (dict.clone(),));
-    task_output(py, &definition.id, returned, &dict)
+    task_output(py, definition, returned, &dict)
 }
 
 /// What a task's return value means: a dict is its output; None keeps the (mutated) input dict.
 fn task_output(
     py: Python<'_>,
-    task_id: &str,
+    definition: &TaskDefinition,
     returned: PyResult<PyObject>,
     input: &Bound<'_, PyDict>,
 ) -> Result<Context, TaskError> {
-    let returned = returned.map_err(|e| python_error(py, &e))?.into_bound(py);
+    let task_id = &definition.id;
+    let returned = returned
+        .map_err(|e| python_error(py, definition, &e))?
+        .into_bound(py);
     let output = if returned.is_none() {
         input.as_any().clone()
     } else if returned.is_instance_of::<PyDict>() {
         returned
     } else {
-        return Err(TaskError::new(format!(
-            "TypeError: task '{task_id}' returned {}; return a dict (merged into the context) or None",
+        let message = format!(
+            "task '{task_id}' returned {}; return a dict (merged into the context) or None",
             type_name(&returned)
-        )));
+        );
+        return Err(python_error(py, definition, &PyTypeError::new_err(message)));
     };
     context_from_py(&output).map_err(|e| {
-        TaskError::new(format!(
-            "TypeError: task '{task_id}' produced a context that is not JSON: {}",
+        let message = format!(
+            "task '{task_id}' produced a context that is not JSON: {}",
             e.describe("context")
-        ))
+        );
+        python_error(py, definition, &PyTypeError::new_err(message))
     })
 }
 
-/// `Type: message` and the formatted traceback of a Python exception.
-pub(crate) fn python_error(py: Python<'_>, err: &PyErr) -> TaskError {
+/// The engine's view of a Python exception: `Type: message`, traceback, and whether to retry.
+fn python_error(py: Python<'_>, definition: &TaskDefinition, err: &PyErr) -> TaskError {
+    let value = err.value_bound(py);
+    if err.is_instance_bound(py, skip_task_type(py)) {
+        let reason = value.str().map(|s| s.to_string()).unwrap_or_default();
+        return TaskError::skip(if reason.is_empty() {
+            "skipped by the task".to_string()
+        } else {
+            reason
+        });
+    }
     let type_name = err
         .get_type_bound(py)
         .qualname()
         .map(|n| n.to_string())
         .unwrap_or_else(|_| "Exception".into());
-    let text = err
-        .value_bound(py)
-        .str()
-        .map(|s| s.to_string())
-        .unwrap_or_default();
+    let text = value.str().map(|s| s.to_string()).unwrap_or_default();
     let message = if text.is_empty() {
         type_name
     } else {
@@ -149,15 +167,22 @@ pub(crate) fn python_error(py: Python<'_>, err: &PyErr) -> TaskError {
         .and_then(|tb| {
             tb.call_method1(
                 "format_exception",
-                (
-                    err.get_type_bound(py),
-                    err.value_bound(py),
-                    err.traceback_bound(py),
-                ),
+                (err.get_type_bound(py), value, err.traceback_bound(py)),
             )
         })
         .and_then(|lines| lines.extract::<Vec<String>>())
         .map(|lines| lines.concat())
         .ok();
-    TaskError { message, traceback }
+    let retryable = value
+        .is_instance(definition.retry_on.bind(py))
+        .unwrap_or(false);
+    TaskError {
+        message,
+        traceback,
+        kind: if retryable {
+            TaskErrorKind::Retryable
+        } else {
+            TaskErrorKind::Fatal
+        },
+    }
 }

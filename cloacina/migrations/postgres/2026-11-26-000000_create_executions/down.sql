@@ -1,2 +1,3 @@
+DROP TABLE task_attempts;
 DROP TABLE task_executions;
 DROP TABLE workflow_executions;

@@ -22,7 +22,20 @@ CREATE TABLE task_executions (
     output TEXT,
     error TEXT,
     traceback TEXT,
+    reason TEXT,
     started_at TIMESTAMP,
     completed_at TIMESTAMP,
     PRIMARY KEY (execution_id, task_id)
+);
+
+CREATE TABLE task_attempts (
+    execution_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    started_at TIMESTAMP NOT NULL,
+    completed_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (execution_id, task_id, attempt),
+    FOREIGN KEY (execution_id, task_id) REFERENCES task_executions (execution_id, task_id) ON DELETE CASCADE
 );

@@ -1,0 +1,253 @@
+//! Parsing and validating the keyword options of `@task`.
+
+use std::time::Duration;
+
+use pyo3::exceptions::{PyException, PyTimeoutError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyLong, PyString, PyTuple, PyType};
+
+use super::marshal::type_name;
+use crate::policy::{RetryPolicy, TaskOptions, TriggerRule};
+
+/// The validated keyword options of one `@task(...)` call.
+pub(crate) struct TaskSettings {
+    pub options: TaskOptions,
+    pub retry_on: Py<PyTuple>,
+}
+
+/// The options as passed to `task(...)`, still Python objects.
+#[derive(Default)]
+pub(crate) struct RawOptions<'py> {
+    pub dependencies: Option<Bound<'py, PyAny>>,
+    pub retries: Option<Bound<'py, PyAny>>,
+    pub retry_delay: Option<Bound<'py, PyAny>>,
+    pub retry_backoff: Option<Bound<'py, PyAny>>,
+    pub retry_max_delay: Option<Bound<'py, PyAny>>,
+    pub retry_jitter: Option<Bound<'py, PyAny>>,
+    pub retry_on: Option<Bound<'py, PyAny>>,
+    pub timeout: Option<Bound<'py, PyAny>>,
+    pub trigger_rule: Option<Bound<'py, PyAny>>,
+}
+
+/// Every keyword `task()` accepts.
+const OPTION_NAMES: [&str; 9] = [
+    "dependencies",
+    "retries",
+    "retry_delay",
+    "retry_backoff",
+    "retry_max_delay",
+    "retry_jitter",
+    "retry_on",
+    "timeout",
+    "trigger_rule",
+];
+
+impl<'py> RawOptions<'py> {
+    /// Sorts `task()`'s keyword arguments; unknown names and `None` where no option takes it are errors.
+    pub(crate) fn from_kwargs(kwargs: Option<&Bound<'py, PyDict>>) -> PyResult<Self> {
+        let mut raw = RawOptions::default();
+        let Some(kwargs) = kwargs else {
+            return Ok(raw);
+        };
+        for (key, value) in kwargs.iter() {
+            let name: String = key.extract()?;
+            if value.is_none() && !matches!(name.as_str(), "timeout" | "dependencies") {
+                return Err(PyTypeError::new_err(format!(
+                    "{name} cannot be None; leave it out to use the default"
+                )));
+            }
+            let slot = match name.as_str() {
+                "dependencies" => &mut raw.dependencies,
+                "retries" => &mut raw.retries,
+                "retry_delay" => &mut raw.retry_delay,
+                "retry_backoff" => &mut raw.retry_backoff,
+                "retry_max_delay" => &mut raw.retry_max_delay,
+                "retry_jitter" => &mut raw.retry_jitter,
+                "retry_on" => &mut raw.retry_on,
+                "timeout" => &mut raw.timeout,
+                "trigger_rule" => &mut raw.trigger_rule,
+                _ => {
+                    return Err(PyTypeError::new_err(format!(
+                        "task() got an unexpected keyword argument {name:?}; options are {}",
+                        OPTION_NAMES.join(", ")
+                    )))
+                }
+            };
+            *slot = Some(value);
+        }
+        Ok(raw)
+    }
+
+    /// Checks every option, raising TypeError/ValueError that names the option and the fix.
+    pub(crate) fn validate(&self, py: Python<'_>) -> PyResult<TaskSettings> {
+        let defaults = RetryPolicy::default();
+        let retries = match &self.retries {
+            None => 0,
+            Some(v) => {
+                let n = int(v, "retries")?;
+                u32::try_from(n).map_err(|_| {
+                    PyValueError::new_err(format!(
+                        "retries must be between 0 and {}, got {n}",
+                        u32::MAX
+                    ))
+                })?
+            }
+        };
+        let seconds = |value: &Option<Bound<'_, PyAny>>,
+                       name: &str,
+                       default: Duration|
+         -> PyResult<Duration> {
+            match value {
+                None => Ok(default),
+                Some(v) => Ok(Duration::from_secs_f64(non_negative(v, name)?)),
+            }
+        };
+        let delay = seconds(&self.retry_delay, "retry_delay", defaults.delay)?;
+        let max_delay = seconds(&self.retry_max_delay, "retry_max_delay", defaults.max_delay)?;
+        let backoff = match &self.retry_backoff {
+            None => defaults.backoff,
+            Some(v) => {
+                let b = number(v, "retry_backoff")?;
+                if !(b.is_finite() && b >= 1.0) {
+                    return Err(PyValueError::new_err(format!(
+                        "retry_backoff must be a finite number >= 1.0 (1.0 keeps the delay constant), got {b}"
+                    )));
+                }
+                b
+            }
+        };
+        let jitter = match &self.retry_jitter {
+            None => defaults.jitter,
+            Some(v) => {
+                let j = number(v, "retry_jitter")?;
+                if !(0.0..=1.0).contains(&j) {
+                    return Err(PyValueError::new_err(format!(
+                        "retry_jitter must be a fraction between 0.0 and 1.0, got {j}"
+                    )));
+                }
+                j
+            }
+        };
+        let timeout = match &self.timeout {
+            Some(v) if !v.is_none() => {
+                let t = number(v, "timeout")?;
+                if !(t.is_finite() && t > 0.0) {
+                    return Err(PyValueError::new_err(format!(
+                        "timeout must be a positive number of seconds or None, got {t}"
+                    )));
+                }
+                Some(Duration::from_secs_f64(t))
+            }
+            _ => None,
+        };
+        let trigger_rule = match &self.trigger_rule {
+            None => TriggerRule::default(),
+            Some(v) => {
+                let name = v
+                    .downcast::<PyString>()
+                    .map_err(|_| {
+                        PyTypeError::new_err(format!(
+                            "trigger_rule must be a str, got {}",
+                            type_name(v)
+                        ))
+                    })?
+                    .to_cow()?;
+                TriggerRule::parse(&name).ok_or_else(|| {
+                    PyValueError::new_err(format!(
+                        "unknown trigger_rule {name:?}; expected one of {}",
+                        TriggerRule::NAMES.join(", ")
+                    ))
+                })?
+            }
+        };
+        let retry_on = exception_types(py, self.retry_on.as_ref())?;
+        let retry_timeouts = py
+            .get_type_bound::<PyTimeoutError>()
+            .is_subclass(retry_on.bind(py).as_any())
+            .unwrap_or(false);
+        Ok(TaskSettings {
+            options: TaskOptions {
+                retry: RetryPolicy {
+                    retries,
+                    delay,
+                    backoff,
+                    max_delay,
+                    jitter,
+                },
+                timeout,
+                retry_timeouts,
+                trigger_rule,
+            },
+            retry_on,
+        })
+    }
+}
+
+/// `retry_on` as a tuple of exception classes; default `(Exception,)`.
+fn exception_types(py: Python<'_>, value: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyTuple>> {
+    let Some(value) = value.filter(|v| !v.is_none()) else {
+        return Ok(PyTuple::new_bound(py, [py.get_type_bound::<PyException>()]).unbind());
+    };
+    let items: Vec<Bound<'_, PyAny>> = if value.is_instance_of::<PyType>() {
+        vec![value.clone()]
+    } else if let Ok(tuple) = value.downcast::<PyTuple>() {
+        tuple.iter().collect()
+    } else {
+        return Err(PyTypeError::new_err(format!(
+            "retry_on must be an exception class or a tuple of them, got {}",
+            type_name(value)
+        )));
+    };
+    let base = py.get_type_bound::<pyo3::exceptions::PyBaseException>();
+    for item in &items {
+        let is_exception = item
+            .downcast::<PyType>()
+            .map(|t| t.is_subclass(&base).unwrap_or(false))
+            .unwrap_or(false);
+        if !is_exception {
+            return Err(PyTypeError::new_err(format!(
+                "retry_on must hold exception classes, got {}",
+                item.repr()?
+            )));
+        }
+    }
+    Ok(PyTuple::new_bound(py, items).unbind())
+}
+
+fn int(value: &Bound<'_, PyAny>, name: &str) -> PyResult<i64> {
+    if value.is_instance_of::<PyBool>() || !value.is_instance_of::<PyLong>() {
+        return Err(PyTypeError::new_err(format!(
+            "{name} must be an int, got {}",
+            type_name(value)
+        )));
+    }
+    value.extract::<i64>().map_err(|_| {
+        PyValueError::new_err(format!(
+            "{name} is out of range: {}",
+            value.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))
+    })
+}
+
+fn number(value: &Bound<'_, PyAny>, name: &str) -> PyResult<f64> {
+    if value.is_instance_of::<PyBool>()
+        || !(value.is_instance_of::<PyLong>() || value.is_instance_of::<PyFloat>())
+    {
+        return Err(PyTypeError::new_err(format!(
+            "{name} must be a number of seconds (int or float), got {}",
+            type_name(value)
+        )));
+    }
+    value.extract::<f64>()
+}
+
+fn non_negative(value: &Bound<'_, PyAny>, name: &str) -> PyResult<f64> {
+    let v = number(value, name)?;
+    if (0.0..1e9).contains(&v) {
+        Ok(v)
+    } else {
+        Err(PyValueError::new_err(format!(
+            "{name} must be a finite, non-negative number of seconds, got {v}"
+        )))
+    }
+}
