@@ -15,10 +15,18 @@ const REPEAT: usize = 5;
 fn chain(n: usize) -> Workflow {
     let tasks: Vec<Arc<dyn Task>> = (0..n)
         .map(|i| {
-            let deps: Vec<String> = if i == 0 { vec![] } else { vec![format!("t{}", i - 1)] };
+            let deps: Vec<String> = if i == 0 {
+                vec![]
+            } else {
+                vec![format!("t{}", i - 1)]
+            };
             let deps: Vec<&str> = deps.iter().map(String::as_str).collect();
             FnTask::new(format!("t{i}"), &deps, move |ctx: Context| async move {
-                let v = if i == 0 { 0 } else { ctx.get("v").and_then(|v| v.as_i64()).unwrap_or(0) + 1 };
+                let v = if i == 0 {
+                    0
+                } else {
+                    ctx.get("v").and_then(|v| v.as_i64()).unwrap_or(0) + 1
+                };
                 Ok([("v".to_string(), json!(v))].into_iter().collect())
             })
         })
@@ -32,26 +40,40 @@ fn fan(n: usize) -> Workflow {
     })];
     let names: Vec<String> = (0..n).map(|i| format!("f{i}")).collect();
     for (i, name) in names.iter().enumerate() {
-        tasks.push(FnTask::new(name.clone(), &["root"], move |ctx: Context| async move {
-            let seed = ctx.get("seed").and_then(|v| v.as_i64()).unwrap_or(0);
-            Ok([(format!("f{i}"), json!(i as i64 * seed))].into_iter().collect())
-        }));
+        tasks.push(FnTask::new(
+            name.clone(),
+            &["root"],
+            move |ctx: Context| async move {
+                let seed = ctx.get("seed").and_then(|v| v.as_i64()).unwrap_or(0);
+                Ok([(format!("f{i}"), json!(i as i64 * seed))]
+                    .into_iter()
+                    .collect())
+            },
+        ));
     }
     let deps: Vec<&str> = names.iter().map(String::as_str).collect();
     tasks.push(FnTask::new("join", &deps, move |ctx: Context| async move {
-        let total: i64 = (0..n).filter_map(|i| ctx.get(&format!("f{i}")).and_then(|v| v.as_i64())).sum();
+        let total: i64 = (0..n)
+            .filter_map(|i| ctx.get(&format!("f{i}")).and_then(|v| v.as_i64()))
+            .sum();
         Ok([("total".to_string(), json!(total))].into_iter().collect())
     }));
     Workflow::new(format!("fan{n}"), tasks).expect("valid fan")
 }
 
 async fn measure(executor: &UnifiedExecutor, workflow: &Workflow) -> Vec<Duration> {
-    let warm = executor.execute(workflow, Context::new()).await.expect("warm-up runs");
+    let warm = executor
+        .execute(workflow, Context::new())
+        .await
+        .expect("warm-up runs");
     assert_eq!(warm.status.as_str(), "Completed");
     let mut walls = Vec::with_capacity(REPEAT);
     for _ in 0..REPEAT {
         let started = Instant::now();
-        let result = executor.execute(workflow, Context::new()).await.expect("execution runs");
+        let result = executor
+            .execute(workflow, Context::new())
+            .await
+            .expect("execution runs");
         walls.push(started.elapsed());
         assert_eq!(result.status.as_str(), "Completed");
     }
@@ -77,17 +99,32 @@ async fn run_backend(backend: &str, url: DatabaseUrl) {
         max_concurrency: 16,
         ..ExecutorConfig::default()
     };
-    let executor = UnifiedExecutor::connect(url, config).await.expect("database opens");
+    let executor = UnifiedExecutor::connect(url, config)
+        .await
+        .expect("database opens");
     for n in [100, 1_000] {
-        report(backend, &format!("S1 chain {n}"), n, &measure(&executor, &chain(n)).await);
+        report(
+            backend,
+            &format!("S1 chain {n}"),
+            n,
+            &measure(&executor, &chain(n)).await,
+        );
     }
     for n in [200, 10_000] {
-        report(backend, &format!("S2 fan-out {n}"), n + 2, &measure(&executor, &fan(n)).await);
+        report(
+            backend,
+            &format!("S2 fan-out {n}"),
+            n + 2,
+            &measure(&executor, &fan(n)).await,
+        );
     }
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     runtime.block_on(async {
         println!("engine-only benchmarks (Rust no-op tasks, {REPEAT} runs after one warm-up; median (min-max))");
         let dir = tempfile::tempdir().expect("temp dir");
