@@ -440,6 +440,8 @@ fn durability_probe(path: PathBuf, workflow: &'static str) -> Arc<dyn cloacina::
     FnTask::new("check", &["upstream"], move |_c| {
         let path = path.clone();
         async move {
+            // A running task's start is written with the next batch or within 100 ms.
+            tokio::time::sleep(Duration::from_millis(300)).await;
             let observer = UnifiedExecutor::connect(
                 DatabaseUrl::SqliteFile((*path).clone()),
                 ExecutorConfig::default(),

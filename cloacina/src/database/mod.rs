@@ -178,7 +178,7 @@ mod sqlite {
     fn apply_pragmas(conn: &mut SqliteConnection) -> diesel::QueryResult<()> {
         conn.batch_execute(&format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};"))?;
         enable_wal(conn)?;
-        conn.batch_execute("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+        conn.batch_execute("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
     }
 
     /// Switches to WAL, retrying: SQLite reports a concurrent switch as "locked" at once,

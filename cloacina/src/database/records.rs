@@ -64,7 +64,32 @@ pub(crate) struct NewTask {
     pub dependencies: Vec<String>,
 }
 
-/// How a task attempt ended, ready to store.
+/// A task attempt starting: the task is Running and this is its attempt number.
+#[derive(Clone)]
+pub(crate) struct StartMarker {
+    pub task_id: String,
+    pub attempt: u32,
+    pub started_at: DateTime<Utc>,
+}
+
+/// Task changes written together in one transaction, in this order: starts, attempts, ends.
+/// Starts only move a task forward (a start never overwrites a later attempt), so batches
+/// written out of order still leave each task in its latest state.
+#[derive(Default)]
+pub(crate) struct TaskBatch {
+    pub started: Vec<StartMarker>,
+    pub attempts: Vec<(String, AttemptRecord)>,
+    pub ended: Vec<(String, TaskOutcome)>,
+}
+
+impl TaskBatch {
+    /// Whether there is nothing to write.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.started.is_empty() && self.attempts.is_empty() && self.ended.is_empty()
+    }
+}
+
+/// How a task ended, ready to store.
 #[derive(Clone)]
 pub(crate) struct TaskOutcome {
     pub status: TaskStatus,
@@ -128,22 +153,6 @@ macro_rules! load_attempts {
     }};
 }
 
-/// Stores a task's final status; `$conn` is a connection of any backend.
-macro_rules! store_outcome_query {
-    ($conn:expr, $execution_id:expr, $task_id:expr, $outcome:expr) => {
-        diesel::update(task_executions::table.find(($execution_id, $task_id)))
-            .set((
-                task_executions::status.eq($outcome.status.as_str()),
-                task_executions::output.eq($outcome.output_json),
-                task_executions::error.eq($outcome.error),
-                task_executions::traceback.eq($outcome.traceback),
-                task_executions::reason.eq($outcome.reason),
-                task_executions::completed_at.eq(Some($outcome.completed_at.naive_utc())),
-            ))
-            .execute($conn)
-    };
-}
-
 impl Database {
     /// Records a new running execution and all its tasks as Pending, atomically.
     pub(crate) async fn create_execution(
@@ -196,73 +205,57 @@ impl Database {
         .await
     }
 
-    /// Marks a task Running and counts the attempt.
-    pub(crate) async fn start_task(
-        &self,
-        execution_id: Uuid,
-        task_id: String,
-        started_at: DateTime<Utc>,
-    ) -> Result<()> {
-        self.run(move |pool| {
-            with_connection!(pool, |conn| {
-                diesel::update(task_executions::table.find((execution_id.to_string(), task_id)))
-                    .set((
-                        task_executions::status.eq(TaskStatus::Running.as_str()),
-                        task_executions::attempt.eq(task_executions::attempt + 1),
-                        task_executions::started_at.eq(Some(started_at.naive_utc())),
-                    ))
-                    .execute(conn)?;
-                Ok(())
-            })
-        })
-        .await
-    }
-
-    /// Records a finished attempt and, when the task will not run again, how the task ended.
-    pub(crate) async fn finish_attempt(
-        &self,
-        execution_id: Uuid,
-        task_id: String,
-        attempt: AttemptRecord,
-        outcome: Option<TaskOutcome>,
-    ) -> Result<()> {
-        let row = AttemptRow {
-            execution_id: execution_id.to_string(),
-            task_id: task_id.clone(),
-            attempt: attempt.attempt as i32,
-            status: attempt.status.as_str().to_string(),
-            error: attempt.error,
-            started_at: attempt.started_at.naive_utc(),
-            completed_at: attempt.completed_at.naive_utc(),
-        };
-        self.run(move |pool| {
-            write_transaction!(pool, |conn| {
-                diesel::insert_into(task_attempts::table)
-                    .values(&row)
-                    .execute(conn)?;
-                if let Some(outcome) = outcome {
-                    store_outcome_query!(conn, &row.execution_id, &task_id, outcome)?;
-                }
-                Ok(())
-            })
-        })
-        .await
-    }
-
-    /// Records how tasks that never started ended (skipped or cancelled), in one transaction.
-    pub(crate) async fn settle_unstarted(
-        &self,
-        execution_id: Uuid,
-        settled: Vec<(String, TaskOutcome)>,
-    ) -> Result<()> {
-        if settled.is_empty() {
+    /// Writes a batch of task changes in one transaction: one commit however many tasks it holds.
+    pub(crate) async fn commit_batch(&self, execution_id: Uuid, batch: TaskBatch) -> Result<()> {
+        if batch.is_empty() {
             return Ok(());
         }
         let id = execution_id.to_string();
         self.run(move |pool| {
             write_transaction!(pool, |conn| {
-                for (task_id, outcome) in settled {
-                    store_outcome_query!(conn, &id, &task_id, outcome)?;
+                for start in &batch.started {
+                    diesel::update(
+                        task_executions::table
+                            .find((&id, &start.task_id))
+                            .filter(task_executions::attempt.lt(start.attempt as i32)),
+                    )
+                    .set((
+                        task_executions::status.eq(TaskStatus::Running.as_str()),
+                        task_executions::attempt.eq(start.attempt as i32),
+                        task_executions::started_at.eq(Some(start.started_at.naive_utc())),
+                    ))
+                    .execute(conn)?;
+                }
+                let attempts: Vec<AttemptRow> = batch
+                    .attempts
+                    .iter()
+                    .map(|(task_id, a)| AttemptRow {
+                        execution_id: id.clone(),
+                        task_id: task_id.clone(),
+                        attempt: a.attempt as i32,
+                        status: a.status.as_str().to_string(),
+                        error: a.error.clone(),
+                        started_at: a.started_at.naive_utc(),
+                        completed_at: a.completed_at.naive_utc(),
+                    })
+                    .collect();
+                for chunk in attempts.chunks(INSERT_CHUNK) {
+                    diesel::insert_into(task_attempts::table)
+                        .values(chunk)
+                        .execute(conn)?;
+                }
+                for (task_id, outcome) in batch.ended {
+                    diesel::update(task_executions::table.find((&id, &task_id)))
+                        .set((
+                            task_executions::status.eq(outcome.status.as_str()),
+                            task_executions::output.eq(outcome.output_json),
+                            task_executions::error.eq(outcome.error),
+                            task_executions::traceback.eq(outcome.traceback),
+                            task_executions::reason.eq(outcome.reason),
+                            task_executions::completed_at
+                                .eq(Some(outcome.completed_at.naive_utc())),
+                        ))
+                        .execute(conn)?;
                 }
                 Ok(())
             })

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::lineage::{share, SharedOutput};
 use super::result::{now, AttemptRecord, TaskStatus};
 use crate::context::Context;
-use crate::database::records::TaskOutcome;
+use crate::database::records::{StartMarker, TaskBatch, TaskOutcome};
 use crate::database::Database;
 use crate::error::Result;
 use crate::task::{Task, TaskError, TaskErrorKind};
@@ -28,15 +28,14 @@ pub(crate) struct TaskRunner {
     pub cancel: watch::Receiver<Option<String>>,
 }
 
-/// How a task ended, as the scheduler needs it.
+/// How a task ended, as the scheduler needs it; the scheduler stores it with its next batch.
 pub(crate) struct TaskEnd {
-    pub status: TaskStatus,
     pub output: Option<SharedOutput>,
-    pub error: Option<String>,
-    pub traceback: Option<String>,
-    pub reason: Option<String>,
     pub history: Vec<AttemptRecord>,
-    pub completed_at: DateTime<Utc>,
+    /// The final status and what to store for it.
+    pub outcome: TaskOutcome,
+    /// The last attempt, not yet stored (earlier attempts were stored when they failed).
+    pub last_attempt: Option<AttemptRecord>,
 }
 
 /// How one attempt ended.
@@ -47,16 +46,21 @@ enum AttemptEnd {
 }
 
 /// Runs attempts until one succeeds, skips, fails for good or the execution is cancelled.
+///
+/// The first attempt's start (`first_start`) is recorded by the scheduler. A failed attempt that
+/// will be retried, and each retry's start, are stored here, as they happen.
 pub(crate) async fn run_task(
     mut runner: TaskRunner,
     context: Context,
     permit: OwnedSemaphorePermit,
+    first_start: DateTime<Utc>,
 ) -> Result<TaskEnd> {
     let options = runner.task.options().clone();
     let task_id = runner.task.id().to_string();
     let mut history: Vec<AttemptRecord> = Vec::new();
     let mut permit = Some(permit);
     let mut context = Some(context);
+    let mut started_at = first_start;
     loop {
         let attempt = history.len() as u32 + 1;
         let retries_left = attempt <= options.retry.retries;
@@ -67,11 +71,6 @@ pub(crate) async fn run_task(
         } else {
             context.take().expect("the last attempt takes the context")
         };
-        let started_at = now();
-        runner
-            .db
-            .start_task(runner.execution_id, task_id.clone(), started_at)
-            .await?;
         let ended = tokio::select! {
             biased;
             reason = cancelled(&mut runner.cancel) => AttemptEnd::Cancelled(reason),
@@ -147,74 +146,60 @@ pub(crate) async fn run_task(
             }
         };
         history.push(attempt_record.clone());
-        let Some((outcome, output)) = end else {
-            runner
-                .db
-                .finish_attempt(runner.execution_id, task_id.clone(), attempt_record, None)
-                .await?;
-            // Free the slot while waiting, so other tasks run during the delay.
-            drop(permit.take());
-            let delay = options.retry.delay_before(attempt, unit_random());
-            let waited = tokio::select! {
+        if let Some((outcome, output)) = end {
+            drop(permit);
+            return Ok(TaskEnd {
+                output,
+                history,
+                outcome,
+                last_attempt: Some(attempt_record),
+            });
+        }
+        let failed = TaskBatch {
+            attempts: vec![(task_id.clone(), attempt_record)],
+            ..TaskBatch::default()
+        };
+        runner.db.commit_batch(runner.execution_id, failed).await?;
+        // Free the slot while waiting, so other tasks run during the delay.
+        drop(permit.take());
+        let delay = options.retry.delay_before(attempt, unit_random());
+        let resumed = tokio::select! {
+            biased;
+            reason = cancelled(&mut runner.cancel) => Err(reason),
+            () = tokio::time::sleep(delay) => Ok(()),
+        };
+        let reacquired = match resumed {
+            Ok(()) => tokio::select! {
                 biased;
                 reason = cancelled(&mut runner.cancel) => Err(reason),
-                () = tokio::time::sleep(delay) => Ok(()),
-            };
-            let reacquired = match waited {
-                Ok(()) => tokio::select! {
-                    biased;
-                    reason = cancelled(&mut runner.cancel) => Err(reason),
-                    permit = runner.permits.clone().acquire_owned() => Ok(permit.expect("the executor never closes its semaphore")),
-                },
-                Err(reason) => Err(reason),
-            };
-            match reacquired {
-                Ok(p) => {
-                    permit = Some(p);
-                    continue;
-                }
-                Err(reason) => {
-                    let completed_at = now();
-                    let outcome = ended_without_output(
-                        TaskStatus::Cancelled,
-                        None,
-                        None,
-                        Some(reason.clone()),
-                        completed_at,
-                    );
-                    let end = TaskEnd::new(&outcome, None, history);
-                    runner
-                        .db
-                        .settle_unstarted(runner.execution_id, vec![(task_id.clone(), outcome)])
-                        .await?;
-                    return Ok(end);
-                }
-            }
+                permit = runner.permits.clone().acquire_owned() => Ok(permit.expect("the executor never closes its semaphore")),
+            },
+            Err(reason) => Err(reason),
         };
-        drop(permit);
-        let end = TaskEnd::new(&outcome, output, history);
-        runner
-            .db
-            .finish_attempt(runner.execution_id, task_id, attempt_record, Some(outcome))
-            .await?;
-        return Ok(end);
-    }
-}
-
-impl TaskEnd {
-    fn new(
-        outcome: &TaskOutcome,
-        output: Option<SharedOutput>,
-        history: Vec<AttemptRecord>,
-    ) -> Self {
-        Self {
-            status: outcome.status,
-            output,
-            error: outcome.error.clone(),
-            traceback: outcome.traceback.clone(),
-            reason: outcome.reason.clone(),
-            history,
-            completed_at: outcome.completed_at,
+        match reacquired {
+            Ok(p) => {
+                permit = Some(p);
+                started_at = now();
+                let start = TaskBatch {
+                    started: vec![StartMarker {
+                        task_id: task_id.clone(),
+                        attempt: attempt + 1,
+                        started_at,
+                    }],
+                    ..TaskBatch::default()
+                };
+                runner.db.commit_batch(runner.execution_id, start).await?;
+            }
+            Err(reason) => {
+                let outcome =
+                    ended_without_output(TaskStatus::Cancelled, None, None, Some(reason), now());
+                return Ok(TaskEnd {
+                    output: None,
+                    history,
+                    outcome,
+                    last_attempt: None,
+                });
+            }
         }
     }
 }

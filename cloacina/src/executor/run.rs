@@ -12,7 +12,7 @@ use super::attempt::{run_task, TaskEnd, TaskRunner};
 use super::lineage::{share, Lineage, INPUT};
 use super::result::{now, ExecutionResult, ExecutionStatus, TaskResult, TaskStatus};
 use crate::context::Context;
-use crate::database::records::{NewTask, TaskOutcome};
+use crate::database::records::{NewTask, StartMarker, TaskBatch, TaskOutcome};
 use crate::database::Database;
 use crate::error::Result;
 use crate::policy::UpstreamOutcome;
@@ -47,7 +47,14 @@ struct Run<'a> {
     running: JoinSet<Finished>,
     cancel: Arc<CancelSender>,
     cancelled: Option<String>,
+    /// Task changes not yet written; one transaction writes them all.
+    batch: TaskBatch,
+    /// When to write the start markers of tasks still running, so the database shows them Running.
+    starts_due: Option<tokio::time::Instant>,
 }
+
+/// How long a start marker may wait for the next batch before it is written on its own.
+const START_MARKER_DELAY: Duration = Duration::from_millis(100);
 
 /// Records a new execution of `workflow` on `input`, runs it and records how it ended.
 pub(crate) async fn execute(
@@ -88,6 +95,8 @@ pub(crate) async fn execute(
         running: JoinSet::new(),
         cancel,
         cancelled: None,
+        batch: TaskBatch::default(),
+        starts_due: None,
     };
     let outcome = run.drive(timeout).await;
     run.finish(outcome).await
@@ -95,6 +104,9 @@ pub(crate) async fn execute(
 
 impl Run<'_> {
     /// Starts ready tasks as permits allow and reacts to completions and cancellation.
+    ///
+    /// Tasks that finish together are written in one transaction, before any of their
+    /// dependents start: one commit per batch, and every result durable before it is used.
     async fn drive(&mut self, timeout: Option<Duration>) -> Result<()> {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let mut cancel_requests = self.cancel.subscribe();
@@ -113,8 +125,14 @@ impl Run<'_> {
                     self.cancel_remaining(format!("execution timed out after {limit} s")).await?;
                 }
                 Some(joined) = self.running.join_next(), if !self.running.is_empty() => {
-                    let finished = joined.expect("task runners are never aborted and catch task panics");
-                    self.on_finished(finished).await?;
+                    self.on_finished(joined.expect("task runners are never aborted and catch task panics"))?;
+                    while let Some(joined) = self.running.try_join_next() {
+                        self.on_finished(joined.expect("task runners are never aborted and catch task panics"))?;
+                    }
+                    self.flush().await?;
+                }
+                () = sleep_until(self.starts_due), if self.starts_due.is_some() => {
+                    self.flush().await?;
                 }
                 permit = self.permits.clone().acquire_owned(), if accepting && !self.ready.is_empty() => {
                     let position = self.ready.pop_front().expect("ready is not empty");
@@ -122,7 +140,14 @@ impl Run<'_> {
                 }
             }
         }
-        Ok(())
+        self.flush().await
+    }
+
+    /// Writes the pending task changes in one transaction.
+    async fn flush(&mut self) -> Result<()> {
+        self.starts_due = None;
+        let batch = std::mem::take(&mut self.batch);
+        self.db.commit_batch(self.record.execution_id, batch).await
     }
 
     /// Takes a task's input: its upstream lineages merged (the workflow input for a root task).
@@ -148,7 +173,16 @@ impl Run<'_> {
         if !self.workflow.dependents_of(position).is_empty() {
             self.inputs[position] = Some(input);
         }
-        self.record.task_results[position].status = TaskStatus::Running;
+        let started_at = now();
+        let result = &mut self.record.task_results[position];
+        result.status = TaskStatus::Running;
+        self.batch.started.push(StartMarker {
+            task_id: result.task_id.clone(),
+            attempt: 1,
+            started_at,
+        });
+        self.starts_due
+            .get_or_insert_with(|| tokio::time::Instant::now() + START_MARKER_DELAY);
         let runner = TaskRunner {
             db: self.db.clone(),
             execution_id: self.record.execution_id,
@@ -157,12 +191,13 @@ impl Run<'_> {
             cancel: self.cancel.subscribe(),
         };
         self.running.spawn(async move {
-            let end = run_task(runner, context, permit).await;
+            let end = run_task(runner, context, permit, started_at).await;
             Finished { position, end }
         });
     }
 
-    async fn on_finished(&mut self, finished: Finished) -> Result<()> {
+    /// Takes in a finished task: its result joins the batch, its dependents are settled.
+    fn on_finished(&mut self, finished: Finished) -> Result<()> {
         let Finished { position, end } = finished;
         let end = end?;
         if let Some(output) = &end.output {
@@ -175,20 +210,26 @@ impl Run<'_> {
             self.lineages[position] = Some(lineage);
         }
         let result = &mut self.record.task_results[position];
-        result.status = end.status;
-        result.error = end.error;
-        result.traceback = end.traceback;
-        result.reason = end.reason;
+        let outcome = end.outcome;
+        result.status = outcome.status;
+        result.error = outcome.error.clone();
+        result.traceback = outcome.traceback.clone();
+        result.reason = outcome.reason.clone();
         result.attempts = end.history.len() as u32;
         result.started_at = end.history.last().map(|a| a.started_at);
-        result.completed_at = Some(end.completed_at);
+        result.completed_at = Some(outcome.completed_at);
         result.history = end.history;
-        self.settle_dependents(position).await
+        let task_id = result.task_id.clone();
+        if let Some(attempt) = end.last_attempt {
+            self.batch.attempts.push((task_id.clone(), attempt));
+        }
+        self.batch.ended.push((task_id, outcome));
+        self.settle_dependents(position);
+        Ok(())
     }
 
     /// Queues or skips each dependent of an ended task whose upstream tasks have all ended.
-    async fn settle_dependents(&mut self, ended: usize) -> Result<()> {
-        let mut skipped = Vec::new();
+    fn settle_dependents(&mut self, ended: usize) {
         let mut settled = vec![ended];
         while let Some(position) = settled.pop() {
             for &next in self.workflow.dependents_of(position) {
@@ -222,13 +263,12 @@ impl Run<'_> {
                 result.status = TaskStatus::Skipped;
                 result.reason = Some(reason.clone());
                 result.completed_at = Some(now());
-                skipped.push((result.task_id.clone(), unstarted_outcome(result)));
+                self.batch
+                    .ended
+                    .push((result.task_id.clone(), unstarted_outcome(result)));
                 settled.push(next);
             }
         }
-        self.db
-            .settle_unstarted(self.record.execution_id, skipped)
-            .await
     }
 
     fn describe_upstream(&self, position: usize) -> String {
@@ -249,18 +289,17 @@ impl Run<'_> {
         self.cancelled = Some(reason.clone());
         self.ready.clear();
         let completed_at = now();
-        let mut cancelled = Vec::new();
         for result in &mut self.record.task_results {
             if result.status == TaskStatus::Pending {
                 result.status = TaskStatus::Cancelled;
                 result.reason = Some(reason.clone());
                 result.completed_at = Some(completed_at);
-                cancelled.push((result.task_id.clone(), unstarted_outcome(result)));
+                self.batch
+                    .ended
+                    .push((result.task_id.clone(), unstarted_outcome(result)));
             }
         }
-        self.db
-            .settle_unstarted(self.record.execution_id, cancelled)
-            .await
+        self.flush().await
     }
 
     /// Records the execution's final state; on an engine error, records it as failed and returns the error.
