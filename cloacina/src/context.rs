@@ -51,7 +51,7 @@ impl Context {
 
     /// Serialises the context as a JSON string.
     pub fn to_json(&self) -> String {
-        Value::Object(self.0.clone()).to_string()
+        serde_json::to_string(&self.0).expect("a JSON map always serialises")
     }
 
     /// Parses a context from a JSON object string.
