@@ -121,32 +121,16 @@ impl Default for ExecutionFilter {
     }
 }
 
-/// Loads the task rows of `$ids` on `$conn`, a connection of any backend.
-macro_rules! load_tasks {
-    ($conn:expr, $ids:expr) => {{
-        let mut rows: Vec<TaskRow> = Vec::new();
+/// Loads the rows of `$table` (as `$row`) that belong to the executions `$ids`, on any backend.
+macro_rules! load_for_executions {
+    ($conn:expr, $ids:expr, $table:ident, $row:ty) => {{
+        let mut rows: Vec<$row> = Vec::new();
         for chunk in $ids.chunks(INSERT_CHUNK) {
             rows.extend(
-                task_executions::table
-                    .filter(task_executions::execution_id.eq_any(chunk))
-                    .select(TaskRow::as_select())
-                    .load::<TaskRow>($conn)?,
-            );
-        }
-        rows
-    }};
-}
-
-/// Loads the attempt rows of `$ids` on `$conn`, a connection of any backend.
-macro_rules! load_attempts {
-    ($conn:expr, $ids:expr) => {{
-        let mut rows: Vec<AttemptRow> = Vec::new();
-        for chunk in $ids.chunks(INSERT_CHUNK) {
-            rows.extend(
-                task_attempts::table
-                    .filter(task_attempts::execution_id.eq_any(chunk))
-                    .select(AttemptRow::as_select())
-                    .load::<AttemptRow>($conn)?,
+                $table::table
+                    .filter($table::execution_id.eq_any(chunk))
+                    .select(<$row>::as_select())
+                    .load::<$row>($conn)?,
             );
         }
         rows
@@ -297,8 +281,8 @@ impl Database {
                         .select(ExecutionRow::as_select())
                         .load(conn)?;
                     let ids = [id];
-                    let tasks = load_tasks!(conn, ids);
-                    let attempts = load_attempts!(conn, ids);
+                    let tasks = load_for_executions!(conn, ids, task_executions, TaskRow);
+                    let attempts = load_for_executions!(conn, ids, task_attempts, AttemptRow);
                     Ok((executions, tasks, attempts))
                 })
             })
@@ -327,8 +311,8 @@ impl Database {
                 }
                 let executions: Vec<ExecutionRow> = query.load(conn)?;
                 let ids: Vec<String> = executions.iter().map(|e| e.id.clone()).collect();
-                let tasks = load_tasks!(conn, ids);
-                let attempts = load_attempts!(conn, ids);
+                let tasks = load_for_executions!(conn, ids, task_executions, TaskRow);
+                let attempts = load_for_executions!(conn, ids, task_attempts, AttemptRow);
                 Ok((executions, tasks, attempts))
             })
         })

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 use pyo3_asyncio_0_21::TaskLocals;
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
@@ -90,31 +91,62 @@ impl AbortOnCancel {
     }
 }
 
-/// Watches a coroutine running as an asyncio task: started on the loop thread, reports its result.
+/// Makes the coroutine, on the loop thread.
+type StartFn = Box<dyn FnOnce(Python<'_>) -> PyResult<PyObject> + Send>;
+/// Consumes the coroutine's result (or the error that stopped it), on the loop thread.
+type FinishFn = Box<dyn FnOnce(Python<'_>, PyResult<PyObject>) + Send>;
+
+/// A coroutine run as an asyncio task, made and finished on the loop thread, so a Rust thread
+/// hands the GIL over only once per call: to schedule it.
 #[pyclass(frozen)]
-struct CoroutineWatcher {
-    sender: Mutex<Option<oneshot::Sender<PyResult<PyObject>>>>,
+struct LoopCall {
+    start: Mutex<Option<StartFn>>,
+    finish: Mutex<Option<FinishFn>>,
     task: Mutex<Option<PyObject>>,
 }
 
+impl LoopCall {
+    fn finish(&self, py: Python<'_>, result: PyResult<PyObject>) {
+        let finish = self.finish.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(finish) = finish {
+            finish(py, result);
+        }
+    }
+}
+
 #[pymethods]
-impl CoroutineWatcher {
-    /// Runs on the loop thread: wraps the coroutine in a task that runs in `context`.
-    fn start(
-        slf: &Bound<'_, Self>,
-        coroutine: &Bound<'_, PyAny>,
-        context: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
+impl LoopCall {
+    /// Runs on the loop thread, in the caller's contextvars context: starts the coroutine's task.
+    fn run(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let ensure_future = py.import_bound("asyncio")?.getattr("ensure_future")?;
-        let task = context.call_method1("run", (ensure_future, coroutine))?;
-        task.call_method1("add_done_callback", (slf,))?;
-        *slf.get().task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.unbind());
+        let start = slf
+            .get()
+            .start
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(start) = start else {
+            return Ok(());
+        };
+        let task = start(py).and_then(|coroutine| {
+            let task = py
+                .import_bound("asyncio")?
+                .call_method1("ensure_future", (coroutine,))?;
+            task.call_method1("add_done_callback", (slf,))?;
+            Ok(task)
+        });
+        match task {
+            Ok(task) => {
+                *slf.get().task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.unbind())
+            }
+            Err(err) => slf.get().finish(py, Err(err)),
+        }
         Ok(())
     }
 
-    /// Done-callback: hands the task's result (or exception) to the waiting Rust future.
+    /// Done-callback of the task: hands its result (or exception) on.
     fn __call__(&self, task: &Bound<'_, PyAny>) {
+        let py = task.py();
         let result = if task
             .call_method0("cancelled")
             .and_then(|c| c.is_truthy())
@@ -126,9 +158,7 @@ impl CoroutineWatcher {
         } else {
             task.call_method0("result").map(Bound::unbind)
         };
-        if let Some(sender) = self.sender.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = sender.send(result);
-        }
+        self.finish(py, result);
     }
 
     /// Runs on the loop thread: cancels the task if it is still running.
@@ -140,34 +170,30 @@ impl CoroutineWatcher {
     }
 }
 
-/// A coroutine running on an asyncio loop; dropping it before it finishes cancels it.
-pub(crate) struct RunningCoroutine {
-    receiver: oneshot::Receiver<PyResult<PyObject>>,
-    watcher: Py<CoroutineWatcher>,
+/// A coroutine scheduled on an asyncio loop; dropping it before it finishes cancels it.
+pub(crate) struct RunningCoroutine<T> {
+    receiver: oneshot::Receiver<T>,
+    call: Py<LoopCall>,
     event_loop: PyObject,
     finished: bool,
 }
 
-impl RunningCoroutine {
-    /// Waits for the coroutine's result.
-    pub(crate) async fn result(mut self) -> PyResult<PyObject> {
-        let result = (&mut self.receiver).await;
+impl<T> RunningCoroutine<T> {
+    /// Waits for what `finish` made of the coroutine's result; None if the loop stopped first.
+    pub(crate) async fn result(mut self) -> Option<T> {
+        let result = (&mut self.receiver).await.ok();
         self.finished = true;
-        result.unwrap_or_else(|_| {
-            Err(pyo3::exceptions::asyncio::CancelledError::new_err(
-                "the event loop running the task stopped",
-            ))
-        })
+        result
     }
 }
 
-impl Drop for RunningCoroutine {
+impl<T> Drop for RunningCoroutine<T> {
     fn drop(&mut self) {
         if self.finished {
             return;
         }
         with_python(|py| {
-            if let Ok(cancel) = self.watcher.getattr(py, "cancel") {
+            if let Ok(cancel) = self.call.getattr(py, "cancel") {
                 // Fails only when the loop is closed, and then the coroutine is gone anyway.
                 let _ = self
                     .event_loop
@@ -177,29 +203,36 @@ impl Drop for RunningCoroutine {
     }
 }
 
-/// Schedules `coroutine` on the loop in `locals`, in its context; call with the GIL from any thread.
-pub(crate) fn spawn_coroutine(
+/// Schedules a coroutine on the loop in `locals`, in its contextvars context: `start` makes it
+/// and `finish` turns its result into `T`, both on the loop thread. Call with the GIL held.
+pub(crate) fn run_on_loop<T: Send + 'static>(
     py: Python<'_>,
     locals: &TaskLocals,
-    coroutine: Bound<'_, PyAny>,
-) -> PyResult<RunningCoroutine> {
+    start: impl FnOnce(Python<'_>) -> PyResult<PyObject> + Send + 'static,
+    finish: impl FnOnce(Python<'_>, PyResult<PyObject>) -> T + Send + 'static,
+) -> PyResult<RunningCoroutine<T>> {
     let (sender, receiver) = oneshot::channel();
-    let watcher = Py::new(
+    let call = Py::new(
         py,
-        CoroutineWatcher {
-            sender: Mutex::new(Some(sender)),
+        LoopCall {
+            start: Mutex::new(Some(Box::new(start))),
+            finish: Mutex::new(Some(Box::new(move |py, result| {
+                let _ = sender.send(finish(py, result));
+            }))),
             task: Mutex::new(None),
         },
     )?;
     let event_loop = locals.event_loop(py);
-    let start = watcher.getattr(py, "start")?;
-    event_loop.call_method1(
+    let kwargs = PyDict::new_bound(py);
+    kwargs.set_item("context", locals.context(py))?;
+    event_loop.call_method(
         "call_soon_threadsafe",
-        (start, coroutine, locals.context(py)),
+        (call.getattr(py, "run")?,),
+        Some(&kwargs),
     )?;
     Ok(RunningCoroutine {
         receiver,
-        watcher,
+        call,
         event_loop: event_loop.unbind(),
         finished: false,
     })

@@ -1,13 +1,13 @@
 //! Python functions as engine tasks: sync ones on worker threads, async ones on the caller's loop.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use pyo3_asyncio_0_21::TaskLocals;
 
-use super::bridge::{spawn_coroutine, with_python};
+use super::bridge::{run_on_loop, with_python};
 use super::errors::skip_task_type;
 use super::marshal::{context_from_py, context_to_py, type_name};
 use super::registry::TaskDefinition;
@@ -75,22 +75,42 @@ impl Task for PythonTask {
                     "RuntimeError: async task run without an event loop",
                 ));
             };
-            // Dropping `running` (timeout, cancellation) cancels the coroutine's asyncio task.
-            let (running, dict) = with_python(|py| {
-                let dict =
-                    context_to_py(py, &context).map_err(|e| python_error(py, &definition, &e))?;
-                let coroutine = definition
-                    .function
-                    .call1(py, (dict.clone(),))
-                    .map_err(|e| python_error(py, &definition, &e))?;
-                let running = spawn_coroutine(py, &locals, coroutine.into_bound(py))
-                    .map_err(|e| python_error(py, &definition, &e))?;
-                Ok::<_, TaskError>((running, dict.unbind()))
+            // Converting the context, calling the function and reading its result all happen on
+            // the loop thread. Dropping `running` (timeout, cancellation) cancels the coroutine.
+            let input: Arc<Mutex<Option<Py<PyDict>>>> = Arc::default();
+            let (start_def, finish_def, kept) =
+                (definition.clone(), definition.clone(), input.clone());
+            let running = with_python(move |py| {
+                run_on_loop(
+                    py,
+                    &locals,
+                    move |py| {
+                        let dict = context_to_py(py, &context)?;
+                        *kept.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(dict.clone().unbind());
+                        start_def.function.call1(py, (dict,))
+                    },
+                    move |py, returned| {
+                        let dict = input.lock().unwrap_or_else(|p| p.into_inner()).take();
+                        match (dict, returned) {
+                            (Some(dict), returned) => {
+                                task_output(py, &finish_def, returned, dict.bind(py))
+                            }
+                            (None, Err(err)) => Err(python_error(py, &finish_def, &err)),
+                            (None, Ok(_)) => Err(TaskError::fatal(
+                                "RuntimeError: task started without its context",
+                            )),
+                        }
+                    },
+                )
+                .map_err(|e| python_error(py, &definition, &e))
             })
             .unwrap_or_else(|| Err(interpreter_exiting()))?;
-            let returned = running.result().await;
-            with_python(|py| task_output(py, &definition, returned, dict.bind(py)))
-                .unwrap_or_else(|| Err(interpreter_exiting()))
+            running.result().await.unwrap_or_else(|| {
+                Err(TaskError::fatal(
+                    "RuntimeError: the event loop running the task stopped",
+                ))
+            })
         })
     }
 }
