@@ -93,6 +93,10 @@ impl TaskBatch {
 #[derive(Clone)]
 pub(crate) struct TaskOutcome {
     pub status: TaskStatus,
+    /// Attempts made, and when the last one started; stored with the outcome so that a start
+    /// marker committed after it (batches commit concurrently) cannot move the task back.
+    pub attempts: u32,
+    pub started_at: Option<DateTime<Utc>>,
     pub output_json: Option<String>,
     pub error: Option<String>,
     pub traceback: Option<String>,
@@ -232,6 +236,9 @@ impl Database {
                     diesel::update(task_executions::table.find((&id, &task_id)))
                         .set((
                             task_executions::status.eq(outcome.status.as_str()),
+                            task_executions::attempt.eq(outcome.attempts as i32),
+                            task_executions::started_at
+                                .eq(outcome.started_at.map(|t| t.naive_utc())),
                             task_executions::output.eq(outcome.output_json),
                             task_executions::error.eq(outcome.error),
                             task_executions::traceback.eq(outcome.traceback),

@@ -90,6 +90,8 @@ pub(crate) async fn run_task(
         let (end, attempt_record) = match ended {
             AttemptEnd::Output(output) => {
                 let outcome = TaskOutcome {
+                    attempts: 0,
+                    started_at: None,
                     status: TaskStatus::Completed,
                     output_json: Some(output.to_json()),
                     error: None,
@@ -212,6 +214,8 @@ fn ended_without_output(
     completed_at: DateTime<Utc>,
 ) -> TaskOutcome {
     TaskOutcome {
+        attempts: 0,
+        started_at: None,
         status,
         output_json: None,
         error,

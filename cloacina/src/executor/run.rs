@@ -49,6 +49,10 @@ struct Run<'a> {
     cancelled: Option<String>,
     /// Task changes not yet written; one transaction writes them all.
     batch: TaskBatch,
+    /// Tasks made ready by the changes in `batch`: they start once it is committed.
+    batch_ready: Vec<usize>,
+    /// Batches being committed, each yielding the tasks it unblocks.
+    commits: JoinSet<Result<Vec<usize>>>,
     /// When to write the start markers of tasks still running, so the database shows them Running.
     starts_due: Option<tokio::time::Instant>,
 }
@@ -96,6 +100,8 @@ pub(crate) async fn execute(
         cancel,
         cancelled: None,
         batch: TaskBatch::default(),
+        batch_ready: Vec::new(),
+        commits: JoinSet::new(),
         starts_due: None,
     };
     let outcome = run.drive(timeout).await;
@@ -105,49 +111,69 @@ pub(crate) async fn execute(
 impl Run<'_> {
     /// Starts ready tasks as permits allow and reacts to completions and cancellation.
     ///
-    /// Tasks that finish together are written in one transaction, before any of their
-    /// dependents start: one commit per batch, and every result durable before it is used.
+    /// Tasks that finish together are written in one transaction, committed in the background
+    /// while other tasks go on; the dependents they unblock start only once it has committed, so
+    /// every result is durable before it is used.
     async fn drive(&mut self, timeout: Option<Duration>) -> Result<()> {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let mut cancel_requests = self.cancel.subscribe();
-        while !(self.ready.is_empty() && self.running.is_empty()) {
+        while !(self.ready.is_empty() && self.running.is_empty() && self.commits.is_empty()) {
             let accepting = self.cancelled.is_none();
             tokio::select! {
                 biased;
                 Ok(()) = cancel_requests.changed(), if accepting => {
                     let reason = cancel_requests.borrow_and_update().clone();
                     if let Some(reason) = reason {
-                        self.cancel_remaining(reason).await?;
+                        self.cancel_remaining(reason);
                     }
                 }
                 () = sleep_until(deadline), if accepting && deadline.is_some() => {
                     let limit = timeout.unwrap_or_default().as_secs_f64();
-                    self.cancel_remaining(format!("execution timed out after {limit} s")).await?;
+                    self.cancel_remaining(format!("execution timed out after {limit} s"));
+                }
+                Some(committed) = self.commits.join_next(), if !self.commits.is_empty() => {
+                    let unblocked = committed.expect("commits are never aborted while the run drives")?;
+                    if self.cancelled.is_none() {
+                        self.ready.extend(unblocked);
+                    }
                 }
                 Some(joined) = self.running.join_next(), if !self.running.is_empty() => {
                     self.on_finished(joined.expect("task runners are never aborted and catch task panics"))?;
                     while let Some(joined) = self.running.try_join_next() {
                         self.on_finished(joined.expect("task runners are never aborted and catch task panics"))?;
                     }
-                    self.flush().await?;
+                    self.flush();
                 }
                 () = sleep_until(self.starts_due), if self.starts_due.is_some() => {
-                    self.flush().await?;
+                    self.flush();
                 }
                 permit = self.permits.clone().acquire_owned(), if accepting && !self.ready.is_empty() => {
                     let position = self.ready.pop_front().expect("ready is not empty");
                     self.start(position, permit.expect("the executor never closes its semaphore"));
                 }
             }
+            if self.running.is_empty() && self.commits.is_empty() && !self.batch.is_empty() {
+                self.flush();
+            }
         }
-        self.flush().await
+        Ok(())
     }
 
-    /// Writes the pending task changes in one transaction.
-    async fn flush(&mut self) -> Result<()> {
+    /// Starts committing the pending task changes in one transaction, in the background.
+    fn flush(&mut self) {
         self.starts_due = None;
         let batch = std::mem::take(&mut self.batch);
-        self.db.commit_batch(self.record.execution_id, batch).await
+        let unblocked = std::mem::take(&mut self.batch_ready);
+        if batch.is_empty() {
+            self.ready.extend(unblocked);
+            return;
+        }
+        let db = self.db.clone();
+        let execution_id = self.record.execution_id;
+        self.commits.spawn(async move {
+            db.commit_batch(execution_id, batch).await?;
+            Ok(unblocked)
+        });
     }
 
     /// Takes a task's input: its upstream lineages merged (the workflow input for a root task).
@@ -210,7 +236,9 @@ impl Run<'_> {
             self.lineages[position] = Some(lineage);
         }
         let result = &mut self.record.task_results[position];
-        let outcome = end.outcome;
+        let mut outcome = end.outcome;
+        outcome.attempts = end.history.len() as u32;
+        outcome.started_at = end.history.last().map(|a| a.started_at);
         result.status = outcome.status;
         result.error = outcome.error.clone();
         result.traceback = outcome.traceback.clone();
@@ -247,7 +275,7 @@ impl Run<'_> {
                     .collect();
                 let rule = self.workflow.tasks()[next].options().trigger_rule;
                 if rule.is_met(&upstream) {
-                    self.ready.push_back(next);
+                    self.batch_ready.push(next);
                     continue;
                 }
                 let reason = format!(
@@ -284,7 +312,7 @@ impl Run<'_> {
     }
 
     /// Stops starting tasks, tells running ones to stop and marks every unstarted task Cancelled.
-    async fn cancel_remaining(&mut self, reason: String) -> Result<()> {
+    fn cancel_remaining(&mut self, reason: String) {
         self.cancel.send_replace(Some(reason.clone()));
         self.cancelled = Some(reason.clone());
         self.ready.clear();
@@ -299,7 +327,8 @@ impl Run<'_> {
                     .push((result.task_id.clone(), unstarted_outcome(result)));
             }
         }
-        self.flush().await
+        self.batch_ready.clear();
+        self.flush();
     }
 
     /// Records the execution's final state; on an engine error, records it as failed and returns the error.
@@ -307,6 +336,7 @@ impl Run<'_> {
         if outcome.is_err() {
             self.cancel.send_replace(Some("the engine failed".into()));
             while self.running.join_next().await.is_some() {}
+            while self.commits.join_next().await.is_some() {}
         }
         let failures: Vec<&TaskResult> = self
             .record
@@ -357,6 +387,8 @@ fn upstream_outcome(status: TaskStatus) -> UpstreamOutcome {
 
 fn unstarted_outcome(result: &TaskResult) -> TaskOutcome {
     TaskOutcome {
+        attempts: 0,
+        started_at: None,
         status: result.status,
         output_json: None,
         error: None,
