@@ -136,6 +136,7 @@ impl Run<'_> {
                     if self.cancelled.is_none() {
                         self.ready.extend(unblocked);
                     }
+                    self.flush();
                 }
                 Some(joined) = self.running.join_next(), if !self.running.is_empty() => {
                     self.on_finished(joined.expect("task runners are never aborted and catch task panics"))?;
@@ -152,16 +153,18 @@ impl Run<'_> {
                     self.start(position, permit.expect("the executor never closes its semaphore"));
                 }
             }
-            if self.running.is_empty() && self.commits.is_empty() && !self.batch.is_empty() {
-                self.flush();
-            }
         }
         Ok(())
     }
 
     /// Starts committing the pending task changes in one transaction, in the background.
+    /// One commit is in flight at a time (so transactions never wait on each other's rows);
+    /// changes made meanwhile form the next batch, flushed when it lands.
     fn flush(&mut self) {
         self.starts_due = None;
+        if !self.commits.is_empty() {
+            return;
+        }
         let batch = std::mem::take(&mut self.batch);
         let unblocked = std::mem::take(&mut self.batch_ready);
         if batch.is_empty() {
