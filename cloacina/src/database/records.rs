@@ -4,7 +4,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use uuid::Uuid;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::schema::{task_attempts, task_executions, workflow_executions};
 use super::{with_connection, write_transaction, Database};
@@ -200,8 +200,14 @@ impl Database {
         }
         let id = execution_id.to_string();
         self.run(move |pool| {
+            // A task that also ends in this batch gets its attempt and start time with its outcome.
+            let ending: HashSet<String> = batch.ended.iter().map(|(id, _)| id.clone()).collect();
             write_transaction!(pool, |conn| {
-                for start in &batch.started {
+                for start in batch
+                    .started
+                    .iter()
+                    .filter(|s| !ending.contains(&s.task_id))
+                {
                     diesel::update(
                         task_executions::table
                             .find((&id, &start.task_id))
