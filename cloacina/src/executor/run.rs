@@ -246,8 +246,8 @@ impl Run<'_> {
         result.error = outcome.error.clone();
         result.traceback = outcome.traceback.clone();
         result.reason = outcome.reason.clone();
-        result.attempts = end.history.len() as u32;
-        result.started_at = end.history.last().map(|a| a.started_at);
+        result.attempts = outcome.attempts;
+        result.started_at = outcome.started_at;
         result.completed_at = Some(outcome.completed_at);
         result.history = end.history;
         let task_id = result.task_id.clone();

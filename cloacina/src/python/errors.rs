@@ -69,8 +69,25 @@ fn types(py: Python<'_>) -> &Vec<Py<PyType>> {
         .expect("creating Cloacina's exception classes cannot fail")
 }
 
+/// A new class `name(*bases)` in the public module, with a docstring.
+fn new_class(
+    py: Python<'_>,
+    name: &str,
+    bases: Bound<'_, PyTuple>,
+    doc: &str,
+) -> PyResult<Py<PyType>> {
+    let namespace = PyDict::new_bound(py);
+    namespace.set_item("__module__", MODULE)?;
+    namespace.set_item("__doc__", doc)?;
+    let class = py
+        .import_bound("builtins")?
+        .getattr("type")?
+        .call1((name, bases, namespace))?
+        .downcast_into::<PyType>()?;
+    Ok(class.unbind())
+}
+
 fn create_types(py: Python<'_>) -> PyResult<Vec<Py<PyType>>> {
-    let type_ = py.import_bound("builtins")?.getattr("type")?;
     let mut created: Vec<Py<PyType>> = Vec::with_capacity(CLASSES.len());
     for (kind, name, doc) in CLASSES {
         let builtin = match kind {
@@ -87,13 +104,7 @@ fn create_types(py: Python<'_>) -> PyResult<Vec<Py<PyType>>> {
             }
             Some(base) => PyTuple::new_bound(py, [base.bind(py).clone(), builtin]),
         };
-        let namespace = PyDict::new_bound(py);
-        namespace.set_item("__module__", MODULE)?;
-        namespace.set_item("__doc__", doc)?;
-        let class = type_
-            .call1((name, bases, namespace))?
-            .downcast_into::<PyType>()?;
-        created.push(class.unbind());
+        created.push(new_class(py, name, bases, doc)?);
     }
     Ok(created)
 }
@@ -112,19 +123,12 @@ static SKIP_TASK: GILOnceCell<Py<PyType>> = GILOnceCell::new();
 pub(crate) fn skip_task_type(py: Python<'_>) -> &Bound<'_, PyType> {
     SKIP_TASK
         .get_or_try_init(py, || {
-            let namespace = PyDict::new_bound(py);
-            namespace.set_item("__module__", MODULE)?;
-            namespace.set_item(
-                "__doc__",
+            new_class(
+                py,
+                "SkipTask",
+                PyTuple::new_bound(py, [py.get_type_bound::<PyException>()]),
                 "Raise inside a task to mark it Skipped with this reason; it is not a failure and is never retried.",
-            )?;
-            let bases = PyTuple::new_bound(py, [py.get_type_bound::<PyException>()]);
-            let class = py
-                .import_bound("builtins")?
-                .getattr("type")?
-                .call1(("SkipTask", bases, namespace))?
-                .downcast_into::<PyType>()?;
-            Ok::<_, PyErr>(class.unbind())
+            )
         })
         .expect("creating SkipTask cannot fail")
         .bind(py)

@@ -51,10 +51,7 @@ impl PyUnifiedExecutor {
     fn engine(&self) -> PyResult<UnifiedExecutor> {
         match &*self.lock() {
             State::Ready(engine) => Ok(engine.clone()),
-            State::ShutDown => Err(new_err(
-                ErrorKind::NotInitialized,
-                "this executor was shut down; create a new UnifiedExecutor and initialize it",
-            )),
+            State::ShutDown => Err(shut_down_error()),
             State::New | State::Initializing => Err(new_err(
                 ErrorKind::NotInitialized,
                 "the executor is not initialized; call `await executor.initialize(database_url)` first",
@@ -209,12 +206,7 @@ impl PyUnifiedExecutor {
                         "this executor is already initialized",
                     ))
                 }
-                State::ShutDown => {
-                    return Err(new_err(
-                        ErrorKind::NotInitialized,
-                        "this executor was shut down; create a new UnifiedExecutor",
-                    ))
-                }
+                State::ShutDown => return Err(shut_down_error()),
             }
         }
         let state = self.state.clone();
