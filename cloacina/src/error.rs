@@ -37,6 +37,15 @@ pub enum Error {
     /// A context value is not representable as JSON.
     #[error("{0}")]
     Context(String),
+    /// No execution has the given id.
+    #[error("{0}")]
+    NotFound(String),
+    /// A wait ended before the execution did.
+    #[error("{0}")]
+    Timeout(String),
+    /// The executor was shut down.
+    #[error("{0}")]
+    ShutDown(String),
 }
 
 /// Result alias for engine operations.

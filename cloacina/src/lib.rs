@@ -5,6 +5,7 @@ pub mod context;
 pub mod database;
 pub mod error;
 pub mod executor;
+pub mod model;
 pub mod policy;
 pub mod task;
 pub mod workflow;
@@ -13,13 +14,12 @@ pub mod workflow;
 pub mod python;
 
 pub use context::Context;
-pub use database::records::ExecutionFilter;
+pub use database::queries::ExecutionFilter;
 pub use database::url::{BackendKind, DatabaseUrl};
 pub use database::PoolOptions;
 pub use error::{Error, Result, WorkflowError};
-pub use executor::{
-    ExecutionResult, ExecutionStatus, ExecutorConfig, TaskResult, TaskStatus, UnifiedExecutor,
-};
+pub use executor::{ExecutorConfig, SubmitOptions, SubmittedTasks, TaskRegistry, UnifiedExecutor};
+pub use model::{ExecutionPlan, ExecutionResult, ExecutionStatus, TaskResult, TaskStatus};
 pub use policy::{RetryPolicy, TaskOptions, TriggerRule, UpstreamOutcome};
 pub use task::{FnTask, Task, TaskError, TaskErrorKind, TaskFuture};
 pub use workflow::Workflow;

@@ -133,24 +133,6 @@ impl Workflow {
     pub fn dependents_of(&self, position: usize) -> &[usize] {
         &self.dependents[position]
     }
-
-    /// The same graph with each task replaced by `f(position, task)`, keeping ids and dependencies.
-    pub fn map_tasks(&self, f: impl Fn(usize, &Arc<dyn Task>) -> Arc<dyn Task>) -> Self {
-        let tasks: Vec<Arc<dyn Task>> = self
-            .tasks
-            .iter()
-            .enumerate()
-            .map(|(i, t)| f(i, t))
-            .collect();
-        debug_assert!(tasks
-            .iter()
-            .zip(&self.tasks)
-            .all(|(a, b)| a.id() == b.id() && a.dependencies() == b.dependencies()));
-        Self {
-            tasks,
-            ..self.clone()
-        }
-    }
 }
 
 /// Kahn's algorithm, always taking the earliest-listed ready task, so the order is deterministic.

@@ -1,11 +1,20 @@
 //! Durable storage: connection pools, migrations and the queries the engine runs.
 //!
 //! Queries are written once against the shared schema; `with_connection!` and `write_transaction!`
-//! expand them for each compiled-in backend. Only connection set-up and migration locking differ.
+//! expand them for each compiled-in backend, and `for_each_backend!` implements the shared
+//! transaction steps (`store.rs`) for each connection type. Only connection set-up, migration
+//! locking, claiming (`claims.rs`) and signalling (`signals.rs`) differ per backend.
 
-pub mod records;
+pub mod claims;
+pub mod control;
+pub mod leases;
+pub mod queries;
 pub mod schema;
+pub mod signals;
+pub(crate) mod store;
 pub mod url;
+
+use std::sync::Arc;
 
 use std::time::Duration;
 
@@ -73,7 +82,16 @@ macro_rules! write_transaction {
         }
     };
 }
-pub(crate) use {with_connection, write_transaction};
+/// Expands `$mac!(ConnectionType)` once per compiled-in backend.
+macro_rules! for_each_backend {
+    ($mac:ident) => {
+        #[cfg(feature = "sqlite")]
+        $mac!(diesel::sqlite::SqliteConnection);
+        #[cfg(feature = "postgres")]
+        $mac!(diesel::pg::PgConnection);
+    };
+}
+pub(crate) use {for_each_backend, with_connection, write_transaction};
 
 /// Tunables for the connection pool.
 #[derive(Debug, Clone, Default)]
@@ -106,6 +124,7 @@ impl PoolOptions {
 #[derive(Clone)]
 pub struct Database {
     pool: Pool,
+    signals: Arc<signals::Signals>,
 }
 
 impl Database {
@@ -130,7 +149,13 @@ impl Database {
                 )))
             }
         };
-        Ok(Self { pool })
+        let signals = signals::Signals::start(url, options.schema.as_deref());
+        Ok(Self { pool, signals })
+    }
+
+    /// What this process has heard of new work, finished and cancelled executions.
+    pub(crate) fn signals(&self) -> &signals::Signals {
+        &self.signals
     }
 
     /// Runs blocking database work off the async runtime's worker threads.

@@ -12,6 +12,11 @@ diesel::table! {
         error -> Nullable<Text>,
         started_at -> Timestamp,
         completed_at -> Nullable<Timestamp>,
+        plan -> Nullable<Text>,
+        idempotency_key -> Nullable<Text>,
+        deadline -> Nullable<Timestamp>,
+        cancel_reason -> Nullable<Text>,
+        reason -> Nullable<Text>,
     }
 }
 
@@ -30,6 +35,10 @@ diesel::table! {
         reason -> Nullable<Text>,
         started_at -> Nullable<Timestamp>,
         completed_at -> Nullable<Timestamp>,
+        ready_at -> Nullable<Timestamp>,
+        worker_id -> Nullable<Text>,
+        queue -> Text,
+        concurrency_key -> Nullable<Text>,
     }
 }
 
@@ -46,5 +55,22 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// One row per live worker: its heartbeat and the task ids it runs.
+    workers (id) {
+        id -> Text,
+        hostname -> Text,
+        pid -> Integer,
+        task_ids -> Text,
+        started_at -> Timestamp,
+        heartbeat_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(task_executions -> workflow_executions (execution_id));
-diesel::allow_tables_to_appear_in_same_query!(workflow_executions, task_executions, task_attempts);
+diesel::allow_tables_to_appear_in_same_query!(
+    workflow_executions,
+    task_executions,
+    task_attempts,
+    workers
+);

@@ -12,18 +12,21 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::lineage::{share, SharedOutput};
-use super::result::{now, AttemptRecord, TaskStatus};
 use crate::context::Context;
-use crate::database::records::{StartMarker, TaskBatch, TaskOutcome};
+use crate::database::claims::TaskOutcome;
 use crate::database::Database;
-use crate::error::Result;
+use crate::model::{now, AttemptRecord, TaskStatus};
+use crate::policy::TaskOptions;
 use crate::task::{Task, TaskError, TaskErrorKind};
 
 /// Everything a task runner needs, detached from the scheduler.
 pub(crate) struct TaskRunner {
     pub db: Database,
     pub execution_id: Uuid,
+    pub worker_id: String,
     pub task: Arc<dyn Task>,
+    /// The options stored with the execution (they win over the function's current ones).
+    pub options: TaskOptions,
     pub permits: Arc<Semaphore>,
     pub cancel: watch::Receiver<Option<String>>,
 }
@@ -31,7 +34,6 @@ pub(crate) struct TaskRunner {
 /// How a task ended, as the scheduler needs it; the scheduler stores it with its next batch.
 pub(crate) struct TaskEnd {
     pub output: Option<SharedOutput>,
-    pub history: Vec<AttemptRecord>,
     /// The final status and what to store for it.
     pub outcome: TaskOutcome,
     /// The last attempt, not yet stored (earlier attempts were stored when they failed).
@@ -45,25 +47,26 @@ enum AttemptEnd {
     Cancelled(String),
 }
 
-/// Runs attempts until one succeeds, skips, fails for good or the execution is cancelled.
-///
-/// The first attempt's start (`first_start`) is recorded by the scheduler. A failed attempt that
-/// will be retried, and each retry's start, are stored here, as they happen.
+/// Runs attempts from `first_attempt` (claimed at `first_start`) until one succeeds, skips,
+/// fails for good or the execution is cancelled. A failed attempt that will be retried is
+/// stored as it happens; the rest is stored by the scheduler. None if this worker lost the
+/// task meanwhile (it was presumed dead and the task given to another worker).
 pub(crate) async fn run_task(
     mut runner: TaskRunner,
     context: Context,
     permit: OwnedSemaphorePermit,
+    first_attempt: u32,
     first_start: DateTime<Utc>,
-) -> Result<TaskEnd> {
-    let options = runner.task.options().clone();
+) -> Option<TaskEnd> {
+    let options = runner.options.clone();
     let task_id = runner.task.id().to_string();
-    let mut history: Vec<AttemptRecord> = Vec::new();
+    let mut failures = 0u32;
+    let mut attempt = first_attempt;
     let mut permit = Some(permit);
     let mut context = Some(context);
     let mut started_at = first_start;
     loop {
-        let attempt = history.len() as u32 + 1;
-        let retries_left = attempt <= options.retry.retries;
+        let retries_left = failures < options.retry.retries;
         let attempt_context = if retries_left {
             context
                 .clone()
@@ -74,7 +77,7 @@ pub(crate) async fn run_task(
         let ended = tokio::select! {
             biased;
             reason = cancelled(&mut runner.cancel) => AttemptEnd::Cancelled(reason),
-            result = run_attempt(&runner.task, attempt_context) => match result {
+            result = run_attempt(&runner.task, &options, attempt_context) => match result {
                 Ok(output) => AttemptEnd::Output(output),
                 Err(error) => AttemptEnd::Error(error),
             },
@@ -87,84 +90,99 @@ pub(crate) async fn run_task(
             started_at,
             completed_at,
         };
+        let outcome = |status, output_json, error, traceback, reason| TaskOutcome {
+            status,
+            attempt,
+            started_at: Some(started_at),
+            output_json,
+            error,
+            traceback,
+            reason,
+            completed_at,
+        };
         let (end, attempt_record) = match ended {
-            AttemptEnd::Output(output) => {
-                let outcome = TaskOutcome {
-                    attempts: 0,
-                    started_at: None,
-                    status: TaskStatus::Completed,
-                    output_json: Some(output.to_json()),
-                    error: None,
-                    traceback: None,
-                    reason: None,
-                    completed_at,
-                };
-                (
-                    Some((outcome, Some(share(output)))),
-                    record(TaskStatus::Completed, None),
-                )
-            }
-            AttemptEnd::Cancelled(reason) => {
-                let outcome = ended_without_output(
-                    TaskStatus::Cancelled,
+            AttemptEnd::Output(output) => (
+                Some((
+                    outcome(
+                        TaskStatus::Completed,
+                        Some(output.to_json()),
+                        None,
+                        None,
+                        None,
+                    ),
+                    Some(share(output)),
+                )),
+                record(TaskStatus::Completed, None),
+            ),
+            AttemptEnd::Cancelled(reason) => (
+                Some((
+                    outcome(
+                        TaskStatus::Cancelled,
+                        None,
+                        None,
+                        None,
+                        Some(reason.clone()),
+                    ),
                     None,
+                )),
+                record(TaskStatus::Cancelled, Some(reason)),
+            ),
+            AttemptEnd::Error(error) if error.kind == TaskErrorKind::Skip => (
+                Some((
+                    outcome(
+                        TaskStatus::Skipped,
+                        None,
+                        None,
+                        None,
+                        Some(error.message.clone()),
+                    ),
                     None,
-                    Some(reason.clone()),
-                    completed_at,
-                );
-                (
-                    Some((outcome, None)),
-                    record(TaskStatus::Cancelled, Some(reason)),
-                )
-            }
-            AttemptEnd::Error(error) if error.kind == TaskErrorKind::Skip => {
-                let outcome = ended_without_output(
-                    TaskStatus::Skipped,
-                    None,
-                    None,
-                    Some(error.message.clone()),
-                    completed_at,
-                );
-                (
-                    Some((outcome, None)),
-                    record(TaskStatus::Skipped, Some(error.message)),
-                )
-            }
+                )),
+                record(TaskStatus::Skipped, Some(error.message)),
+            ),
             AttemptEnd::Error(error) if error.kind == TaskErrorKind::Retryable && retries_left => {
                 (None, record(TaskStatus::Failed, Some(error.message)))
             }
-            AttemptEnd::Error(error) => {
-                let outcome = ended_without_output(
-                    TaskStatus::Failed,
-                    Some(error.message.clone()),
-                    error.traceback,
+            AttemptEnd::Error(error) => (
+                Some((
+                    outcome(
+                        TaskStatus::Failed,
+                        None,
+                        Some(error.message.clone()),
+                        error.traceback,
+                        None,
+                    ),
                     None,
-                    completed_at,
-                );
-                (
-                    Some((outcome, None)),
-                    record(TaskStatus::Failed, Some(error.message)),
-                )
-            }
+                )),
+                record(TaskStatus::Failed, Some(error.message)),
+            ),
         };
-        history.push(attempt_record.clone());
         if let Some((outcome, output)) = end {
             drop(permit);
-            return Ok(TaskEnd {
+            return Some(TaskEnd {
                 output,
-                history,
                 outcome,
                 last_attempt: Some(attempt_record),
             });
         }
-        let failed = TaskBatch {
-            attempts: vec![(task_id.clone(), attempt_record)],
-            ..TaskBatch::default()
-        };
-        runner.db.commit_batch(runner.execution_id, failed).await?;
+        failures += 1;
+        // A database error here only loses this attempt's history row; ownership is checked again
+        // when the task's outcome is committed.
+        let owned = runner
+            .db
+            .record_retry(
+                runner.execution_id,
+                runner.worker_id.clone(),
+                task_id.clone(),
+                attempt_record,
+            )
+            .await;
+        if matches!(owned, Ok(false)) {
+            return None;
+        }
         // Free the slot while waiting, so other tasks run during the delay.
         drop(permit.take());
-        let delay = options.retry.delay_before(attempt, unit_random());
+        let delay = options.retry.delay_before(failures, unit_random());
         let resumed = tokio::select! {
             biased;
             reason = cancelled(&mut runner.cancel) => Err(reason),
@@ -178,27 +196,35 @@ pub(crate) async fn run_task(
             },
             Err(reason) => Err(reason),
         };
+        attempt += 1;
         match reacquired {
             Ok(p) => {
                 permit = Some(p);
                 started_at = now();
-                let start = TaskBatch {
-                    started: vec![StartMarker {
-                        task_id: task_id.clone(),
-                        attempt: attempt + 1,
+                let _ = runner
+                    .db
+                    .record_retry_start(
+                        runner.execution_id,
+                        runner.worker_id.clone(),
+                        task_id.clone(),
                         started_at,
-                    }],
-                    ..TaskBatch::default()
-                };
-                runner.db.commit_batch(runner.execution_id, start).await?;
+                    )
+                    .await;
             }
             Err(reason) => {
-                let outcome =
-                    ended_without_output(TaskStatus::Cancelled, None, None, Some(reason), now());
-                return Ok(TaskEnd {
+                let completed_at = now();
+                return Some(TaskEnd {
                     output: None,
-                    history,
-                    outcome,
+                    outcome: TaskOutcome {
+                        status: TaskStatus::Cancelled,
+                        attempt: attempt - 1,
+                        started_at: Some(started_at),
+                        output_json: None,
+                        error: None,
+                        traceback: None,
+                        reason: Some(reason),
+                        completed_at,
+                    },
                     last_attempt: None,
                 });
             }
@@ -206,30 +232,15 @@ pub(crate) async fn run_task(
     }
 }
 
-fn ended_without_output(
-    status: TaskStatus,
-    error: Option<String>,
-    traceback: Option<String>,
-    reason: Option<String>,
-    completed_at: DateTime<Utc>,
-) -> TaskOutcome {
-    TaskOutcome {
-        attempts: 0,
-        started_at: None,
-        status,
-        output_json: None,
-        error,
-        traceback,
-        reason,
-        completed_at,
-    }
-}
-
 /// One attempt, bounded by the task's timeout; a panic in the task becomes a failure.
-async fn run_attempt(task: &Arc<dyn Task>, context: Context) -> Result<Context, TaskError> {
+async fn run_attempt(
+    task: &Arc<dyn Task>,
+    options: &TaskOptions,
+    context: Context,
+) -> Result<Context, TaskError> {
     let runner = task.clone();
     let attempt = AbortOnDrop(tokio::spawn(async move { runner.execute(context).await }));
-    let joined = match task.options().timeout {
+    let joined = match options.timeout {
         None => attempt.await,
         Some(limit) => match tokio::time::timeout(limit, attempt).await {
             Ok(joined) => joined,
@@ -239,7 +250,7 @@ async fn run_attempt(task: &Arc<dyn Task>, context: Context) -> Result<Context, 
                     task.id(),
                     limit.as_secs_f64()
                 );
-                return Err(if task.options().retry_timeouts {
+                return Err(if options.retry_timeouts {
                     TaskError::new(message)
                 } else {
                     TaskError::fatal(message)

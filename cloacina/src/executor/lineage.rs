@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::context::Context;
+use crate::database::store::ContextSource;
 
 /// Position of the workflow input, before every task.
 pub(crate) const INPUT: i64 = -1;
@@ -67,6 +68,42 @@ impl Lineage {
             .iter()
             .map(|(k, (_, v))| (k.clone(), Value::clone(v)))
             .collect()
+    }
+}
+
+/// An execution's final context as one worker builds it: the input plus the outputs of the
+/// tasks it ran, completed from storage with the rest when the execution ends.
+pub(crate) struct FinalContext {
+    lineage: Lineage,
+    held: Vec<bool>,
+}
+
+impl FinalContext {
+    /// Starts from the execution's input, for a plan of `len` tasks.
+    pub(crate) fn new(input: &Lineage, len: usize) -> Self {
+        Self {
+            lineage: input.clone(),
+            held: vec![false; len],
+        }
+    }
+
+    /// Takes in the output of the task at `position`.
+    pub(crate) fn absorb(&mut self, position: usize, output: &SharedOutput) {
+        self.lineage.absorb(position as i64, output);
+        self.held[position] = true;
+    }
+}
+
+impl ContextSource for FinalContext {
+    fn holds(&self, position: usize) -> bool {
+        self.held.get(position).copied().unwrap_or(false)
+    }
+
+    fn build(&mut self, loaded: Vec<(usize, Context)>) -> Context {
+        for (position, output) in loaded {
+            self.absorb(position, &share(output));
+        }
+        self.lineage.to_context()
     }
 }
 

@@ -1,39 +1,55 @@
-//! The executor: runs workflows concurrently and durably.
+//! The executor: submits workflows, waits for them, cancels and resumes them, and — unless it
+//! is submit-only — works as one of the database's workers.
 
 mod attempt;
 mod lineage;
-mod result;
-mod run;
+mod registry;
+mod scheduler;
+mod worker;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-pub use result::{AttemptRecord, ExecutionResult, ExecutionStatus, TaskResult, TaskStatus};
+pub use registry::{SubmittedTasks, TaskRegistry};
+pub use worker::SAFETY_POLL;
 
 use crate::context::Context;
-use crate::database::records::ExecutionFilter;
+use crate::database::control::CancelOutcome;
+use crate::database::queries::ExecutionFilter;
+use crate::database::signals::Signal;
 use crate::database::url::DatabaseUrl;
 use crate::database::{Database, PoolOptions};
 use crate::error::{Error, Result};
+use crate::model::{now, ExecutionPlan, ExecutionResult, ExecutionStatus, TaskResult};
 use crate::workflow::Workflow;
-use run::CancelSender;
+use scheduler::Preloaded;
+use worker::Worker;
 
 /// Default number of tasks one executor runs at once.
 pub const DEFAULT_MAX_CONCURRENCY: usize = 8;
+/// Default time after its last heartbeat that a worker is presumed dead.
+pub const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often `wait` re-reads an execution's status when nothing announced its end.
+const WAIT_POLL: Duration = Duration::from_secs(1);
 
 /// Settings of an executor.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ExecutorConfig {
-    /// Most tasks running at once, across all of this executor's executions.
+    /// Most tasks running at once in this executor.
     pub max_concurrency: usize,
     /// Connection pool settings.
     pub pool: PoolOptions,
+    /// How long after its last heartbeat a worker is presumed dead and its tasks given back.
+    pub lease_timeout: Duration,
+    /// Whether this executor runs tasks; false makes it submit-only.
+    pub worker: bool,
+    /// Where the worker finds task functions; by default, the tasks of workflows it submitted.
+    pub registry: Option<Arc<dyn TaskRegistry>>,
 }
 
 impl Default for ExecutorConfig {
@@ -41,164 +57,333 @@ impl Default for ExecutorConfig {
         Self {
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
             pool: PoolOptions::default(),
+            lease_timeout: DEFAULT_LEASE_TIMEOUT,
+            worker: true,
+            registry: None,
         }
     }
 }
 
-/// Settings of one execution.
+/// Settings of one submitted execution.
 #[derive(Debug, Clone, Default)]
-pub struct ExecuteOptions {
-    /// Past this long, the execution is cancelled.
+pub struct SubmitOptions {
+    /// Submitting again with the same key returns the first execution's id and starts nothing.
+    pub idempotency_key: Option<String>,
+    /// Past this long after submission, the execution is cancelled.
     pub timeout: Option<Duration>,
 }
 
-/// The executions this executor is running, each with its cancel switch.
-#[derive(Default)]
-struct Running {
-    executions: Mutex<HashMap<Uuid, Arc<CancelSender>>>,
-    idle: Notify,
+struct Inner {
+    db: Database,
+    registry: Arc<dyn TaskRegistry>,
+    worker: Option<Arc<Worker>>,
+    background: Mutex<Vec<JoinHandle<()>>>,
+    closed: watch::Sender<bool>,
+    /// Unfinished executions this executor submitted, cancelled by `shutdown(cancel=true)`.
+    submitted: Mutex<HashSet<Uuid>>,
 }
 
-impl Running {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<CancelSender>>> {
-        self.executions.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// Removes an execution from the running set when its run ends, however it ends.
-struct Deregister {
-    running: Arc<Running>,
-    id: Uuid,
-}
-
-impl Drop for Deregister {
+impl Drop for Inner {
     fn drop(&mut self) {
-        let mut executions = self.running.lock();
-        executions.remove(&self.id);
-        if executions.is_empty() {
-            self.running.idle.notify_waiters();
+        for handle in self
+            .background
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            handle.abort();
         }
     }
 }
 
-/// A started execution: its id now, its result when it ends.
-pub struct ExecutionHandle {
-    /// The execution's id, already recorded.
-    pub execution_id: Uuid,
-    join: JoinHandle<Result<ExecutionResult>>,
-}
-
-impl ExecutionHandle {
-    /// Waits for the execution to end.
-    pub async fn wait(self) -> Result<ExecutionResult> {
-        self.join.await.map_err(|e| {
-            Error::Database(format!(
-                "execution {} stopped unexpectedly: {e}",
-                self.execution_id
-            ))
-        })?
-    }
-}
-
-/// Runs workflows, recording every execution and task result in a database.
+/// Submits workflows to a database and runs the ready tasks of any execution in it.
 #[derive(Clone)]
 pub struct UnifiedExecutor {
-    db: Database,
-    permits: Arc<Semaphore>,
-    running: Arc<Running>,
-    closed: Arc<AtomicBool>,
+    inner: Arc<Inner>,
 }
 
 impl UnifiedExecutor {
-    /// Opens and migrates the database, ready to execute workflows.
+    /// Opens and migrates the database and, unless submit-only, starts working; call within a
+    /// tokio runtime.
     pub async fn connect(url: DatabaseUrl, config: ExecutorConfig) -> Result<Self> {
-        if config.max_concurrency == 0 {
+        if config.max_concurrency == 0 || config.max_concurrency > Semaphore::MAX_PERMITS {
+            return Err(Error::Configuration(format!(
+                "max_concurrency must be between 1 and {}, got {}",
+                Semaphore::MAX_PERMITS,
+                config.max_concurrency
+            )));
+        }
+        if config.lease_timeout.is_zero() {
             return Err(Error::Configuration(
-                "max_concurrency must be at least 1".into(),
+                "lease_timeout must be a positive number of seconds".into(),
             ));
         }
         let db = Database::connect(url, config.pool).await?;
+        let registry = config
+            .registry
+            .unwrap_or_else(|| Arc::new(SubmittedTasks::default()));
+        let worker = config.worker.then(|| {
+            Worker::new(
+                db.clone(),
+                Arc::new(Semaphore::new(config.max_concurrency)),
+                registry.clone(),
+                config.lease_timeout,
+            )
+        });
+        let mut background = Vec::new();
+        if let Some(worker) = &worker {
+            // Registered (and dead workers' tasks given back) before the first claim.
+            worker.beat().await;
+            background.push(tokio::spawn(worker.clone().claim_loop()));
+            background.push(tokio::spawn(worker.clone().maintenance_loop()));
+        }
         Ok(Self {
-            db,
-            permits: Arc::new(Semaphore::new(config.max_concurrency)),
-            running: Arc::default(),
-            closed: Arc::default(),
+            inner: Arc::new(Inner {
+                db,
+                registry,
+                worker,
+                background: Mutex::new(background),
+                closed: watch::channel(false).0,
+                submitted: Mutex::default(),
+            }),
         })
     }
 
-    /// Starts `workflow` in the background and returns at once with its id; call within a tokio runtime.
-    pub fn start(
+    fn is_closed(&self) -> bool {
+        *self.inner.closed.borrow()
+    }
+
+    fn submitted(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
+        self.inner
+            .submitted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a new execution of `workflow` on `input` and returns its id; a worker runs it.
+    pub async fn submit(
         &self,
-        workflow: Workflow,
+        workflow: &Workflow,
         input: Context,
-        options: ExecuteOptions,
-    ) -> Result<ExecutionHandle> {
-        if self.closed.load(Ordering::SeqCst) {
-            return Err(Error::Configuration("the executor is shut down".into()));
+        options: SubmitOptions,
+    ) -> Result<Uuid> {
+        if self.is_closed() {
+            return Err(shut_down());
         }
-        let execution_id = Uuid::new_v4();
-        let cancel = Arc::new(watch::channel(None).0);
-        self.running.lock().insert(execution_id, cancel.clone());
-        let deregister = Deregister {
-            running: self.running.clone(),
-            id: execution_id,
+        self.inner.registry.learn(workflow);
+        let plan = Arc::new(ExecutionPlan::of(workflow));
+        let record = new_record(workflow, input.clone(), Uuid::new_v4());
+        let deadline = match options.timeout {
+            Some(t) => Some(
+                now()
+                    + chrono::Duration::from_std(t)
+                        .map_err(|_| Error::Configuration(format!("timeout {t:?} is too long")))?,
+            ),
+            None => None,
         };
-        let db = self.db.clone();
-        let permits = self.permits.clone();
-        let join = tokio::spawn(async move {
-            let _deregister = deregister;
-            let record = run::new_record(&workflow, input, execution_id);
-            run::execute(&db, permits, &workflow, record, cancel, options.timeout).await
-        });
-        Ok(ExecutionHandle { execution_id, join })
-    }
-
-    /// Runs `workflow` to the end; a failing task yields a Failed result, not an error.
-    pub async fn execute(&self, workflow: &Workflow, input: Context) -> Result<ExecutionResult> {
-        self.start(workflow.clone(), input, ExecuteOptions::default())?
-            .wait()
-            .await
-    }
-
-    /// Asks a running execution to stop; false if this executor is not running it.
-    pub fn cancel(&self, execution_id: Uuid, reason: impl Into<String>) -> bool {
-        let cancel = self.running.lock().get(&execution_id).cloned();
-        match cancel {
-            Some(cancel) => {
-                cancel.send_replace(Some(reason.into()));
-                true
+        let roots = (0..plan.len())
+            .filter(|&p| plan.dependencies_of(p).is_empty())
+            .count();
+        let (permits, claim) = match &self.inner.worker {
+            Some(worker) => {
+                let permits = worker.reserve(roots);
+                let request = worker.claim_request(permits.len());
+                (permits, Some((worker.identity.id.clone(), request)))
             }
-            None => false,
+            None => (Vec::new(), None),
+        };
+        let submitted = self
+            .inner
+            .db
+            .submit(
+                record,
+                (*plan).clone(),
+                options.idempotency_key,
+                deadline,
+                claim,
+            )
+            .await?;
+        let id = submitted.execution_id;
+        if submitted.created {
+            self.submitted().insert(id);
+            if let Some(timeout) = options.timeout {
+                self.cancel_at(id, timeout);
+            }
+            if submitted.claimed.len() < roots {
+                self.inner.db.signals().raise(Signal::Ready);
+            }
+        }
+        if let Some(worker) = &self.inner.worker {
+            let preloaded = Preloaded {
+                execution_id: id,
+                plan,
+                input,
+            };
+            worker.dispatch(submitted.claimed, permits, Some(preloaded));
+        }
+        Ok(id)
+    }
+
+    /// Cancels `execution` once `timeout` has passed, unless it ended first.
+    fn cancel_at(&self, execution: Uuid, timeout: Duration) {
+        let weak = Arc::downgrade(&self.inner);
+        let reason = crate::database::control::timed_out_reason(timeout.as_secs_f64());
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            if let Some(inner) = weak.upgrade() {
+                let _ = UnifiedExecutor { inner }.cancel(execution, reason).await;
+            }
+        });
+    }
+
+    /// Waits for an execution to end and returns its record; it may run anywhere.
+    pub async fn wait(
+        &self,
+        execution: Uuid,
+        timeout: Option<Duration>,
+    ) -> Result<ExecutionResult> {
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let db = &self.inner.db;
+        let mut done = db.signals().subscribe(Signal::Done);
+        let mut closed = self.inner.closed.subscribe();
+        loop {
+            done.borrow_and_update();
+            match db.execution_status(execution).await? {
+                None => return Err(not_found(execution)),
+                Some(status) if status.is_terminal() => {
+                    self.submitted().remove(&execution);
+                    return db
+                        .get_execution(execution)
+                        .await?
+                        .ok_or_else(|| not_found(execution));
+                }
+                Some(_) => {}
+            }
+            tokio::select! {
+                _ = done.changed() => {}
+                () = tokio::time::sleep(WAIT_POLL) => {}
+                () = sleep_until(deadline) => {
+                    return Err(Error::Timeout(format!(
+                        "execution {execution} did not end within {} s; it goes on",
+                        timeout.unwrap_or_default().as_secs_f64()
+                    )));
+                }
+                _ = closed.wait_for(|c| *c) => {
+                    return Err(Error::ShutDown(format!(
+                        "the executor was shut down while waiting for execution {execution}; it stays in the database and goes on when a worker runs it"
+                    )));
+                }
+            }
         }
     }
 
-    /// Refuses new executions and waits for running ones to end, cancelling them first if asked.
+    /// Submits `workflow` and waits for it to end; a failing task yields a Failed result.
+    pub async fn execute(&self, workflow: &Workflow, input: Context) -> Result<ExecutionResult> {
+        let id = self
+            .submit(workflow, input, SubmitOptions::default())
+            .await?;
+        self.wait(id, None).await
+    }
+
+    /// Asks an execution to stop, wherever it runs; false if it had already ended or is unknown.
+    pub async fn cancel(&self, execution: Uuid, reason: impl Into<String>) -> Result<bool> {
+        let reason = reason.into();
+        let outcome = self.inner.db.cancel(execution, reason.clone()).await?;
+        if outcome != CancelOutcome::Cancelled {
+            return Ok(false);
+        }
+        if let Some(worker) = &self.inner.worker {
+            worker.cancel_local(execution, &reason);
+        }
+        let signals = self.inner.db.signals();
+        signals.raise(Signal::Cancelled);
+        signals.raise(Signal::Done);
+        Ok(true)
+    }
+
+    /// Runs a Failed or Cancelled execution again from where it stopped.
+    pub async fn resume(&self, execution: Uuid) -> Result<()> {
+        self.inner.db.resume(execution).await?;
+        self.inner.db.signals().raise(Signal::Ready);
+        Ok(())
+    }
+
+    /// Stops claiming work and waits for running tasks to end and be committed; unfinished
+    /// executions stay in the database for the next worker. With `cancel`, the executions this
+    /// executor submitted are cancelled first.
     pub async fn shutdown(&self, cancel: bool) {
-        self.closed.store(true, Ordering::SeqCst);
-        loop {
-            let idle = self.running.idle.notified();
-            {
-                let executions = self.running.lock();
-                if executions.is_empty() {
-                    return;
-                }
-                if cancel {
-                    for switch in executions.values() {
-                        switch.send_replace(Some("the executor is shutting down".into()));
-                    }
-                }
+        self.inner.closed.send_replace(true);
+        if cancel {
+            let submitted: Vec<Uuid> = self.submitted().drain().collect();
+            for execution in submitted {
+                let _ = self
+                    .cancel(execution, "the executor is shutting down")
+                    .await;
             }
-            idle.await;
+        }
+        if let Some(worker) = &self.inner.worker {
+            worker.drain().await;
+            for handle in self
+                .inner
+                .background
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .drain(..)
+            {
+                handle.abort();
+            }
+            let _ = self
+                .inner
+                .db
+                .remove_worker(worker.identity.id.clone())
+                .await;
         }
     }
 
     /// Reads an execution back from the database.
     pub async fn get_execution(&self, execution_id: Uuid) -> Result<Option<ExecutionResult>> {
-        self.db.get_execution(execution_id).await
+        self.inner.db.get_execution(execution_id).await
     }
 
     /// Lists recorded executions, newest first.
     pub async fn list_executions(&self, filter: ExecutionFilter) -> Result<Vec<ExecutionResult>> {
-        self.db.list_executions(filter).await
+        self.inner.db.list_executions(filter).await
+    }
+
+    /// This executor's worker id, if it runs tasks.
+    pub fn worker_id(&self) -> Option<&str> {
+        self.inner.worker.as_ref().map(|w| w.identity.id.as_str())
+    }
+}
+
+fn shut_down() -> Error {
+    Error::ShutDown("the executor is shut down".into())
+}
+
+fn not_found(execution: Uuid) -> Error {
+    Error::NotFound(format!("no execution with id {execution} in this database"))
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A fresh record for an execution about to be submitted.
+fn new_record(workflow: &Workflow, input: Context, execution_id: Uuid) -> ExecutionResult {
+    ExecutionResult {
+        execution_id,
+        workflow_name: workflow.name().to_string(),
+        workflow_version: workflow.version().to_string(),
+        status: ExecutionStatus::Pending,
+        input_context: input,
+        final_context: None,
+        error: None,
+        reason: None,
+        started_at: now(),
+        completed_at: None,
+        task_results: workflow.task_ids().map(TaskResult::pending).collect(),
     }
 }

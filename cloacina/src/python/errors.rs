@@ -1,6 +1,8 @@
 //! The Python exception hierarchy and the one mapping from engine errors to it.
 
-use pyo3::exceptions::{PyException, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{
+    PyException, PyLookupError, PyRuntimeError, PyTimeoutError, PyTypeError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyDict, PyTuple, PyType};
@@ -25,10 +27,12 @@ pub(crate) enum ErrorKind {
     NotInitialized,
     /// A context value is not JSON (also a TypeError).
     Context,
+    /// No execution has the given id (also a LookupError).
+    ExecutionNotFound,
 }
 
 /// (class name, extra builtin base, docstring) for each kind, in creation order.
-const CLASSES: [(ErrorKind, &str, &str); 6] = [
+const CLASSES: [(ErrorKind, &str, &str); 7] = [
     (
         ErrorKind::Base,
         "CloacinaError",
@@ -58,6 +62,11 @@ const CLASSES: [(ErrorKind, &str, &str); 6] = [
         ErrorKind::Context,
         "ContextError",
         "A context value cannot be stored as JSON.",
+    ),
+    (
+        ErrorKind::ExecutionNotFound,
+        "ExecutionNotFoundError",
+        "No execution with the given id is recorded in this database.",
     ),
 ];
 
@@ -96,6 +105,7 @@ fn create_types(py: Python<'_>) -> PyResult<Vec<Py<PyType>>> {
             ErrorKind::Workflow | ErrorKind::Configuration => py.get_type_bound::<PyValueError>(),
             ErrorKind::NotInitialized => py.get_type_bound::<PyRuntimeError>(),
             ErrorKind::Context => py.get_type_bound::<PyTypeError>(),
+            ErrorKind::ExecutionNotFound => py.get_type_bound::<PyLookupError>(),
         };
         let bases = match created.first() {
             None => PyTuple::new_bound(py, [builtin]),
@@ -134,13 +144,17 @@ pub(crate) fn skip_task_type(py: Python<'_>) -> &Bound<'_, PyType> {
         .bind(py)
 }
 
-/// Converts an engine error into the matching Python exception.
+/// Converts an engine error into the matching Python exception; a wait that ran out of time
+/// raises the builtin `TimeoutError`, as `asyncio.wait_for` does.
 pub(crate) fn to_py_err(err: Error) -> PyErr {
     let kind = match &err {
         Error::Workflow(_) => ErrorKind::Workflow,
         Error::Configuration(_) => ErrorKind::Configuration,
         Error::Database(_) => ErrorKind::Database,
         Error::Context(_) => ErrorKind::Context,
+        Error::NotFound(_) => ErrorKind::ExecutionNotFound,
+        Error::ShutDown(_) => ErrorKind::NotInitialized,
+        Error::Timeout(message) => return PyTimeoutError::new_err(message.clone()),
     };
     new_err(kind, err.to_string())
 }

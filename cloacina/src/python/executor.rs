@@ -14,15 +14,18 @@ use super::bridge::{awaitable, running_loop};
 use super::errors::{new_err, to_py_err, ErrorKind};
 use super::marshal::{context_from_py, type_name};
 use super::results::ExecutionRecord;
+use super::task::RegisteredTasks;
 use super::workflow::PyWorkflow;
 use crate::context::Context;
-use crate::database::records::ExecutionFilter;
+use crate::database::queries::ExecutionFilter;
 use crate::database::url::DatabaseUrl;
 use crate::database::PoolOptions;
 use crate::executor::{
-    ExecuteOptions, ExecutionStatus, ExecutorConfig, UnifiedExecutor, DEFAULT_MAX_CONCURRENCY,
+    ExecutorConfig, SubmitOptions, UnifiedExecutor, DEFAULT_LEASE_TIMEOUT, DEFAULT_MAX_CONCURRENCY,
 };
+use crate::model::ExecutionStatus;
 use pyo3_asyncio_0_21::TaskLocals;
+use tokio::sync::Semaphore;
 
 /// Largest `limit` accepted by `list_executions`.
 const MAX_LIST_LIMIT: i64 = 10_000;
@@ -69,8 +72,12 @@ struct CancelOnDrop {
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         if let Some(id) = self.execution_id {
-            self.engine
-                .cancel(id, "the coroutine awaiting execute() was cancelled");
+            let engine = self.engine.clone();
+            pyo3_asyncio_0_21::tokio::get_runtime().spawn(async move {
+                let _ = engine
+                    .cancel(id, "the coroutine awaiting execute() was cancelled")
+                    .await;
+            });
         }
     }
 }
@@ -96,23 +103,74 @@ fn parse_execution_id(value: &Bound<'_, PyAny>) -> PyResult<Uuid> {
     })
 }
 
-/// A positive, finite number of seconds.
-fn positive_seconds(value: &Bound<'_, PyAny>) -> PyResult<Duration> {
+/// A positive, finite number of seconds named `name`, or None.
+fn optional_seconds(name: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Duration>> {
+    let Some(value) = value.filter(|v| !v.is_none()) else {
+        return Ok(None);
+    };
     if value.is_instance_of::<PyBool>()
         || !(value.is_instance_of::<PyLong>() || value.is_instance_of::<PyFloat>())
     {
         return Err(PyTypeError::new_err(format!(
-            "timeout must be a number of seconds or None, got {}",
+            "{name} must be a number of seconds or None, got {}",
             type_name(value)
         )));
     }
     let seconds: f64 = value.extract()?;
     if seconds.is_finite() && seconds > 0.0 && seconds < 1e9 {
-        Ok(Duration::from_secs_f64(seconds))
+        Ok(Some(Duration::from_secs_f64(seconds)))
     } else {
         Err(PyValueError::new_err(format!(
-            "timeout must be a positive number of seconds, got {seconds}"
+            "{name} must be a positive number of seconds below 1e9, got {seconds}"
         )))
+    }
+}
+
+/// The idempotency key of a submission: a non-empty str without NUL, or None.
+fn idempotency_key(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<String>> {
+    let Some(value) = value.filter(|v| !v.is_none()) else {
+        return Ok(None);
+    };
+    let key = value
+        .downcast::<PyString>()
+        .map_err(|_| {
+            PyTypeError::new_err(format!(
+                "idempotency_key must be a str or None, got {}",
+                type_name(value)
+            ))
+        })?
+        .to_str()
+        .map_err(|_| PyValueError::new_err("idempotency_key must be valid UTF-8 text"))?;
+    if key.is_empty() || key.len() > 1_000 || key.contains('\0') {
+        return Err(PyValueError::new_err(format!(
+            "idempotency_key must be 1 to 1000 characters without NUL, got {} characters",
+            key.chars().count()
+        )));
+    }
+    Ok(Some(key.to_string()))
+}
+
+/// The Workflow argument of submit/execute.
+fn workflow_arg<'a, 'py>(
+    method: &str,
+    workflow: &'a Bound<'py, PyAny>,
+) -> PyResult<&'a Bound<'py, PyWorkflow>> {
+    workflow.downcast::<PyWorkflow>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{method}() expects a Workflow, got {}",
+            type_name(workflow)
+        ))
+    })
+}
+
+/// The context argument: a JSON-compatible dict, or None for an empty one.
+fn context_arg(context: Option<&Bound<'_, PyAny>>) -> PyResult<Context> {
+    match context {
+        None => Ok(Context::new()),
+        Some(c) if c.is_none() => Ok(Context::new()),
+        Some(c) => {
+            context_from_py(c).map_err(|e| new_err(ErrorKind::Context, e.describe("context")))
+        }
     }
 }
 
@@ -151,9 +209,10 @@ impl PyUnifiedExecutor {
             )));
         }
         let value: i64 = max_concurrency.extract().unwrap_or(0);
-        if value < 1 {
+        if value < 1 || value as u64 > Semaphore::MAX_PERMITS as u64 {
             return Err(PyValueError::new_err(format!(
-                "max_concurrency must be at least 1, got {}",
+                "max_concurrency must be between 1 and {}, got {}",
+                Semaphore::MAX_PERMITS,
                 max_concurrency.repr()?
             )));
         }
@@ -169,14 +228,17 @@ impl PyUnifiedExecutor {
         self.max_concurrency
     }
 
-    /// Connects to (and migrates) the database at `database_url`.
-    #[pyo3(signature = (database_url, *, schema=None, pool_size=None))]
+    /// Connects to (and migrates) the database at `database_url`; unless `worker=False`, the
+    /// executor then runs ready tasks of any execution in that database whose ids are registered.
+    #[pyo3(signature = (database_url, *, schema=None, pool_size=None, lease_timeout=None, worker=true))]
     fn initialize<'py>(
         &self,
         py: Python<'py>,
         database_url: &Bound<'py, PyAny>,
         schema: Option<String>,
         pool_size: Option<&Bound<'py, PyAny>>,
+        lease_timeout: Option<&Bound<'py, PyAny>>,
+        worker: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let url = database_url
             .downcast::<PyString>()
@@ -196,6 +258,9 @@ impl PyUnifiedExecutor {
             schema,
         };
         pool.validate(&url).map_err(to_py_err)?;
+        let lease_timeout =
+            optional_seconds("lease_timeout", lease_timeout)?.unwrap_or(DEFAULT_LEASE_TIMEOUT);
+        let locals = TaskLocals::new(running_loop(py)?).copy_context(py)?;
         {
             let mut state = self.lock();
             match &*state {
@@ -213,6 +278,9 @@ impl PyUnifiedExecutor {
         let config = ExecutorConfig {
             max_concurrency: self.max_concurrency,
             pool,
+            lease_timeout,
+            worker,
+            registry: Some(Arc::new(RegisteredTasks { locals })),
         };
         awaitable(py, async move {
             let connected = UnifiedExecutor::connect(url, config).await;
@@ -230,7 +298,47 @@ impl PyUnifiedExecutor {
         })
     }
 
-    /// Runs `workflow` on `context` and returns the execution's result dict.
+    /// Records a new execution of `workflow` and returns its id at once; a worker runs it.
+    #[pyo3(signature = (workflow, context=None, *, idempotency_key=None, timeout=None))]
+    fn submit<'py>(
+        &self,
+        py: Python<'py>,
+        workflow: &Bound<'py, PyAny>,
+        context: Option<&Bound<'py, PyAny>>,
+        idempotency_key: Option<&Bound<'py, PyAny>>,
+        timeout: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let graph = workflow_arg("submit", workflow)?.get().graph().clone();
+        let input = context_arg(context)?;
+        let options = SubmitOptions {
+            idempotency_key: self::idempotency_key(idempotency_key)?,
+            timeout: optional_seconds("timeout", timeout)?,
+        };
+        let engine = self.engine()?;
+        awaitable(py, async move {
+            let id = engine.submit(&graph, input, options).await?;
+            Ok(id.to_string())
+        })
+    }
+
+    /// Waits for an execution to end and returns its result dict; raises TimeoutError when
+    /// `timeout` passes first (the execution goes on).
+    #[pyo3(signature = (execution_id, *, timeout=None))]
+    fn wait<'py>(
+        &self,
+        py: Python<'py>,
+        execution_id: &Bound<'py, PyAny>,
+        timeout: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let id = parse_execution_id(execution_id)?;
+        let timeout = optional_seconds("timeout", timeout)?;
+        let engine = self.engine()?;
+        awaitable(py, async move {
+            Ok(ExecutionRecord(engine.wait(id, timeout).await?))
+        })
+    }
+
+    /// Runs `workflow` on `context` and returns the execution's result dict (submit + wait).
     #[pyo3(signature = (workflow, context=None, *, timeout=None))]
     fn execute<'py>(
         &self,
@@ -239,47 +347,29 @@ impl PyUnifiedExecutor {
         context: Option<&Bound<'py, PyAny>>,
         timeout: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let workflow = workflow.downcast::<PyWorkflow>().map_err(|_| {
-            PyTypeError::new_err(format!(
-                "execute() expects a Workflow, got {}",
-                type_name(workflow)
-            ))
-        })?;
-        let input = match context {
-            None => Context::new(),
-            Some(c) if c.is_none() => Context::new(),
-            Some(c) => context_from_py(c)
-                .map_err(|e| new_err(ErrorKind::Context, e.describe("context")))?,
-        };
-        let options = ExecuteOptions {
-            timeout: timeout
-                .filter(|t| !t.is_none())
-                .map(positive_seconds)
-                .transpose()?,
+        let graph = workflow_arg("execute", workflow)?.get().graph().clone();
+        let input = context_arg(context)?;
+        let options = SubmitOptions {
+            idempotency_key: None,
+            timeout: optional_seconds("timeout", timeout)?,
         };
         let engine = self.engine()?;
-        let locals = TaskLocals::new(running_loop(py)?).copy_context(py)?;
-        let graph = workflow.get().bind(&locals);
-        let handle = {
-            let _runtime = pyo3_asyncio_0_21::tokio::get_runtime().enter();
-            engine
-                .start(graph, input, options)
-                .map_err(|_| shut_down_error())?
-        };
-        // If the awaiting coroutine is cancelled, this future is dropped and the execution cancelled.
-        let cancel_on_drop = CancelOnDrop {
-            engine,
-            execution_id: Some(handle.execution_id),
-        };
         awaitable(py, async move {
-            let mut cancel_on_drop = cancel_on_drop;
-            let result = handle.wait().await;
+            // If the awaiting coroutine is cancelled, this future is dropped and the execution cancelled.
+            let mut cancel_on_drop = CancelOnDrop {
+                engine: engine.clone(),
+                execution_id: None,
+            };
+            let id = engine.submit(&graph, input, options).await?;
+            cancel_on_drop.execution_id = Some(id);
+            let result = engine.wait(id, None).await;
             cancel_on_drop.execution_id = None;
             Ok(ExecutionRecord(result?))
         })
     }
 
-    /// Cancels a running execution of this executor; False if it is not running here.
+    /// Cancels a Pending or Running execution wherever it runs; False if it had already ended
+    /// or does not exist.
     fn cancel<'py>(
         &self,
         py: Python<'py>,
@@ -288,7 +378,23 @@ impl PyUnifiedExecutor {
         let id = parse_execution_id(execution_id)?;
         let engine = self.engine()?;
         awaitable(py, async move {
-            Ok(engine.cancel(id, "cancelled by UnifiedExecutor.cancel()"))
+            Ok(engine
+                .cancel(id, "cancelled by UnifiedExecutor.cancel()")
+                .await?)
+        })
+    }
+
+    /// Runs a Failed or Cancelled execution again from where it stopped; returns its id.
+    fn resume<'py>(
+        &self,
+        py: Python<'py>,
+        execution_id: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let id = parse_execution_id(execution_id)?;
+        let engine = self.engine()?;
+        awaitable(py, async move {
+            engine.resume(id).await?;
+            Ok(id.to_string())
         })
     }
 
@@ -344,7 +450,9 @@ impl PyUnifiedExecutor {
         })
     }
 
-    /// Stops accepting work and waits for running executions; `cancel=True` cancels them first.
+    /// Stops claiming work and waits for running tasks to end and be stored; unfinished
+    /// executions stay in the database for the next worker. `cancel=True` first cancels the
+    /// executions this executor submitted.
     #[pyo3(signature = (*, cancel=false))]
     fn shutdown<'py>(&self, py: Python<'py>, cancel: bool) -> PyResult<Bound<'py, PyAny>> {
         let engine = match std::mem::replace(&mut *self.lock(), State::ShutDown) {

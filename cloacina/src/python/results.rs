@@ -5,7 +5,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use super::marshal::context_to_py;
-use crate::executor::{ExecutionResult, TaskResult};
+use crate::model::{ExecutionResult, TaskResult};
 
 fn iso(time: Option<DateTime<Utc>>) -> Option<String> {
     time.map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, false))
@@ -37,6 +37,7 @@ pub(crate) fn execution_to_py(py: Python<'_>, execution: &ExecutionResult) -> Py
     };
     dict.set_item("final_context", final_context)?;
     dict.set_item("error", &execution.error)?;
+    dict.set_item("reason", &execution.reason)?;
     dict.set_item("started_at", iso(Some(execution.started_at)))?;
     dict.set_item("completed_at", iso(execution.completed_at))?;
     let tasks = PyList::empty_bound(py);

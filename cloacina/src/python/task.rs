@@ -10,8 +10,9 @@ use pyo3_asyncio_0_21::TaskLocals;
 use super::bridge::{run_on_loop, with_python};
 use super::errors::skip_task_type;
 use super::marshal::{context_from_py, context_to_py, type_name};
-use super::registry::TaskDefinition;
+use super::registry::{registry, TaskDefinition};
 use crate::context::Context;
+use crate::executor::TaskRegistry;
 use crate::policy::TaskOptions;
 use crate::task::{Task, TaskError, TaskErrorKind, TaskFuture};
 
@@ -36,6 +37,27 @@ impl PythonTask {
             definition,
             locals: Some(locals),
         })
+    }
+}
+
+/// The process's `@task` functions as a worker's registry: async ones run on the event loop
+/// that initialized the executor.
+pub(crate) struct RegisteredTasks {
+    pub locals: TaskLocals,
+}
+
+impl TaskRegistry for RegisteredTasks {
+    fn get(&self, id: &str) -> Option<Arc<dyn Task>> {
+        let definition = registry().get(id)?;
+        Some(PythonTask::bound(definition, self.locals.clone()))
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        registry().get(id).is_some()
+    }
+
+    fn ids(&self) -> Vec<String> {
+        registry().ids().to_vec()
     }
 }
 

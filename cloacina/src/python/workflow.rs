@@ -8,7 +8,6 @@ use pyo3::prelude::*;
 
 use super::marshal::type_name;
 use pyo3::types::PyString;
-use pyo3_asyncio_0_21::TaskLocals;
 
 use super::decorator::task_ids;
 use super::errors::{new_err, to_py_err, ErrorKind};
@@ -21,16 +20,12 @@ use crate::workflow::Workflow;
 #[pyclass(name = "Workflow", module = "cloacina", frozen)]
 pub(crate) struct PyWorkflow {
     graph: Workflow,
-    /// Definitions in the graph's topological order.
-    definitions: Vec<Arc<TaskDefinition>>,
 }
 
 impl PyWorkflow {
-    /// The graph with its async tasks bound to the event loop in `locals`.
-    pub(crate) fn bind(&self, locals: &TaskLocals) -> Workflow {
-        self.graph.map_tasks(|position, _| {
-            PythonTask::bound(self.definitions[position].clone(), locals.clone())
-        })
+    /// The validated graph; its tasks are run by id from the registry.
+    pub(crate) fn graph(&self) -> &Workflow {
+        &self.graph
     }
 }
 
@@ -69,17 +64,7 @@ impl PyWorkflow {
                 .collect(),
         )
         .map_err(|e| to_py_err(Error::from(e)))?;
-        let definitions = graph
-            .task_ids()
-            .map(|id| {
-                definitions
-                    .iter()
-                    .find(|d| d.id == id)
-                    .expect("graph holds the given tasks")
-                    .clone()
-            })
-            .collect();
-        Ok(Self { graph, definitions })
+        Ok(Self { graph })
     }
 
     /// The workflow's name.

@@ -46,6 +46,8 @@ macro_rules! status_enum {
 status_enum! {
     /// Where a workflow execution stands.
     ExecutionStatus {
+        /// Submitted; no task has started yet.
+        Pending,
         /// Started and not yet finished.
         Running,
         /// Every task completed.
@@ -72,6 +74,15 @@ status_enum! {
         Skipped,
         /// Stopped or never started because the execution was cancelled.
         Cancelled,
+        /// An attempt whose worker died while running it; seen only in a task's history.
+        Lost,
+    }
+}
+
+impl ExecutionStatus {
+    /// Whether the execution has ended.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, ExecutionStatus::Pending | ExecutionStatus::Running)
     }
 }
 
@@ -159,7 +170,9 @@ pub struct ExecutionResult {
     pub final_context: Option<Context>,
     /// Why the execution failed.
     pub error: Option<String>,
-    /// When the execution started.
+    /// Why an unfinished execution is waiting, e.g. no live worker has its ready tasks.
+    pub reason: Option<String>,
+    /// When the execution was submitted.
     pub started_at: DateTime<Utc>,
     /// When the execution finished.
     pub completed_at: Option<DateTime<Utc>>,

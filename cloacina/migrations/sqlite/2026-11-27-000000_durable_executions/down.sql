@@ -1,0 +1,15 @@
+DROP TABLE signals;
+DROP TABLE workers;
+DROP INDEX task_executions_worker;
+DROP INDEX task_executions_ready;
+ALTER TABLE task_executions DROP COLUMN concurrency_key;
+ALTER TABLE task_executions DROP COLUMN queue;
+ALTER TABLE task_executions DROP COLUMN worker_id;
+ALTER TABLE task_executions DROP COLUMN ready_at;
+DROP INDEX workflow_executions_deadline;
+DROP INDEX workflow_executions_idempotency;
+ALTER TABLE workflow_executions DROP COLUMN reason;
+ALTER TABLE workflow_executions DROP COLUMN cancel_reason;
+ALTER TABLE workflow_executions DROP COLUMN deadline;
+ALTER TABLE workflow_executions DROP COLUMN idempotency_key;
+ALTER TABLE workflow_executions DROP COLUMN plan;

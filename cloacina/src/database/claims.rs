@@ -1,0 +1,381 @@
+//! Claiming ready tasks and committing the tasks a worker finished.
+//!
+//! A claim makes a ready task Running under one worker, atomically: `FOR UPDATE SKIP LOCKED` on
+//! PostgreSQL, an immediate transaction on SQLite. Every write a worker makes about a claimed
+//! task is fenced by its worker id, so a worker declared dead cannot overwrite the task's rerun.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use uuid::Uuid;
+
+use super::schema::task_executions;
+pub use super::store::Claim;
+use super::store::{ContextSource, Dialect, Store, TaskState, CHUNK};
+use super::{write_transaction, Database, Pool};
+use crate::error::{Error, Result};
+use crate::model::{now, AttemptRecord, ExecutionPlan, ExecutionStatus, TaskStatus};
+
+/// How a task ended, ready to store.
+#[derive(Debug, Clone)]
+pub(crate) struct TaskOutcome {
+    pub status: TaskStatus,
+    /// The number of the last attempt, and when it started.
+    pub attempt: u32,
+    pub started_at: Option<DateTime<Utc>>,
+    pub output_json: Option<String>,
+    pub error: Option<String>,
+    pub traceback: Option<String>,
+    pub reason: Option<String>,
+    pub completed_at: DateTime<Utc>,
+}
+
+/// A claimed task that ended, with its last attempt (earlier ones were stored as they failed).
+pub(crate) struct EndedTask {
+    pub position: usize,
+    pub outcome: TaskOutcome,
+    pub last_attempt: Option<AttemptRecord>,
+}
+
+/// Whether this worker runs a task id; shared with the transaction that claims.
+pub(crate) type Registered = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// The final context of an execution as this worker knows it, shared with its commits.
+pub(crate) type SharedContext = Arc<Mutex<dyn ContextSource>>;
+
+/// What committing a batch of ended tasks did.
+#[derive(Default)]
+pub(crate) struct Committed {
+    /// Tasks the batch unblocked that this worker claimed, to start at once.
+    pub claimed: Vec<Claim>,
+    /// Tasks skipped by their trigger rule, in the order decided.
+    pub skipped: Vec<usize>,
+    /// Ended tasks this worker no longer owned (it was declared dead): their results were dropped.
+    pub lost: Vec<usize>,
+    /// The execution's final status, if the batch ended it.
+    pub finished: Option<ExecutionStatus>,
+    /// Set when the execution has been asked to stop.
+    pub cancel_reason: Option<String>,
+    /// Whether the batch made tasks ready that this worker did not claim.
+    pub made_ready: bool,
+}
+
+/// The claim a committing worker makes on the tasks its batch unblocks.
+pub(crate) struct ClaimRequest {
+    pub limit: usize,
+    pub registered: Registered,
+}
+
+impl Database {
+    /// Commits ended tasks of one execution in one transaction: their outcomes, the tasks they
+    /// unblock (claimed by `worker` up to `claim.limit`, the rest made ready for any worker),
+    /// and the execution's end when nothing is left to run.
+    pub(crate) async fn commit_ended(
+        &self,
+        execution: Uuid,
+        plan: Arc<ExecutionPlan>,
+        worker: String,
+        ended: Arc<Vec<EndedTask>>,
+        claim: ClaimRequest,
+        context: SharedContext,
+    ) -> Result<Committed> {
+        self.run(move |pool| {
+            let id = execution.to_string();
+            let now_utc = now();
+            let now = now_utc.naive_utc();
+            write_transaction!(pool, |conn| {
+                let locked = conn.lock_execution(&id)?.ok_or_else(|| gone(execution))?;
+                let positions: Vec<i32> = ended.iter().map(|e| e.position as i32).collect();
+                let mut owned: Vec<i32> = Vec::new();
+                for chunk in positions.chunks(CHUNK) {
+                    owned.extend(
+                        task_executions::table
+                            .filter(task_executions::execution_id.eq(&id))
+                            .filter(task_executions::position.eq_any(chunk))
+                            .filter(task_executions::worker_id.eq(&worker))
+                            .filter(task_executions::status.eq(TaskStatus::Running.as_str()))
+                            .select(task_executions::position)
+                            .load::<i32>(conn)?,
+                    );
+                }
+                let mut committed = Committed {
+                    cancel_reason: locked.cancel_reason.clone(),
+                    ..Committed::default()
+                };
+                let mut states: BTreeMap<usize, TaskState> = BTreeMap::new();
+                let mut settled_from = Vec::new();
+                for task in ended.iter() {
+                    let planned = &plan.tasks()[task.position];
+                    if !owned.contains(&(task.position as i32)) {
+                        committed.lost.push(task.position);
+                        continue;
+                    }
+                    if let Some(attempt) = &task.last_attempt {
+                        conn.insert_attempt(&id, &planned.id, attempt)?;
+                    }
+                    let o = &task.outcome;
+                    diesel::update(task_executions::table.find((&id, &planned.id)))
+                        .set((
+                            task_executions::status.eq(o.status.as_str()),
+                            task_executions::attempt.eq(o.attempt as i32),
+                            task_executions::started_at.eq(o.started_at.map(|t| t.naive_utc())),
+                            task_executions::output.eq(o.output_json.as_deref()),
+                            task_executions::error.eq(o.error.as_deref()),
+                            task_executions::traceback.eq(o.traceback.as_deref()),
+                            task_executions::reason.eq(o.reason.as_deref()),
+                            task_executions::completed_at.eq(Some(o.completed_at.naive_utc())),
+                            task_executions::worker_id.eq(None::<String>),
+                        ))
+                        .execute(conn)?;
+                    states.insert(
+                        task.position,
+                        TaskState {
+                            task_id: planned.id.clone(),
+                            status: o.status,
+                            attempt: o.attempt,
+                            ready: false,
+                        },
+                    );
+                    settled_from.push(task.position);
+                }
+                if locked.cancel_reason.is_none() && !settled_from.is_empty() {
+                    let settled = conn.settle(&id, &plan, &settled_from, &mut states, now)?;
+                    let (mine, others): (Vec<usize>, Vec<usize>) = {
+                        let mut taken = 0;
+                        settled.ready.iter().partition(|&&p| {
+                            let take =
+                                taken < claim.limit && (claim.registered)(&plan.tasks()[p].id);
+                            taken += usize::from(take);
+                            take
+                        })
+                    };
+                    committed.claimed =
+                        conn.claim_positions(execution, &worker, &mine, &states, now_utc)?;
+                    conn.mark_ready(&id, &others, now)?;
+                    committed.made_ready = !others.is_empty();
+                    committed.skipped = settled.skipped;
+                }
+                let mut context = context.lock().unwrap_or_else(|p| p.into_inner());
+                committed.finished = conn.finish_if_done(&id, &locked, &mut *context, now)?;
+                Ok(committed)
+            })
+        })
+        .await
+    }
+
+    /// Stores a failed attempt that will be retried; false if `worker` lost the task meanwhile.
+    pub(crate) async fn record_retry(
+        &self,
+        execution: Uuid,
+        worker: String,
+        task_id: String,
+        failed: AttemptRecord,
+    ) -> Result<bool> {
+        self.run(move |pool| {
+            let id = execution.to_string();
+            write_transaction!(pool, |conn| {
+                let owned = diesel::update(
+                    task_executions::table
+                        .find((&id, &task_id))
+                        .filter(task_executions::worker_id.eq(&worker)),
+                )
+                .set(task_executions::attempt.eq(failed.attempt as i32 + 1))
+                .execute(conn)?;
+                if owned == 1 {
+                    conn.insert_attempt(&id, &task_id, &failed)?;
+                }
+                Ok(owned == 1)
+            })
+        })
+        .await
+    }
+
+    /// Stores when a retry started, fenced by the worker that owns the task.
+    pub(crate) async fn record_retry_start(
+        &self,
+        execution: Uuid,
+        worker: String,
+        task_id: String,
+        started_at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.run(move |pool| {
+            let id = execution.to_string();
+            super::with_connection!(pool, |conn| {
+                diesel::update(
+                    task_executions::table
+                        .find((&id, &task_id))
+                        .filter(task_executions::worker_id.eq(&worker)),
+                )
+                .set(task_executions::started_at.eq(Some(started_at.naive_utc())))
+                .execute(conn)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Claims up to `limit` ready tasks of any execution whose ids `worker` runs, oldest first.
+    pub(crate) async fn claim_ready(
+        &self,
+        worker: String,
+        task_ids: Vec<String>,
+        limit: usize,
+    ) -> Result<Vec<Claim>> {
+        if limit == 0 || task_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.run(move |pool| match pool {
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(pool) => {
+                let mut conn = pool.get()?;
+                sqlite_claim(&mut conn, &worker, &task_ids, limit)
+            }
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(pool) => {
+                let mut conn = pool.get()?;
+                postgres_claim(&mut conn, &worker, &task_ids, limit)
+            }
+        })
+        .await
+    }
+}
+
+fn gone(execution: Uuid) -> Error {
+    Error::Database(format!(
+        "execution {execution} is no longer in the database"
+    ))
+}
+
+/// A ready task row as the claim queries read it.
+#[derive(QueryableByName)]
+struct ClaimedRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    execution_id: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    task_id: String,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    position: i32,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    attempt: i32,
+}
+
+fn to_claims(rows: Vec<ClaimedRow>, started_at: DateTime<Utc>) -> Result<Vec<Claim>> {
+    rows.into_iter()
+        .map(|row| {
+            Ok(Claim {
+                execution_id: Uuid::parse_str(&row.execution_id).map_err(|_| {
+                    Error::Database(format!(
+                        "stored execution id {:?} is not valid",
+                        row.execution_id
+                    ))
+                })?,
+                position: row.position.max(0) as usize,
+                task_id: row.task_id,
+                attempt: row.attempt.max(0) as u32,
+                started_at,
+            })
+        })
+        .collect()
+}
+
+#[cfg(feature = "sqlite")]
+fn sqlite_claim(
+    conn: &mut diesel::SqliteConnection,
+    worker: &str,
+    task_ids: &[String],
+    limit: usize,
+) -> Result<Vec<Claim>> {
+    let started_at = now();
+    let naive = started_at.naive_utc();
+    // A read first: most wake-ups find nothing, and need no write lock to learn it.
+    let mut any = false;
+    for chunk in task_ids.chunks(CHUNK) {
+        any |= diesel::select(diesel::dsl::exists(
+            task_executions::table
+                .filter(task_executions::status.eq(TaskStatus::Pending.as_str()))
+                .filter(task_executions::ready_at.is_not_null())
+                .filter(task_executions::task_id.eq_any(chunk)),
+        ))
+        .get_result::<bool>(conn)?;
+        if any {
+            break;
+        }
+    }
+    if !any {
+        return Ok(Vec::new());
+    }
+    conn.immediate_transaction(|conn| {
+        let mut rows: Vec<ClaimedRow> = Vec::new();
+        for chunk in task_ids.chunks(CHUNK) {
+            let wanted = limit - rows.len();
+            if wanted == 0 {
+                break;
+            }
+            let found: Vec<(String, String, i32, i32)> = task_executions::table
+                .filter(task_executions::status.eq(TaskStatus::Pending.as_str()))
+                .filter(task_executions::ready_at.is_not_null())
+                .filter(task_executions::task_id.eq_any(chunk))
+                .order(task_executions::ready_at)
+                .limit(wanted as i64)
+                .select((
+                    task_executions::execution_id,
+                    task_executions::task_id,
+                    task_executions::position,
+                    task_executions::attempt,
+                ))
+                .load(conn)?;
+            for (execution_id, task_id, position, attempt) in found {
+                diesel::update(task_executions::table.find((&execution_id, &task_id)))
+                    .set((
+                        task_executions::status.eq(TaskStatus::Running.as_str()),
+                        task_executions::worker_id.eq(Some(worker)),
+                        task_executions::attempt.eq(attempt + 1),
+                        task_executions::started_at.eq(Some(naive)),
+                    ))
+                    .execute(conn)?;
+                rows.push(ClaimedRow {
+                    execution_id,
+                    task_id,
+                    position,
+                    attempt: attempt + 1,
+                });
+            }
+        }
+        let claims = to_claims(rows, started_at)?;
+        conn.mark_running(&claims)?;
+        Ok(claims)
+    })
+}
+
+#[cfg(feature = "postgres")]
+fn postgres_claim(
+    conn: &mut diesel::PgConnection,
+    worker: &str,
+    task_ids: &[String],
+    limit: usize,
+) -> Result<Vec<Claim>> {
+    use diesel::sql_types::{Array, BigInt, Text, Timestamp};
+    let started_at = now();
+    let rows: Vec<ClaimedRow> = diesel::sql_query(
+        "WITH ready AS ( \
+             SELECT execution_id, task_id FROM task_executions \
+             WHERE status = 'Pending' AND ready_at IS NOT NULL AND task_id = ANY($2) \
+             ORDER BY ready_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+         UPDATE task_executions t SET status = 'Running', worker_id = $1, \
+             attempt = t.attempt + 1, started_at = $4 \
+         FROM ready WHERE t.execution_id = ready.execution_id AND t.task_id = ready.task_id \
+         RETURNING t.execution_id, t.task_id, t.position, t.attempt",
+    )
+    .bind::<Text, _>(worker)
+    .bind::<Array<Text>, _>(task_ids)
+    .bind::<BigInt, _>(limit as i64)
+    .bind::<Timestamp, _>(started_at.naive_utc())
+    .load(conn)?;
+    let claims = to_claims(rows, started_at)?;
+    if !claims.is_empty() {
+        conn.mark_running(&claims)?;
+    }
+    Ok(claims)
+}

@@ -1,0 +1,340 @@
+//! An execution's life from outside its tasks: submitting, cancelling, resuming and deadlines.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use uuid::Uuid;
+
+use super::claims::{Claim, ClaimRequest};
+use super::queries::new_execution_rows;
+use super::schema::{task_executions, workflow_executions};
+use super::signals::Signal;
+use super::store::{Dialect, LockedExecution, Store, StoredOutputs, TaskState, CHUNK};
+use super::{with_connection, write_transaction, Database};
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::model::{now, ExecutionPlan, ExecutionResult, ExecutionStatus, TaskStatus};
+
+/// What `submit` did.
+pub(crate) struct Submitted {
+    /// The execution's id: the new one, or the earlier one with the same idempotency key.
+    pub execution_id: Uuid,
+    /// False when an execution with the same idempotency key already existed.
+    pub created: bool,
+    /// Root tasks the submitting worker claimed in the same transaction.
+    pub claimed: Vec<Claim>,
+}
+
+/// What asking an execution to stop did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// There is no execution with that id.
+    NotFound,
+    /// It had already ended.
+    AlreadyEnded,
+    /// It is stopping (its running tasks are being told) or has stopped.
+    Cancelled,
+}
+
+impl Database {
+    /// Records a new Pending execution with its plan, its root tasks ready; the submitting
+    /// worker may claim some roots at once. With an idempotency key already used, returns the
+    /// earlier execution instead and records nothing.
+    pub(crate) async fn submit(
+        &self,
+        record: ExecutionResult,
+        plan: ExecutionPlan,
+        idempotency_key: Option<String>,
+        deadline: Option<DateTime<Utc>>,
+        claim: Option<(String, ClaimRequest)>,
+    ) -> Result<Submitted> {
+        self.run(move |pool| {
+            let (execution, tasks) =
+                new_execution_rows(&record, &plan, idempotency_key.clone(), deadline);
+            let execution_id = record.execution_id;
+            let inserted = write_transaction!(pool, |conn| {
+                if let Some(existing) = conn.find_by_key(idempotency_key.as_deref())? {
+                    return Ok(Submitted {
+                        execution_id: existing,
+                        created: false,
+                        claimed: Vec::new(),
+                    });
+                }
+                diesel::insert_into(workflow_executions::table)
+                    .values(&execution)
+                    .execute(conn)?;
+                for chunk in tasks.chunks(CHUNK) {
+                    diesel::insert_into(task_executions::table)
+                        .values(chunk)
+                        .execute(conn)?;
+                }
+                let roots: Vec<usize> = (0..plan.len())
+                    .filter(|&p| plan.dependencies_of(p).is_empty())
+                    .collect();
+                let mut claimed = Vec::new();
+                if let Some((worker, request)) = &claim {
+                    let mine: Vec<usize> = roots
+                        .iter()
+                        .copied()
+                        .filter(|&p| (request.registered)(&plan.tasks()[p].id))
+                        .take(request.limit)
+                        .collect();
+                    let states: BTreeMap<usize, TaskState> = mine
+                        .iter()
+                        .map(|&p| {
+                            let state = TaskState {
+                                task_id: plan.tasks()[p].id.clone(),
+                                status: TaskStatus::Pending,
+                                attempt: 0,
+                                ready: true,
+                            };
+                            (p, state)
+                        })
+                        .collect();
+                    claimed = conn.claim_positions(execution_id, worker, &mine, &states, now())?;
+                }
+                if claimed.len() < roots.len() {
+                    conn.announce(Signal::Ready)?;
+                }
+                Ok(Submitted {
+                    execution_id,
+                    created: true,
+                    claimed,
+                })
+            });
+            match inserted {
+                // Another process inserted the same key between our check and our insert.
+                Err(Error::Database(_)) if idempotency_key.is_some() => {
+                    with_connection!(pool, |conn| {
+                        match conn.find_by_key(idempotency_key.as_deref())? {
+                            Some(existing) => Ok(Submitted {
+                                execution_id: existing,
+                                created: false,
+                                claimed: Vec::new(),
+                            }),
+                            None => inserted,
+                        }
+                    })
+                }
+                other => other,
+            }
+        })
+        .await
+    }
+
+    /// Asks an execution to stop: its unstarted tasks end Cancelled at once, workers running
+    /// its tasks are told, and it ends Cancelled when the last of them stops.
+    pub(crate) async fn cancel(&self, execution: Uuid, reason: String) -> Result<CancelOutcome> {
+        self.run(move |pool| {
+            let id = execution.to_string();
+            let now = now().naive_utc();
+            write_transaction!(pool, |conn| {
+                let Some(mut locked) = conn.lock_execution(&id)? else {
+                    return Ok(CancelOutcome::NotFound);
+                };
+                if locked.status.is_terminal() {
+                    return Ok(CancelOutcome::AlreadyEnded);
+                }
+                if locked.cancel_reason.is_none() {
+                    diesel::update(workflow_executions::table.find(&id))
+                        .set(workflow_executions::cancel_reason.eq(Some(&reason)))
+                        .execute(conn)?;
+                    locked.cancel_reason = Some(reason.clone());
+                }
+                conn.cancel_pending(&id, locked.cancel_reason.as_deref(), now)?;
+                conn.announce(Signal::Cancelled)?;
+                conn.finish_from_storage(&id, &locked, now)?;
+                Ok(CancelOutcome::Cancelled)
+            })
+        })
+        .await
+    }
+
+    /// Runs a Failed or Cancelled execution again: its other tasks go back to Pending (history
+    /// kept), Completed ones keep their outputs, and the tasks that can run now become ready.
+    pub(crate) async fn resume(&self, execution: Uuid) -> Result<()> {
+        self.run(move |pool| {
+            let id = execution.to_string();
+            let now = now().naive_utc();
+            write_transaction!(pool, |conn| {
+                let locked = conn
+                    .lock_execution(&id)?
+                    .ok_or_else(|| not_found(execution))?;
+                if !matches!(
+                    locked.status,
+                    ExecutionStatus::Failed | ExecutionStatus::Cancelled
+                ) {
+                    return Err(Error::Configuration(format!(
+                        "execution {execution} is {}; only Failed or Cancelled executions can be resumed",
+                        locked.status
+                    )));
+                }
+                let plan: Option<String> = workflow_executions::table
+                    .find(&id)
+                    .select(workflow_executions::plan)
+                    .first(conn)?;
+                let plan = ExecutionPlan::from_json(&plan.ok_or_else(|| {
+                    Error::Configuration(format!(
+                        "execution {execution} was recorded by a version of cloacina that did not store its plan; it cannot be resumed"
+                    ))
+                })?)?;
+                diesel::update(
+                    task_executions::table
+                        .filter(task_executions::execution_id.eq(&id))
+                        .filter(task_executions::status.ne(TaskStatus::Completed.as_str())),
+                )
+                .set((
+                    task_executions::status.eq(TaskStatus::Pending.as_str()),
+                    task_executions::output.eq(None::<String>),
+                    task_executions::error.eq(None::<String>),
+                    task_executions::traceback.eq(None::<String>),
+                    task_executions::reason.eq(None::<String>),
+                    task_executions::completed_at.eq(None::<NaiveDateTime>),
+                    task_executions::ready_at.eq(None::<NaiveDateTime>),
+                    task_executions::worker_id.eq(None::<String>),
+                ))
+                .execute(conn)?;
+                diesel::update(workflow_executions::table.find(&id))
+                    .set((
+                        workflow_executions::status.eq(ExecutionStatus::Pending.as_str()),
+                        workflow_executions::cancel_reason.eq(None::<String>),
+                        workflow_executions::error.eq(None::<String>),
+                        workflow_executions::final_context.eq(None::<String>),
+                        workflow_executions::completed_at.eq(None::<NaiveDateTime>),
+                        workflow_executions::deadline.eq(None::<NaiveDateTime>),
+                        workflow_executions::reason.eq(None::<String>),
+                    ))
+                    .execute(conn)?;
+                let mut states = BTreeMap::new();
+                conn.load_states(&id, 0..plan.len(), &mut states)?;
+                let completed: Vec<usize> = states
+                    .iter()
+                    .filter(|(_, s)| s.status == TaskStatus::Completed)
+                    .map(|(&p, _)| p)
+                    .collect();
+                let mut settled = conn.settle(&id, &plan, &completed, &mut states, now)?;
+                settled.ready.extend((0..plan.len()).filter(|&p| {
+                    plan.dependencies_of(p).is_empty() && states[&p].status == TaskStatus::Pending
+                }));
+                settled.ready.sort_unstable();
+                settled.ready.dedup();
+                conn.mark_ready(&id, &settled.ready, now)?;
+                let reopened = LockedExecution {
+                    status: ExecutionStatus::Pending,
+                    cancel_reason: None,
+                };
+                conn.finish_from_storage(&id, &reopened, now)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Executions past their deadline that have not ended, with the timeout they were given.
+    pub(crate) async fn expired_deadlines(&self) -> Result<Vec<(Uuid, f64)>> {
+        self.run(move |pool| {
+            let now = now().naive_utc();
+            with_connection!(pool, |conn| {
+                let rows: Vec<(String, NaiveDateTime, Option<NaiveDateTime>)> =
+                    workflow_executions::table
+                        .filter(workflow_executions::deadline.le(now))
+                        .filter(workflow_executions::status.eq_any([
+                            ExecutionStatus::Pending.as_str(),
+                            ExecutionStatus::Running.as_str(),
+                        ]))
+                        .filter(workflow_executions::cancel_reason.is_null())
+                        .select((
+                            workflow_executions::id,
+                            workflow_executions::started_at,
+                            workflow_executions::deadline,
+                        ))
+                        .limit(1_000)
+                        .load(conn)?;
+                Ok(rows
+                    .into_iter()
+                    .filter_map(|(id, started, deadline)| {
+                        let limit = (deadline? - started).num_microseconds()? as f64 / 1e6;
+                        Some((Uuid::parse_str(&id).ok()?, limit))
+                    })
+                    .collect())
+            })
+        })
+        .await
+    }
+}
+
+/// The message of a cancelled execution that ran past its deadline.
+pub(crate) fn timed_out_reason(seconds: f64) -> String {
+    format!("execution timed out after {seconds} s")
+}
+
+fn not_found(execution: Uuid) -> Error {
+    Error::Configuration(format!("no execution with id {execution} in this database"))
+}
+
+macro_rules! impl_lifecycle_steps {
+    ($conn:ty) => {
+        impl LifecycleSteps for $conn {
+            fn find_by_key(&mut self, key: Option<&str>) -> Result<Option<Uuid>> {
+                let Some(key) = key else { return Ok(None) };
+                let id: Option<String> = workflow_executions::table
+                    .filter(workflow_executions::idempotency_key.eq(key))
+                    .select(workflow_executions::id)
+                    .first(self)
+                    .optional()?;
+                Ok(id.and_then(|id| Uuid::parse_str(&id).ok()))
+            }
+
+            fn cancel_pending(
+                &mut self,
+                id: &str,
+                reason: Option<&str>,
+                now: NaiveDateTime,
+            ) -> Result<()> {
+                diesel::update(
+                    task_executions::table
+                        .filter(task_executions::execution_id.eq(id))
+                        .filter(task_executions::status.eq(TaskStatus::Pending.as_str())),
+                )
+                .set((
+                    task_executions::status.eq(TaskStatus::Cancelled.as_str()),
+                    task_executions::reason.eq(reason),
+                    task_executions::completed_at.eq(Some(now)),
+                ))
+                .execute(self)?;
+                Ok(())
+            }
+
+            fn finish_from_storage(
+                &mut self,
+                id: &str,
+                locked: &LockedExecution,
+                now: NaiveDateTime,
+            ) -> Result<Option<ExecutionStatus>> {
+                let input: String = workflow_executions::table
+                    .find(id)
+                    .select(workflow_executions::input_context)
+                    .first(self)?;
+                let mut stored = StoredOutputs(Context::from_json(&input)?);
+                self.finish_if_done(id, locked, &mut stored, now)
+            }
+        }
+    };
+}
+
+/// Lifecycle steps written once for every backend.
+pub(crate) trait LifecycleSteps: Store {
+    /// The execution submitted with `key`, if any.
+    fn find_by_key(&mut self, key: Option<&str>) -> Result<Option<Uuid>>;
+    /// Marks every Pending task of the execution Cancelled.
+    fn cancel_pending(&mut self, id: &str, reason: Option<&str>, now: NaiveDateTime) -> Result<()>;
+    /// Ends the execution if nothing is left to run, its final context read from storage.
+    fn finish_from_storage(
+        &mut self,
+        id: &str,
+        locked: &LockedExecution,
+        now: NaiveDateTime,
+    ) -> Result<Option<ExecutionStatus>>;
+}
+super::for_each_backend!(impl_lifecycle_steps);

@@ -1,0 +1,296 @@
+//! Worker leases: heartbeats, finding dead workers, and giving their claimed tasks back.
+//!
+//! Each worker has a row in `workers` whose `heartbeat_at` it refreshes. A worker is dead when
+//! its heartbeat is older than the lease timeout, or at once when it ran on this host and its
+//! process no longer exists. Times come from each process's clock: keep hosts' clocks in sync.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::control::LifecycleSteps;
+use super::schema::{task_executions, workers, workflow_executions};
+use super::signals::Signal;
+use super::store::{Dialect, Store};
+use super::{with_connection, write_transaction, Database};
+use crate::error::Result;
+use crate::model::{now, AttemptRecord, ExecutionStatus, TaskStatus};
+
+/// Who a worker is, as its row records it.
+#[derive(Debug, Clone)]
+pub(crate) struct WorkerIdentity {
+    pub id: String,
+    pub hostname: String,
+    pub pid: i32,
+}
+
+/// This machine's host name, as workers record it.
+pub(crate) fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Whether a process on this machine still exists; true where that cannot be told.
+fn process_alive(pid: i32) -> bool {
+    if pid == std::process::id() as i32 {
+        return true;
+    }
+    let proc = std::path::Path::new("/proc");
+    if !proc.join("self").exists() {
+        return true;
+    }
+    proc.join(pid.to_string()).exists()
+}
+
+impl Database {
+    /// Records a live worker, or refreshes its heartbeat and task ids; a worker whose row was
+    /// removed (it was presumed dead) registers again.
+    pub(crate) async fn heartbeat(&self, worker: WorkerIdentity, task_ids: String) -> Result<()> {
+        self.run(move |pool| {
+            let now = now().naive_utc();
+            with_connection!(pool, |conn| {
+                let updated = diesel::update(workers::table.find(&worker.id))
+                    .set((
+                        workers::heartbeat_at.eq(now),
+                        workers::task_ids.eq(&task_ids),
+                    ))
+                    .execute(conn)?;
+                if updated == 0 {
+                    diesel::insert_into(workers::table)
+                        .values((
+                            workers::id.eq(&worker.id),
+                            workers::hostname.eq(&worker.hostname),
+                            workers::pid.eq(worker.pid),
+                            workers::task_ids.eq(&task_ids),
+                            workers::started_at.eq(now),
+                            workers::heartbeat_at.eq(now),
+                        ))
+                        .execute(conn)?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Removes a worker that stopped cleanly.
+    pub(crate) async fn remove_worker(&self, worker: String) -> Result<()> {
+        self.run(move |pool| {
+            with_connection!(pool, |conn| {
+                diesel::delete(workers::table.find(&worker)).execute(conn)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Finds dead workers and gives each one's claimed tasks back: a Lost attempt in the task's
+    /// history, then ready again (or Cancelled, if its execution was asked to stop). Returns how
+    /// many tasks were given back.
+    pub(crate) async fn reap_dead_workers(
+        &self,
+        me: WorkerIdentity,
+        lease: Duration,
+    ) -> Result<usize> {
+        self.run(move |pool| {
+            let now = now().naive_utc();
+            let expired = now - chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+            let rows: Vec<(String, String, i32, NaiveDateTime)> = with_connection!(pool, |conn| {
+                workers::table
+                    .select((
+                        workers::id,
+                        workers::hostname,
+                        workers::pid,
+                        workers::heartbeat_at,
+                    ))
+                    .load(conn)?
+            });
+            let mut requeued = 0;
+            for (id, host, pid, heartbeat) in rows {
+                if id == me.id {
+                    continue;
+                }
+                let gone = heartbeat < expired || (host == me.hostname && !process_alive(pid));
+                if !gone {
+                    continue;
+                }
+                let dead = WorkerIdentity {
+                    id,
+                    hostname: host,
+                    pid,
+                };
+                let claimed: Vec<String> = with_connection!(pool, |conn| {
+                    task_executions::table
+                        .filter(task_executions::worker_id.eq(&dead.id))
+                        .select(task_executions::execution_id)
+                        .distinct()
+                        .load(conn)?
+                });
+                for execution in claimed {
+                    requeued += write_transaction!(pool, |conn| {
+                        conn.give_back(&execution, &dead, now)
+                    })?;
+                }
+                with_connection!(pool, |conn| {
+                    diesel::delete(workers::table.find(&dead.id)).execute(conn)?
+                });
+            }
+            Ok(requeued)
+        })
+        .await
+    }
+
+    /// Task ids that some live worker runs.
+    pub(crate) async fn live_task_ids(&self, lease: Duration) -> Result<HashSet<String>> {
+        self.run(move |pool| {
+            let expired = now().naive_utc()
+                - chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+            let lists: Vec<String> = with_connection!(pool, |conn| {
+                workers::table
+                    .filter(workers::heartbeat_at.ge(expired))
+                    .select(workers::task_ids)
+                    .load(conn)?
+            });
+            let mut ids = HashSet::new();
+            for list in lists {
+                let parsed: Vec<String> = serde_json::from_str(&list).unwrap_or_default();
+                ids.extend(parsed);
+            }
+            Ok(ids)
+        })
+        .await
+    }
+
+    /// Sets a visible reason on executions whose ready tasks no live worker runs.
+    pub(crate) async fn explain_unclaimed(
+        &self,
+        live: HashSet<String>,
+        older_than: Duration,
+    ) -> Result<()> {
+        self.run(move |pool| {
+            let cutoff = now().naive_utc() - chrono::Duration::from_std(older_than).unwrap_or_default();
+            let waiting: Vec<(String, String)> = with_connection!(pool, |conn| {
+                task_executions::table
+                    .filter(task_executions::status.eq(TaskStatus::Pending.as_str()))
+                    .filter(task_executions::ready_at.le(cutoff))
+                    .select((task_executions::execution_id, task_executions::task_id))
+                    .order(task_executions::ready_at)
+                    .limit(1_000)
+                    .load(conn)?
+            });
+            let mut orphaned: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for (execution, task_id) in waiting {
+                if !live.contains(&task_id) {
+                    orphaned.entry(execution).or_default().push(task_id);
+                }
+            }
+            for (execution, task_ids) in orphaned {
+                let listed = task_ids
+                    .iter()
+                    .take(5)
+                    .map(|t| format!("'{t}'"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let reason = format!(
+                    "waiting: ready task(s) {listed} are not registered by any live worker; start a worker that imports them"
+                );
+                with_connection!(pool, |conn| {
+                    diesel::update(
+                        workflow_executions::table
+                            .find(&execution)
+                            .filter(workflow_executions::status.eq_any([
+                                ExecutionStatus::Pending.as_str(),
+                                ExecutionStatus::Running.as_str(),
+                            ])),
+                    )
+                    .set(workflow_executions::reason.eq(Some(reason)))
+                    .execute(conn)?
+                });
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+macro_rules! impl_give_back {
+    ($conn:ty) => {
+        impl GiveBack for $conn {
+            fn give_back(
+                &mut self,
+                execution: &str,
+                dead: &WorkerIdentity,
+                now: NaiveDateTime,
+            ) -> Result<usize> {
+                let Some(locked) = self.lock_execution(execution)? else {
+                    return Ok(0);
+                };
+                let held: Vec<(String, i32, Option<NaiveDateTime>)> = task_executions::table
+                    .filter(task_executions::execution_id.eq(execution))
+                    .filter(task_executions::worker_id.eq(&dead.id))
+                    .filter(task_executions::status.eq(TaskStatus::Running.as_str()))
+                    .select((
+                        task_executions::task_id,
+                        task_executions::attempt,
+                        task_executions::started_at,
+                    ))
+                    .load(self)?;
+                let error = format!(
+                    "worker {} (host {}, pid {}) was lost while running this attempt",
+                    dead.id, dead.hostname, dead.pid
+                );
+                for (task_id, attempt, started_at) in &held {
+                    let lost = AttemptRecord {
+                        attempt: (*attempt).max(1) as u32,
+                        status: TaskStatus::Lost,
+                        error: Some(error.clone()),
+                        started_at: started_at.unwrap_or(now).and_utc(),
+                        completed_at: now.and_utc(),
+                    };
+                    self.insert_attempt(execution, task_id, &lost)?;
+                    let target = task_executions::table.find((execution, task_id));
+                    match &locked.cancel_reason {
+                        Some(reason) => diesel::update(target)
+                            .set((
+                                task_executions::status.eq(TaskStatus::Cancelled.as_str()),
+                                task_executions::reason.eq(Some(reason)),
+                                task_executions::completed_at.eq(Some(now)),
+                                task_executions::worker_id.eq(None::<String>),
+                            ))
+                            .execute(self)?,
+                        None => diesel::update(target)
+                            .set((
+                                task_executions::status.eq(TaskStatus::Pending.as_str()),
+                                task_executions::ready_at.eq(Some(now)),
+                                task_executions::worker_id.eq(None::<String>),
+                            ))
+                            .execute(self)?,
+                    };
+                }
+                if !held.is_empty() {
+                    self.announce(Signal::Ready)?;
+                    self.finish_from_storage(execution, &locked, now)?;
+                }
+                Ok(held.len())
+            }
+        }
+    };
+}
+
+/// Giving a dead worker's tasks back, written once for every backend.
+trait GiveBack {
+    fn give_back(
+        &mut self,
+        execution: &str,
+        dead: &WorkerIdentity,
+        now: NaiveDateTime,
+    ) -> Result<usize>;
+}
+super::for_each_backend!(impl_give_back);

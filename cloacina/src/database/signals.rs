@@ -1,0 +1,231 @@
+//! How processes sharing a database hear of new work, finished executions and cancellations.
+//!
+//! Transactions that create such events `announce` them: PostgreSQL sends a `NOTIFY` on the
+//! channel `cloacina.<schema>`, delivered at commit; SQLite bumps a counter in the `signals`
+//! table. Each process turns what it hears into local wake-ups: a listener connection polls
+//! PostgreSQL's notifications every [`LISTEN_INTERVAL`], a reader checks SQLite's counters every
+//! [`SQLITE_POLL_INTERVAL`]. Whoever waits re-reads the database when woken: signals only make
+//! waiting fast, the database stays the source of truth.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::url::DatabaseUrl;
+
+/// How often a process checks a SQLite file's signal counters for other processes' events.
+pub const SQLITE_POLL_INTERVAL: Duration = Duration::from_millis(25);
+/// How often the PostgreSQL listener reads notifications that have arrived.
+pub const LISTEN_INTERVAL: Duration = Duration::from_millis(5);
+
+/// A kind of event that waiting workers or callers care about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signal {
+    /// A task became ready to claim.
+    Ready,
+    /// An execution ended.
+    Done,
+    /// An execution was asked to stop.
+    Cancelled,
+}
+
+impl Signal {
+    const ALL: [Signal; 3] = [Signal::Ready, Signal::Done, Signal::Cancelled];
+
+    /// The notification payload, and the `signals` column on SQLite.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Signal::Ready => "ready",
+            Signal::Done => "done",
+            Signal::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Per-process counters of heard events, one watch channel per kind.
+pub(crate) struct Signals {
+    channels: [watch::Sender<u64>; 3],
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Signals {
+    /// Signals for the database at `url`, listening to other processes where they can write it.
+    pub(crate) fn start(url: &DatabaseUrl, schema: Option<&str>) -> Arc<Self> {
+        let signals = Arc::new(Self {
+            channels: [0, 1, 2].map(|_| watch::channel(0).0),
+            stop: Arc::default(),
+        });
+        let weak = Arc::downgrade(&signals);
+        let stop = signals.stop.clone();
+        let _ = schema;
+        match url {
+            #[cfg(feature = "sqlite")]
+            DatabaseUrl::SqliteFile(path) => {
+                let path = path.to_string_lossy().into_owned();
+                spawn_listener(move || sqlite_poll(&path, &weak, &stop));
+            }
+            #[cfg(feature = "postgres")]
+            DatabaseUrl::Postgres(url) => {
+                let (url, schema) = (url.clone(), schema.map(str::to_string));
+                spawn_listener(move || postgres_listen(&url, schema.as_deref(), &weak, &stop));
+            }
+            _ => {}
+        }
+        signals
+    }
+
+    fn channel(&self, signal: Signal) -> &watch::Sender<u64> {
+        &self.channels[signal as usize]
+    }
+
+    /// Wakes everyone waiting for `signal` in this process.
+    pub(crate) fn raise(&self, signal: Signal) {
+        self.channel(signal).send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that sees a change whenever `signal` is raised.
+    pub(crate) fn subscribe(&self, signal: Signal) -> watch::Receiver<u64> {
+        self.channel(signal).subscribe()
+    }
+}
+
+fn spawn_listener(run: impl FnOnce() + Send + 'static) {
+    let spawned = std::thread::Builder::new()
+        .name("cloacina-signals".into())
+        .spawn(run);
+    // Without a listener, other processes' events are still found by the workers' safety poll.
+    drop(spawned);
+}
+
+/// Raises each kind whose counter moved; false once the signals are gone.
+fn raise_changed(weak: &Weak<Signals>, last: &mut [i64; 3], seen: [i64; 3]) -> bool {
+    let Some(signals) = weak.upgrade() else {
+        return false;
+    };
+    for signal in Signal::ALL {
+        let i = signal as usize;
+        if seen[i] != last[i] {
+            signals.raise(signal);
+        }
+    }
+    *last = seen;
+    true
+}
+
+#[cfg(feature = "sqlite")]
+fn sqlite_poll(path: &str, weak: &Weak<Signals>, stop: &AtomicBool) {
+    use diesel::connection::SimpleConnection;
+    use diesel::prelude::*;
+    use diesel::sql_types::BigInt;
+
+    #[derive(QueryableByName)]
+    struct Counters {
+        #[diesel(sql_type = BigInt)]
+        ready: i64,
+        #[diesel(sql_type = BigInt)]
+        done: i64,
+        #[diesel(sql_type = BigInt)]
+        cancelled: i64,
+    }
+
+    let mut conn: Option<diesel::SqliteConnection> = None;
+    let mut last: Option<[i64; 3]> = None;
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(SQLITE_POLL_INTERVAL);
+        if conn.is_none() {
+            conn = diesel::SqliteConnection::establish(path)
+                .and_then(|mut c| {
+                    c.batch_execute("PRAGMA busy_timeout = 1000;")
+                        .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
+                    Ok(c)
+                })
+                .ok();
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let read = diesel::sql_query("SELECT ready, done, cancelled FROM signals WHERE id = 1")
+            .get_result::<Counters>(c);
+        match read {
+            Ok(counters) => {
+                let seen = [counters.ready, counters.done, counters.cancelled];
+                let previous = last.get_or_insert(seen);
+                if !raise_changed(weak, previous, seen) {
+                    return;
+                }
+            }
+            Err(_) => conn = None,
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+fn postgres_listen(url: &str, schema: Option<&str>, weak: &Weak<Signals>, stop: &AtomicBool) {
+    use diesel::connection::SimpleConnection;
+    use diesel::prelude::*;
+
+    let mut conn: Option<diesel::PgConnection> = None;
+    let mut retry = Duration::from_millis(100);
+    while !stop.load(Ordering::SeqCst) {
+        if conn.is_none() {
+            match listen(url, schema) {
+                Ok(c) => {
+                    conn = Some(c);
+                    retry = Duration::from_millis(100);
+                    // Events may have been missed while disconnected: wake everyone to re-check.
+                    if !raise_changed(weak, &mut [0; 3], [1; 3]) {
+                        return;
+                    }
+                }
+                Err(_) => {
+                    std::thread::sleep(retry);
+                    retry = (retry * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+        }
+        std::thread::sleep(LISTEN_INTERVAL);
+        let c = conn.as_mut().expect("connected above");
+        let mut heard = [0i64; 3];
+        let mut broken = false;
+        for notification in c.notifications_iter() {
+            match notification {
+                Ok(n) => {
+                    if let Some(signal) = Signal::ALL.into_iter().find(|s| s.name() == n.payload) {
+                        heard[signal as usize] = 1;
+                    }
+                }
+                Err(_) => {
+                    broken = true;
+                    break;
+                }
+            }
+        }
+        if !raise_changed(weak, &mut [0; 3], heard) {
+            return;
+        }
+        if broken {
+            conn = None;
+        }
+    }
+
+    fn listen(url: &str, schema: Option<&str>) -> diesel::QueryResult<diesel::PgConnection> {
+        let mut conn = diesel::PgConnection::establish(url)
+            .map_err(|e| diesel::result::Error::QueryBuilderError(e.to_string().into()))?;
+        if let Some(schema) = schema {
+            conn.batch_execute(&format!("SET search_path TO \"{schema}\""))?;
+        }
+        let schema: String = diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(
+            "current_schema()",
+        ))
+        .get_result(&mut conn)?;
+        conn.batch_execute(&format!("LISTEN \"cloacina.{}\"", schema.replace('"', "")))?;
+        Ok(conn)
+    }
+}

@@ -1,0 +1,564 @@
+//! Steps shared by the transactions that move executions forward: locking an execution,
+//! settling the tasks an ended task unblocks, claiming them, and finishing the execution.
+//!
+//! `Dialect` holds what differs per backend (row locks, notifications, skip-locked claims);
+//! `Store` is written once and implemented for every backend's connection by `for_each_backend!`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use uuid::Uuid;
+
+use super::schema::{task_attempts, task_executions, workflow_executions};
+use super::signals::Signal;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::model::{AttemptRecord, ExecutionPlan, ExecutionStatus, TaskStatus};
+use crate::policy::UpstreamOutcome;
+
+/// Positions per `IN (...)` list, well under every backend's bound-parameter limit.
+pub(crate) const CHUNK: usize = 1_000;
+
+/// An execution row locked for the rest of the transaction.
+pub(crate) struct LockedExecution {
+    pub status: ExecutionStatus,
+    pub cancel_reason: Option<String>,
+}
+
+/// What a transaction knows of one task.
+#[derive(Debug, Clone)]
+pub(crate) struct TaskState {
+    pub task_id: String,
+    pub status: TaskStatus,
+    pub attempt: u32,
+    pub ready: bool,
+}
+
+/// A task claimed by a worker: it is Running under that worker, at `attempt`.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    /// The execution the task belongs to.
+    pub execution_id: Uuid,
+    /// The task's position in the execution's plan.
+    pub position: usize,
+    /// The task's id.
+    pub task_id: String,
+    /// The attempt number this claim runs.
+    pub attempt: u32,
+    /// When the claim was made, the attempt's start.
+    pub started_at: DateTime<Utc>,
+}
+
+/// Builds an execution's final context from the outputs of its completed tasks.
+pub(crate) trait ContextSource: Send {
+    /// Positions whose outputs this source already holds.
+    fn holds(&self, position: usize) -> bool;
+    /// The final context, given the stored outputs of the completed tasks it does not hold.
+    fn build(&mut self, loaded: Vec<(usize, Context)>) -> Context;
+}
+
+/// Merges the input with stored outputs, later positions winning: the final context from the
+/// database alone.
+pub(crate) struct StoredOutputs(pub Context);
+
+impl ContextSource for StoredOutputs {
+    fn holds(&self, _: usize) -> bool {
+        false
+    }
+
+    fn build(&mut self, mut loaded: Vec<(usize, Context)>) -> Context {
+        loaded.sort_by_key(|(position, _)| *position);
+        let mut context = std::mem::take(&mut self.0);
+        for (_, output) in loaded {
+            context.merge(&output);
+        }
+        context
+    }
+}
+
+/// What differs per backend inside a transaction.
+pub(crate) trait Dialect {
+    /// Locks an execution's row until the transaction ends; None if there is no such execution.
+    fn lock_execution(&mut self, id: &str) -> QueryResult<Option<LockedExecution>>;
+    /// Tells other processes of `signal` when the transaction commits.
+    fn announce(&mut self, signal: Signal) -> QueryResult<()>;
+}
+
+#[cfg(feature = "sqlite")]
+impl Dialect for diesel::sqlite::SqliteConnection {
+    fn lock_execution(&mut self, id: &str) -> QueryResult<Option<LockedExecution>> {
+        // Write transactions on SQLite are immediate: the whole file is already locked.
+        read_execution(self, id)
+    }
+
+    fn announce(&mut self, signal: Signal) -> QueryResult<()> {
+        let column = signal.name();
+        diesel::sql_query(format!(
+            "UPDATE signals SET {column} = {column} + 1 WHERE id = 1"
+        ))
+        .execute(self)
+        .map(drop)
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl Dialect for diesel::pg::PgConnection {
+    fn lock_execution(&mut self, id: &str) -> QueryResult<Option<LockedExecution>> {
+        workflow_executions::table
+            .find(id)
+            .select((
+                workflow_executions::status,
+                workflow_executions::cancel_reason,
+            ))
+            .for_update()
+            .first::<(String, Option<String>)>(self)
+            .optional()
+            .map(|row| row.map(locked))
+    }
+
+    fn announce(&mut self, signal: Signal) -> QueryResult<()> {
+        diesel::sql_query("SELECT pg_notify('cloacina.' || current_schema(), $1)")
+            .bind::<diesel::sql_types::Text, _>(signal.name())
+            .execute(self)
+            .map(drop)
+    }
+}
+
+#[cfg(feature = "sqlite")]
+fn read_execution(
+    conn: &mut diesel::sqlite::SqliteConnection,
+    id: &str,
+) -> QueryResult<Option<LockedExecution>> {
+    workflow_executions::table
+        .find(id)
+        .select((
+            workflow_executions::status,
+            workflow_executions::cancel_reason,
+        ))
+        .first::<(String, Option<String>)>(conn)
+        .optional()
+        .map(|row| row.map(locked))
+}
+
+fn locked((status, cancel_reason): (String, Option<String>)) -> LockedExecution {
+    LockedExecution {
+        status: ExecutionStatus::parse(&status).unwrap_or(ExecutionStatus::Failed),
+        cancel_reason,
+    }
+}
+
+/// Tasks a settle pass decided on.
+#[derive(Default)]
+pub(crate) struct Settled {
+    /// Now ready to run, in position order.
+    pub ready: Vec<usize>,
+    /// Skipped because their trigger rule was not met, in the order decided.
+    pub skipped: Vec<usize>,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = task_attempts)]
+struct AttemptRow {
+    execution_id: String,
+    task_id: String,
+    attempt: i32,
+    status: String,
+    error: Option<String>,
+    started_at: NaiveDateTime,
+    completed_at: NaiveDateTime,
+}
+
+/// The transaction steps every backend shares.
+pub(crate) trait Store: Dialect {
+    /// Stores one finished attempt of a task.
+    fn insert_attempt(
+        &mut self,
+        execution: &str,
+        task_id: &str,
+        attempt: &AttemptRecord,
+    ) -> Result<()>;
+
+    /// Marks the executions of new claims Running (after the claim on PostgreSQL, so a claim
+    /// never waits on an execution row another transaction holds).
+    fn mark_running(&mut self, claims: &[Claim]) -> Result<()>;
+
+    /// The stored state of the tasks at `positions` that are not in `states` yet.
+    fn load_states(
+        &mut self,
+        execution: &str,
+        positions: impl IntoIterator<Item = usize>,
+        states: &mut BTreeMap<usize, TaskState>,
+    ) -> Result<()>;
+
+    /// Decides every Pending task whose upstream tasks have now all ended, starting from the
+    /// dependents of `ended`: ready when its trigger rule is met, otherwise Skipped (which may in
+    /// turn settle its own dependents).
+    fn settle(
+        &mut self,
+        execution: &str,
+        plan: &ExecutionPlan,
+        ended: &[usize],
+        states: &mut BTreeMap<usize, TaskState>,
+        now: NaiveDateTime,
+    ) -> Result<Settled>;
+
+    /// Makes the tasks at `positions` ready to claim by any worker.
+    fn mark_ready(
+        &mut self,
+        execution: &str,
+        positions: &[usize],
+        now: NaiveDateTime,
+    ) -> Result<()>;
+
+    /// Claims the ready tasks at `positions` for `worker`.
+    fn claim_positions(
+        &mut self,
+        execution: Uuid,
+        worker: &str,
+        positions: &[usize],
+        states: &BTreeMap<usize, TaskState>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Claim>>;
+
+    /// Records the execution's end if none of its tasks is Pending or Running any more.
+    fn finish_if_done(
+        &mut self,
+        execution: &str,
+        locked: &LockedExecution,
+        context: &mut dyn ContextSource,
+        now: NaiveDateTime,
+    ) -> Result<Option<ExecutionStatus>>;
+}
+
+macro_rules! impl_store {
+    ($conn:ty) => {
+        impl Store for $conn {
+            fn insert_attempt(
+                &mut self,
+                execution: &str,
+                task_id: &str,
+                a: &AttemptRecord,
+            ) -> Result<()> {
+                diesel::insert_into(task_attempts::table)
+                    .values(AttemptRow {
+                        execution_id: execution.to_string(),
+                        task_id: task_id.to_string(),
+                        attempt: a.attempt as i32,
+                        status: a.status.as_str().to_string(),
+                        error: a.error.clone(),
+                        started_at: a.started_at.naive_utc(),
+                        completed_at: a.completed_at.naive_utc(),
+                    })
+                    .execute(self)?;
+                Ok(())
+            }
+
+            fn mark_running(&mut self, claims: &[Claim]) -> Result<()> {
+                let mut ids: Vec<String> =
+                    claims.iter().map(|c| c.execution_id.to_string()).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                for chunk in ids.chunks(CHUNK) {
+                    diesel::update(
+                        workflow_executions::table
+                            .filter(workflow_executions::id.eq_any(chunk))
+                            .filter(
+                                workflow_executions::status.eq(ExecutionStatus::Pending.as_str()),
+                            ),
+                    )
+                    .set((
+                        workflow_executions::status.eq(ExecutionStatus::Running.as_str()),
+                        workflow_executions::reason.eq(None::<String>),
+                    ))
+                    .execute(self)?;
+                }
+                Ok(())
+            }
+
+            fn load_states(
+                &mut self,
+                execution: &str,
+                positions: impl IntoIterator<Item = usize>,
+                states: &mut BTreeMap<usize, TaskState>,
+            ) -> Result<()> {
+                let missing: Vec<i32> = positions
+                    .into_iter()
+                    .filter(|p| !states.contains_key(p))
+                    .map(|p| p as i32)
+                    .collect::<BTreeSet<i32>>()
+                    .into_iter()
+                    .collect();
+                for chunk in missing.chunks(CHUNK) {
+                    let rows: Vec<(i32, String, String, i32, Option<NaiveDateTime>)> =
+                        task_executions::table
+                            .filter(task_executions::execution_id.eq(execution))
+                            .filter(task_executions::position.eq_any(chunk))
+                            .select((
+                                task_executions::position,
+                                task_executions::task_id,
+                                task_executions::status,
+                                task_executions::attempt,
+                                task_executions::ready_at,
+                            ))
+                            .load(self)?;
+                    for (position, task_id, status, attempt, ready_at) in rows {
+                        let status = TaskStatus::parse(&status).ok_or_else(|| {
+                            Error::Database(format!("stored task status {status:?} is not valid"))
+                        })?;
+                        states.insert(
+                            position as usize,
+                            TaskState {
+                                task_id,
+                                status,
+                                attempt: attempt.max(0) as u32,
+                                ready: ready_at.is_some(),
+                            },
+                        );
+                    }
+                }
+                Ok(())
+            }
+
+            fn settle(
+                &mut self,
+                execution: &str,
+                plan: &ExecutionPlan,
+                ended: &[usize],
+                states: &mut BTreeMap<usize, TaskState>,
+                now: NaiveDateTime,
+            ) -> Result<Settled> {
+                let mut settled = Settled::default();
+                let mut frontier: Vec<usize> = ended.to_vec();
+                while !frontier.is_empty() {
+                    let candidates: BTreeSet<usize> = frontier
+                        .iter()
+                        .flat_map(|&p| plan.dependents_of(p).iter().copied())
+                        .collect();
+                    let needed = candidates
+                        .iter()
+                        .flat_map(|&c| {
+                            std::iter::once(c).chain(plan.dependencies_of(c).iter().copied())
+                        })
+                        .collect::<Vec<_>>();
+                    self.load_states(execution, needed, states)?;
+                    frontier.clear();
+                    for candidate in candidates {
+                        let state = &states[&candidate];
+                        if state.status != TaskStatus::Pending || state.ready {
+                            continue;
+                        }
+                        let deps = plan.dependencies_of(candidate);
+                        if !deps.iter().all(|d| states[d].status.is_terminal()) {
+                            continue;
+                        }
+                        let upstream: Vec<UpstreamOutcome> = deps
+                            .iter()
+                            .map(|d| upstream_outcome(states[d].status))
+                            .collect();
+                        let rule = plan.tasks()[candidate].options.trigger_rule;
+                        if rule.is_met(&upstream) {
+                            states.get_mut(&candidate).expect("loaded above").ready = true;
+                            settled.ready.push(candidate);
+                            continue;
+                        }
+                        let described = deps
+                            .iter()
+                            .map(|d| format!("'{}' {}", states[d].task_id, states[d].status))
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        let reason =
+                            format!("trigger rule '{}' not met: {described}", rule.as_str());
+                        diesel::update(
+                            task_executions::table
+                                .filter(task_executions::execution_id.eq(execution))
+                                .filter(task_executions::position.eq(candidate as i32)),
+                        )
+                        .set((
+                            task_executions::status.eq(TaskStatus::Skipped.as_str()),
+                            task_executions::reason.eq(Some(reason)),
+                            task_executions::completed_at.eq(Some(now)),
+                        ))
+                        .execute(self)?;
+                        states.get_mut(&candidate).expect("loaded above").status =
+                            TaskStatus::Skipped;
+                        settled.skipped.push(candidate);
+                        frontier.push(candidate);
+                    }
+                }
+                settled.ready.sort_unstable();
+                Ok(settled)
+            }
+
+            fn mark_ready(
+                &mut self,
+                execution: &str,
+                positions: &[usize],
+                now: NaiveDateTime,
+            ) -> Result<()> {
+                let positions: Vec<i32> = positions.iter().map(|&p| p as i32).collect();
+                for chunk in positions.chunks(CHUNK) {
+                    diesel::update(
+                        task_executions::table
+                            .filter(task_executions::execution_id.eq(execution))
+                            .filter(task_executions::position.eq_any(chunk)),
+                    )
+                    .set(task_executions::ready_at.eq(Some(now)))
+                    .execute(self)?;
+                }
+                if !positions.is_empty() {
+                    self.announce(Signal::Ready)?;
+                }
+                Ok(())
+            }
+
+            fn claim_positions(
+                &mut self,
+                execution: Uuid,
+                worker: &str,
+                positions: &[usize],
+                states: &BTreeMap<usize, TaskState>,
+                now: DateTime<Utc>,
+            ) -> Result<Vec<Claim>> {
+                if positions.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let id = execution.to_string();
+                let naive = now.naive_utc();
+                let list: Vec<i32> = positions.iter().map(|&p| p as i32).collect();
+                for chunk in list.chunks(CHUNK) {
+                    diesel::update(
+                        task_executions::table
+                            .filter(task_executions::execution_id.eq(&id))
+                            .filter(task_executions::position.eq_any(chunk)),
+                    )
+                    .set((
+                        task_executions::status.eq(TaskStatus::Running.as_str()),
+                        task_executions::worker_id.eq(Some(worker)),
+                        task_executions::attempt.eq(task_executions::attempt + 1),
+                        task_executions::started_at.eq(Some(naive)),
+                        task_executions::ready_at.eq(Some(naive)),
+                    ))
+                    .execute(self)?;
+                }
+                diesel::update(
+                    workflow_executions::table
+                        .find(&id)
+                        .filter(workflow_executions::status.eq(ExecutionStatus::Pending.as_str())),
+                )
+                .set((
+                    workflow_executions::status.eq(ExecutionStatus::Running.as_str()),
+                    workflow_executions::reason.eq(None::<String>),
+                ))
+                .execute(self)?;
+                Ok(positions
+                    .iter()
+                    .map(|&position| {
+                        let state = &states[&position];
+                        Claim {
+                            execution_id: execution,
+                            position,
+                            task_id: state.task_id.clone(),
+                            attempt: state.attempt + 1,
+                            started_at: now,
+                        }
+                    })
+                    .collect())
+            }
+
+            fn finish_if_done(
+                &mut self,
+                execution: &str,
+                locked: &LockedExecution,
+                context: &mut dyn ContextSource,
+                now: NaiveDateTime,
+            ) -> Result<Option<ExecutionStatus>> {
+                if locked.status.is_terminal() {
+                    return Ok(None);
+                }
+                let open: i64 = task_executions::table
+                    .filter(task_executions::execution_id.eq(execution))
+                    .filter(
+                        task_executions::status
+                            .eq_any([TaskStatus::Pending.as_str(), TaskStatus::Running.as_str()]),
+                    )
+                    .count()
+                    .get_result(self)?;
+                if open > 0 {
+                    return Ok(None);
+                }
+                let failures: Vec<(String, Option<String>)> = task_executions::table
+                    .filter(task_executions::execution_id.eq(execution))
+                    .filter(task_executions::status.eq(TaskStatus::Failed.as_str()))
+                    .order(task_executions::position)
+                    .select((task_executions::task_id, task_executions::error))
+                    .load(self)?;
+                let (status, error) = match (&locked.cancel_reason, failures.first()) {
+                    (Some(reason), _) => (
+                        ExecutionStatus::Cancelled,
+                        Some(format!("cancelled: {reason}")),
+                    ),
+                    (None, None) => (ExecutionStatus::Completed, None),
+                    (None, Some((task_id, error))) => {
+                        let mut message = format!(
+                            "task '{task_id}' failed: {}",
+                            error.as_deref().unwrap_or("unknown error")
+                        );
+                        if failures.len() > 1 {
+                            message.push_str(&format!(
+                                " (and {} more failed tasks)",
+                                failures.len() - 1
+                            ));
+                        }
+                        (ExecutionStatus::Failed, Some(message))
+                    }
+                };
+                let completed: Vec<i32> = task_executions::table
+                    .filter(task_executions::execution_id.eq(execution))
+                    .filter(task_executions::status.eq(TaskStatus::Completed.as_str()))
+                    .select(task_executions::position)
+                    .load(self)?;
+                let missing: Vec<i32> = completed
+                    .into_iter()
+                    .filter(|&p| !context.holds(p as usize))
+                    .collect();
+                let mut loaded = Vec::with_capacity(missing.len());
+                for chunk in missing.chunks(CHUNK) {
+                    let rows: Vec<(i32, Option<String>)> = task_executions::table
+                        .filter(task_executions::execution_id.eq(execution))
+                        .filter(task_executions::position.eq_any(chunk))
+                        .select((task_executions::position, task_executions::output))
+                        .load(self)?;
+                    for (position, output) in rows {
+                        let output = match output {
+                            Some(json) => Context::from_json(&json)?,
+                            None => Context::new(),
+                        };
+                        loaded.push((position as usize, output));
+                    }
+                }
+                let final_context = context.build(loaded).to_json();
+                diesel::update(workflow_executions::table.find(execution))
+                    .set((
+                        workflow_executions::status.eq(status.as_str()),
+                        workflow_executions::final_context.eq(Some(final_context)),
+                        workflow_executions::error.eq(error),
+                        workflow_executions::reason.eq(None::<String>),
+                        workflow_executions::completed_at.eq(Some(now)),
+                    ))
+                    .execute(self)?;
+                self.announce(Signal::Done)?;
+                Ok(Some(status))
+            }
+        }
+    };
+}
+super::for_each_backend!(impl_store);
+
+fn upstream_outcome(status: TaskStatus) -> UpstreamOutcome {
+    match status {
+        TaskStatus::Completed => UpstreamOutcome::Completed,
+        TaskStatus::Failed => UpstreamOutcome::Failed,
+        _ => UpstreamOutcome::Skipped,
+    }
+}

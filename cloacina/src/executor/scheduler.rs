@@ -1,0 +1,390 @@
+//! Runs the tasks one worker claimed of one execution: builds each task's input, runs it, and
+//! commits what ended in batches, each commit claiming the dependents it unblocks so they
+//! start at once. A scheduler lives while its worker holds claims of the execution.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use super::attempt::{run_task, TaskEnd, TaskRunner};
+use super::lineage::{share, FinalContext, Lineage, INPUT};
+use super::worker::{CancelSender, Worker};
+use crate::context::Context;
+use crate::database::claims::{Claim, Committed, EndedTask, SharedContext, TaskOutcome};
+use crate::error::Result;
+use crate::model::{now, ExecutionPlan, TaskStatus};
+
+/// A claimed task with the concurrency slot it runs in.
+pub(crate) struct Claimed {
+    pub claim: Claim,
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// An execution's plan and input, when the worker has them at hand (it just submitted it).
+#[derive(Clone)]
+pub(crate) struct Preloaded {
+    pub execution_id: Uuid,
+    pub plan: Arc<ExecutionPlan>,
+    pub input: Context,
+}
+
+/// What a finished task runner hands back.
+struct Finished {
+    position: usize,
+    /// The task's input lineage, kept when it has dependents.
+    input: Option<Lineage>,
+    /// None when this worker lost the task while running it.
+    end: Option<TaskEnd>,
+}
+
+/// A commit's result and the slots reserved for the tasks it claims.
+type CommitEnd = (Result<Committed>, Vec<OwnedSemaphorePermit>);
+
+struct Scheduler {
+    worker: Arc<Worker>,
+    execution: Uuid,
+    plan: Arc<ExecutionPlan>,
+    input: Lineage,
+    /// Lineage of each task ended here whose local dependents have not all taken their input.
+    lineages: Vec<Option<Lineage>>,
+    /// Dependents of each task that have not taken their input here yet.
+    unconsumed: Vec<usize>,
+    final_context: Arc<Mutex<FinalContext>>,
+    running: JoinSet<Finished>,
+    /// Ended tasks not committed yet; committed together once the commit in flight lands.
+    batch: Vec<EndedTask>,
+    commits: JoinSet<CommitEnd>,
+    cancel: Arc<CancelSender>,
+}
+
+/// Drives the claimed tasks of `execution` until none is left running or uncommitted.
+pub(crate) async fn drive(
+    worker: Arc<Worker>,
+    execution: Uuid,
+    first: Vec<Claimed>,
+    mut receiver: mpsc::UnboundedReceiver<Vec<Claimed>>,
+    cancel: Arc<CancelSender>,
+    preloaded: Option<Preloaded>,
+) {
+    let Some((plan, input, cancel_reason)) = load(&worker, execution, preloaded).await else {
+        // The claims stay Running under this worker; they are given back once it stops.
+        while worker.end_session(execution, &mut receiver).is_some() {}
+        return;
+    };
+    if let Some(reason) = cancel_reason {
+        cancel.send_replace(Some(reason));
+    }
+    let mut lineage = Lineage::default();
+    lineage.absorb(INPUT, &share(input));
+    let n = plan.len();
+    let mut scheduler = Scheduler {
+        final_context: Arc::new(Mutex::new(FinalContext::new(&lineage, n))),
+        worker,
+        execution,
+        input: lineage,
+        lineages: vec![None; n],
+        unconsumed: (0..n).map(|p| plan.dependents_of(p).len()).collect(),
+        plan,
+        running: JoinSet::new(),
+        batch: Vec::new(),
+        commits: JoinSet::new(),
+        cancel,
+    };
+    for claimed in first {
+        scheduler.start(claimed);
+    }
+    scheduler.run(receiver).await;
+}
+
+/// The plan, input and cancel request of an execution, retrying while the database fails.
+async fn load(
+    worker: &Worker,
+    execution: Uuid,
+    preloaded: Option<Preloaded>,
+) -> Option<(Arc<ExecutionPlan>, Context, Option<String>)> {
+    if let Some(p) = preloaded {
+        return Some((p.plan, p.input, None));
+    }
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match worker.db.load_stored(execution).await {
+            Ok(Some(stored)) => {
+                return Some((Arc::new(stored.plan), stored.input, stored.cancel_reason))
+            }
+            Ok(None) => return None,
+            Err(_) if !worker.is_closed() => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+impl Scheduler {
+    async fn run(mut self, mut receiver: mpsc::UnboundedReceiver<Vec<Claimed>>) {
+        loop {
+            if self.running.is_empty() && self.commits.is_empty() {
+                if !self.batch.is_empty() {
+                    self.flush();
+                    continue;
+                }
+                match self.worker.end_session(self.execution, &mut receiver) {
+                    Some(more) => more.into_iter().for_each(|c| self.start(c)),
+                    None => return,
+                }
+                continue;
+            }
+            tokio::select! {
+                biased;
+                Some(joined) = self.commits.join_next(), if !self.commits.is_empty() => {
+                    if let Ok(end) = joined {
+                        self.on_committed(end);
+                    }
+                    self.flush();
+                }
+                Some(joined) = self.running.join_next(), if !self.running.is_empty() => {
+                    if let Ok(finished) = joined {
+                        self.on_finished(finished);
+                    }
+                    while let Some(joined) = self.running.try_join_next() {
+                        if let Ok(finished) = joined {
+                            self.on_finished(finished);
+                        }
+                    }
+                    self.flush();
+                }
+                Some(claims) = receiver.recv() => {
+                    claims.into_iter().for_each(|c| self.start(c));
+                }
+            }
+        }
+    }
+
+    /// The input lineage of the task at `position` from the lineages held here; None when an
+    /// upstream task ended elsewhere, so its input must be read from the database.
+    fn take_input(&mut self, position: usize) -> Option<Lineage> {
+        let deps = self.plan.dependencies_of(position);
+        if deps.is_empty() {
+            return Some(self.input.clone());
+        }
+        if deps.iter().any(|&d| self.lineages[d].is_none()) {
+            return None;
+        }
+        let input = Lineage::union(deps.iter().filter_map(|&d| self.lineages[d].as_ref()));
+        for &dep in deps {
+            self.unconsumed[dep] -= 1;
+            if self.unconsumed[dep] == 0 {
+                self.lineages[dep] = None;
+            }
+        }
+        Some(input)
+    }
+
+    fn start(&mut self, claimed: Claimed) {
+        let Claimed { claim, permit } = claimed;
+        let position = claim.position;
+        if self.plan.tasks().get(position).map(|t| t.id.as_str()) != Some(claim.task_id.as_str()) {
+            return; // a corrupt claim: left Running, given back when this worker stops
+        }
+        let input = self.take_input(position);
+        let keep_input = !self.plan.dependents_of(position).is_empty();
+        let task = self.worker.registry.get(&claim.task_id);
+        let runner = task.map(|task| TaskRunner {
+            db: self.worker.db.clone(),
+            execution_id: self.execution,
+            worker_id: self.worker.identity.id.clone(),
+            task,
+            options: self.plan.tasks()[position].options.clone(),
+            permits: self.worker.permits.clone(),
+            cancel: self.cancel.subscribe(),
+        });
+        let db = self.worker.db.clone();
+        let plan = self.plan.clone();
+        let base = self.input.clone();
+        let execution = self.execution;
+        self.running.spawn(async move {
+            let input = match input {
+                Some(input) => Ok(input),
+                None => stored_input(&db, execution, &plan, position, base).await,
+            };
+            let (input, end) = match (input, runner) {
+                (Ok(input), Some(runner)) => {
+                    let context = input.to_context();
+                    let end =
+                        run_task(runner, context, permit, claim.attempt, claim.started_at).await;
+                    (Some(input), end)
+                }
+                (Ok(input), None) => {
+                    let message = format!(
+                        "RuntimeError: task '{}' is not registered in this process",
+                        claim.task_id
+                    );
+                    (Some(input), Some(failed(&claim, message)))
+                }
+                (Err(e), _) => (
+                    None,
+                    Some(failed(
+                        &claim,
+                        format!("could not read the task's input: {e}"),
+                    )),
+                ),
+            };
+            Finished {
+                position,
+                input: input.filter(|_| keep_input),
+                end,
+            }
+        });
+    }
+
+    fn on_finished(&mut self, finished: Finished) {
+        let Finished {
+            position,
+            input,
+            end,
+        } = finished;
+        let Some(end) = end else { return };
+        if let Some(output) = &end.output {
+            self.final_context
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .absorb(position, output);
+        }
+        if let Some(mut lineage) = input {
+            if let Some(output) = &end.output {
+                lineage.absorb(position as i64, output);
+            }
+            self.lineages[position] = Some(lineage);
+        }
+        self.batch.push(EndedTask {
+            position,
+            outcome: end.outcome,
+            last_attempt: end.last_attempt,
+        });
+    }
+
+    /// Commits the ended tasks in the background, one commit in flight at a time (so
+    /// transactions of one execution never wait on each other); tasks ending meanwhile form
+    /// the next batch.
+    fn flush(&mut self) {
+        if !self.commits.is_empty() || self.batch.is_empty() {
+            return;
+        }
+        let ended = Arc::new(std::mem::take(&mut self.batch));
+        let unblockable: usize = ended
+            .iter()
+            .map(|e| self.plan.dependents_of(e.position).len())
+            .sum();
+        let permits = if self.cancel.borrow().is_some() {
+            Vec::new()
+        } else {
+            self.worker.reserve(unblockable)
+        };
+        let worker = self.worker.clone();
+        let plan = self.plan.clone();
+        let execution = self.execution;
+        let context: SharedContext = self.final_context.clone();
+        self.commits.spawn(async move {
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                let committed = worker
+                    .db
+                    .commit_ended(
+                        execution,
+                        plan.clone(),
+                        worker.identity.id.clone(),
+                        ended.clone(),
+                        worker.claim_request(permits.len()),
+                        context.clone(),
+                    )
+                    .await;
+                match committed {
+                    Err(_) if !worker.is_closed() => {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                    other => return (other, permits),
+                }
+            }
+        });
+    }
+
+    fn on_committed(&mut self, (committed, mut permits): CommitEnd) {
+        // On an error the tasks stay Running under this worker, given back once it stops.
+        let Ok(committed) = committed else { return };
+        let signals = self.worker.db.signals();
+        for position in committed.skipped {
+            let deps = self.plan.dependencies_of(position);
+            if deps.iter().all(|&d| self.lineages[d].is_some())
+                && !self.plan.dependents_of(position).is_empty()
+            {
+                let lineage =
+                    Lineage::union(deps.iter().filter_map(|&d| self.lineages[d].as_ref()));
+                self.lineages[position] = Some(lineage);
+            }
+        }
+        if let Some(reason) = committed.cancel_reason {
+            if self.cancel.borrow().is_none() {
+                self.cancel.send_replace(Some(reason));
+            }
+        }
+        if committed.made_ready {
+            signals.raise(crate::database::signals::Signal::Ready);
+        }
+        if committed.finished.is_some() {
+            signals.raise(crate::database::signals::Signal::Done);
+        }
+        for claim in committed.claimed {
+            let permit = permits
+                .pop()
+                .expect("a commit claims no more tasks than slots reserved");
+            self.start(Claimed { claim, permit });
+        }
+    }
+}
+
+/// A task's input from the database: the execution's input and its completed ancestors' outputs.
+async fn stored_input(
+    db: &crate::database::Database,
+    execution: Uuid,
+    plan: &ExecutionPlan,
+    position: usize,
+    mut input: Lineage,
+) -> Result<Lineage> {
+    let outputs = db
+        .load_outputs(execution, plan.ancestors_of(position))
+        .await?;
+    for (ancestor, output) in outputs {
+        input.absorb(ancestor as i64, &share(output));
+    }
+    Ok(input)
+}
+
+/// An end for a claimed task that could not run.
+fn failed(claim: &Claim, message: String) -> TaskEnd {
+    let completed_at = now();
+    TaskEnd {
+        output: None,
+        outcome: TaskOutcome {
+            status: TaskStatus::Failed,
+            attempt: claim.attempt,
+            started_at: Some(claim.started_at),
+            output_json: None,
+            error: Some(message.clone()),
+            traceback: None,
+            reason: None,
+            completed_at,
+        },
+        last_attempt: Some(crate::model::AttemptRecord {
+            attempt: claim.attempt,
+            status: TaskStatus::Failed,
+            error: Some(message),
+            started_at: claim.started_at,
+            completed_at,
+        }),
+    }
+}

@@ -1,0 +1,303 @@
+//! The worker inside every executor: claims ready tasks of any execution in its database,
+//! hands them to the execution's scheduler, and keeps its lease alive.
+//!
+//! New work is found when this process finishes a task (its commit claims what it unblocks),
+//! when another process announces it (see `database::signals`), and by a safety poll every
+//! [`SAFETY_POLL`]. Each heartbeat also gives back the tasks of dead workers and cancels
+//! executions past their deadline.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use uuid::Uuid;
+
+use super::registry::TaskRegistry;
+use super::scheduler::{self, Claimed, Preloaded};
+use crate::database::claims::{Claim, ClaimRequest, Registered};
+use crate::database::control::timed_out_reason;
+use crate::database::leases::{hostname, WorkerIdentity};
+use crate::database::signals::Signal;
+use crate::database::Database;
+
+/// How often a worker looks for ready work even when nothing announced any.
+pub const SAFETY_POLL: Duration = Duration::from_secs(1);
+/// Most tasks claimed in one query.
+const CLAIM_BATCH: usize = 64;
+/// How long a ready task waits unclaimed before its execution shows why.
+const UNCLAIMED_GRACE: Duration = Duration::from_secs(1);
+
+/// Sends the reason an execution must stop; every task runner of the execution listens.
+pub(crate) type CancelSender = watch::Sender<Option<String>>;
+
+/// The scheduler of an execution this worker is running tasks of.
+pub(crate) struct Session {
+    pub claims: mpsc::UnboundedSender<Vec<Claimed>>,
+    pub cancel: Arc<CancelSender>,
+}
+
+/// One executor's worker: its identity, capacity, registered tasks and running sessions.
+pub(crate) struct Worker {
+    pub db: Database,
+    pub identity: WorkerIdentity,
+    pub permits: Arc<Semaphore>,
+    pub registry: Arc<dyn TaskRegistry>,
+    pub lease: Duration,
+    sessions: Mutex<HashMap<Uuid, Session>>,
+    /// Set by shutdown: claim nothing more.
+    closed: AtomicBool,
+    closing: Notify,
+    idle: Notify,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        db: Database,
+        permits: Arc<Semaphore>,
+        registry: Arc<dyn TaskRegistry>,
+        lease: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            db,
+            identity: WorkerIdentity {
+                id: Uuid::new_v4().to_string(),
+                hostname: hostname(),
+                pid: std::process::id() as i32,
+            },
+            permits,
+            registry,
+            lease,
+            sessions: Mutex::default(),
+            closed: AtomicBool::new(false),
+            closing: Notify::new(),
+            idle: Notify::new(),
+        })
+    }
+
+    fn sessions(&self) -> MutexGuard<'_, HashMap<Uuid, Session>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether shutdown has begun.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Which task ids this worker claims, for the claiming transactions.
+    pub(crate) fn registered(&self) -> Registered {
+        let registry = self.registry.clone();
+        Arc::new(move |id: &str| registry.contains(id))
+    }
+
+    /// Takes as many free slots as are available, up to `wanted`, for claims made in a commit.
+    pub(crate) fn reserve(&self, wanted: usize) -> Vec<OwnedSemaphorePermit> {
+        if self.is_closed() {
+            return Vec::new();
+        }
+        let mut permits = Vec::new();
+        while permits.len() < wanted {
+            match self.permits.clone().try_acquire_owned() {
+                Ok(permit) => permits.push(permit),
+                Err(_) => break,
+            }
+        }
+        permits
+    }
+
+    /// A claim request for `permits` slots.
+    pub(crate) fn claim_request(&self, permits: usize) -> ClaimRequest {
+        ClaimRequest {
+            limit: permits,
+            registered: self.registered(),
+        }
+    }
+
+    /// Hands claimed tasks to their execution's scheduler, starting one if needed.
+    pub(crate) fn dispatch(
+        self: &Arc<Self>,
+        claims: Vec<Claim>,
+        permits: Vec<OwnedSemaphorePermit>,
+        preloaded: Option<Preloaded>,
+    ) {
+        let mut by_execution: HashMap<Uuid, Vec<Claimed>> = HashMap::new();
+        for (claim, permit) in claims.into_iter().zip(permits) {
+            by_execution
+                .entry(claim.execution_id)
+                .or_default()
+                .push(Claimed { claim, permit });
+        }
+        let mut sessions = self.sessions();
+        for (execution, mut claimed) in by_execution {
+            if let Some(session) = sessions.get(&execution) {
+                match session.claims.send(claimed) {
+                    Ok(()) => continue,
+                    // Its scheduler stopped without leaving the map (it panicked): start anew.
+                    Err(returned) => claimed = returned.0,
+                }
+            }
+            let (claims, receiver) = mpsc::unbounded_channel();
+            let cancel = Arc::new(watch::channel(None).0);
+            sessions.insert(
+                execution,
+                Session {
+                    claims,
+                    cancel: cancel.clone(),
+                },
+            );
+            let preloaded = preloaded.clone().filter(|p| p.execution_id == execution);
+            tokio::spawn(scheduler::drive(
+                self.clone(),
+                execution,
+                claimed,
+                receiver,
+                cancel,
+                preloaded,
+            ));
+        }
+    }
+
+    /// Removes a session whose work is done, unless claims arrived for it meanwhile.
+    pub(crate) fn end_session(
+        &self,
+        execution: Uuid,
+        receiver: &mut mpsc::UnboundedReceiver<Vec<Claimed>>,
+    ) -> Option<Vec<Claimed>> {
+        let mut sessions = self.sessions();
+        if let Ok(more) = receiver.try_recv() {
+            return Some(more);
+        }
+        sessions.remove(&execution);
+        if sessions.is_empty() {
+            self.idle.notify_waiters();
+        }
+        None
+    }
+
+    /// Tells the runners of an execution's tasks in this process to stop.
+    pub(crate) fn cancel_local(&self, execution: Uuid, reason: &str) {
+        if let Some(session) = self.sessions().get(&execution) {
+            if session.cancel.borrow().is_none() {
+                session.cancel.send_replace(Some(reason.to_string()));
+            }
+        }
+    }
+
+    /// Stops claiming; returns once every task this worker runs has ended and been committed.
+    pub(crate) async fn drain(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.closing.notify_waiters();
+        loop {
+            let idle = self.idle.notified();
+            if self.sessions().is_empty() {
+                return;
+            }
+            idle.await;
+        }
+    }
+
+    /// Claims ready tasks whenever slots are free and work may be waiting, until shutdown.
+    pub(crate) async fn claim_loop(self: Arc<Self>) {
+        let mut ready = self.db.signals().subscribe(Signal::Ready);
+        while !self.is_closed() {
+            let first = tokio::select! {
+                permit = self.permits.clone().acquire_owned() => permit.expect("the executor never closes its semaphore"),
+                () = self.closing.notified() => return,
+            };
+            let mut permits = vec![first];
+            permits.extend(self.reserve(CLAIM_BATCH - 1));
+            ready.borrow_and_update();
+            let wanted = permits.len();
+            let claims = match self
+                .db
+                .claim_ready(self.identity.id.clone(), self.registry.ids(), wanted)
+                .await
+            {
+                Ok(claims) => claims,
+                Err(_) => Vec::new(), // the safety poll retries once the database answers
+            };
+            let got = claims.len();
+            let unused = permits.split_off(got.min(permits.len()));
+            self.dispatch(claims, permits, None);
+            drop(unused);
+            if got == wanted {
+                continue;
+            }
+            tokio::select! {
+                _ = ready.changed() => {}
+                () = tokio::time::sleep(SAFETY_POLL) => {}
+                () = self.closing.notified() => return,
+            }
+        }
+    }
+
+    /// Heartbeats, gives back dead workers' tasks, enforces deadlines, explains stuck work and
+    /// relays cancellations from other processes, until shutdown.
+    pub(crate) async fn maintenance_loop(self: Arc<Self>) {
+        let beat = (self.lease / 3).clamp(Duration::from_millis(50), Duration::from_secs(10));
+        let mut cancelled = self.db.signals().subscribe(Signal::Cancelled);
+        let mut next_beat = tokio::time::Instant::now();
+        let mut next_explain = tokio::time::Instant::now() + UNCLAIMED_GRACE;
+        while !self.is_closed() {
+            tokio::select! {
+                () = tokio::time::sleep_until(next_beat) => {
+                    next_beat = tokio::time::Instant::now() + beat;
+                    self.beat().await;
+                    if tokio::time::Instant::now() >= next_explain {
+                        next_explain = tokio::time::Instant::now() + UNCLAIMED_GRACE;
+                        self.explain_unclaimed().await;
+                    }
+                    self.relay_cancellations().await;
+                }
+                _ = cancelled.changed() => self.relay_cancellations().await,
+                () = self.closing.notified() => return,
+            }
+        }
+    }
+
+    /// One heartbeat: refresh the lease, give back dead workers' tasks, cancel late executions.
+    pub(crate) async fn beat(&self) {
+        let _ = self
+            .db
+            .heartbeat(self.identity.clone(), self.task_ids_json())
+            .await;
+        if let Ok(requeued) = self
+            .db
+            .reap_dead_workers(self.identity.clone(), self.lease)
+            .await
+        {
+            if requeued > 0 {
+                self.db.signals().raise(Signal::Ready);
+            }
+        }
+        if let Ok(expired) = self.db.expired_deadlines().await {
+            for (execution, seconds) in expired {
+                let _ = self.db.cancel(execution, timed_out_reason(seconds)).await;
+                self.cancel_local(execution, &timed_out_reason(seconds));
+            }
+        }
+    }
+
+    fn task_ids_json(&self) -> String {
+        serde_json::to_string(&self.registry.ids()).expect("strings serialise")
+    }
+
+    async fn explain_unclaimed(&self) {
+        if let Ok(live) = self.db.live_task_ids(self.lease).await {
+            let _ = self.db.explain_unclaimed(live, UNCLAIMED_GRACE).await;
+        }
+    }
+
+    async fn relay_cancellations(&self) {
+        let running: Vec<Uuid> = self.sessions().keys().copied().collect();
+        if running.is_empty() {
+            return;
+        }
+        if let Ok(requests) = self.db.cancel_requests(running).await {
+            for (execution, reason) in requests {
+                self.cancel_local(execution, &reason);
+            }
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! The execution model shared by the database and the executor: statuses, results and plans.
+
+mod plan;
+mod result;
+
+pub use plan::{ExecutionPlan, PlannedTask};
+pub(crate) use result::now;
+pub use result::{AttemptRecord, ExecutionResult, ExecutionStatus, TaskResult, TaskStatus};

@@ -1,0 +1,211 @@
+//! The graph and task options of one execution, stored with it so any worker can drive it.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::policy::{RetryPolicy, TaskOptions, TriggerRule};
+use crate::workflow::Workflow;
+
+/// One task of a plan: its id, upstream positions and how it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedTask {
+    /// The task's id; workers find its function by this id.
+    pub id: String,
+    /// Positions (in topological order) of its direct upstream tasks.
+    pub dependencies: Vec<usize>,
+    /// Retries, timeout and trigger rule, as they were when the execution was submitted.
+    pub options: TaskOptions,
+}
+
+/// A workflow's graph in topological order, without functions: what the database stores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutionPlan {
+    tasks: Vec<PlannedTask>,
+    dependents: Vec<Vec<usize>>,
+}
+
+impl ExecutionPlan {
+    /// The plan of `workflow`: its tasks' ids, edges and options.
+    pub fn of(workflow: &Workflow) -> Self {
+        let tasks = workflow
+            .tasks()
+            .iter()
+            .enumerate()
+            .map(|(position, task)| PlannedTask {
+                id: task.id().to_string(),
+                dependencies: workflow.dependencies_of(position).to_vec(),
+                options: task.options().clone(),
+            })
+            .collect();
+        Self::new(tasks)
+    }
+
+    fn new(tasks: Vec<PlannedTask>) -> Self {
+        let mut dependents = vec![Vec::new(); tasks.len()];
+        for (position, task) in tasks.iter().enumerate() {
+            for &dep in &task.dependencies {
+                dependents[dep].push(position);
+            }
+        }
+        Self { tasks, dependents }
+    }
+
+    /// Tasks in topological order.
+    pub fn tasks(&self) -> &[PlannedTask] {
+        &self.tasks
+    }
+
+    /// Number of tasks.
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Whether the plan has no tasks (never true of a stored plan).
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// The position of the task with `id`.
+    pub fn position(&self, id: &str) -> Option<usize> {
+        self.tasks.iter().position(|t| t.id == id)
+    }
+
+    /// Positions of the direct upstream tasks of the task at `position`.
+    pub fn dependencies_of(&self, position: usize) -> &[usize] {
+        &self.tasks[position].dependencies
+    }
+
+    /// Positions of the tasks that directly depend on the task at `position`.
+    pub fn dependents_of(&self, position: usize) -> &[usize] {
+        &self.dependents[position]
+    }
+
+    /// Positions of every transitive upstream task of `position`, ascending.
+    pub fn ancestors_of(&self, position: usize) -> Vec<usize> {
+        let mut seen = vec![false; self.tasks.len()];
+        let mut stack = self.tasks[position].dependencies.clone();
+        while let Some(p) = stack.pop() {
+            if !std::mem::replace(&mut seen[p], true) {
+                stack.extend(&self.tasks[p].dependencies);
+            }
+        }
+        (0..self.tasks.len()).filter(|&p| seen[p]).collect()
+    }
+
+    /// The plan as the JSON text stored with the execution.
+    pub fn to_json(&self) -> String {
+        let tasks: Vec<Value> = self
+            .tasks
+            .iter()
+            .map(|t| {
+                json!({
+                    "id": t.id,
+                    "dependencies": t.dependencies,
+                    "options": options_to_json(&t.options),
+                })
+            })
+            .collect();
+        json!({ "version": 1, "tasks": tasks }).to_string()
+    }
+
+    /// Parses a stored plan.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let corrupt =
+            |what: &str| Error::Database(format!("stored execution plan is corrupt: {what}"));
+        let value: Value = serde_json::from_str(text)?;
+        let tasks = value
+            .get("tasks")
+            .and_then(Value::as_array)
+            .ok_or_else(|| corrupt("no task list"))?;
+        let mut planned = Vec::with_capacity(tasks.len());
+        for (position, task) in tasks.iter().enumerate() {
+            let id = task
+                .get("id")
+                .and_then(Value::as_str)
+                .ok_or_else(|| corrupt("a task has no id"))?;
+            let dependencies = task
+                .get("dependencies")
+                .and_then(Value::as_array)
+                .ok_or_else(|| corrupt("a task has no dependency list"))?
+                .iter()
+                .map(|d| d.as_u64().map(|d| d as usize).filter(|&d| d < position))
+                .collect::<Option<Vec<usize>>>()
+                .ok_or_else(|| corrupt("a dependency is not an earlier position"))?;
+            planned.push(PlannedTask {
+                id: id.to_string(),
+                dependencies,
+                options: options_from_json(task.get("options").unwrap_or(&Value::Null)),
+            });
+        }
+        Ok(Self::new(planned))
+    }
+}
+
+fn options_to_json(options: &TaskOptions) -> Value {
+    let retry = &options.retry;
+    json!({
+        "retries": retry.retries,
+        "retry_delay": retry.delay.as_secs_f64(),
+        "retry_backoff": retry.backoff,
+        "retry_max_delay": retry.max_delay.as_secs_f64(),
+        "retry_jitter": retry.jitter,
+        "timeout": options.timeout.map(|t| t.as_secs_f64()),
+        "retry_timeouts": options.retry_timeouts,
+        "trigger_rule": options.trigger_rule.as_str(),
+    })
+}
+
+/// Reads stored options; a missing or unreadable field keeps its default.
+fn options_from_json(value: &Value) -> TaskOptions {
+    let defaults = TaskOptions::new();
+    let number = |key: &str| value.get(key).and_then(Value::as_f64);
+    let seconds = |key: &str| number(key).and_then(|s| Duration::try_from_secs_f64(s).ok());
+    TaskOptions {
+        retry: RetryPolicy {
+            retries: value
+                .get("retries")
+                .and_then(Value::as_u64)
+                .map_or(defaults.retry.retries, |r| {
+                    r.min(u64::from(u32::MAX)) as u32
+                }),
+            delay: seconds("retry_delay").unwrap_or(defaults.retry.delay),
+            backoff: number("retry_backoff").unwrap_or(defaults.retry.backoff),
+            max_delay: seconds("retry_max_delay").unwrap_or(defaults.retry.max_delay),
+            jitter: number("retry_jitter").unwrap_or(defaults.retry.jitter),
+        },
+        timeout: seconds("timeout"),
+        retry_timeouts: value
+            .get("retry_timeouts")
+            .and_then(Value::as_bool)
+            .unwrap_or(defaults.retry_timeouts),
+        trigger_rule: value
+            .get("trigger_rule")
+            .and_then(Value::as_str)
+            .and_then(TriggerRule::parse)
+            .unwrap_or(defaults.trigger_rule),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::FnTask;
+
+    #[test]
+    fn plan_round_trips_through_json() {
+        let mut options = TaskOptions::new();
+        options.retry.retries = 3;
+        options.retry.delay = Duration::from_millis(250);
+        options.timeout = Some(Duration::from_secs(2));
+        options.trigger_rule = TriggerRule::AllDone;
+        let a = FnTask::new("a", &[], |c| async move { Ok(c) });
+        let b = FnTask::with_options("b", &["a"], options, |c| async move { Ok(c) });
+        let workflow = Workflow::new("wf", vec![a, b]).unwrap();
+        let plan = ExecutionPlan::of(&workflow);
+        assert_eq!(ExecutionPlan::from_json(&plan.to_json()).unwrap(), plan);
+        assert_eq!(plan.dependents_of(0), &[1]);
+        assert_eq!(plan.ancestors_of(1), vec![0]);
+    }
+}
