@@ -33,6 +33,7 @@ needs_sqlite_wheel = pytest.mark.skipif(not REAL_SQLITE, reason="scenarios built
 EXPORTED = [
     "task", "Workflow", "UnifiedExecutor", "CloacinaError", "DatabaseError", "WorkflowError",
     "ConfigurationError", "NotInitializedError", "ContextError", "SkipTask",
+    "ExecutionNotFoundError", "ExecutionStateError",
 ]
 
 SITECUSTOMIZE = textwrap.dedent(
@@ -62,6 +63,8 @@ FAKE_POSTGRES = textwrap.dedent(
     class ConfigurationError(CloacinaError, ValueError): pass
     class NotInitializedError(CloacinaError, RuntimeError): pass
     class ContextError(CloacinaError, TypeError): pass
+    class ExecutionNotFoundError(CloacinaError, LookupError): pass
+    class ExecutionStateError(CloacinaError, ValueError): pass
     class SkipTask(Exception): pass
 
     def task(task_id=None, *, dependencies=()):

@@ -23,6 +23,8 @@ DatabaseError = _backend_module.DatabaseError
 WorkflowError = _backend_module.WorkflowError
 ConfigurationError = _backend_module.ConfigurationError
 NotInitializedError = _backend_module.NotInitializedError
+ExecutionNotFoundError = _backend_module.ExecutionNotFoundError
+ExecutionStateError = _backend_module.ExecutionStateError
 SkipTask = _backend_module.SkipTask
 ContextError = _backend_module.ContextError
 
@@ -37,6 +39,8 @@ __all__ = [
     "WorkflowError",
     "ConfigurationError",
     "NotInitializedError",
+    "ExecutionNotFoundError",
+    "ExecutionStateError",
     "SkipTask",
     "ContextError",
     "backend",

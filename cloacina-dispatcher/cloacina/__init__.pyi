@@ -4,6 +4,8 @@ from cloacina_sqlite import CloacinaError as CloacinaError
 from cloacina_sqlite import ConfigurationError as ConfigurationError
 from cloacina_sqlite import ContextError as ContextError
 from cloacina_sqlite import DatabaseError as DatabaseError
+from cloacina_sqlite import ExecutionNotFoundError as ExecutionNotFoundError
+from cloacina_sqlite import ExecutionStateError as ExecutionStateError
 from cloacina_sqlite import NotInitializedError as NotInitializedError
 from cloacina_sqlite import SkipTask as SkipTask
 from cloacina_sqlite import UnifiedExecutor as UnifiedExecutor
@@ -26,6 +28,8 @@ __all__ = [
     "WorkflowError",
     "ConfigurationError",
     "NotInitializedError",
+    "ExecutionNotFoundError",
+    "ExecutionStateError",
     "SkipTask",
     "ContextError",
     "backend",

@@ -40,6 +40,9 @@ pub enum Error {
     /// No execution has the given id.
     #[error("{0}")]
     NotFound(String),
+    /// The execution's status does not allow the operation.
+    #[error("{0}")]
+    InvalidState(String),
     /// A wait ended before the execution did.
     #[error("{0}")]
     Timeout(String),

@@ -7,6 +7,8 @@ __all__ = [
     "ConfigurationError",
     "ContextError",
     "DatabaseError",
+    "ExecutionNotFoundError",
+    "ExecutionStateError",
     "NotInitializedError",
     "SkipTask",
     "UnifiedExecutor",
@@ -26,11 +28,13 @@ _F = TypeVar("_F", bound=_TaskFunction)
 _TaskRef = Union[str, Callable[..., Any]]
 
 _TaskStatus = Literal["Pending", "Running", "Completed", "Failed", "Skipped", "Cancelled"]
+# An attempt's status: a task's, or "Lost" when the worker running it died.
+_AttemptStatus = Literal["Running", "Completed", "Failed", "Skipped", "Cancelled", "Lost"]
 _TriggerRule = Literal["all_success", "all_done", "one_success", "one_failed", "none_failed"]
 
 class _AttemptDict(TypedDict):
     attempt: int
-    status: _TaskStatus
+    status: _AttemptStatus
     error: Optional[str]
     started_at: str
     completed_at: str
@@ -50,10 +54,11 @@ class _ExecutionDict(TypedDict):
     execution_id: str
     workflow_name: str
     workflow_version: str
-    status: Literal["Running", "Completed", "Failed", "Cancelled"]
+    status: Literal["Pending", "Running", "Completed", "Failed", "Cancelled"]
     input_context: _Context
     final_context: Optional[_Context]
     error: Optional[str]
+    reason: Optional[str]
     started_at: str
     completed_at: Optional[str]
     task_results: List[_TaskResultDict]
@@ -75,6 +80,12 @@ class NotInitializedError(CloacinaError, RuntimeError):
 
 class ContextError(CloacinaError, TypeError):
     """A context value cannot be stored as JSON."""
+
+class ExecutionNotFoundError(CloacinaError, LookupError):
+    """No execution with the given id is recorded in this database."""
+
+class ExecutionStateError(CloacinaError, ValueError):
+    """The execution's status does not allow this, e.g. resuming one that Completed."""
 
 class SkipTask(Exception):
     """Raise inside a task to mark it Skipped with this reason; it is not a failure and is never retried."""
@@ -146,31 +157,73 @@ class Workflow:
 
 @final
 class UnifiedExecutor:
-    """Runs workflows, recording every execution and task result in the database."""
+    """Submits workflows to a database and, unless submit-only, works as one of its workers.
+
+    Every initialized executor runs ready tasks of any execution in its database (and schema)
+    whose task ids are registered in this process, so processes importing the same task
+    module share the work. Completed tasks never run again; a task interrupted by a worker's
+    death runs again (at least once), so its side effects should be idempotent.
+    """
 
     def __new__(cls, max_concurrency: int = 8) -> UnifiedExecutor: ...
     @property
     def max_concurrency(self) -> int:
         """The most tasks this executor runs at once."""
     async def initialize(
-        self, database_url: str, *, schema: Optional[str] = None, pool_size: Optional[int] = None
+        self,
+        database_url: str,
+        *,
+        schema: Optional[str] = None,
+        pool_size: Optional[int] = None,
+        lease_timeout: Optional[float] = None,
+        worker: bool = True,
     ) -> None:
         """Connect to and migrate the database; call once before anything else.
 
         ``schema`` (PostgreSQL only) keeps every table in that schema, created if missing.
         ``pool_size`` caps the connections this executor opens (default 10 on PostgreSQL,
-        4 on a SQLite file).
+        4 on a SQLite file). ``lease_timeout`` (seconds, default 30) is how long after its
+        last heartbeat a worker in another process or on another machine is presumed dead and
+        its tasks are run again; a dead process on this machine is noticed at once.
+        ``worker=False`` makes the executor submit-only: it never runs tasks. Async tasks run
+        on the event loop that called ``initialize``.
+        """
+    async def submit(
+        self,
+        workflow: Workflow,
+        context: Optional[_Context] = None,
+        *,
+        idempotency_key: Optional[str] = None,
+        timeout: Optional[float] = None,
+    ) -> str:
+        """Record a new execution and return its id at once; a worker of the database runs it.
+
+        Submitting again with the same ``idempotency_key`` (from any process) returns the first
+        execution's id and starts nothing. Past ``timeout`` seconds the execution is cancelled.
+        """
+    async def wait(self, execution_id: str, *, timeout: Optional[float] = None) -> _ExecutionDict:
+        """Wait for any execution in the database to end and return its result dict.
+
+        Raises TimeoutError once ``timeout`` seconds pass (the execution goes on), and
+        ExecutionNotFoundError for an unknown id.
         """
     async def execute(
         self, workflow: Workflow, context: Optional[_Context] = None, *, timeout: Optional[float] = None
     ) -> _ExecutionDict:
-        """Run ``workflow`` on ``context``; a failing task gives a Failed result, not an exception.
+        """Submit ``workflow`` and wait for its result; a failing task gives a Failed result.
 
         Past ``timeout`` seconds the execution is cancelled and its result is "Cancelled".
         Cancelling the awaiting coroutine cancels the execution too.
         """
     async def cancel(self, execution_id: str) -> bool:
-        """Cancel a running execution of this executor; False if it is not running here."""
+        """Cancel a Pending or Running execution wherever it runs; False if it had already ended
+        or is unknown. Its unstarted tasks end Cancelled, running async tasks see CancelledError."""
+    async def resume(self, execution_id: str) -> str:
+        """Run a Failed or Cancelled execution again from where it stopped; returns its id.
+
+        Completed tasks keep their outputs and are not re-run; the others run again, with their
+        history kept. Raises ExecutionStateError for an execution in another status.
+        """
     async def get_execution(self, execution_id: str) -> Optional[_ExecutionDict]:
         """Read a recorded execution back; None if the id is unknown."""
     async def list_executions(
@@ -178,4 +231,8 @@ class UnifiedExecutor:
     ) -> List[_ExecutionDict]:
         """List recorded executions, newest first, filtered by workflow name and status."""
     async def shutdown(self, *, cancel: bool = False) -> None:
-        """Stop accepting work and wait for running executions; ``cancel=True`` cancels them first."""
+        """Stop claiming work and wait for running tasks to end and be stored.
+
+        Unfinished executions stay in the database, never marked Failed, for the next worker.
+        ``cancel=True`` first cancels the executions this executor submitted.
+        """

@@ -165,7 +165,7 @@ impl Database {
                     locked.status,
                     ExecutionStatus::Failed | ExecutionStatus::Cancelled
                 ) {
-                    return Err(Error::Configuration(format!(
+                    return Err(Error::InvalidState(format!(
                         "execution {execution} is {}; only Failed or Cancelled executions can be resumed",
                         locked.status
                     )));
@@ -175,7 +175,7 @@ impl Database {
                     .select(workflow_executions::plan)
                     .first(conn)?;
                 let plan = ExecutionPlan::from_json(&plan.ok_or_else(|| {
-                    Error::Configuration(format!(
+                    Error::InvalidState(format!(
                         "execution {execution} was recorded by a version of cloacina that did not store its plan; it cannot be resumed"
                     ))
                 })?)?;
@@ -270,7 +270,7 @@ pub(crate) fn timed_out_reason(seconds: f64) -> String {
 }
 
 fn not_found(execution: Uuid) -> Error {
-    Error::Configuration(format!("no execution with id {execution} in this database"))
+    Error::NotFound(format!("no execution with id {execution} in this database"))
 }
 
 macro_rules! impl_lifecycle_steps {

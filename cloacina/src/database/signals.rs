@@ -1,7 +1,7 @@
 //! How processes sharing a database hear of new work, finished executions and cancellations.
 //!
 //! Transactions that create such events `announce` them: PostgreSQL sends a `NOTIFY` on the
-//! channel `cloacina.<schema>`, delivered at commit; SQLite bumps a counter in the `signals`
+//! schema's channel ([`CHANNEL_SQL`]), delivered at commit; SQLite bumps a counter in the `signals`
 //! table. Each process turns what it hears into local wake-ups: a listener connection polls
 //! PostgreSQL's notifications every [`LISTEN_INTERVAL`], a reader checks SQLite's counters every
 //! [`SQLITE_POLL_INTERVAL`]. Whoever waits re-reads the database when woken: signals only make
@@ -17,6 +17,26 @@ use super::url::DatabaseUrl;
 
 /// How often a process checks a SQLite file's signal counters for other processes' events.
 pub const SQLITE_POLL_INTERVAL: Duration = Duration::from_millis(25);
+/// The NOTIFY channel of the current schema: a digest keeps any schema name within 63 bytes.
+#[cfg(feature = "postgres")]
+pub(crate) const CHANNEL_SQL: &str = "'cloacina_' || left(md5(current_schema()), 16)";
+
+/// The URL of the listener connection: the application name gets a ` listener` suffix, so the
+/// connection is told apart from the pool's (pool_size bounds those, not this one).
+#[cfg(feature = "postgres")]
+fn listener_url(url: &str) -> String {
+    let Some(start) = url
+        .find("application_name=")
+        .map(|i| i + "application_name=".len())
+    else {
+        return url.to_string();
+    };
+    let end = url[start..]
+        .find(['&', '#'])
+        .map_or(url.len(), |i| start + i);
+    format!("{}%20listener{}", &url[..end], &url[end..])
+}
+
 /// How often the PostgreSQL listener reads notifications that have arrived.
 pub const LISTEN_INTERVAL: Duration = Duration::from_millis(5);
 
@@ -216,16 +236,15 @@ fn postgres_listen(url: &str, schema: Option<&str>, weak: &Weak<Signals>, stop: 
     }
 
     fn listen(url: &str, schema: Option<&str>) -> diesel::QueryResult<diesel::PgConnection> {
-        let mut conn = diesel::PgConnection::establish(url)
+        let mut conn = diesel::PgConnection::establish(&listener_url(url))
             .map_err(|e| diesel::result::Error::QueryBuilderError(e.to_string().into()))?;
         if let Some(schema) = schema {
             conn.batch_execute(&format!("SET search_path TO \"{schema}\""))?;
         }
-        let schema: String = diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(
-            "current_schema()",
-        ))
-        .get_result(&mut conn)?;
-        conn.batch_execute(&format!("LISTEN \"cloacina.{}\"", schema.replace('"', "")))?;
+        let channel: String =
+            diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(CHANNEL_SQL))
+                .get_result(&mut conn)?;
+        conn.batch_execute(&format!("LISTEN {channel}"))?;
         Ok(conn)
     }
 }

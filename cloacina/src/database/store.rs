@@ -118,10 +118,13 @@ impl Dialect for diesel::pg::PgConnection {
     }
 
     fn announce(&mut self, signal: Signal) -> QueryResult<()> {
-        diesel::sql_query("SELECT pg_notify('cloacina.' || current_schema(), $1)")
-            .bind::<diesel::sql_types::Text, _>(signal.name())
-            .execute(self)
-            .map(drop)
+        diesel::sql_query(format!(
+            "SELECT pg_notify({}, $1)",
+            super::signals::CHANNEL_SQL
+        ))
+        .bind::<diesel::sql_types::Text, _>(signal.name())
+        .execute(self)
+        .map(drop)
     }
 }
 

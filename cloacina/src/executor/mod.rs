@@ -78,7 +78,7 @@ struct Inner {
     registry: Arc<dyn TaskRegistry>,
     worker: Option<Arc<Worker>>,
     background: Mutex<Vec<JoinHandle<()>>>,
-    closed: watch::Sender<bool>,
+    lifecycle: watch::Sender<Lifecycle>,
     /// Unfinished executions this executor submitted, cancelled by `shutdown(cancel=true)`.
     submitted: Mutex<HashSet<Uuid>>,
 }
@@ -94,6 +94,16 @@ impl Drop for Inner {
             handle.abort();
         }
     }
+}
+
+/// Where an executor is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Lifecycle {
+    Open,
+    /// `shutdown` has begun: no new submissions or claims; running tasks finish.
+    Closing,
+    /// Every task this worker ran has ended and been stored.
+    ShutDown,
 }
 
 /// Submits workflows to a database and runs the ready tasks of any execution in it.
@@ -143,14 +153,14 @@ impl UnifiedExecutor {
                 registry,
                 worker,
                 background: Mutex::new(background),
-                closed: watch::channel(false).0,
+                lifecycle: watch::channel(Lifecycle::Open).0,
                 submitted: Mutex::default(),
             }),
         })
     }
 
     fn is_closed(&self) -> bool {
-        *self.inner.closed.borrow()
+        *self.inner.lifecycle.borrow() != Lifecycle::Open
     }
 
     fn submitted(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
@@ -245,9 +255,10 @@ impl UnifiedExecutor {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let db = &self.inner.db;
         let mut done = db.signals().subscribe(Signal::Done);
-        let mut closed = self.inner.closed.subscribe();
+        let mut lifecycle = self.inner.lifecycle.subscribe();
         loop {
             done.borrow_and_update();
+            let shut_down = *lifecycle.borrow_and_update() == Lifecycle::ShutDown;
             match db.execution_status(execution).await? {
                 None => return Err(not_found(execution)),
                 Some(status) if status.is_terminal() => {
@@ -256,6 +267,11 @@ impl UnifiedExecutor {
                         .get_execution(execution)
                         .await?
                         .ok_or_else(|| not_found(execution));
+                }
+                Some(_) if shut_down => {
+                    return Err(Error::ShutDown(format!(
+                        "the executor was shut down before execution {execution} ended; it stays in the database and goes on when a worker runs it"
+                    )));
                 }
                 Some(_) => {}
             }
@@ -268,11 +284,7 @@ impl UnifiedExecutor {
                         timeout.unwrap_or_default().as_secs_f64()
                     )));
                 }
-                _ = closed.wait_for(|c| *c) => {
-                    return Err(Error::ShutDown(format!(
-                        "the executor was shut down while waiting for execution {execution}; it stays in the database and goes on when a worker runs it"
-                    )));
-                }
+                _ = lifecycle.changed() => {}
             }
         }
     }
@@ -312,7 +324,7 @@ impl UnifiedExecutor {
     /// executions stay in the database for the next worker. With `cancel`, the executions this
     /// executor submitted are cancelled first.
     pub async fn shutdown(&self, cancel: bool) {
-        self.inner.closed.send_replace(true);
+        self.inner.lifecycle.send_replace(Lifecycle::Closing);
         if cancel {
             let submitted: Vec<Uuid> = self.submitted().drain().collect();
             for execution in submitted {
@@ -338,6 +350,7 @@ impl UnifiedExecutor {
                 .remove_worker(worker.identity.id.clone())
                 .await;
         }
+        self.inner.lifecycle.send_replace(Lifecycle::ShutDown);
     }
 
     /// Reads an execution back from the database.

@@ -209,14 +209,12 @@ impl Worker {
             permits.extend(self.reserve(CLAIM_BATCH - 1));
             ready.borrow_and_update();
             let wanted = permits.len();
-            let claims = match self
+            // On an error, the safety poll retries once the database answers.
+            let claims = self
                 .db
                 .claim_ready(self.identity.id.clone(), self.registry.ids(), wanted)
                 .await
-            {
-                Ok(claims) => claims,
-                Err(_) => Vec::new(), // the safety poll retries once the database answers
-            };
+                .unwrap_or_default();
             let got = claims.len();
             let unused = permits.split_off(got.min(permits.len()));
             self.dispatch(claims, permits, None);

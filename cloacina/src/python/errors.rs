@@ -29,10 +29,12 @@ pub(crate) enum ErrorKind {
     Context,
     /// No execution has the given id (also a LookupError).
     ExecutionNotFound,
+    /// The execution's status does not allow the operation (also a ValueError).
+    ExecutionState,
 }
 
 /// (class name, extra builtin base, docstring) for each kind, in creation order.
-const CLASSES: [(ErrorKind, &str, &str); 7] = [
+const CLASSES: [(ErrorKind, &str, &str); 8] = [
     (
         ErrorKind::Base,
         "CloacinaError",
@@ -68,6 +70,11 @@ const CLASSES: [(ErrorKind, &str, &str); 7] = [
         "ExecutionNotFoundError",
         "No execution with the given id is recorded in this database.",
     ),
+    (
+        ErrorKind::ExecutionState,
+        "ExecutionStateError",
+        "The execution's status does not allow this, e.g. resuming one that Completed.",
+    ),
 ];
 
 static TYPES: GILOnceCell<Vec<Py<PyType>>> = GILOnceCell::new();
@@ -102,7 +109,9 @@ fn create_types(py: Python<'_>) -> PyResult<Vec<Py<PyType>>> {
         let builtin = match kind {
             ErrorKind::Base => py.get_type_bound::<PyException>(),
             ErrorKind::Database => py.get_type_bound::<PyException>(),
-            ErrorKind::Workflow | ErrorKind::Configuration => py.get_type_bound::<PyValueError>(),
+            ErrorKind::Workflow | ErrorKind::Configuration | ErrorKind::ExecutionState => {
+                py.get_type_bound::<PyValueError>()
+            }
             ErrorKind::NotInitialized => py.get_type_bound::<PyRuntimeError>(),
             ErrorKind::Context => py.get_type_bound::<PyTypeError>(),
             ErrorKind::ExecutionNotFound => py.get_type_bound::<PyLookupError>(),
@@ -153,6 +162,7 @@ pub(crate) fn to_py_err(err: Error) -> PyErr {
         Error::Database(_) => ErrorKind::Database,
         Error::Context(_) => ErrorKind::Context,
         Error::NotFound(_) => ErrorKind::ExecutionNotFound,
+        Error::InvalidState(_) => ErrorKind::ExecutionState,
         Error::ShutDown(_) => ErrorKind::NotInitialized,
         Error::Timeout(message) => return PyTimeoutError::new_err(message.clone()),
     };

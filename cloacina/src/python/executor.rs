@@ -139,8 +139,10 @@ fn idempotency_key(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<String>>
                 type_name(value)
             ))
         })?
-        .to_str()
-        .map_err(|_| PyValueError::new_err("idempotency_key must be valid UTF-8 text"))?;
+        .to_cow()
+        .map_err(|_| {
+            PyValueError::new_err("idempotency_key must be valid Unicode text without surrogates")
+        })?;
     if key.is_empty() || key.len() > 1_000 || key.contains('\0') {
         return Err(PyValueError::new_err(format!(
             "idempotency_key must be 1 to 1000 characters without NUL, got {} characters",
@@ -378,9 +380,9 @@ impl PyUnifiedExecutor {
         let id = parse_execution_id(execution_id)?;
         let engine = self.engine()?;
         awaitable(py, async move {
-            Ok(engine
+            engine
                 .cancel(id, "cancelled by UnifiedExecutor.cancel()")
-                .await?)
+                .await
         })
     }
 
