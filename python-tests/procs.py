@@ -195,6 +195,7 @@ class Procs:
 
 
 def submitted_ids(proc: Proc) -> List[str]:
+    """The execution ids a process started with ``submit=`` wrote (the file must exist)."""
     assert proc.ids_path is not None, f"{proc.name} was not started with submit="
     return list(json.loads(proc.ids_path.read_text()))
 
@@ -232,6 +233,14 @@ async def ready(*workers: Proc, timeout: float = DEADLINE) -> List[Dict[str, Any
         await until(lambda p=proc: p.ready_info() is not None, what=f"{proc.name} ready", timeout=timeout,
                     watch=[proc])
     return [p.ready_info() or {} for p in workers]
+
+
+async def ids_of(proc: Proc, timeout: float = DEADLINE) -> List[str]:
+    """Waits until a process started with ``submit=`` has written its execution ids; returns them."""
+    assert proc.ids_path is not None, f"{proc.name} was not started with submit="
+    path = proc.ids_path
+    await until(path.exists, what=f"{proc.name} wrote its execution ids", timeout=timeout, watch=[proc])
+    return submitted_ids(proc)
 
 
 async def exited(proc: Proc, timeout: float = DEADLINE) -> int:

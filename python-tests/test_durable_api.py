@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -17,7 +18,7 @@ import pytest
 from backend import assert_uuid, by_task, cl
 from durable_worker import TaskSet, define, expected_context
 from procs import (client, control, effects, exited, finished, has_event, procs, read_events,  # noqa: F401
-                   ready, select, stopped, submitted_ids, until)
+                   ids_of, ready, select, stopped, submitted_ids, until)
 
 
 def tasks(ids: Any, effects: Path, control: Path, **options: Any) -> TaskSet:
@@ -162,7 +163,7 @@ async def test_idempotency_key_across_processes(database_url, executor, procs, i
 
     got = [submitted_ids(proc) for proc in submitters]
     for i in range(keys):
-        assert len({ids_of[i] for ids_of in got}) == 1, f"key {i}: {[ids_of[i] for ids_of in got]}"
+        assert len({mine[i] for mine in got}) == 1, f"key {i}: {[mine[i] for mine in got]}"
     execution_ids = got[0]
     assert len(set(execution_ids)) == keys
 
@@ -240,9 +241,7 @@ async def test_tasks_no_live_worker_has_wait_with_a_reason(database_url, executo
 
 async def test_wait_for_executions_of_another_process(database_url, client, procs, ids, effects, control):
     worker = procs.start_worker(database_url, ids.prefix, effects, control, submit="fan", count=3, width=4)
-    await until(lambda: worker.ids_path is not None and worker.ids_path.exists(), what="submitted",
-                watch=[worker])
-    execution_ids = submitted_ids(worker)
+    execution_ids = await ids_of(worker)
     assert len(set(execution_ids)) == 3
     for i, execution_id in enumerate(execution_ids):
         result = await finished(client, execution_id, procs=procs)
@@ -258,11 +257,13 @@ async def test_cancel_from_another_process(database_url, client, procs, ids, eff
     worker = procs.start_worker(database_url, ids.prefix, effects, control, hang=["b"], submit="chain")
     b = f"{ids.prefix}.b"
     await until(has_event(effects, run="r0", task=b, kind="started"), what="b started", watch=[worker])
-    [execution_id] = submitted_ids(worker)
+    [execution_id] = await ids_of(worker)
     assert (await client.get_execution(execution_id))["status"] == "Running"
 
+    cancelled_at = time.monotonic()
     assert await client.cancel(execution_id) is True
     result = await finished(client, execution_id, procs=procs)
+    ended_after = time.monotonic() - cancelled_at
     assert result["status"] == "Cancelled", result
     assert result["completed_at"] is not None
     tr = by_task(result)
@@ -275,6 +276,9 @@ async def test_cancel_from_another_process(database_url, client, procs, ids, eff
     # The task in process A saw CancelledError.
     await until(has_event(effects, run="r0", task=b, kind="cancelled", pid=worker.pid),
                 what="b saw CancelledError in the worker", watch=[worker])
+    seen_after = time.monotonic() - cancelled_at
+    print(f"\nCROSS-PROCESS CANCEL: cancel() -> execution Cancelled {ended_after:.2f} s, "
+          f"-> the task in the other process saw CancelledError {seen_after:.2f} s")
     assert await client.cancel(execution_id) is False
     assert await client.get_execution(execution_id) == result
     events = read_events(effects)

@@ -64,6 +64,7 @@ def assert_recovered(result: Dict[str, Any], prefix: str, effects: Path, victim_
     assert history(tr[c]) == ["Completed"]
 
 
+@pytest.mark.timeout(90)
 async def test_restarted_worker_on_same_host_resumes_killed_execution(database_url, client, procs, ids,
                                                                       effects, control):
     """Kill -9 the only worker in the middle of b; a new process on the same host finishes the run.
@@ -100,6 +101,7 @@ async def test_restarted_worker_on_same_host_resumes_killed_execution(database_u
     assert await stopped(survivor) == 0, survivor.describe()
 
 
+@pytest.mark.timeout(90)
 async def test_running_survivor_takes_over_from_worker_on_another_host(database_url, client, procs, ids,
                                                                        effects, control):
     """The victim runs on "another machine" (its own hostname): only its lease can tell it died."""

@@ -130,12 +130,25 @@ async def test_chaos_workers_killed_while_executions_run(database_url, client, p
             submitted.append((await client.submit(t.wf(shape), {"run": f"r{i}"}), shape, f"r{i}"))
             await asyncio.sleep(0.6)
 
+    def busy(worker: Proc) -> bool:
+        """The worker is in the middle of a task (a started line without its finished line)."""
+        mine = select(read_events(effects), pid=worker.pid)
+        return bool({(e.run, e.task) for e in mine if e.kind == "started"}
+                    - {(e.run, e.task) for e in mine if e.kind == "finished"})
+
     async def chaos() -> None:
         while time.monotonic() - began < chaos_seconds:
             await asyncio.sleep(rng.uniform(1.5, 2.5))
-            candidates = [w for w in current if w.alive() and w.ready_info() is not None] or \
-                         [w for w in current if w.alive()]
-            victim = rng.choice(candidates)
+            # A random worker, preferably one running a task (up to 0.5 s to find one), so kills interrupt work.
+            look_until = time.monotonic() + 0.5
+            while True:
+                candidates = [w for w in current if w.alive() and w.ready_info() is not None] or \
+                             [w for w in current if w.alive()]
+                working = [w for w in candidates if busy(w)]
+                if working or time.monotonic() > look_until:
+                    break
+                await asyncio.sleep(0.02)
+            victim = rng.choice(working or candidates)
             victim.kill()
             killed.append(victim)
             current.remove(victim)
@@ -189,6 +202,7 @@ async def test_chaos_workers_killed_while_executions_run(database_url, client, p
     for where in excused:
         print(f"  interrupted right after finishing: {where}")
     assert len(killed) >= 5
+    assert lost_attempts >= 1, "no kill interrupted a task: the chaos tested nothing"
 
     alive = [w for w in current if w.alive()]
     await ready(*alive)

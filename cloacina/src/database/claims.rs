@@ -12,6 +12,7 @@ use diesel::prelude::*;
 use uuid::Uuid;
 
 use super::schema::task_executions;
+use super::signals::Signal;
 pub use super::store::Claim;
 use super::store::{ContextSource, Dialect, Store, TaskState, CHUNK};
 use super::{write_transaction, Database, Pool};
@@ -38,6 +39,9 @@ pub(crate) struct EndedTask {
     pub outcome: TaskOutcome,
     pub last_attempt: Option<AttemptRecord>,
 }
+
+/// The queue every task is in until named queues arrive.
+const DEFAULT_QUEUE: &str = "default";
 
 /// Whether this worker runs a task id; shared with the transaction that claims.
 pub(crate) type Registered = Arc<dyn Fn(&str) -> bool + Send + Sync>;
@@ -87,19 +91,6 @@ impl Database {
             let now = now_utc.naive_utc();
             write_transaction!(pool, |conn| {
                 let locked = conn.lock_execution(&id)?.ok_or_else(|| gone(execution))?;
-                let positions: Vec<i32> = ended.iter().map(|e| e.position as i32).collect();
-                let mut owned: Vec<i32> = Vec::new();
-                for chunk in positions.chunks(CHUNK) {
-                    owned.extend(
-                        task_executions::table
-                            .filter(task_executions::execution_id.eq(&id))
-                            .filter(task_executions::position.eq_any(chunk))
-                            .filter(task_executions::worker_id.eq(&worker))
-                            .filter(task_executions::status.eq(TaskStatus::Running.as_str()))
-                            .select(task_executions::position)
-                            .load::<i32>(conn)?,
-                    );
-                }
                 let mut committed = Committed {
                     cancel_reason: locked.cancel_reason.clone(),
                     ..Committed::default()
@@ -108,27 +99,33 @@ impl Database {
                 let mut settled_from = Vec::new();
                 for task in ended.iter() {
                     let planned = &plan.tasks()[task.position];
-                    if !owned.contains(&(task.position as i32)) {
+                    let o = &task.outcome;
+                    // Fenced: a worker presumed dead no longer owns the task and writes nothing.
+                    let owned = diesel::update(
+                        task_executions::table
+                            .find((&id, &planned.id))
+                            .filter(task_executions::worker_id.eq(&worker))
+                            .filter(task_executions::status.eq(TaskStatus::Running.as_str())),
+                    )
+                    .set((
+                        task_executions::status.eq(o.status.as_str()),
+                        task_executions::attempt.eq(o.attempt as i32),
+                        task_executions::started_at.eq(o.started_at.map(|t| t.naive_utc())),
+                        task_executions::output.eq(o.output_json.as_deref()),
+                        task_executions::error.eq(o.error.as_deref()),
+                        task_executions::traceback.eq(o.traceback.as_deref()),
+                        task_executions::reason.eq(o.reason.as_deref()),
+                        task_executions::completed_at.eq(Some(o.completed_at.naive_utc())),
+                        task_executions::worker_id.eq(None::<String>),
+                    ))
+                    .execute(conn)?;
+                    if owned == 0 {
                         committed.lost.push(task.position);
                         continue;
                     }
                     if let Some(attempt) = &task.last_attempt {
                         conn.insert_attempt(&id, &planned.id, attempt)?;
                     }
-                    let o = &task.outcome;
-                    diesel::update(task_executions::table.find((&id, &planned.id)))
-                        .set((
-                            task_executions::status.eq(o.status.as_str()),
-                            task_executions::attempt.eq(o.attempt as i32),
-                            task_executions::started_at.eq(o.started_at.map(|t| t.naive_utc())),
-                            task_executions::output.eq(o.output_json.as_deref()),
-                            task_executions::error.eq(o.error.as_deref()),
-                            task_executions::traceback.eq(o.traceback.as_deref()),
-                            task_executions::reason.eq(o.reason.as_deref()),
-                            task_executions::completed_at.eq(Some(o.completed_at.naive_utc())),
-                            task_executions::worker_id.eq(None::<String>),
-                        ))
-                        .execute(conn)?;
                     states.insert(
                         task.position,
                         TaskState {
@@ -140,25 +137,51 @@ impl Database {
                     );
                     settled_from.push(task.position);
                 }
+                let mut open = false;
                 if locked.cancel_reason.is_none() && !settled_from.is_empty() {
                     let settled = conn.settle(&id, &plan, &settled_from, &mut states, now)?;
-                    let (mine, others): (Vec<usize>, Vec<usize>) = {
-                        let mut taken = 0;
-                        settled.ready.iter().partition(|&&p| {
-                            let take =
-                                taken < claim.limit && (claim.registered)(&plan.tasks()[p].id);
-                            taken += usize::from(take);
-                            take
-                        })
-                    };
+                    conn.mark_ready(&id, &settled.ready, now)?;
+                    let registered = |p: &usize| (claim.registered)(&plan.tasks()[*p].id);
+                    let mut mine: Vec<usize> = settled
+                        .ready
+                        .iter()
+                        .copied()
+                        .filter(registered)
+                        .take(claim.limit)
+                        .collect();
+                    // Slots left over take other ready tasks of this execution (a fan-out's).
+                    if mine.len() < claim.limit {
+                        let wanted = claim.limit - mine.len();
+                        let waiting =
+                            conn.ready_tasks(&id, wanted + settled.ready.len(), &mut states)?;
+                        let extra: Vec<usize> = waiting
+                            .into_iter()
+                            .filter(|p| !mine.contains(p) && registered(p))
+                            .take(wanted)
+                            .collect();
+                        mine.extend(extra);
+                    }
                     committed.claimed =
                         conn.claim_positions(execution, &worker, &mine, &states, now_utc)?;
-                    conn.mark_ready(&id, &others, now)?;
-                    committed.made_ready = !others.is_empty();
+                    if !committed.claimed.is_empty()
+                        && (locked.status == ExecutionStatus::Pending || locked.waiting)
+                    {
+                        conn.mark_running(&committed.claimed)?;
+                    }
+                    committed.made_ready = settled
+                        .ready
+                        .iter()
+                        .any(|p| !committed.claimed.iter().any(|c| c.position == *p));
+                    if committed.made_ready {
+                        conn.announce(Signal::Ready)?;
+                    }
                     committed.skipped = settled.skipped;
+                    open = !committed.claimed.is_empty() || committed.made_ready;
                 }
-                let mut context = context.lock().unwrap_or_else(|p| p.into_inner());
-                committed.finished = conn.finish_if_done(&id, &locked, &mut *context, now)?;
+                if !open {
+                    let mut context = context.lock().unwrap_or_else(|p| p.into_inner());
+                    committed.finished = conn.finish_if_done(&id, &locked, &mut *context, now)?;
+                }
                 Ok(committed)
             })
         })
@@ -294,6 +317,7 @@ fn sqlite_claim(
     for chunk in task_ids.chunks(CHUNK) {
         any |= diesel::select(diesel::dsl::exists(
             task_executions::table
+                .filter(task_executions::queue.eq(DEFAULT_QUEUE))
                 .filter(task_executions::status.eq(TaskStatus::Pending.as_str()))
                 .filter(task_executions::ready_at.is_not_null())
                 .filter(task_executions::task_id.eq_any(chunk)),
@@ -314,6 +338,7 @@ fn sqlite_claim(
                 break;
             }
             let found: Vec<(String, String, i32, i32)> = task_executions::table
+                .filter(task_executions::queue.eq(DEFAULT_QUEUE))
                 .filter(task_executions::status.eq(TaskStatus::Pending.as_str()))
                 .filter(task_executions::ready_at.is_not_null())
                 .filter(task_executions::task_id.eq_any(chunk))
@@ -361,7 +386,8 @@ fn postgres_claim(
     let rows: Vec<ClaimedRow> = diesel::sql_query(
         "WITH ready AS ( \
              SELECT execution_id, task_id FROM task_executions \
-             WHERE status = 'Pending' AND ready_at IS NOT NULL AND task_id = ANY($2) \
+             WHERE queue = 'default' AND status = 'Pending' AND ready_at IS NOT NULL \
+                 AND task_id = ANY($2) \
              ORDER BY ready_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
          UPDATE task_executions t SET status = 'Running', worker_id = $1, \
              attempt = t.attempt + 1, started_at = $4 \

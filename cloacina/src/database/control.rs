@@ -6,7 +6,10 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use uuid::Uuid;
 
+use std::time::Duration;
+
 use super::claims::{Claim, ClaimRequest};
+use super::leases::{unregistered_reason, GiveBack};
 use super::queries::new_execution_rows;
 use super::schema::{task_executions, workflow_executions};
 use super::signals::Signal;
@@ -48,6 +51,7 @@ impl Database {
         idempotency_key: Option<String>,
         deadline: Option<DateTime<Utc>>,
         claim: Option<(String, ClaimRequest)>,
+        lease: Duration,
     ) -> Result<Submitted> {
         self.run(move |pool| {
             let (execution, tasks) =
@@ -93,9 +97,25 @@ impl Database {
                         })
                         .collect();
                     claimed = conn.claim_positions(execution_id, worker, &mine, &states, now())?;
+                    if !claimed.is_empty() {
+                        conn.mark_running(&claimed)?;
+                    }
                 }
                 if claimed.len() < roots.len() {
                     conn.announce(Signal::Ready)?;
+                    let live = conn.live_task_ids(lease)?;
+                    let runs_here =
+                        |id: &str| claim.as_ref().is_some_and(|(_, r)| (r.registered)(id));
+                    let unrun: Vec<String> = roots
+                        .iter()
+                        .map(|&p| plan.tasks()[p].id.clone())
+                        .filter(|id| !live.contains(id) && !runs_here(id))
+                        .collect();
+                    if !unrun.is_empty() {
+                        diesel::update(workflow_executions::table.find(execution_id.to_string()))
+                            .set(workflow_executions::reason.eq(Some(unregistered_reason(&unrun))))
+                            .execute(conn)?;
+                    }
                 }
                 Ok(Submitted {
                     execution_id,
@@ -206,6 +226,16 @@ impl Database {
                         workflow_executions::reason.eq(None::<String>),
                     ))
                     .execute(conn)?;
+                for (position, task) in plan.tasks().iter().enumerate() {
+                    diesel::update(
+                        task_executions::table
+                            .filter(task_executions::execution_id.eq(&id))
+                            .filter(task_executions::position.eq(position as i32))
+                            .filter(task_executions::status.ne(TaskStatus::Completed.as_str())),
+                    )
+                    .set(task_executions::waiting_on.eq(task.dependencies.len() as i32))
+                    .execute(conn)?;
+                }
                 let mut states = BTreeMap::new();
                 conn.load_states(&id, 0..plan.len(), &mut states)?;
                 let completed: Vec<usize> = states
@@ -220,9 +250,11 @@ impl Database {
                 settled.ready.sort_unstable();
                 settled.ready.dedup();
                 conn.mark_ready(&id, &settled.ready, now)?;
+                conn.announce(Signal::Ready)?;
                 let reopened = LockedExecution {
                     status: ExecutionStatus::Pending,
                     cancel_reason: None,
+                    waiting: false,
                 };
                 conn.finish_from_storage(&id, &reopened, now)?;
                 Ok(())

@@ -175,7 +175,8 @@ impl Database {
         older_than: Duration,
     ) -> Result<()> {
         self.run(move |pool| {
-            let cutoff = now().naive_utc() - chrono::Duration::from_std(older_than).unwrap_or_default();
+            let cutoff =
+                now().naive_utc() - chrono::Duration::from_std(older_than).unwrap_or_default();
             let waiting: Vec<(String, String)> = with_connection!(pool, |conn| {
                 task_executions::table
                     .filter(task_executions::status.eq(TaskStatus::Pending.as_str()))
@@ -192,24 +193,14 @@ impl Database {
                 }
             }
             for (execution, task_ids) in orphaned {
-                let listed = task_ids
-                    .iter()
-                    .take(5)
-                    .map(|t| format!("'{t}'"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let reason = format!(
-                    "waiting: ready task(s) {listed} are not registered by any live worker; start a worker that imports them"
-                );
+                let reason = unregistered_reason(&task_ids);
                 with_connection!(pool, |conn| {
-                    diesel::update(
-                        workflow_executions::table
-                            .find(&execution)
-                            .filter(workflow_executions::status.eq_any([
-                                ExecutionStatus::Pending.as_str(),
-                                ExecutionStatus::Running.as_str(),
-                            ])),
-                    )
+                    diesel::update(workflow_executions::table.find(&execution).filter(
+                        workflow_executions::status.eq_any([
+                            ExecutionStatus::Pending.as_str(),
+                            ExecutionStatus::Running.as_str(),
+                        ]),
+                    ))
                     .set(workflow_executions::reason.eq(Some(reason)))
                     .execute(conn)?
                 });
@@ -220,9 +211,37 @@ impl Database {
     }
 }
 
+/// Why an execution waits when no live worker runs some of its ready tasks.
+pub(crate) fn unregistered_reason(task_ids: &[String]) -> String {
+    let listed = task_ids
+        .iter()
+        .take(5)
+        .map(|t| format!("'{t}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "waiting: no live worker has registered ready task(s) {listed}; start a worker that imports them"
+    )
+}
+
 macro_rules! impl_give_back {
     ($conn:ty) => {
         impl GiveBack for $conn {
+            fn live_task_ids(&mut self, lease: Duration) -> Result<HashSet<String>> {
+                let expired = now().naive_utc()
+                    - chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+                let lists: Vec<String> = workers::table
+                    .filter(workers::heartbeat_at.ge(expired))
+                    .select(workers::task_ids)
+                    .load(self)?;
+                let mut ids = HashSet::new();
+                for list in lists {
+                    let parsed: Vec<String> = serde_json::from_str(&list).unwrap_or_default();
+                    ids.extend(parsed);
+                }
+                Ok(ids)
+            }
+
             fn give_back(
                 &mut self,
                 execution: &str,
@@ -284,8 +303,11 @@ macro_rules! impl_give_back {
     };
 }
 
-/// Giving a dead worker's tasks back, written once for every backend.
-trait GiveBack {
+/// Lease steps written once for every backend.
+pub(crate) trait GiveBack {
+    /// Task ids registered by workers whose heartbeat is younger than `lease`.
+    fn live_task_ids(&mut self, lease: Duration) -> Result<HashSet<String>>;
+    /// Gives back the tasks `dead` held in one execution; returns how many.
     fn give_back(
         &mut self,
         execution: &str,

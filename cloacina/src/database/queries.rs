@@ -52,6 +52,7 @@ pub(crate) struct TaskRow {
     started_at: Option<NaiveDateTime>,
     completed_at: Option<NaiveDateTime>,
     ready_at: Option<NaiveDateTime>,
+    waiting_on: i32,
     worker_id: Option<String>,
 }
 
@@ -300,6 +301,7 @@ pub(crate) fn new_execution_rows(
             started_at: None,
             completed_at: None,
             ready_at: task.dependencies.is_empty().then_some(submitted),
+            waiting_on: task.dependencies.len() as i32,
             worker_id: None,
         })
         .collect();

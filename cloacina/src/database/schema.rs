@@ -36,6 +36,7 @@ diesel::table! {
         started_at -> Nullable<Timestamp>,
         completed_at -> Nullable<Timestamp>,
         ready_at -> Nullable<Timestamp>,
+        waiting_on -> Integer,
         worker_id -> Nullable<Text>,
         queue -> Text,
         concurrency_key -> Nullable<Text>,

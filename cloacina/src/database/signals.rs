@@ -175,7 +175,8 @@ fn sqlite_poll(path: &str, weak: &Weak<Signals>, stop: &AtomicBool) {
         match read {
             Ok(counters) => {
                 let seen = [counters.ready, counters.done, counters.cancelled];
-                let previous = last.get_or_insert(seen);
+                // Events before the first read were missed: wake everyone to re-check.
+                let previous = last.get_or_insert([-1; 3]);
                 if !raise_changed(weak, previous, seen) {
                     return;
                 }

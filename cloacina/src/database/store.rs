@@ -24,6 +24,8 @@ pub(crate) const CHUNK: usize = 1_000;
 pub(crate) struct LockedExecution {
     pub status: ExecutionStatus,
     pub cancel_reason: Option<String>,
+    /// Whether it shows why it waits (cleared once a task of it is claimed).
+    pub waiting: bool,
 }
 
 /// What a transaction knows of one task.
@@ -110,9 +112,10 @@ impl Dialect for diesel::pg::PgConnection {
             .select((
                 workflow_executions::status,
                 workflow_executions::cancel_reason,
+                workflow_executions::reason,
             ))
             .for_update()
-            .first::<(String, Option<String>)>(self)
+            .first::<ExecutionLockRow>(self)
             .optional()
             .map(|row| row.map(locked))
     }
@@ -138,16 +141,20 @@ fn read_execution(
         .select((
             workflow_executions::status,
             workflow_executions::cancel_reason,
+            workflow_executions::reason,
         ))
-        .first::<(String, Option<String>)>(conn)
+        .first::<ExecutionLockRow>(conn)
         .optional()
         .map(|row| row.map(locked))
 }
 
-fn locked((status, cancel_reason): (String, Option<String>)) -> LockedExecution {
+type ExecutionLockRow = (String, Option<String>, Option<String>);
+
+fn locked((status, cancel_reason, reason): ExecutionLockRow) -> LockedExecution {
     LockedExecution {
         status: ExecutionStatus::parse(&status).unwrap_or(ExecutionStatus::Failed),
         cancel_reason,
+        waiting: reason.is_some(),
     }
 }
 
@@ -182,8 +189,8 @@ pub(crate) trait Store: Dialect {
         attempt: &AttemptRecord,
     ) -> Result<()>;
 
-    /// Marks the executions of new claims Running (after the claim on PostgreSQL, so a claim
-    /// never waits on an execution row another transaction holds).
+    /// Marks the executions of new claims Running, clearing why they waited (after the claim
+    /// on PostgreSQL, so a claim never waits on an execution row another transaction holds).
     fn mark_running(&mut self, claims: &[Claim]) -> Result<()>;
 
     /// The stored state of the tasks at `positions` that are not in `states` yet.
@@ -194,9 +201,9 @@ pub(crate) trait Store: Dialect {
         states: &mut BTreeMap<usize, TaskState>,
     ) -> Result<()>;
 
-    /// Decides every Pending task whose upstream tasks have now all ended, starting from the
-    /// dependents of `ended`: ready when its trigger rule is met, otherwise Skipped (which may in
-    /// turn settle its own dependents).
+    /// Counts the end of each task in `ended` on its dependents and decides those with no
+    /// upstream task left running: ready when the trigger rule is met, otherwise Skipped (which
+    /// in turn counts on its own dependents).
     fn settle(
         &mut self,
         execution: &str,
@@ -206,7 +213,7 @@ pub(crate) trait Store: Dialect {
         now: NaiveDateTime,
     ) -> Result<Settled>;
 
-    /// Makes the tasks at `positions` ready to claim by any worker.
+    /// Makes the tasks at `positions` ready to claim (the caller announces it).
     fn mark_ready(
         &mut self,
         execution: &str,
@@ -214,7 +221,7 @@ pub(crate) trait Store: Dialect {
         now: NaiveDateTime,
     ) -> Result<()>;
 
-    /// Claims the ready tasks at `positions` for `worker`.
+    /// Claims for `worker` those ready tasks at `positions` that no one claimed meanwhile.
     fn claim_positions(
         &mut self,
         execution: Uuid,
@@ -223,6 +230,14 @@ pub(crate) trait Store: Dialect {
         states: &BTreeMap<usize, TaskState>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Claim>>;
+
+    /// Up to `limit` ready, unclaimed tasks of the execution, oldest first, added to `states`.
+    fn ready_tasks(
+        &mut self,
+        execution: &str,
+        limit: usize,
+        states: &mut BTreeMap<usize, TaskState>,
+    ) -> Result<Vec<usize>>;
 
     /// Records the execution's end if none of its tasks is Pending or Running any more.
     fn finish_if_done(
@@ -267,7 +282,9 @@ macro_rules! impl_store {
                         workflow_executions::table
                             .filter(workflow_executions::id.eq_any(chunk))
                             .filter(
-                                workflow_executions::status.eq(ExecutionStatus::Pending.as_str()),
+                                workflow_executions::status
+                                    .eq(ExecutionStatus::Pending.as_str())
+                                    .or(workflow_executions::reason.is_not_null()),
                             ),
                     )
                     .set((
@@ -334,27 +351,54 @@ macro_rules! impl_store {
                 let mut settled = Settled::default();
                 let mut frontier: Vec<usize> = ended.to_vec();
                 while !frontier.is_empty() {
-                    let candidates: BTreeSet<usize> = frontier
-                        .iter()
-                        .flat_map(|&p| plan.dependents_of(p).iter().copied())
-                        .collect();
-                    let needed = candidates
+                    // Each dependent waits on one upstream task fewer per upstream that ended.
+                    let mut ended_upstream: BTreeMap<usize, i32> = BTreeMap::new();
+                    for &p in &frontier {
+                        for &d in plan.dependents_of(p) {
+                            *ended_upstream.entry(d).or_default() += 1;
+                        }
+                    }
+                    frontier.clear();
+                    let mut by_count: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+                    for (&d, &n) in &ended_upstream {
+                        by_count.entry(n).or_default().push(d as i32);
+                    }
+                    let mut unblocked: Vec<usize> = Vec::new();
+                    for (n, positions) in by_count {
+                        for chunk in positions.chunks(CHUNK) {
+                            diesel::update(
+                                task_executions::table
+                                    .filter(task_executions::execution_id.eq(execution))
+                                    .filter(task_executions::position.eq_any(chunk)),
+                            )
+                            .set(task_executions::waiting_on.eq(task_executions::waiting_on - n))
+                            .execute(self)?;
+                            unblocked.extend(
+                                task_executions::table
+                                    .filter(task_executions::execution_id.eq(execution))
+                                    .filter(task_executions::position.eq_any(chunk))
+                                    .filter(task_executions::waiting_on.le(0))
+                                    .filter(
+                                        task_executions::status.eq(TaskStatus::Pending.as_str()),
+                                    )
+                                    .filter(task_executions::ready_at.is_null())
+                                    .select(task_executions::position)
+                                    .load::<i32>(self)?
+                                    .into_iter()
+                                    .map(|p| p as usize),
+                            );
+                        }
+                    }
+                    unblocked.sort_unstable();
+                    let needed = unblocked
                         .iter()
                         .flat_map(|&c| {
                             std::iter::once(c).chain(plan.dependencies_of(c).iter().copied())
                         })
                         .collect::<Vec<_>>();
                     self.load_states(execution, needed, states)?;
-                    frontier.clear();
-                    for candidate in candidates {
-                        let state = &states[&candidate];
-                        if state.status != TaskStatus::Pending || state.ready {
-                            continue;
-                        }
+                    for candidate in unblocked {
                         let deps = plan.dependencies_of(candidate);
-                        if !deps.iter().all(|d| states[d].status.is_terminal()) {
-                            continue;
-                        }
                         let upstream: Vec<UpstreamOutcome> = deps
                             .iter()
                             .map(|d| upstream_outcome(states[d].status))
@@ -409,9 +453,6 @@ macro_rules! impl_store {
                     .set(task_executions::ready_at.eq(Some(now)))
                     .execute(self)?;
                 }
-                if !positions.is_empty() {
-                    self.announce(Signal::Ready)?;
-                }
                 Ok(())
             }
 
@@ -423,48 +464,70 @@ macro_rules! impl_store {
                 states: &BTreeMap<usize, TaskState>,
                 now: DateTime<Utc>,
             ) -> Result<Vec<Claim>> {
-                if positions.is_empty() {
-                    return Ok(Vec::new());
-                }
                 let id = execution.to_string();
                 let naive = now.naive_utc();
-                let list: Vec<i32> = positions.iter().map(|&p| p as i32).collect();
-                for chunk in list.chunks(CHUNK) {
-                    diesel::update(
+                let mut claims = Vec::with_capacity(positions.len());
+                for &position in positions {
+                    let state = &states[&position];
+                    // Only a task still ready is taken: another worker may have claimed it.
+                    let taken = diesel::update(
                         task_executions::table
-                            .filter(task_executions::execution_id.eq(&id))
-                            .filter(task_executions::position.eq_any(chunk)),
+                            .find((&id, &state.task_id))
+                            .filter(task_executions::status.eq(TaskStatus::Pending.as_str()))
+                            .filter(task_executions::ready_at.is_not_null()),
                     )
                     .set((
                         task_executions::status.eq(TaskStatus::Running.as_str()),
                         task_executions::worker_id.eq(Some(worker)),
-                        task_executions::attempt.eq(task_executions::attempt + 1),
+                        task_executions::attempt.eq(state.attempt as i32 + 1),
                         task_executions::started_at.eq(Some(naive)),
-                        task_executions::ready_at.eq(Some(naive)),
                     ))
                     .execute(self)?;
-                }
-                diesel::update(
-                    workflow_executions::table
-                        .find(&id)
-                        .filter(workflow_executions::status.eq(ExecutionStatus::Pending.as_str())),
-                )
-                .set((
-                    workflow_executions::status.eq(ExecutionStatus::Running.as_str()),
-                    workflow_executions::reason.eq(None::<String>),
-                ))
-                .execute(self)?;
-                Ok(positions
-                    .iter()
-                    .map(|&position| {
-                        let state = &states[&position];
-                        Claim {
+                    if taken == 1 {
+                        claims.push(Claim {
                             execution_id: execution,
                             position,
                             task_id: state.task_id.clone(),
                             attempt: state.attempt + 1,
                             started_at: now,
-                        }
+                        });
+                    }
+                }
+                Ok(claims)
+            }
+
+            fn ready_tasks(
+                &mut self,
+                execution: &str,
+                limit: usize,
+                states: &mut BTreeMap<usize, TaskState>,
+            ) -> Result<Vec<usize>> {
+                let rows: Vec<(i32, String, i32)> = task_executions::table
+                    .filter(task_executions::execution_id.eq(execution))
+                    .filter(task_executions::status.eq(TaskStatus::Pending.as_str()))
+                    .filter(task_executions::ready_at.is_not_null())
+                    .order(task_executions::ready_at)
+                    .limit(limit as i64)
+                    .select((
+                        task_executions::position,
+                        task_executions::task_id,
+                        task_executions::attempt,
+                    ))
+                    .load(self)?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(position, task_id, attempt)| {
+                        let position = position as usize;
+                        states.insert(
+                            position,
+                            TaskState {
+                                task_id,
+                                status: TaskStatus::Pending,
+                                attempt: attempt.max(0) as u32,
+                                ready: true,
+                            },
+                        );
+                        position
                     })
                     .collect())
             }

@@ -38,6 +38,8 @@ pub(crate) struct TaskEnd {
     pub outcome: TaskOutcome,
     /// The last attempt, not yet stored (earlier attempts were stored when they failed).
     pub last_attempt: Option<AttemptRecord>,
+    /// The slot the task ran in, kept so the commit can claim the next task into it.
+    pub permit: Option<OwnedSemaphorePermit>,
 }
 
 /// How one attempt ended.
@@ -158,11 +160,11 @@ pub(crate) async fn run_task(
             ),
         };
         if let Some((outcome, output)) = end {
-            drop(permit);
             return Some(TaskEnd {
                 output,
                 outcome,
                 last_attempt: Some(attempt_record),
+                permit,
             });
         }
         failures += 1;
@@ -226,6 +228,7 @@ pub(crate) async fn run_task(
                         completed_at,
                     },
                     last_attempt: None,
+                    permit: None,
                 });
             }
         }

@@ -77,6 +77,8 @@ struct Inner {
     db: Database,
     registry: Arc<dyn TaskRegistry>,
     worker: Option<Arc<Worker>>,
+    /// How long after its last heartbeat a worker is presumed dead.
+    lease: Duration,
     background: Mutex<Vec<JoinHandle<()>>>,
     lifecycle: watch::Sender<Lifecycle>,
     /// Unfinished executions this executor submitted, cancelled by `shutdown(cancel=true)`.
@@ -152,6 +154,7 @@ impl UnifiedExecutor {
                 db,
                 registry,
                 worker,
+                lease: config.lease_timeout,
                 background: Mutex::new(background),
                 lifecycle: watch::channel(Lifecycle::Open).0,
                 submitted: Mutex::default(),
@@ -211,6 +214,7 @@ impl UnifiedExecutor {
                 options.idempotency_key,
                 deadline,
                 claim,
+                self.inner.lease,
             )
             .await?;
         let id = submitted.execution_id;

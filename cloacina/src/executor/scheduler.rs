@@ -56,6 +56,8 @@ struct Scheduler {
     running: JoinSet<Finished>,
     /// Ended tasks not committed yet; committed together once the commit in flight lands.
     batch: Vec<EndedTask>,
+    /// The slots the batch's tasks ran in, for the tasks its commit claims.
+    batch_permits: Vec<OwnedSemaphorePermit>,
     commits: JoinSet<CommitEnd>,
     cancel: Arc<CancelSender>,
 }
@@ -90,6 +92,7 @@ pub(crate) async fn drive(
         plan,
         running: JoinSet::new(),
         batch: Vec::new(),
+        batch_permits: Vec::new(),
         commits: JoinSet::new(),
         cancel,
     };
@@ -247,7 +250,8 @@ impl Scheduler {
             input,
             end,
         } = finished;
-        let Some(end) = end else { return };
+        let Some(mut end) = end else { return };
+        self.batch_permits.extend(end.permit.take());
         if let Some(output) = &end.output {
             self.final_context
                 .lock()
@@ -279,11 +283,15 @@ impl Scheduler {
             .iter()
             .map(|e| self.plan.dependents_of(e.position).len())
             .sum();
-        let permits = if self.cancel.borrow().is_some() {
-            Vec::new()
+        let mut permits = std::mem::take(&mut self.batch_permits);
+        if self.cancel.borrow().is_some() || self.worker.is_closed() {
+            permits.clear();
         } else {
-            self.worker.reserve(unblockable)
-        };
+            permits.extend(
+                self.worker
+                    .reserve(unblockable.saturating_sub(permits.len())),
+            );
+        }
         let worker = self.worker.clone();
         let plan = self.plan.clone();
         let execution = self.execution;
@@ -386,5 +394,6 @@ fn failed(claim: &Claim, message: String) -> TaskEnd {
             started_at: claim.started_at,
             completed_at,
         }),
+        permit: None,
     }
 }

@@ -1,9 +1,13 @@
 DROP TABLE workers;
 DROP INDEX task_executions_worker;
+DROP INDEX task_executions_status;
+DROP INDEX task_executions_position;
+DROP INDEX task_executions_ready_in;
 DROP INDEX task_executions_ready;
 ALTER TABLE task_executions DROP COLUMN concurrency_key;
 ALTER TABLE task_executions DROP COLUMN queue;
 ALTER TABLE task_executions DROP COLUMN worker_id;
+ALTER TABLE task_executions DROP COLUMN waiting_on;
 ALTER TABLE task_executions DROP COLUMN ready_at;
 DROP INDEX workflow_executions_deadline;
 DROP INDEX workflow_executions_idempotency;

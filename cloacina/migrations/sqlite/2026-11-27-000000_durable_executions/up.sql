@@ -8,13 +8,18 @@ ALTER TABLE workflow_executions ADD COLUMN reason TEXT;
 CREATE UNIQUE INDEX workflow_executions_idempotency ON workflow_executions (idempotency_key);
 CREATE INDEX workflow_executions_deadline ON workflow_executions (deadline) WHERE deadline IS NOT NULL;
 
--- A Pending task with ready_at set is ready to claim; worker_id names the worker running it.
--- queue and concurrency_key are reserved for queues with concurrency limits.
+-- A Pending task with ready_at set is ready to claim; worker_id names the worker running it;
+-- waiting_on counts its upstream tasks that have not ended. queue and concurrency_key are
+-- reserved for queues with concurrency limits.
 ALTER TABLE task_executions ADD COLUMN ready_at TIMESTAMP;
+ALTER TABLE task_executions ADD COLUMN waiting_on INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE task_executions ADD COLUMN worker_id TEXT;
 ALTER TABLE task_executions ADD COLUMN queue TEXT NOT NULL DEFAULT 'default';
 ALTER TABLE task_executions ADD COLUMN concurrency_key TEXT;
 CREATE INDEX task_executions_ready ON task_executions (queue, ready_at) WHERE status = 'Pending' AND ready_at IS NOT NULL;
+CREATE INDEX task_executions_ready_in ON task_executions (execution_id, ready_at) WHERE status = 'Pending' AND ready_at IS NOT NULL;
+CREATE UNIQUE INDEX task_executions_position ON task_executions (execution_id, position);
+CREATE INDEX task_executions_status ON task_executions (execution_id, status);
 CREATE INDEX task_executions_worker ON task_executions (worker_id) WHERE worker_id IS NOT NULL;
 
 CREATE TABLE workers (
