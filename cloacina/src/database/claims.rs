@@ -140,7 +140,6 @@ impl Database {
                 let mut open = false;
                 if locked.cancel_reason.is_none() && !settled_from.is_empty() {
                     let settled = conn.settle(&id, &plan, &settled_from, &mut states, now)?;
-                    conn.mark_ready(&id, &settled.ready, now)?;
                     let registered = |p: &usize| (claim.registered)(&plan.tasks()[*p].id);
                     let mut mine: Vec<usize> = settled
                         .ready
@@ -149,6 +148,13 @@ impl Database {
                         .filter(registered)
                         .take(claim.limit)
                         .collect();
+                    let others: Vec<usize> = settled
+                        .ready
+                        .iter()
+                        .copied()
+                        .filter(|p| !mine.contains(p))
+                        .collect();
+                    conn.mark_ready(&id, &others, now)?;
                     // Slots left over take other ready tasks of this execution (a fan-out's).
                     if mine.len() < claim.limit {
                         let wanted = claim.limit - mine.len();
@@ -253,7 +259,7 @@ impl Database {
             #[cfg(feature = "sqlite")]
             Pool::Sqlite(pool) => {
                 let mut conn = pool.get()?;
-                sqlite_claim(&mut conn, &worker, &task_ids, limit)
+                sqlite_claim(&mut conn, || pool.write_turn(), &worker, &task_ids, limit)
             }
             #[cfg(feature = "postgres")]
             Pool::Postgres(pool) => {
@@ -304,8 +310,9 @@ fn to_claims(rows: Vec<ClaimedRow>, started_at: DateTime<Utc>) -> Result<Vec<Cla
 }
 
 #[cfg(feature = "sqlite")]
-fn sqlite_claim(
+fn sqlite_claim<'a>(
     conn: &mut diesel::SqliteConnection,
+    write_turn: impl FnOnce() -> std::sync::MutexGuard<'a, ()>,
     worker: &str,
     task_ids: &[String],
     limit: usize,
@@ -330,6 +337,7 @@ fn sqlite_claim(
     if !any {
         return Ok(Vec::new());
     }
+    let _turn = write_turn();
     conn.immediate_transaction(|conn| {
         let mut rows: Vec<ClaimedRow> = Vec::new();
         for chunk in task_ids.chunks(CHUNK) {
@@ -387,7 +395,7 @@ fn postgres_claim(
         "WITH ready AS ( \
              SELECT execution_id, task_id FROM task_executions \
              WHERE queue = 'default' AND status = 'Pending' AND ready_at IS NOT NULL \
-                 AND task_id = ANY($2) \
+                 AND task_id IN (SELECT unnest($2::text[])) \
              ORDER BY ready_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
          UPDATE task_executions t SET status = 'Running', worker_id = $1, \
              attempt = t.attempt + 1, started_at = $4 \

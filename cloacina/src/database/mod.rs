@@ -44,9 +44,42 @@ pub const DEFAULT_POSTGRES_POOL_SIZE: u32 = 10;
 #[derive(Clone)]
 pub(crate) enum Pool {
     #[cfg(feature = "sqlite")]
-    Sqlite(diesel::r2d2::Pool<ConnectionManager<SqliteConnection>>),
+    Sqlite(SqlitePool),
     #[cfg(feature = "postgres")]
     Postgres(diesel::r2d2::Pool<ConnectionManager<PgConnection>>),
+}
+
+/// A SQLite pool and the lock its write transactions take in this process, so they queue here
+/// instead of sleeping in SQLite's busy handler.
+#[cfg(feature = "sqlite")]
+#[derive(Clone)]
+pub(crate) struct SqlitePool {
+    pool: diesel::r2d2::Pool<ConnectionManager<SqliteConnection>>,
+    writer: std::sync::Arc<std::sync::Mutex<()>>,
+}
+
+#[cfg(feature = "sqlite")]
+impl SqlitePool {
+    fn new(pool: diesel::r2d2::Pool<ConnectionManager<SqliteConnection>>) -> Self {
+        Self {
+            pool,
+            writer: std::sync::Arc::default(),
+        }
+    }
+
+    /// Holds this process's turn to write until dropped.
+    pub(crate) fn write_turn(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl std::ops::Deref for SqlitePool {
+    type Target = diesel::r2d2::Pool<ConnectionManager<SqliteConnection>>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.pool
+    }
 }
 
 /// Runs `$body` with `$conn` bound to a pooled connection of whichever backend `$pool` holds.
@@ -72,9 +105,11 @@ macro_rules! write_transaction {
     ($pool:expr, |$conn:ident| $body:expr) => {
         match $pool {
             #[cfg(feature = "sqlite")]
-            $crate::database::Pool::Sqlite(pool) => pool
-                .get()?
-                .immediate_transaction(|$conn| -> $crate::error::Result<_> { $body }),
+            $crate::database::Pool::Sqlite(pool) => {
+                let mut conn = pool.get()?;
+                let _turn = pool.write_turn();
+                conn.immediate_transaction(|$conn| -> $crate::error::Result<_> { $body })
+            }
             #[cfg(feature = "postgres")]
             $crate::database::Pool::Postgres(pool) => pool
                 .get()?
@@ -247,10 +282,12 @@ mod sqlite {
             .max_size(options.max_size.unwrap_or(DEFAULT_SQLITE_POOL_SIZE))
             .min_idle(Some(1))
             .connection_timeout(Duration::from_secs(30))
+            // A connection to a local file does not go stale; skip the `SELECT 1` per checkout.
+            .test_on_check_out(false)
             .connection_customizer(Box::new(Pragmas))
             .build(ConnectionManager::new(location.clone()))
             .map_err(|e| open_error(&e))?;
-        Ok(Pool::Sqlite(pool))
+        Ok(Pool::Sqlite(SqlitePool::new(pool)))
     }
 
     /// One connection, kept for the pool's lifetime: every connection to `:memory:` is a new database.
@@ -261,13 +298,14 @@ mod sqlite {
             .idle_timeout(None)
             .max_lifetime(None)
             .connection_timeout(Duration::from_secs(60))
+            .test_on_check_out(false)
             .connection_customizer(Box::new(Pragmas))
             .build(ConnectionManager::new(":memory:"))
             .map_err(|e| {
                 Error::Database(format!("could not open in-memory SQLite database: {e}"))
             })?;
         migrate(&mut *pool.get()?)?;
-        Ok(Pool::Sqlite(pool))
+        Ok(Pool::Sqlite(SqlitePool::new(pool)))
     }
 }
 

@@ -85,13 +85,57 @@ pub(crate) trait Dialect {
     fn lock_execution(&mut self, id: &str) -> QueryResult<Option<LockedExecution>>;
     /// Tells other processes of `signal` when the transaction commits.
     fn announce(&mut self, signal: Signal) -> QueryResult<()>;
+    /// Takes `ended` off the count of unfinished upstream tasks of the task at `position`,
+    /// returning the task's state after it.
+    fn count_ended_upstream(
+        &mut self,
+        execution: &str,
+        position: usize,
+        ended: i32,
+    ) -> QueryResult<UpstreamCount>;
 }
+
+/// A task's id, status, attempt, ready time and unfinished upstream count.
+pub(crate) type UpstreamCount = (String, String, i32, Option<NaiveDateTime>, i32);
+
+/// The columns `count_ended_upstream` returns.
+type UpstreamCountColumns = (
+    task_executions::task_id,
+    task_executions::status,
+    task_executions::attempt,
+    task_executions::ready_at,
+    task_executions::waiting_on,
+);
+
+const UPSTREAM_COUNT: UpstreamCountColumns = (
+    task_executions::task_id,
+    task_executions::status,
+    task_executions::attempt,
+    task_executions::ready_at,
+    task_executions::waiting_on,
+);
 
 #[cfg(feature = "sqlite")]
 impl Dialect for diesel::sqlite::SqliteConnection {
     fn lock_execution(&mut self, id: &str) -> QueryResult<Option<LockedExecution>> {
         // Write transactions on SQLite are immediate: the whole file is already locked.
         read_execution(self, id)
+    }
+
+    fn count_ended_upstream(
+        &mut self,
+        execution: &str,
+        position: usize,
+        ended: i32,
+    ) -> QueryResult<UpstreamCount> {
+        // Two statements diesel caches beat one RETURNING that SQLite prepares each time.
+        let row = task_executions::table
+            .filter(task_executions::execution_id.eq(execution))
+            .filter(task_executions::position.eq(position as i32));
+        diesel::update(row)
+            .set(task_executions::waiting_on.eq(task_executions::waiting_on - ended))
+            .execute(self)?;
+        row.select(UPSTREAM_COUNT).first(self)
     }
 
     fn announce(&mut self, signal: Signal) -> QueryResult<()> {
@@ -118,6 +162,23 @@ impl Dialect for diesel::pg::PgConnection {
             .first::<ExecutionLockRow>(self)
             .optional()
             .map(|row| row.map(locked))
+    }
+
+    fn count_ended_upstream(
+        &mut self,
+        execution: &str,
+        position: usize,
+        ended: i32,
+    ) -> QueryResult<UpstreamCount> {
+        // One round trip.
+        diesel::update(
+            task_executions::table
+                .filter(task_executions::execution_id.eq(execution))
+                .filter(task_executions::position.eq(position as i32)),
+        )
+        .set(task_executions::waiting_on.eq(task_executions::waiting_on - ended))
+        .returning(UPSTREAM_COUNT)
+        .get_result(self)
     }
 
     fn announce(&mut self, signal: Signal) -> QueryResult<()> {
@@ -221,7 +282,7 @@ pub(crate) trait Store: Dialect {
         now: NaiveDateTime,
     ) -> Result<()>;
 
-    /// Claims for `worker` those ready tasks at `positions` that no one claimed meanwhile.
+    /// Claims for `worker` those tasks at `positions` (each known ready) still Pending.
     fn claim_positions(
         &mut self,
         execution: Uuid,
@@ -359,35 +420,25 @@ macro_rules! impl_store {
                         }
                     }
                     frontier.clear();
-                    let mut by_count: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
-                    for (&d, &n) in &ended_upstream {
-                        by_count.entry(n).or_default().push(d as i32);
-                    }
                     let mut unblocked: Vec<usize> = Vec::new();
-                    for (n, positions) in by_count {
-                        for chunk in positions.chunks(CHUNK) {
-                            diesel::update(
-                                task_executions::table
-                                    .filter(task_executions::execution_id.eq(execution))
-                                    .filter(task_executions::position.eq_any(chunk)),
-                            )
-                            .set(task_executions::waiting_on.eq(task_executions::waiting_on - n))
-                            .execute(self)?;
-                            unblocked.extend(
-                                task_executions::table
-                                    .filter(task_executions::execution_id.eq(execution))
-                                    .filter(task_executions::position.eq_any(chunk))
-                                    .filter(task_executions::waiting_on.le(0))
-                                    .filter(
-                                        task_executions::status.eq(TaskStatus::Pending.as_str()),
-                                    )
-                                    .filter(task_executions::ready_at.is_null())
-                                    .select(task_executions::position)
-                                    .load::<i32>(self)?
-                                    .into_iter()
-                                    .map(|p| p as usize),
-                            );
+                    for (&dependent, &n) in &ended_upstream {
+                        let (task_id, status, attempt, ready_at, waiting_on) =
+                            self.count_ended_upstream(execution, dependent, n)?;
+                        let status = TaskStatus::parse(&status).ok_or_else(|| {
+                            Error::Database(format!("stored task status {status:?} is not valid"))
+                        })?;
+                        if waiting_on <= 0 && status == TaskStatus::Pending && ready_at.is_none() {
+                            unblocked.push(dependent);
                         }
+                        states.insert(
+                            dependent,
+                            TaskState {
+                                task_id,
+                                status,
+                                attempt: attempt.max(0) as u32,
+                                ready: ready_at.is_some(),
+                            },
+                        );
                     }
                     unblocked.sort_unstable();
                     let needed = unblocked
@@ -469,18 +520,18 @@ macro_rules! impl_store {
                 let mut claims = Vec::with_capacity(positions.len());
                 for &position in positions {
                     let state = &states[&position];
-                    // Only a task still ready is taken: another worker may have claimed it.
+                    // Only a task still Pending is taken: another worker may have claimed it.
                     let taken = diesel::update(
                         task_executions::table
                             .find((&id, &state.task_id))
-                            .filter(task_executions::status.eq(TaskStatus::Pending.as_str()))
-                            .filter(task_executions::ready_at.is_not_null()),
+                            .filter(task_executions::status.eq(TaskStatus::Pending.as_str())),
                     )
                     .set((
                         task_executions::status.eq(TaskStatus::Running.as_str()),
                         task_executions::worker_id.eq(Some(worker)),
                         task_executions::attempt.eq(state.attempt as i32 + 1),
                         task_executions::started_at.eq(Some(naive)),
+                        task_executions::ready_at.eq(Some(naive)),
                     ))
                     .execute(self)?;
                     if taken == 1 {

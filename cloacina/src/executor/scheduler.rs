@@ -17,6 +17,11 @@ use crate::database::claims::{Claim, Committed, EndedTask, SharedContext, TaskOu
 use crate::error::Result;
 use crate::model::{now, ExecutionPlan, TaskStatus};
 
+/// Commits of one execution's batches in flight at once: a second one overlaps the first's
+/// round trip (they serialize on the execution's row, in claim order) so tasks ending
+/// meanwhile start their successors sooner.
+const COMMITS_IN_FLIGHT: usize = 2;
+
 /// A claimed task with the concurrency slot it runs in.
 pub(crate) struct Claimed {
     pub claim: Claim,
@@ -271,11 +276,10 @@ impl Scheduler {
         });
     }
 
-    /// Commits the ended tasks in the background, one commit in flight at a time (so
-    /// transactions of one execution never wait on each other); tasks ending meanwhile form
-    /// the next batch.
+    /// Commits the ended tasks in the background, at most [`COMMITS_IN_FLIGHT`] at a time;
+    /// tasks ending meanwhile form the next batch.
     fn flush(&mut self) {
-        if !self.commits.is_empty() || self.batch.is_empty() {
+        if self.commits.len() >= COMMITS_IN_FLIGHT || self.batch.is_empty() {
             return;
         }
         let ended = Arc::new(std::mem::take(&mut self.batch));
