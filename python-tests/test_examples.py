@@ -36,3 +36,19 @@ def test_quickstart(tmp_path, subprocess_env, database_url):
     again = subprocess.run([sys.executable, str(script), again_target], cwd=str(tmp_path),
                            env=subprocess_env, capture_output=True, text=True, timeout=50)
     assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_durable_demo(tmp_path, subprocess_env, database_url):
+    """A worker process is killed with SIGKILL mid-task; a new one finishes the execution."""
+    script = EXAMPLES / "durable.py"
+    if not script.is_file():
+        pytest.skip("examples/ not present next to python-tests/")
+    env = dict(subprocess_env, DURABLE_DEMO_DIR=str(tmp_path))
+    proc = subprocess.run([sys.executable, str(script), database_url], cwd=str(tmp_path),
+                          env=env, capture_output=True, text=True, timeout=55)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "status    Completed  total=45" in out
+    assert "download   Completed  attempts 1:Completed" in out
+    assert "transform  Completed  attempts 1:Lost, 2:Completed" in out
+    assert "publish    Completed  attempts 1:Completed" in out
