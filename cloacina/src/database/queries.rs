@@ -56,9 +56,9 @@ pub(crate) struct TaskRow {
     worker_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = task_attempts)]
-struct AttemptRow {
+pub(crate) struct AttemptRow {
     execution_id: String,
     task_id: String,
     attempt: i32,
@@ -66,6 +66,21 @@ struct AttemptRow {
     error: Option<String>,
     started_at: NaiveDateTime,
     completed_at: NaiveDateTime,
+}
+
+impl AttemptRow {
+    /// The row storing `attempt` of a task.
+    pub(crate) fn new(execution_id: &str, task_id: &str, attempt: &AttemptRecord) -> Self {
+        Self {
+            execution_id: execution_id.to_string(),
+            task_id: task_id.to_string(),
+            attempt: attempt.attempt as i32,
+            status: attempt.status.as_str().to_string(),
+            error: attempt.error.clone(),
+            started_at: attempt.started_at.naive_utc(),
+            completed_at: attempt.completed_at.naive_utc(),
+        }
+    }
 }
 
 /// Which executions `list_executions` returns.

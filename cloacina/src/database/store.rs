@@ -10,6 +10,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use uuid::Uuid;
 
+use super::queries::AttemptRow;
 use super::schema::{task_attempts, task_executions, workflow_executions};
 use super::signals::Signal;
 use crate::context::Context;
@@ -228,18 +229,6 @@ pub(crate) struct Settled {
     pub skipped: Vec<usize>,
 }
 
-#[derive(Insertable)]
-#[diesel(table_name = task_attempts)]
-struct AttemptRow {
-    execution_id: String,
-    task_id: String,
-    attempt: i32,
-    status: String,
-    error: Option<String>,
-    started_at: NaiveDateTime,
-    completed_at: NaiveDateTime,
-}
-
 /// The transaction steps every backend shares.
 pub(crate) trait Store: Dialect {
     /// Stores one finished attempt of a task.
@@ -320,15 +309,7 @@ macro_rules! impl_store {
                 a: &AttemptRecord,
             ) -> Result<()> {
                 diesel::insert_into(task_attempts::table)
-                    .values(AttemptRow {
-                        execution_id: execution.to_string(),
-                        task_id: task_id.to_string(),
-                        attempt: a.attempt as i32,
-                        status: a.status.as_str().to_string(),
-                        error: a.error.clone(),
-                        started_at: a.started_at.naive_utc(),
-                        completed_at: a.completed_at.naive_utc(),
-                    })
+                    .values(AttemptRow::new(execution, task_id, a))
                     .execute(self)?;
                 Ok(())
             }

@@ -24,6 +24,7 @@ use crate::executor::{
     ExecutorConfig, SubmitOptions, UnifiedExecutor, DEFAULT_LEASE_TIMEOUT, DEFAULT_MAX_CONCURRENCY,
 };
 use crate::model::ExecutionStatus;
+use crate::workflow::Workflow;
 use pyo3_asyncio_0_21::TaskLocals;
 use tokio::sync::Semaphore;
 
@@ -152,28 +153,36 @@ fn idempotency_key(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<String>>
     Ok(Some(key.to_string()))
 }
 
-/// The Workflow argument of submit/execute.
-fn workflow_arg<'a, 'py>(
+/// The arguments of submit/execute, checked: the graph, its input and the submission options.
+fn submission(
     method: &str,
-    workflow: &'a Bound<'py, PyAny>,
-) -> PyResult<&'a Bound<'py, PyWorkflow>> {
-    workflow.downcast::<PyWorkflow>().map_err(|_| {
-        PyTypeError::new_err(format!(
-            "{method}() expects a Workflow, got {}",
-            type_name(workflow)
-        ))
-    })
-}
-
-/// The context argument: a JSON-compatible dict, or None for an empty one.
-fn context_arg(context: Option<&Bound<'_, PyAny>>) -> PyResult<Context> {
-    match context {
-        None => Ok(Context::new()),
-        Some(c) if c.is_none() => Ok(Context::new()),
-        Some(c) => {
-            context_from_py(c).map_err(|e| new_err(ErrorKind::Context, e.describe("context")))
+    workflow: &Bound<'_, PyAny>,
+    context: Option<&Bound<'_, PyAny>>,
+    key: Option<&Bound<'_, PyAny>>,
+    timeout: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(Workflow, Context, SubmitOptions)> {
+    let graph = workflow
+        .downcast::<PyWorkflow>()
+        .map_err(|_| {
+            PyTypeError::new_err(format!(
+                "{method}() expects a Workflow, got {}",
+                type_name(workflow)
+            ))
+        })?
+        .get()
+        .graph()
+        .clone();
+    let input = match context {
+        Some(c) if !c.is_none() => {
+            context_from_py(c).map_err(|e| new_err(ErrorKind::Context, e.describe("context")))?
         }
-    }
+        _ => Context::new(),
+    };
+    let options = SubmitOptions {
+        idempotency_key: idempotency_key(key)?,
+        timeout: optional_seconds("timeout", timeout)?,
+    };
+    Ok((graph, input, options))
 }
 
 /// A positive int argument, or TypeError/ValueError naming it.
@@ -310,12 +319,8 @@ impl PyUnifiedExecutor {
         idempotency_key: Option<&Bound<'py, PyAny>>,
         timeout: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let graph = workflow_arg("submit", workflow)?.get().graph().clone();
-        let input = context_arg(context)?;
-        let options = SubmitOptions {
-            idempotency_key: self::idempotency_key(idempotency_key)?,
-            timeout: optional_seconds("timeout", timeout)?,
-        };
+        let (graph, input, options) =
+            submission("submit", workflow, context, idempotency_key, timeout)?;
         let engine = self.engine()?;
         awaitable(py, async move {
             let id = engine.submit(&graph, input, options).await?;
@@ -349,12 +354,7 @@ impl PyUnifiedExecutor {
         context: Option<&Bound<'py, PyAny>>,
         timeout: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let graph = workflow_arg("execute", workflow)?.get().graph().clone();
-        let input = context_arg(context)?;
-        let options = SubmitOptions {
-            idempotency_key: None,
-            timeout: optional_seconds("timeout", timeout)?,
-        };
+        let (graph, input, options) = submission("execute", workflow, context, None, timeout)?;
         let engine = self.engine()?;
         awaitable(py, async move {
             // If the awaiting coroutine is cancelled, this future is dropped and the execution cancelled.
