@@ -91,9 +91,9 @@ impl Database {
         .await
     }
 
-    /// Finds dead workers and gives each one's claimed tasks back: a Lost attempt in the task's
-    /// history, then ready again (or Cancelled, if its execution was asked to stop). Returns how
-    /// many tasks were given back.
+    /// Finds dead workers (and claims of workers without a row) and gives their claimed tasks
+    /// back: a Lost attempt in the task's history, then ready again (or Cancelled, if its
+    /// execution was asked to stop). Returns how many tasks were given back.
     pub(crate) async fn reap_dead_workers(
         &self,
         me: WorkerIdentity,
@@ -102,6 +102,16 @@ impl Database {
         self.run(move |pool| {
             let now = now().naive_utc();
             let expired = now - chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+            // Claims of workers that have no row: stopped after a failed commit, or reaped
+            // halfway. Read before the rows: a worker registers before it claims anything.
+            let claimants: Vec<String> = with_connection!(pool, |conn| {
+                task_executions::table
+                    .filter(task_executions::worker_id.is_not_null())
+                    .filter(task_executions::status.eq(TaskStatus::Running.as_str()))
+                    .select(task_executions::worker_id.assume_not_null())
+                    .distinct()
+                    .load(conn)?
+            });
             let rows: Vec<(String, String, i32, NaiveDateTime)> = with_connection!(pool, |conn| {
                 workers::table
                     .select((
@@ -112,20 +122,27 @@ impl Database {
                     ))
                     .load(conn)?
             });
+            let registered: HashSet<String> = rows.iter().map(|r| r.0.clone()).collect();
+            let mut dead: Vec<WorkerIdentity> = rows
+                .into_iter()
+                .filter(|(id, host, pid, heartbeat)| {
+                    *id != me.id
+                        && (*heartbeat < expired || (*host == me.hostname && !process_alive(*pid)))
+                })
+                .map(|(id, hostname, pid, _)| WorkerIdentity { id, hostname, pid })
+                .collect();
+            dead.extend(
+                claimants
+                    .into_iter()
+                    .filter(|id| !registered.contains(id) && *id != me.id)
+                    .map(|id| WorkerIdentity {
+                        id,
+                        hostname: "unknown".into(),
+                        pid: 0,
+                    }),
+            );
             let mut requeued = 0;
-            for (id, host, pid, heartbeat) in rows {
-                if id == me.id {
-                    continue;
-                }
-                let gone = heartbeat < expired || (host == me.hostname && !process_alive(pid));
-                if !gone {
-                    continue;
-                }
-                let dead = WorkerIdentity {
-                    id,
-                    hostname: host,
-                    pid,
-                };
+            for dead in dead {
                 let claimed: Vec<String> = with_connection!(pool, |conn| {
                     task_executions::table
                         .filter(task_executions::worker_id.eq(&dead.id))
