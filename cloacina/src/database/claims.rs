@@ -41,7 +41,7 @@ pub(crate) struct EndedTask {
 }
 
 /// The queue every task is in until named queues arrive.
-const DEFAULT_QUEUE: &str = "default";
+pub(crate) const DEFAULT_QUEUE: &str = "default";
 
 /// Whether this worker runs a task id; shared with the transaction that claims.
 pub(crate) type Registered = Arc<dyn Fn(&str) -> bool + Send + Sync>;

@@ -196,6 +196,7 @@ impl Database {
                 now().naive_utc() - chrono::Duration::from_std(older_than).unwrap_or_default();
             let waiting: Vec<(String, String)> = with_connection!(pool, |conn| {
                 task_executions::table
+                    .filter(task_executions::queue.eq(super::claims::DEFAULT_QUEUE))
                     .filter(task_executions::status.eq(TaskStatus::Pending.as_str()))
                     .filter(task_executions::ready_at.le(cutoff))
                     .select((task_executions::execution_id, task_executions::task_id))
