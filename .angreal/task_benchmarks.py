@@ -2,7 +2,8 @@
 
 Builds both wheels (release) into ``target/benches/venv``, runs ``benches/run_benchmarks.py`` once
 per backend (PostgreSQL on a throwaway server with fsync and synchronous commits on, as in
-production), then the engine-only Rust benchmark (``cargo bench -p cloacina --bench engine``).
+production; then ``benches/scale_out.py``: worker processes scaling out and failing over), then the
+engine-only Rust benchmark (``cargo bench -p cloacina --bench engine``).
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ def benchmarks(backend: Optional[str] = None, repeat: Optional[str] = None, quic
                     cmd = [venv_bin(venv, "python"), script, "--backend", "postgres", "--url", pg_url, *common]
                     if not run_step("benchmarks (postgres)", cmd, root, env):
                         failed.append("postgres")
+                    cmd = [venv_bin(venv, "python"), root / "benches" / "scale_out.py", "--url", pg_url,
+                           *(["--quick"] if quick else [])]
+                    if not run_step("scale-out and failover benchmarks (postgres)", cmd, root, env):
+                        failed.append("scale-out")
                     engine_env = dict(env, CLOACINA_BENCH_POSTGRES_URL=pg_url)
                     if not run_step("engine benchmarks (sqlite, postgres)",
                                     ["cargo", "bench", "-p", "cloacina", "--features", "postgres", "--bench", "engine"],
