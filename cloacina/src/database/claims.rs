@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use uuid::Uuid;
 
+use super::queries::AttemptRow;
 use super::schema::task_executions;
 use super::signals::Signal;
 pub use super::store::Claim;
@@ -97,6 +98,7 @@ impl Database {
                 };
                 let mut states: BTreeMap<usize, TaskState> = BTreeMap::new();
                 let mut settled_from = Vec::new();
+                let mut attempts = Vec::with_capacity(ended.len());
                 for task in ended.iter() {
                     let planned = &plan.tasks()[task.position];
                     let o = &task.outcome;
@@ -124,7 +126,7 @@ impl Database {
                         continue;
                     }
                     if let Some(attempt) = &task.last_attempt {
-                        conn.insert_attempt(&id, &planned.id, attempt)?;
+                        attempts.push(AttemptRow::new(&id, &planned.id, attempt));
                     }
                     states.insert(
                         task.position,
@@ -137,6 +139,7 @@ impl Database {
                     );
                     settled_from.push(task.position);
                 }
+                conn.insert_attempts(&attempts)?;
                 let mut open = false;
                 if locked.cancel_reason.is_none() && !settled_from.is_empty() {
                     let settled = conn.settle(&id, &plan, &settled_from, &mut states, now)?;
