@@ -34,6 +34,27 @@ pub(crate) struct TaskOutcome {
     pub completed_at: DateTime<Utc>,
 }
 
+impl TaskOutcome {
+    /// An outcome with no output, error or reason; struct update syntax adds those.
+    pub(crate) fn new(
+        status: TaskStatus,
+        attempt: u32,
+        started_at: DateTime<Utc>,
+        completed_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            status,
+            attempt,
+            started_at: Some(started_at),
+            output_json: None,
+            error: None,
+            traceback: None,
+            reason: None,
+            completed_at,
+        }
+    }
+}
+
 /// A claimed task that ended, with its last attempt (earlier ones were stored as they failed).
 pub(crate) struct EndedTask {
     pub position: usize,

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use std::time::Duration;
 
 use super::claims::{Claim, ClaimRequest};
-use super::leases::{unregistered_reason, GiveBack};
+use super::leases::{unregistered_reason, LeaseSteps};
 use super::queries::new_execution_rows;
 use super::schema::{task_executions, workflow_executions};
 use super::signals::Signal;

@@ -242,9 +242,9 @@ pub(crate) fn unregistered_reason(task_ids: &[String]) -> String {
     )
 }
 
-macro_rules! impl_give_back {
+macro_rules! impl_lease_steps {
     ($conn:ty) => {
-        impl GiveBack for $conn {
+        impl LeaseSteps for $conn {
             fn live_task_ids(&mut self, lease: Duration) -> Result<HashSet<String>> {
                 let expired = now().naive_utc()
                     - chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
@@ -322,7 +322,7 @@ macro_rules! impl_give_back {
 }
 
 /// Lease steps written once for every backend.
-pub(crate) trait GiveBack {
+pub(crate) trait LeaseSteps {
     /// Task ids registered by workers whose heartbeat is younger than `lease`.
     fn live_task_ids(&mut self, lease: Duration) -> Result<HashSet<String>>;
     /// Gives back the tasks `dead` held in one execution; returns how many.
@@ -333,4 +333,4 @@ pub(crate) trait GiveBack {
         now: NaiveDateTime,
     ) -> Result<usize>;
 }
-super::for_each_backend!(impl_give_back);
+super::for_each_backend!(impl_lease_steps);

@@ -93,14 +93,11 @@ pub(crate) async fn run_task(
             completed_at,
         };
         let outcome = |status, output_json, error, traceback, reason| TaskOutcome {
-            status,
-            attempt,
-            started_at: Some(started_at),
             output_json,
             error,
             traceback,
             reason,
-            completed_at,
+            ..TaskOutcome::new(status, attempt, started_at, completed_at)
         };
         let (end, attempt_record) = match ended {
             AttemptEnd::Output(output) => (
@@ -214,18 +211,11 @@ pub(crate) async fn run_task(
                     .await;
             }
             Err(reason) => {
-                let completed_at = now();
                 return Some(TaskEnd {
                     output: None,
                     outcome: TaskOutcome {
-                        status: TaskStatus::Cancelled,
-                        attempt: attempt - 1,
-                        started_at: Some(started_at),
-                        output_json: None,
-                        error: None,
-                        traceback: None,
                         reason: Some(reason),
-                        completed_at,
+                        ..TaskOutcome::new(TaskStatus::Cancelled, attempt - 1, started_at, now())
                     },
                     last_attempt: None,
                     permit: None,

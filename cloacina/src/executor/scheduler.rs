@@ -382,14 +382,13 @@ fn failed(claim: &Claim, message: String) -> TaskEnd {
     TaskEnd {
         output: None,
         outcome: TaskOutcome {
-            status: TaskStatus::Failed,
-            attempt: claim.attempt,
-            started_at: Some(claim.started_at),
-            output_json: None,
             error: Some(message.clone()),
-            traceback: None,
-            reason: None,
-            completed_at,
+            ..TaskOutcome::new(
+                TaskStatus::Failed,
+                claim.attempt,
+                claim.started_at,
+                completed_at,
+            )
         },
         last_attempt: Some(crate::model::AttemptRecord {
             attempt: claim.attempt,
