@@ -117,7 +117,7 @@ async def test_valid_schema_names(postgres_database, database_url, ids, schema):
 @pytest.mark.parametrize(
     "schema",
     ["Tenant", "a;drop table x", 'a"b', "pg_x", "x" * 64, "", "1a", "a-b", "tenant a", "tenant\x00", "ténant",
-     "public; drop schema public cascade"],
+     "public; drop schema public cascade", "information_schema", "pg_catalog", "pg_toast"],
 )
 async def test_invalid_schema_names_are_rejected_and_create_nothing(postgres_database, database_url, schema):
     before = schemas(postgres_database)

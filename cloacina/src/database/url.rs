@@ -184,13 +184,15 @@ pub fn validate_schema(schema: &str) -> Result<()> {
         && schema
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && !schema.starts_with("pg_");
+        && !schema.starts_with("pg_")
+        && schema != "information_schema";
     if valid {
         Ok(())
     } else {
         Err(Error::Configuration(format!(
             "invalid schema name {schema:?}: use 1 to 63 lowercase letters, digits and underscores, \
-             starting with a letter or underscore and not with 'pg_'"
+             starting with a letter or underscore; 'pg_*' and 'information_schema' belong to \
+             PostgreSQL"
         )))
     }
 }

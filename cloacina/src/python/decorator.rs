@@ -153,6 +153,11 @@ fn validate_id(id: &str) -> PyResult<()> {
     if id.trim().is_empty() {
         return Err(PyValueError::new_err("task_id must be a non-empty string"));
     }
+    if id.contains('\0') {
+        return Err(PyValueError::new_err(format!(
+            "task_id {id:?} contains a NUL character; databases cannot store it, remove it"
+        )));
+    }
     Ok(())
 }
 

@@ -91,12 +91,20 @@ fn shut_down_error() -> PyErr {
 }
 
 fn parse_execution_id(value: &Bound<'_, PyAny>) -> PyResult<Uuid> {
-    let text: String = value.extract().map_err(|_| {
-        PyTypeError::new_err(format!(
-            "execution_id must be a str, got {}",
-            type_name(value)
-        ))
-    })?;
+    let text = value
+        .downcast::<PyString>()
+        .map_err(|_| {
+            PyTypeError::new_err(format!(
+                "execution_id must be a str, got {}",
+                type_name(value)
+            ))
+        })?
+        .to_cow()
+        .map_err(|_| {
+            PyValueError::new_err(
+                "execution_id is not valid Unicode text (it holds a lone surrogate); pass the id a call returned",
+            )
+        })?;
     Uuid::parse_str(&text).map_err(|_| {
         PyValueError::new_err(format!(
             "{text:?} is not a valid execution id (a UUID string)"

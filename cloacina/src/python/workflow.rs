@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 use super::marshal::type_name;
@@ -44,6 +44,11 @@ impl PyWorkflow {
             })?
             .to_cow()?
             .into_owned();
+        if name.contains('\0') {
+            return Err(PyValueError::new_err(format!(
+                "workflow name {name:?} contains a NUL character; databases cannot store it, remove it"
+            )));
+        }
         let roots = match tasks {
             Some(tasks) => task_ids(tasks)?,
             None => registry().ids().to_vec(),
