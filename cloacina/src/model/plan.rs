@@ -67,11 +67,6 @@ impl ExecutionPlan {
         self.tasks.is_empty()
     }
 
-    /// The position of the task with `id`.
-    pub fn position(&self, id: &str) -> Option<usize> {
-        self.tasks.iter().position(|t| t.id == id)
-    }
-
     /// Positions of the direct upstream tasks of the task at `position`.
     pub fn dependencies_of(&self, position: usize) -> &[usize] {
         &self.tasks[position].dependencies

@@ -90,21 +90,31 @@ fn shut_down_error() -> PyErr {
     )
 }
 
-fn parse_execution_id(value: &Bound<'_, PyAny>) -> PyResult<Uuid> {
-    let text = value
+/// The text of a str argument `name`: TypeError for another type (`expected` says what fits),
+/// ValueError for a str holding a lone surrogate.
+fn text_arg<'a>(
+    name: &str,
+    expected: &str,
+    value: &'a Bound<'_, PyAny>,
+) -> PyResult<std::borrow::Cow<'a, str>> {
+    value
         .downcast::<PyString>()
         .map_err(|_| {
             PyTypeError::new_err(format!(
-                "execution_id must be a str, got {}",
+                "{name} must be {expected}, got {}",
                 type_name(value)
             ))
         })?
         .to_cow()
         .map_err(|_| {
-            PyValueError::new_err(
-                "execution_id is not valid Unicode text (it holds a lone surrogate); pass the id a call returned",
-            )
-        })?;
+            PyValueError::new_err(format!(
+                "{name} is not valid Unicode text (it holds a lone surrogate)"
+            ))
+        })
+}
+
+fn parse_execution_id(value: &Bound<'_, PyAny>) -> PyResult<Uuid> {
+    let text = text_arg("execution_id", "a str", value)?;
     Uuid::parse_str(&text).map_err(|_| {
         PyValueError::new_err(format!(
             "{text:?} is not a valid execution id (a UUID string)"
@@ -140,18 +150,7 @@ fn idempotency_key(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<String>>
     let Some(value) = value.filter(|v| !v.is_none()) else {
         return Ok(None);
     };
-    let key = value
-        .downcast::<PyString>()
-        .map_err(|_| {
-            PyTypeError::new_err(format!(
-                "idempotency_key must be a str or None, got {}",
-                type_name(value)
-            ))
-        })?
-        .to_cow()
-        .map_err(|_| {
-            PyValueError::new_err("idempotency_key must be valid Unicode text without surrogates")
-        })?;
+    let key = text_arg("idempotency_key", "a str or None", value)?;
     if key.is_empty() || key.len() > 1_000 || key.contains('\0') {
         return Err(PyValueError::new_err(format!(
             "idempotency_key must be 1 to 1000 characters without NUL, got {} characters",
