@@ -31,9 +31,13 @@ pub enum Error {
     /// A setting or URL is invalid.
     #[error("{0}")]
     Configuration(String),
-    /// The database failed or could not be reached.
+    /// The database failed or could not be reached; the same write may succeed later.
     #[error("database error: {0}")]
     Database(String),
+    /// The database refused a value it will always refuse (too big, not storable, a
+    /// constraint); retrying the same write cannot succeed.
+    #[error("database error: {0}")]
+    Refused(String),
     /// A context value is not representable as JSON.
     #[error("{0}")]
     Context(String),
@@ -49,6 +53,9 @@ pub enum Error {
     /// The executor was shut down.
     #[error("{0}")]
     ShutDown(String),
+    /// The engine itself failed (a panic): a bug to report.
+    #[error("internal error in cloacina (please report it): {0}")]
+    Internal(String),
 }
 
 /// Result alias for engine operations.
@@ -56,8 +63,43 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl From<diesel::result::Error> for Error {
     fn from(err: diesel::result::Error) -> Self {
-        Error::Database(err.to_string())
+        use diesel::result::{DatabaseErrorKind as Kind, Error as E};
+        let message = err.to_string();
+        let refused = match &err {
+            E::DatabaseError(
+                Kind::UniqueViolation
+                | Kind::ForeignKeyViolation
+                | Kind::NotNullViolation
+                | Kind::CheckViolation,
+                _,
+            ) => true,
+            E::DatabaseError(_, _) => refuses_value(&message),
+            E::SerializationError(_) | E::QueryBuilderError(_) => true,
+            _ => false,
+        };
+        if refused {
+            Error::Refused(message)
+        } else {
+            Error::Database(message)
+        }
     }
+}
+
+/// Whether a database's error message says it refuses a value itself (as opposed to failing to
+/// reach or write the database): SQLite's TOOBIG, PostgreSQL's data exceptions and size limits.
+fn refuses_value(message: &str) -> bool {
+    const REFUSALS: [&str; 8] = [
+        "too big",
+        "too long",
+        "too large",
+        "invalid byte sequence",
+        "out of range",
+        "invalid memory alloc request size",
+        "exceeds the maximum",
+        "unsupported unicode escape sequence",
+    ];
+    let message = message.to_ascii_lowercase();
+    REFUSALS.iter().any(|refusal| message.contains(refusal))
 }
 
 impl From<diesel::r2d2::PoolError> for Error {

@@ -7,6 +7,7 @@ pub mod error;
 pub mod executor;
 pub mod model;
 pub mod policy;
+mod spawn;
 pub mod task;
 pub mod workflow;
 

@@ -18,6 +18,9 @@ pub enum TaskErrorKind {
     Fatal,
     /// Not a failure: mark the task Skipped, with the message as the reason.
     Skip,
+    /// Stopped from outside the engine (e.g. its event loop closed): mark the task Cancelled,
+    /// with the message as the reason.
+    Cancelled,
 }
 
 /// Why a task attempt did not produce an output.

@@ -15,7 +15,7 @@ use super::queries::AttemptRow;
 use super::schema::task_executions;
 use super::signals::Signal;
 pub use super::store::Claim;
-use super::store::{ContextSource, Dialect, Store, TaskState, CHUNK};
+use super::store::{ContextSource, Dialect, Store, TaskState};
 use super::{write_transaction, Database, Pool};
 use crate::error::{Error, Result};
 use crate::model::{now, AttemptRecord, ExecutionPlan, ExecutionStatus, TaskStatus};
@@ -341,6 +341,7 @@ fn sqlite_claim<'a>(
     task_ids: &[String],
     limit: usize,
 ) -> Result<Vec<Claim>> {
+    use super::store::CHUNK;
     let started_at = now();
     let naive = started_at.naive_utc();
     // A read first: most wake-ups find nothing, and need no write lock to learn it.

@@ -125,7 +125,7 @@ impl Database {
             });
             match inserted {
                 // Another process inserted the same key between our check and our insert.
-                Err(Error::Database(_)) if idempotency_key.is_some() => {
+                Err(Error::Database(_) | Error::Refused(_)) if idempotency_key.is_some() => {
                     with_connection!(pool, |conn| {
                         match conn.find_by_key(idempotency_key.as_deref())? {
                             Some(existing) => Ok(Submitted {
@@ -166,6 +166,48 @@ impl Database {
                 conn.announce(Signal::Cancelled)?;
                 conn.finish_from_storage(&id, &locked, now)?;
                 Ok(CancelOutcome::Cancelled)
+            })
+        })
+        .await
+    }
+
+    /// Ends an execution the engine cannot drive any further (a panic, a result the database
+    /// refuses): its running tasks Failed with `message`, its unstarted ones Cancelled, and it
+    /// Failed. False if it had already ended or is unknown.
+    pub(crate) async fn fail_execution(&self, execution: Uuid, message: String) -> Result<bool> {
+        let message = crate::model::storable_text(message);
+        self.run(move |pool| {
+            let id = execution.to_string();
+            let now = now().naive_utc();
+            write_transaction!(pool, |conn| {
+                let Some(locked) = conn.lock_execution(&id)? else {
+                    return Ok(false);
+                };
+                if locked.status.is_terminal() {
+                    return Ok(false);
+                }
+                diesel::update(
+                    task_executions::table
+                        .filter(task_executions::execution_id.eq(&id))
+                        .filter(task_executions::status.eq(TaskStatus::Running.as_str())),
+                )
+                .set((
+                    task_executions::status.eq(TaskStatus::Failed.as_str()),
+                    task_executions::error.eq(Some(&message)),
+                    task_executions::completed_at.eq(Some(now)),
+                    task_executions::worker_id.eq(None::<String>),
+                ))
+                .execute(conn)?;
+                conn.cancel_pending(&id, Some(&message), now)?;
+                diesel::update(workflow_executions::table.find(&id))
+                    .set((
+                        workflow_executions::status.eq(ExecutionStatus::Failed.as_str()),
+                        workflow_executions::error.eq(Some(&message)),
+                        workflow_executions::completed_at.eq(Some(now)),
+                    ))
+                    .execute(conn)?;
+                conn.announce(Signal::Done)?;
+                Ok(true)
             })
         })
         .await

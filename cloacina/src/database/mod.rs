@@ -49,6 +49,18 @@ pub(crate) enum Pool {
     Postgres(diesel::r2d2::Pool<ConnectionManager<PgConnection>>),
 }
 
+impl Pool {
+    /// An error once a SQLite database file was deleted or replaced while in use.
+    fn check_file(&self) -> Result<()> {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(pool) => pool.check_file(),
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(_) => Ok(()),
+        }
+    }
+}
+
 /// A SQLite pool and the lock its write transactions take in this process, so they queue here
 /// instead of sleeping in SQLite's busy handler.
 #[cfg(feature = "sqlite")]
@@ -56,14 +68,66 @@ pub(crate) enum Pool {
 pub(crate) struct SqlitePool {
     pool: diesel::r2d2::Pool<ConnectionManager<SqliteConnection>>,
     writer: std::sync::Arc<std::sync::Mutex<()>>,
+    /// The database file and its identity when opened; None in memory.
+    file: Option<Arc<(std::path::PathBuf, FileIdentity)>>,
+}
+
+/// A file's device and inode: open connections keep writing to these even after the path is
+/// deleted or replaced.
+#[cfg(feature = "sqlite")]
+type FileIdentity = (u64, u64);
+
+#[cfg(feature = "sqlite")]
+fn file_identity(path: &std::path::Path) -> std::io::Result<FileIdentity> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path)?;
+        Ok((meta.dev(), meta.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        // Elsewhere an open file cannot be deleted; only its existence is checked.
+        std::fs::metadata(path).map(|_| (0, 0))
+    }
 }
 
 #[cfg(feature = "sqlite")]
 impl SqlitePool {
-    fn new(pool: diesel::r2d2::Pool<ConnectionManager<SqliteConnection>>) -> Self {
-        Self {
+    fn new(
+        pool: diesel::r2d2::Pool<ConnectionManager<SqliteConnection>>,
+        file: Option<&std::path::Path>,
+    ) -> Result<Self> {
+        let file = match file {
+            Some(path) => {
+                let inspect_error =
+                    |e| Error::Database(format!("could not inspect SQLite database {path:?}: {e}"));
+                // Absolute, so a later change of the working directory changes nothing.
+                let path = std::fs::canonicalize(path).map_err(inspect_error)?;
+                let identity = file_identity(&path).map_err(inspect_error)?;
+                Some(Arc::new((path, identity)))
+            }
+            None => None,
+        };
+        Ok(Self {
             pool,
             writer: std::sync::Arc::default(),
+            file,
+        })
+    }
+
+    /// An error once the database file was deleted or replaced: writes would go to a file
+    /// nobody can open again, and reads would show results that are not kept.
+    fn check_file(&self) -> Result<()> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let (path, opened) = &**file;
+        match file_identity(path) {
+            Ok(identity) if identity == *opened => Ok(()),
+            _ => Err(Error::Database(format!(
+                "the SQLite database file {path:?} was deleted or replaced while in use; what was recorded in it since then is lost. Restore the file, or initialize a new executor"
+            ))),
         }
     }
 
@@ -200,7 +264,11 @@ impl Database {
         F: FnOnce(&Pool) -> Result<T> + Send + 'static,
     {
         let pool = self.pool.clone();
-        blocking(move || work(&pool)).await
+        blocking(move || {
+            pool.check_file()?;
+            work(&pool)
+        })
+        .await
     }
 }
 
@@ -287,7 +355,7 @@ mod sqlite {
             .connection_customizer(Box::new(Pragmas))
             .build(ConnectionManager::new(location.clone()))
             .map_err(|e| open_error(&e))?;
-        Ok(Pool::Sqlite(SqlitePool::new(pool)))
+        Ok(Pool::Sqlite(SqlitePool::new(pool, Some(path))?))
     }
 
     /// One connection, kept for the pool's lifetime: every connection to `:memory:` is a new database.
@@ -305,7 +373,7 @@ mod sqlite {
                 Error::Database(format!("could not open in-memory SQLite database: {e}"))
             })?;
         migrate(&mut *pool.get()?)?;
-        Ok(Pool::Sqlite(SqlitePool::new(pool)))
+        Ok(Pool::Sqlite(SqlitePool::new(pool, None)?))
     }
 }
 

@@ -1,23 +1,24 @@
 //! Runs one task to its end: attempts, timeouts, retries with backoff, skips and cancellation,
 //! recording every attempt as it finishes.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context as Poll, Poll as PollState};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::lineage::{share, SharedOutput};
 use crate::context::Context;
 use crate::database::claims::TaskOutcome;
 use crate::database::Database;
-use crate::model::{now, AttemptRecord, TaskStatus};
+use crate::model::{now, storable_text, AttemptRecord, TaskStatus};
 use crate::policy::TaskOptions;
+use crate::spawn::{panic_message, AbortOnDrop};
 use crate::task::{Task, TaskError, TaskErrorKind};
+
+/// Largest output JSON a task may return: SQLite's default limit on one value (PostgreSQL's
+/// is slightly larger).
+pub(crate) const MAX_OUTPUT_BYTES: usize = 1_000_000_000;
 
 /// Everything a task runner needs, detached from the scheduler.
 pub(crate) struct TaskRunner {
@@ -29,6 +30,70 @@ pub(crate) struct TaskRunner {
     pub options: TaskOptions,
     pub permits: Arc<Semaphore>,
     pub cancel: watch::Receiver<Option<String>>,
+}
+
+impl TaskRunner {
+    /// What the task's code sees of its attempt number `attempt`.
+    fn current(&self, attempt: u32) -> CurrentAttempt {
+        CurrentAttempt {
+            execution_id: self.execution_id,
+            task_id: self.task.id().to_string(),
+            attempt,
+            permits: self.permits.clone(),
+        }
+    }
+}
+
+tokio::task_local! {
+    static CURRENT: CurrentAttempt;
+}
+
+/// The task attempt running where this is called, seen from its task's code.
+#[derive(Clone)]
+pub struct CurrentAttempt {
+    /// The execution the task belongs to.
+    pub execution_id: Uuid,
+    /// The task's id.
+    pub task_id: String,
+    /// The attempt's number, from 1.
+    pub attempt: u32,
+    permits: Arc<Semaphore>,
+}
+
+impl CurrentAttempt {
+    /// The attempt whose `Task::execute` call this is inside, if any.
+    pub fn get() -> Option<Self> {
+        CURRENT.try_with(Clone::clone).ok()
+    }
+
+    /// Runs `work` with this attempt's concurrency slot lent to other tasks of its worker, so a
+    /// task that waits for a nested execution does not hold the slot the nested tasks need.
+    pub async fn lending_slot<T>(&self, work: impl std::future::Future<Output = T>) -> T {
+        self.permits.add_permits(1);
+        let mut lent = SlotLent(Some(self.permits.clone()));
+        let result = work.await;
+        if let Some(permits) = lent.0.take() {
+            if let Ok(permit) = permits.acquire().await {
+                permit.forget();
+            }
+        }
+        result
+    }
+}
+
+/// Takes a lent slot back in the background if the borrowing wait is dropped.
+struct SlotLent(Option<Arc<Semaphore>>);
+
+impl Drop for SlotLent {
+    fn drop(&mut self) {
+        if let Some(permits) = self.0.take() {
+            tokio::spawn(async move {
+                if let Ok(permit) = permits.acquire().await {
+                    permit.forget();
+                }
+            });
+        }
+    }
 }
 
 /// How a task ended, as the scheduler needs it; the scheduler stores it with its next batch.
@@ -44,7 +109,8 @@ pub(crate) struct TaskEnd {
 
 /// How one attempt ended.
 enum AttemptEnd {
-    Output(Context),
+    /// The output and its JSON.
+    Output(Context, String),
     Error(TaskError),
     Cancelled(String),
 }
@@ -76,12 +142,20 @@ pub(crate) async fn run_task(
         } else {
             context.take().expect("the last attempt takes the context")
         };
+        let current = runner.current(attempt);
         let ended = tokio::select! {
             biased;
             reason = cancelled(&mut runner.cancel) => AttemptEnd::Cancelled(reason),
-            result = run_attempt(&runner.task, &options, attempt_context) => match result {
-                Ok(output) => AttemptEnd::Output(output),
-                Err(error) => AttemptEnd::Error(error),
+            result = run_attempt(&runner.task, &options, attempt_context, current) => match result {
+                Ok(output) => stored_output(&task_id, output),
+                Err(error) if error.kind == TaskErrorKind::Cancelled => {
+                    AttemptEnd::Cancelled(storable_text(error.message))
+                }
+                Err(error) => AttemptEnd::Error(TaskError {
+                    message: storable_text(error.message),
+                    traceback: error.traceback.map(storable_text),
+                    ..error
+                }),
             },
         };
         let completed_at = now();
@@ -100,15 +174,9 @@ pub(crate) async fn run_task(
             ..TaskOutcome::new(status, attempt, started_at, completed_at)
         };
         let (end, attempt_record) = match ended {
-            AttemptEnd::Output(output) => (
+            AttemptEnd::Output(output, json) => (
                 Some((
-                    outcome(
-                        TaskStatus::Completed,
-                        Some(output.to_json()),
-                        None,
-                        None,
-                        None,
-                    ),
+                    outcome(TaskStatus::Completed, Some(json), None, None, None),
                     Some(share(output)),
                 )),
                 record(TaskStatus::Completed, None),
@@ -230,9 +298,12 @@ async fn run_attempt(
     task: &Arc<dyn Task>,
     options: &TaskOptions,
     context: Context,
+    current: CurrentAttempt,
 ) -> Result<Context, TaskError> {
     let runner = task.clone();
-    let attempt = AbortOnDrop(tokio::spawn(async move { runner.execute(context).await }));
+    let attempt = AbortOnDrop(tokio::spawn(
+        CURRENT.scope(current, async move { runner.execute(context).await }),
+    ));
     let joined = match options.timeout {
         None => attempt.await,
         Some(limit) => match tokio::time::timeout(limit, attempt).await {
@@ -251,7 +322,19 @@ async fn run_attempt(
             }
         },
     };
-    joined.unwrap_or_else(|e| Err(TaskError::new(format!("panic: {e}"))))
+    joined.unwrap_or_else(|e| Err(TaskError::new(panic_message(e))))
+}
+
+/// A task's output as stored, or a failure if it is larger than a database stores.
+fn stored_output(task_id: &str, output: Context) -> AttemptEnd {
+    let json = output.to_json();
+    if json.len() <= MAX_OUTPUT_BYTES {
+        return AttemptEnd::Output(output, json);
+    }
+    AttemptEnd::Error(TaskError::fatal(format!(
+        "ValueError: task '{task_id}' returned {} bytes of JSON; a task's output is stored in one database value of at most {MAX_OUTPUT_BYTES} bytes",
+        json.len()
+    )))
 }
 
 /// Resolves with the reason once the execution is cancelled.
@@ -270,21 +353,4 @@ async fn cancelled(cancel: &mut watch::Receiver<Option<String>>) -> String {
 fn unit_random() -> f64 {
     let bits = (Uuid::new_v4().as_u128() >> 75) as u64; // 53 random bits
     (bits as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-}
-
-/// A spawned task that is aborted when dropped, so an abandoned attempt stops.
-struct AbortOnDrop<T>(JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-impl<T> Future for AbortOnDrop<T> {
-    type Output = std::result::Result<T, tokio::task::JoinError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Poll<'_>) -> PollState<Self::Output> {
-        Pin::new(&mut self.0).poll(cx)
-    }
 }

@@ -15,6 +15,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+pub use attempt::CurrentAttempt;
 pub use registry::{SubmittedTasks, TaskRegistry};
 pub use worker::SAFETY_POLL;
 
@@ -256,7 +257,8 @@ impl UnifiedExecutor {
         execution: Uuid,
         timeout: Option<Duration>,
     ) -> Result<ExecutionResult> {
-        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let began = tokio::time::Instant::now();
+        let deadline = timeout.map(|t| began + t);
         let db = &self.inner.db;
         let mut done = db.signals().subscribe(Signal::Done);
         let mut lifecycle = self.inner.lifecycle.subscribe();
@@ -272,12 +274,18 @@ impl UnifiedExecutor {
                         .await?
                         .ok_or_else(|| not_found(execution));
                 }
-                Some(_) if shut_down => {
-                    return Err(Error::ShutDown(format!(
-                        "the executor was shut down before execution {execution} ended; it stays in the database and goes on when a worker runs it"
-                    )));
+                Some(_) => {
+                    if let Some(error) = self.stalled_since(execution, began) {
+                        return Err(Error::Database(format!(
+                            "execution {execution} cannot store its progress ({error}); this worker keeps retrying and it goes on once the database accepts writes, so wait for it again later"
+                        )));
+                    }
+                    if shut_down {
+                        return Err(Error::ShutDown(format!(
+                            "the executor was shut down before execution {execution} ended; it stays in the database and goes on when a worker runs it"
+                        )));
+                    }
                 }
-                Some(_) => {}
             }
             tokio::select! {
                 _ = done.changed() => {}
@@ -291,6 +299,12 @@ impl UnifiedExecutor {
                 _ = lifecycle.changed() => {}
             }
         }
+    }
+
+    /// The database's error if this executor's worker failed to store results of `execution`
+    /// after `since`.
+    fn stalled_since(&self, execution: Uuid, since: tokio::time::Instant) -> Option<String> {
+        self.inner.worker.as_ref()?.stalled_since(execution, since)
     }
 
     /// Submits `workflow` and waits for it to end; a failing task yields a Failed result.

@@ -14,13 +14,19 @@ use super::lineage::{share, FinalContext, Lineage, INPUT};
 use super::worker::{CancelSender, Worker};
 use crate::context::Context;
 use crate::database::claims::{Claim, Committed, EndedTask, SharedContext, TaskOutcome};
-use crate::error::Result;
+use crate::database::signals::Signal;
+use crate::error::{Error, Result};
 use crate::model::{now, ExecutionPlan, TaskStatus};
 
 /// Commits of one execution's batches in flight at once: a second one overlaps the first's
 /// round trip (they serialize on the execution's row, in claim order) so tasks ending
 /// meanwhile start their successors sooner.
 const COMMITS_IN_FLIGHT: usize = 2;
+/// Failed commits of one batch after which, if heartbeats still write, the database is taken to
+/// refuse the batch itself rather than to be unavailable.
+const REFUSED_AFTER: u32 = 5;
+/// Failed commits of one batch after which `wait` callers are told the execution is stalled.
+const STALLED_AFTER: u32 = 3;
 
 /// A claimed task with the concurrency slot it runs in.
 pub(crate) struct Claimed {
@@ -149,19 +155,13 @@ impl Scheduler {
             tokio::select! {
                 biased;
                 Some(joined) = self.commits.join_next(), if !self.commits.is_empty() => {
-                    if let Ok(end) = joined {
-                        self.on_committed(end);
-                    }
+                    self.on_committed(unwind(joined));
                     self.flush();
                 }
                 Some(joined) = self.running.join_next(), if !self.running.is_empty() => {
-                    if let Ok(finished) = joined {
-                        self.on_finished(finished);
-                    }
+                    self.on_finished(unwind(joined));
                     while let Some(joined) = self.running.try_join_next() {
-                        if let Ok(finished) = joined {
-                            self.on_finished(finished);
-                        }
+                        self.on_finished(unwind(joined));
                     }
                     self.flush();
                 }
@@ -301,27 +301,9 @@ impl Scheduler {
         let execution = self.execution;
         let context: SharedContext = self.final_context.clone();
         self.commits.spawn(async move {
-            let mut backoff = Duration::from_millis(50);
-            loop {
-                let committed = worker
-                    .db
-                    .commit_ended(
-                        execution,
-                        plan.clone(),
-                        worker.identity.id.clone(),
-                        ended.clone(),
-                        worker.claim_request(permits.len()),
-                        context.clone(),
-                    )
-                    .await;
-                match committed {
-                    Err(_) if !worker.is_closed() => {
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                    }
-                    other => return (other, permits),
-                }
-            }
+            let claim = permits.len();
+            let stored = store_batch(&worker, execution, plan, ended, claim, context).await;
+            (stored, permits)
         });
     }
 
@@ -345,10 +327,10 @@ impl Scheduler {
             }
         }
         if committed.made_ready {
-            signals.raise(crate::database::signals::Signal::Ready);
+            signals.raise(Signal::Ready);
         }
         if committed.finished.is_some() {
-            signals.raise(crate::database::signals::Signal::Done);
+            signals.raise(Signal::Done);
         }
         for claim in committed.claimed {
             let permit = permits
@@ -357,6 +339,76 @@ impl Scheduler {
             self.start(Claimed { claim, permit });
         }
     }
+}
+
+/// Commits a batch of ended tasks, retrying while the database cannot be written (this worker's
+/// `wait` callers hear of it meanwhile). When the database refuses the batch for good — a
+/// refused value, or commits failing while heartbeats succeed — the execution is failed with
+/// the database's message instead, so it never stays Running with nobody able to finish it.
+async fn store_batch(
+    worker: &Arc<Worker>,
+    execution: Uuid,
+    plan: Arc<ExecutionPlan>,
+    ended: Arc<Vec<EndedTask>>,
+    claim: usize,
+    context: SharedContext,
+) -> Result<Committed> {
+    let mut backoff = Duration::from_millis(50);
+    let mut failures = 0;
+    let failing_since = tokio::time::Instant::now();
+    loop {
+        let committed = worker
+            .db
+            .commit_ended(
+                execution,
+                plan.clone(),
+                worker.identity.id.clone(),
+                ended.clone(),
+                worker.claim_request(claim),
+                context.clone(),
+            )
+            .await;
+        let error = match committed {
+            Ok(committed) => {
+                if failures > 0 {
+                    worker.set_stalled(execution, None);
+                }
+                return Ok(committed);
+            }
+            Err(error) => error,
+        };
+        failures += 1;
+        let refused = matches!(error, Error::Refused(_))
+            || (failures >= REFUSED_AFTER && worker.wrote_since(failing_since));
+        if refused {
+            let message = format!("could not store the execution's results: {error}");
+            if worker
+                .db
+                .fail_execution(execution, message.clone())
+                .await
+                .is_ok()
+            {
+                worker.set_stalled(execution, None);
+                worker.cancel_local(execution, &message);
+                worker.db.signals().raise(Signal::Done);
+                return Err(error);
+            }
+        }
+        if worker.is_closed() {
+            return Err(error);
+        }
+        if failures >= STALLED_AFTER {
+            worker.set_stalled(execution, Some(error.to_string()));
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// The result of a task this scheduler spawned; its panic goes on in the scheduler, whose
+/// supervisor then fails the execution (see `Worker::supervise`).
+fn unwind<T>(joined: std::result::Result<T, tokio::task::JoinError>) -> T {
+    joined.unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()))
 }
 
 /// A task's input from the database: the execution's input and its completed ancestors' outputs.

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::registry::TaskRegistry;
@@ -21,6 +22,7 @@ use crate::database::control::timed_out_reason;
 use crate::database::leases::{hostname, WorkerIdentity};
 use crate::database::signals::Signal;
 use crate::database::Database;
+use crate::spawn::panic_message;
 
 /// How often a worker looks for ready work even when nothing announced any.
 pub const SAFETY_POLL: Duration = Duration::from_secs(1);
@@ -46,6 +48,11 @@ pub(crate) struct Worker {
     pub registry: Arc<dyn TaskRegistry>,
     pub lease: Duration,
     sessions: Mutex<HashMap<Uuid, Session>>,
+    /// Executions whose results this worker cannot store right now: the database's error and
+    /// when it last failed.
+    stalled: Mutex<HashMap<Uuid, (String, tokio::time::Instant)>>,
+    /// When a heartbeat last wrote to the database.
+    last_beat: Mutex<Option<tokio::time::Instant>>,
     /// Set by shutdown: claim nothing more.
     closed: AtomicBool,
     closing: Notify,
@@ -70,6 +77,8 @@ impl Worker {
             registry,
             lease,
             sessions: Mutex::default(),
+            stalled: Mutex::default(),
+            last_beat: Mutex::default(),
             closed: AtomicBool::new(false),
             closing: Notify::new(),
             idle: Notify::new(),
@@ -78,6 +87,32 @@ impl Worker {
 
     fn sessions(&self) -> MutexGuard<'_, HashMap<Uuid, Session>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records that storing results of `execution` just failed with `error`, or (None) works.
+    pub(crate) fn set_stalled(&self, execution: Uuid, error: Option<String>) {
+        let mut stalled = self.stalled.lock().unwrap_or_else(|p| p.into_inner());
+        match error {
+            Some(error) => stalled.insert(execution, (error, tokio::time::Instant::now())),
+            None => stalled.remove(&execution),
+        };
+    }
+
+    /// The database's error if storing results of `execution` failed here after `since`.
+    pub(crate) fn stalled_since(
+        &self,
+        execution: Uuid,
+        since: tokio::time::Instant,
+    ) -> Option<String> {
+        let stalled = self.stalled.lock().unwrap_or_else(|p| p.into_inner());
+        let (error, at) = stalled.get(&execution)?;
+        (*at > since).then(|| error.clone())
+    }
+
+    /// Whether a heartbeat wrote to the database after `since`: it accepts writes.
+    pub(crate) fn wrote_since(&self, since: tokio::time::Instant) -> bool {
+        let last = *self.last_beat.lock().unwrap_or_else(|p| p.into_inner());
+        last.is_some_and(|beat| beat > since)
     }
 
     /// Whether shutdown has begun.
@@ -147,7 +182,7 @@ impl Worker {
                 },
             );
             let preloaded = preloaded.clone().filter(|p| p.execution_id == execution);
-            tokio::spawn(scheduler::drive(
+            let driving = tokio::spawn(scheduler::drive(
                 self.clone(),
                 execution,
                 claimed,
@@ -155,6 +190,31 @@ impl Worker {
                 cancel,
                 preloaded,
             ));
+            tokio::spawn(self.clone().supervise(execution, driving));
+        }
+    }
+
+    /// Waits for an execution's scheduler; if it panicked, fails the execution with the panic's
+    /// message, as nobody else would end the tasks this live worker holds.
+    async fn supervise(self: Arc<Self>, execution: Uuid, driving: JoinHandle<()>) {
+        let Err(error) = driving.await else { return };
+        let message = panic_message(error);
+        let mut backoff = Duration::from_millis(50);
+        while self
+            .db
+            .fail_execution(execution, message.clone())
+            .await
+            .is_err()
+            && !self.is_closed()
+        {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+        self.db.signals().raise(Signal::Done);
+        let mut sessions = self.sessions();
+        sessions.remove(&execution);
+        if sessions.is_empty() {
+            self.idle.notify_waiters();
         }
     }
 
@@ -256,10 +316,15 @@ impl Worker {
 
     /// One heartbeat: refresh the lease, give back dead workers' tasks, cancel late executions.
     pub(crate) async fn beat(&self) {
-        let _ = self
+        if self
             .db
             .heartbeat(self.identity.clone(), self.task_ids_json())
-            .await;
+            .await
+            .is_ok()
+        {
+            *self.last_beat.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(tokio::time::Instant::now());
+        }
         if let Ok(requeued) = self
             .db
             .reap_dead_workers(self.identity.clone(), self.lease)

@@ -4,5 +4,5 @@ mod plan;
 mod result;
 
 pub use plan::{ExecutionPlan, PlannedTask};
-pub(crate) use result::now;
+pub(crate) use result::{now, storable_text};
 pub use result::{AttemptRecord, ExecutionResult, ExecutionStatus, TaskResult, TaskStatus};

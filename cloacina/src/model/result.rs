@@ -186,3 +186,12 @@ pub(crate) fn now() -> DateTime<Utc> {
     let micros = now.timestamp_micros();
     DateTime::from_timestamp_micros(micros).unwrap_or(now)
 }
+
+/// `text` as every backend stores it: PostgreSQL refuses NUL in text, so NUL becomes `\x00`.
+pub(crate) fn storable_text(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\\x00")
+    } else {
+        text
+    }
+}

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use once_cell::sync::OnceCell;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -16,8 +17,9 @@ use pyo3_asyncio_0_21::TaskLocals;
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
-use super::errors::to_py_err;
+use super::errors::{new_err, to_py_err, ErrorKind};
 use crate::error::Error;
+use crate::spawn::catch_panic;
 
 /// Set in `GATE` once the interpreter is exiting; the lower bits count threads using Python.
 const CLOSED: usize = 1 << (usize::BITS - 1);
@@ -103,6 +105,8 @@ struct LoopCall {
     start: Mutex<Option<StartFn>>,
     finish: Mutex<Option<FinishFn>>,
     task: Mutex<Option<PyObject>>,
+    /// A context variable and the value it has inside the coroutine.
+    scope: Option<(PyObject, PyObject)>,
 }
 
 impl LoopCall {
@@ -129,9 +133,18 @@ impl LoopCall {
             return Ok(());
         };
         let task = start(py).and_then(|coroutine| {
-            let task = py
-                .import_bound("asyncio")?
-                .call_method1("ensure_future", (coroutine,))?;
+            let ensure_future = py.import_bound("asyncio")?.getattr("ensure_future")?;
+            let task = match &slf.get().scope {
+                None => ensure_future.call1((coroutine,))?,
+                Some((variable, value)) => {
+                    // The task copies the context it is created in: set the variable in a copy.
+                    let context = py
+                        .import_bound("contextvars")?
+                        .call_method0("copy_context")?;
+                    context.call_method1("run", (variable.getattr(py, "set")?, value))?;
+                    context.call_method1("run", (ensure_future, coroutine))?
+                }
+            };
             task.call_method1("add_done_callback", (slf,))?;
             Ok(task)
         });
@@ -203,11 +216,13 @@ impl<T> Drop for RunningCoroutine<T> {
     }
 }
 
-/// Schedules a coroutine on the loop in `locals`, in its contextvars context: `start` makes it
-/// and `finish` turns its result into `T`, both on the loop thread. Call with the GIL held.
+/// Schedules a coroutine on the loop in `locals`, in its contextvars context with `scope`'s
+/// variable set: `start` makes it and `finish` turns its result into `T`, both on the loop
+/// thread. Call with the GIL held.
 pub(crate) fn run_on_loop<T: Send + 'static>(
     py: Python<'_>,
     locals: &TaskLocals,
+    scope: Option<(PyObject, PyObject)>,
     start: impl FnOnce(Python<'_>) -> PyResult<PyObject> + Send + 'static,
     finish: impl FnOnce(Python<'_>, PyResult<PyObject>) -> T + Send + 'static,
 ) -> PyResult<RunningCoroutine<T>> {
@@ -220,6 +235,7 @@ pub(crate) fn run_on_loop<T: Send + 'static>(
                 let _ = sender.send(finish(py, result));
             }))),
             task: Mutex::new(None),
+            scope,
         },
     )?;
     let event_loop = locals.event_loop(py);
@@ -245,18 +261,40 @@ pub(crate) fn running_loop<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyAny>> 
         .map_err(|_| PyRuntimeError::new_err("no running event loop: call this from async code and await it, e.g. inside asyncio.run(...)"))
 }
 
-/// Runs `work` on the tokio runtime and returns an asyncio future for its result.
+/// The process that started the tokio runtime: its threads do not survive `os.fork()`.
+static RUNTIME_PID: OnceCell<u32> = OnceCell::new();
+
+/// The engine's tokio runtime; an error in a child forked after the runtime started, where
+/// its threads are gone and anything spawned would wait forever.
+pub(crate) fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
+    let pid = std::process::id();
+    let owner = *RUNTIME_PID.get_or_init(|| pid);
+    if owner != pid {
+        return Err(new_err(
+            ErrorKind::Base,
+            format!(
+                "cloacina cannot run in a process forked after it started (it started in process {owner}, this is {pid}); \
+                 start child processes with multiprocessing's 'spawn' or 'forkserver' method, or use cloacina only after forking"
+            ),
+        ));
+    }
+    Ok(pyo3_asyncio_0_21::tokio::get_runtime())
+}
+
+/// Runs `work` on the tokio runtime and returns an asyncio future for its result; a panic in
+/// `work` raises CloacinaError on the future.
 pub(crate) fn awaitable<'py, F, T>(py: Python<'py>, work: F) -> PyResult<Bound<'py, PyAny>>
 where
     F: Future<Output = Result<T, Error>> + Send + 'static,
     T: IntoPy<PyObject> + Send + 'static,
 {
+    let runtime = runtime()?;
     let event_loop = running_loop(py)?;
     let future = event_loop.call_method0("create_future")?;
     let resolve = wrap_pyfunction_bound!(_resolve_future, py)?.unbind();
     let (loop_ref, future_ref) = (event_loop.unbind(), future.clone().unbind());
-    let task = pyo3_asyncio_0_21::tokio::get_runtime().spawn(async move {
-        let result = work.await;
+    let task = runtime.spawn(async move {
+        let result = catch_panic(work).await;
         with_python(|py| {
             let (method, value) = match result {
                 Ok(value) => ("set_result", value.into_py(py)),

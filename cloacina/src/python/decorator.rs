@@ -109,7 +109,7 @@ impl TaskDecorator {
                 function.repr().map(|r| r.to_string()).unwrap_or_default()
             ))
         })?;
-        registry().register(TaskDefinition {
+        let replaced = registry().register(TaskDefinition {
             id,
             dependencies: self.dependencies.clone(),
             function: function.clone().unbind(),
@@ -117,6 +117,7 @@ impl TaskDecorator {
             options: self.settings.options.clone(),
             retry_on: self.settings.retry_on.clone_ref(py),
         });
+        drop(replaced);
         Ok(function)
     }
 

@@ -159,11 +159,12 @@ pub(crate) fn to_py_err(err: Error) -> PyErr {
     let kind = match &err {
         Error::Workflow(_) => ErrorKind::Workflow,
         Error::Configuration(_) => ErrorKind::Configuration,
-        Error::Database(_) => ErrorKind::Database,
+        Error::Database(_) | Error::Refused(_) => ErrorKind::Database,
         Error::Context(_) => ErrorKind::Context,
         Error::NotFound(_) => ErrorKind::ExecutionNotFound,
         Error::InvalidState(_) => ErrorKind::ExecutionState,
         Error::ShutDown(_) => ErrorKind::NotInitialized,
+        Error::Internal(_) => ErrorKind::Base,
         Error::Timeout(message) => return PyTimeoutError::new_err(message.clone()),
     };
     new_err(kind, err.to_string())

@@ -1,5 +1,6 @@
 //! `UnifiedExecutor`: the asyncio face of the engine's executor.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,18 +11,19 @@ use pyo3::types::{PyBool, PyFloat, PyLong, PyString};
 use uuid::Uuid;
 
 use super::backend;
-use super::bridge::{awaitable, running_loop};
+use super::bridge::{awaitable, running_loop, runtime};
 use super::errors::{new_err, to_py_err, ErrorKind};
 use super::marshal::{context_from_py, type_name};
 use super::results::ExecutionRecord;
-use super::task::RegisteredTasks;
+use super::task::{current_attempt, EventLoop, RegisteredTasks};
 use super::workflow::PyWorkflow;
 use crate::context::Context;
 use crate::database::queries::ExecutionFilter;
 use crate::database::url::DatabaseUrl;
 use crate::database::PoolOptions;
 use crate::executor::{
-    ExecutorConfig, SubmitOptions, UnifiedExecutor, DEFAULT_LEASE_TIMEOUT, DEFAULT_MAX_CONCURRENCY,
+    CurrentAttempt, ExecutorConfig, SubmitOptions, UnifiedExecutor, DEFAULT_LEASE_TIMEOUT,
+    DEFAULT_MAX_CONCURRENCY,
 };
 use crate::model::ExecutionStatus;
 use crate::workflow::Workflow;
@@ -34,7 +36,8 @@ const MAX_LIST_LIMIT: i64 = 10_000;
 /// Lifecycle of a Python-side executor.
 enum State {
     New,
-    Initializing,
+    /// `initialize` number n is connecting.
+    Initializing(u64),
     Ready(UnifiedExecutor),
     ShutDown,
 }
@@ -56,7 +59,7 @@ impl PyUnifiedExecutor {
         match &*self.lock() {
             State::Ready(engine) => Ok(engine.clone()),
             State::ShutDown => Err(shut_down_error()),
-            State::New | State::Initializing => Err(new_err(
+            State::New | State::Initializing(_) => Err(new_err(
                 ErrorKind::NotInitialized,
                 "the executor is not initialized; call `await executor.initialize(database_url)` first",
             )),
@@ -74,12 +77,67 @@ impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         if let Some(id) = self.execution_id {
             let engine = self.engine.clone();
-            pyo3_asyncio_0_21::tokio::get_runtime().spawn(async move {
+            // Only fails in a forked child, where nothing can be cancelled anyway.
+            let Ok(runtime) = runtime() else { return };
+            runtime.spawn(async move {
                 let _ = engine
                     .cancel(id, "the coroutine awaiting execute() was cancelled")
                     .await;
             });
         }
+    }
+}
+
+/// Numbers `initialize` calls, so a cancelled one cannot finish a later one's work.
+static INITIALIZE_CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// Puts an executor whose initialization number `.1` did not finish back to `New`: on drop
+/// (failed or panicked) and, as a done-callback, at once when the awaiting code cancels it.
+#[pyclass(frozen)]
+struct BackToNew(Arc<Mutex<State>>, u64);
+
+impl BackToNew {
+    fn reset(&self) {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(*state, State::Initializing(n) if n == self.1) {
+            *state = State::New;
+        }
+    }
+
+    /// Makes the executor ready with `engine`, unless this initialization was cancelled.
+    fn finish(&self, engine: UnifiedExecutor) {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(*state, State::Initializing(n) if n == self.1) {
+            *state = State::Ready(engine);
+        }
+    }
+}
+
+#[pymethods]
+impl BackToNew {
+    fn __call__(&self, future: &Bound<'_, PyAny>) -> PyResult<()> {
+        if future.call_method0("cancelled")?.is_truthy()? {
+            self.reset();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for BackToNew {
+    fn drop(&mut self) {
+        self.reset();
+    }
+}
+
+/// Awaits `waiting`; called from a running task, lends that task's slot meanwhile, so nested
+/// executions run even when the parent tasks hold every slot.
+async fn lending_parent_slot<T>(
+    parent: Option<CurrentAttempt>,
+    waiting: impl std::future::Future<Output = T>,
+) -> T {
+    match parent {
+        Some(parent) => parent.lending_slot(waiting).await,
+        None => waiting.await,
     }
 }
 
@@ -279,11 +337,12 @@ impl PyUnifiedExecutor {
         let lease_timeout =
             optional_seconds("lease_timeout", lease_timeout)?.unwrap_or(DEFAULT_LEASE_TIMEOUT);
         let locals = TaskLocals::new(running_loop(py)?).copy_context(py)?;
+        let call = INITIALIZE_CALLS.fetch_add(1, Ordering::Relaxed);
         {
             let mut state = self.lock();
             match &*state {
-                State::New => *state = State::Initializing,
-                State::Initializing | State::Ready(_) => {
+                State::New => *state = State::Initializing(call),
+                State::Initializing(_) | State::Ready(_) => {
                     return Err(new_err(
                         ErrorKind::Base,
                         "this executor is already initialized",
@@ -298,22 +357,19 @@ impl PyUnifiedExecutor {
             pool,
             lease_timeout,
             worker,
-            registry: Some(Arc::new(RegisteredTasks { locals })),
+            registry: Some(Arc::new(RegisteredTasks {
+                event_loop: EventLoop::new(locals),
+            })),
         };
-        awaitable(py, async move {
-            let connected = UnifiedExecutor::connect(url, config).await;
-            let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
-            match connected {
-                Ok(engine) => {
-                    *state = State::Ready(engine);
-                    Ok(())
-                }
-                Err(err) => {
-                    *state = State::New;
-                    Err(err)
-                }
-            }
-        })
+        // Cancelled, failed or panicked, initialize leaves the executor as it found it.
+        let on_cancel = BackToNew(state.clone(), call);
+        let future = awaitable(py, async move {
+            let back_to_new = BackToNew(state, call);
+            back_to_new.finish(UnifiedExecutor::connect(url, config).await?);
+            Ok(())
+        })?;
+        future.call_method1("add_done_callback", (on_cancel.into_py(py),))?;
+        Ok(future)
     }
 
     /// Records a new execution of `workflow` and returns its id at once; a worker runs it.
@@ -347,8 +403,10 @@ impl PyUnifiedExecutor {
         let id = parse_execution_id(execution_id)?;
         let timeout = optional_seconds("timeout", timeout)?;
         let engine = self.engine()?;
+        let parent = current_attempt(py)?;
         awaitable(py, async move {
-            Ok(ExecutionRecord(engine.wait(id, timeout).await?))
+            let waiting = engine.wait(id, timeout);
+            Ok(ExecutionRecord(lending_parent_slot(parent, waiting).await?))
         })
     }
 
@@ -363,6 +421,7 @@ impl PyUnifiedExecutor {
     ) -> PyResult<Bound<'py, PyAny>> {
         let (graph, input, options) = submission("execute", workflow, context, None, timeout)?;
         let engine = self.engine()?;
+        let parent = current_attempt(py)?;
         awaitable(py, async move {
             // If the awaiting coroutine is cancelled, this future is dropped and the execution cancelled.
             let mut cancel_on_drop = CancelOnDrop {
@@ -371,7 +430,7 @@ impl PyUnifiedExecutor {
             };
             let id = engine.submit(&graph, input, options).await?;
             cancel_on_drop.execution_id = Some(id);
-            let result = engine.wait(id, None).await;
+            let result = lending_parent_slot(parent, engine.wait(id, None)).await;
             cancel_on_drop.execution_id = None;
             Ok(ExecutionRecord(result?))
         })
@@ -479,7 +538,7 @@ impl PyUnifiedExecutor {
     fn __repr__(&self) -> String {
         let state = match &*self.lock() {
             State::New => "not initialized",
-            State::Initializing => "initializing",
+            State::Initializing(_) => "initializing",
             State::Ready(_) => "ready",
             State::ShutDown => "shut down",
         };

@@ -9,6 +9,7 @@ mod options;
 mod registry;
 mod results;
 mod task;
+mod threads;
 mod workflow;
 
 use once_cell::sync::OnceCell;

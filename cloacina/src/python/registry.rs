@@ -42,16 +42,17 @@ pub(crate) fn registry() -> MutexGuard<'static, Registry> {
 }
 
 impl Registry {
-    /// Adds `definition`, replacing any earlier task with the same id (which keeps its place).
-    pub(crate) fn register(&mut self, definition: TaskDefinition) {
+    /// Adds `definition`, replacing any earlier task with the same id (which keeps its place),
+    /// and returns the replaced one: drop it after releasing the lock, as dropping its function
+    /// may run Python code (`__del__`) that uses the registry.
+    #[must_use = "drop the replaced definition after releasing the registry lock"]
+    pub(crate) fn register(&mut self, definition: TaskDefinition) -> Option<Arc<TaskDefinition>> {
         let id = definition.id.clone();
-        if self
-            .tasks
-            .insert(id.clone(), Arc::new(definition))
-            .is_none()
-        {
+        let replaced = self.tasks.insert(id.clone(), Arc::new(definition));
+        if replaced.is_none() {
             self.order.push(id);
         }
+        replaced
     }
 
     /// The task registered under `id`.

@@ -1,9 +1,12 @@
 //! Python functions as engine tasks: sync ones on worker threads, async ones on the caller's loop.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::asyncio::CancelledError;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
 use pyo3::types::PyDict;
 use pyo3_asyncio_0_21::TaskLocals;
 
@@ -11,15 +14,33 @@ use super::bridge::{run_on_loop, with_python};
 use super::errors::skip_task_type;
 use super::marshal::{context_from_py, context_to_py, type_name};
 use super::registry::{registry, TaskDefinition};
+use super::threads;
 use crate::context::Context;
-use crate::executor::TaskRegistry;
+use crate::executor::{CurrentAttempt, TaskRegistry};
 use crate::policy::TaskOptions;
 use crate::task::{Task, TaskError, TaskErrorKind, TaskFuture};
 
-/// A registered Python function, bound to the event loop of the `execute` call running it.
+/// The event loop an executor's async tasks run on, and whether it was found closed.
+#[derive(Clone)]
+pub(crate) struct EventLoop {
+    pub locals: TaskLocals,
+    pub closed: Arc<AtomicBool>,
+}
+
+impl EventLoop {
+    /// The loop (and contextvars context) in `locals`.
+    pub(crate) fn new(locals: TaskLocals) -> Self {
+        Self {
+            locals,
+            closed: Arc::default(),
+        }
+    }
+}
+
+/// A registered Python function, bound to the event loop of the executor running it.
 pub(crate) struct PythonTask {
     definition: Arc<TaskDefinition>,
-    locals: Option<TaskLocals>,
+    event_loop: Option<EventLoop>,
 }
 
 impl PythonTask {
@@ -27,37 +48,48 @@ impl PythonTask {
     pub(crate) fn unbound(definition: Arc<TaskDefinition>) -> Arc<dyn Task> {
         Arc::new(Self {
             definition,
-            locals: None,
+            event_loop: None,
         })
     }
 
-    /// A task that runs async functions on the event loop in `locals`.
-    pub(crate) fn bound(definition: Arc<TaskDefinition>, locals: TaskLocals) -> Arc<dyn Task> {
+    /// A task that runs async functions on `event_loop`.
+    pub(crate) fn bound(definition: Arc<TaskDefinition>, event_loop: EventLoop) -> Arc<dyn Task> {
         Arc::new(Self {
             definition,
-            locals: Some(locals),
+            event_loop: Some(event_loop),
         })
     }
 }
 
 /// The process's `@task` functions as a worker's registry: async ones run on the event loop
-/// that initialized the executor.
+/// that initialized the executor, and are no longer claimed once that loop is closed.
 pub(crate) struct RegisteredTasks {
-    pub locals: TaskLocals,
+    pub event_loop: EventLoop,
+}
+
+impl RegisteredTasks {
+    fn runnable(&self, definition: &TaskDefinition) -> bool {
+        !definition.is_async || !self.event_loop.closed.load(Ordering::SeqCst)
+    }
 }
 
 impl TaskRegistry for RegisteredTasks {
     fn get(&self, id: &str) -> Option<Arc<dyn Task>> {
         let definition = registry().get(id)?;
-        Some(PythonTask::bound(definition, self.locals.clone()))
+        Some(PythonTask::bound(definition, self.event_loop.clone()))
     }
 
     fn contains(&self, id: &str) -> bool {
-        registry().get(id).is_some()
+        registry().get(id).is_some_and(|d| self.runnable(&d))
     }
 
     fn ids(&self) -> Vec<String> {
-        registry().ids().to_vec()
+        let registry = registry();
+        if !self.event_loop.closed.load(Ordering::SeqCst) {
+            return registry.ids().to_vec();
+        }
+        let runnable = |id: &&String| registry.get(id).is_some_and(|d| self.runnable(&d));
+        registry.ids().iter().filter(runnable).cloned().collect()
     }
 }
 
@@ -76,23 +108,20 @@ impl Task for PythonTask {
 
     fn execute(&self, context: Context) -> TaskFuture {
         let definition = self.definition.clone();
+        let current = CurrentAttempt::get();
         if !definition.is_async {
             return Box::pin(async move {
-                tokio::task::spawn_blocking(move || {
-                    with_python(|py| run_sync(py, &definition, &context))
+                threads::run(move || {
+                    with_python(|py| run_sync(py, &definition, &context, current))
                         .unwrap_or_else(|| Err(interpreter_exiting()))
                 })
                 .await
-                .unwrap_or_else(|e| {
-                    Err(TaskError::new(format!(
-                        "RuntimeError: task thread failed: {e}"
-                    )))
-                })
+                .unwrap_or_else(|e| Err(TaskError::fatal(format!("RuntimeError: {e}"))))
             });
         }
-        let locals = self.locals.clone();
+        let event_loop = self.event_loop.clone();
         Box::pin(async move {
-            let Some(locals) = locals else {
+            let Some(EventLoop { locals, closed }) = event_loop else {
                 return Err(TaskError::fatal(
                     "RuntimeError: async task run without an event loop",
                 ));
@@ -102,10 +131,16 @@ impl Task for PythonTask {
             let input: Arc<Mutex<Option<Py<PyDict>>>> = Arc::default();
             let (start_def, finish_def, kept) =
                 (definition.clone(), definition.clone(), input.clone());
+            let loop_for_call = locals.clone();
             let running = with_python(move |py| {
+                let scope = match current {
+                    Some(current) => Some(scope(py, current)?),
+                    None => None,
+                };
                 run_on_loop(
                     py,
-                    &locals,
+                    &loop_for_call,
+                    scope,
                     move |py| {
                         let dict = context_to_py(py, &context)?;
                         *kept.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -113,6 +148,13 @@ impl Task for PythonTask {
                         start_def.function.call1(py, (dict,))
                     },
                     move |py, returned| {
+                        if let Err(err) = &returned {
+                            if err.is_instance_of::<CancelledError>(py) {
+                                return Err(stopped_outside(
+                                    "its coroutine was cancelled from outside the engine (is its event loop shutting down?)",
+                                ));
+                            }
+                        }
                         let dict = input.lock().unwrap_or_else(|p| p.into_inner()).take();
                         match (dict, returned) {
                             (Some(dict), returned) => {
@@ -125,15 +167,71 @@ impl Task for PythonTask {
                         }
                     },
                 )
-                .map_err(|e| python_error(py, &definition, &e))
             })
-            .unwrap_or_else(|| Err(interpreter_exiting()))?;
-            running.result().await.unwrap_or_else(|| {
-                Err(TaskError::fatal(
-                    "RuntimeError: the event loop running the task stopped",
-                ))
-            })
+            .unwrap_or_else(|| Err(PyRuntimeError::new_err("the Python interpreter is exiting")))
+            .map_err(|e| {
+                with_python(|py| {
+                    let is_closed = locals
+                        .event_loop(py)
+                        .call_method0("is_closed")
+                        .and_then(|c| c.is_truthy())
+                        .unwrap_or(false);
+                    if is_closed {
+                        // This executor can run no async task any more: stop claiming them.
+                        closed.store(true, Ordering::SeqCst);
+                        return stopped_outside("its event loop is closed");
+                    }
+                    python_error(py, &definition, &e)
+                })
+                .unwrap_or_else(interpreter_exiting)
+            })?;
+            running
+                .result()
+                .await
+                .unwrap_or_else(|| Err(stopped_outside("the event loop running it stopped")))
         })
+    }
+}
+
+/// The task attempt whose code is running in this asyncio context, if any.
+#[pyclass(frozen, name = "_CurrentTask", module = "cloacina")]
+pub(crate) struct CurrentTask(pub CurrentAttempt);
+
+static CURRENT_TASK: GILOnceCell<PyObject> = GILOnceCell::new();
+
+/// The context variable holding the running task's [`CurrentTask`].
+fn current_task_variable(py: Python<'_>) -> PyResult<&PyObject> {
+    CURRENT_TASK.get_or_try_init(py, || {
+        Ok(py
+            .import_bound("contextvars")?
+            .getattr("ContextVar")?
+            .call1(("cloacina_current_task",))?
+            .unbind())
+    })
+}
+
+/// The variable and value an async task's coroutine runs with.
+fn scope(py: Python<'_>, current: CurrentAttempt) -> PyResult<(PyObject, PyObject)> {
+    let variable = current_task_variable(py)?.clone_ref(py);
+    Ok((variable, Py::new(py, CurrentTask(current))?.into_py(py)))
+}
+
+/// The task attempt whose coroutine (or code it awaits) calls this, if any.
+pub(crate) fn current_attempt(py: Python<'_>) -> PyResult<Option<CurrentAttempt>> {
+    let value = current_task_variable(py)?.call_method1(py, "get", (py.None(),))?;
+    Ok(value
+        .bind(py)
+        .downcast::<CurrentTask>()
+        .ok()
+        .map(|task| task.get().0.clone()))
+}
+
+/// A task attempt stopped by something outside the engine: it ends Cancelled, not Failed.
+fn stopped_outside(why: &str) -> TaskError {
+    TaskError {
+        message: format!("the task was stopped: {why}"),
+        traceback: None,
+        kind: TaskErrorKind::Cancelled,
     }
 }
 
@@ -141,13 +239,27 @@ fn interpreter_exiting() -> TaskError {
     TaskError::fatal("RuntimeError: the Python interpreter is exiting")
 }
 
+/// Calls a sync task's function on this thread, with the current task's variable set when it
+/// runs in an attempt (coroutines it hands to a loop inherit it).
 fn run_sync(
     py: Python<'_>,
     definition: &TaskDefinition,
     context: &Context,
+    current: Option<CurrentAttempt>,
 ) -> Result<Context, TaskError> {
     let dict = context_to_py(py, context).map_err(|e| python_error(py, definition, &e))?;
-    let returned = definition.function.call1(py, (dict.clone(),));
+    let returned = match current {
+        None => definition.function.call1(py, (dict.clone(),)),
+        Some(current) => scope(py, current).and_then(|(variable, value)| {
+            let context = py
+                .import_bound("contextvars")?
+                .call_method0("copy_context")?;
+            context.call_method1("run", (variable.getattr(py, "set")?, value))?;
+            context
+                .call_method1("run", (&definition.function, dict.clone()))
+                .map(Bound::unbind)
+        }),
+    };
     task_output(py, definition, returned, &dict)
 }
 

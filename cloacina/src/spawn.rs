@@ -1,0 +1,52 @@
+//! Spawning on the tokio runtime: tasks that stop with their handle, and panics as errors.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::task::{JoinError, JoinHandle};
+
+use crate::error::Error;
+
+/// A spawned task that is aborted when its handle is dropped, so abandoned work stops.
+pub(crate) struct AbortOnDrop<T>(pub JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> Future for AbortOnDrop<T> {
+    type Output = Result<T, JoinError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+/// Runs `work` as its own task and returns its result, or `Error::Internal` if it panicked;
+/// dropping the returned future aborts the task.
+pub(crate) async fn catch_panic<T, F>(work: F) -> Result<T, Error>
+where
+    F: Future<Output = Result<T, Error>> + Send + 'static,
+    T: Send + 'static,
+{
+    AbortOnDrop(tokio::spawn(work))
+        .await
+        .unwrap_or_else(|e| Err(Error::Internal(panic_message(e))))
+}
+
+/// What a failed task's join error says: the panic's message, or that it was aborted.
+pub(crate) fn panic_message(err: JoinError) -> String {
+    if !err.is_panic() {
+        return "the engine task was aborted".into();
+    }
+    let payload = err.into_panic();
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into());
+    format!("the engine panicked: {text}")
+}
