@@ -45,7 +45,7 @@ pub fn redact(text: &str) -> String {
 /// `message` (say, a driver's error) with every secret of `url` removed, then [`redact`]ed.
 pub fn scrub(message: &str, url: &str) -> String {
     let mut pieces = secret_pieces(url);
-    pieces.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    pieces.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
     pieces.dedup();
     let mut text = message.to_string();
     for piece in &pieces {
