@@ -85,7 +85,8 @@ async def test_sqlite_urls_and_paths_point_to_the_sqlite_package(tmp_path, monke
         ("postgresql://u:{pw}@127.0.0.1:0/db", "port"),
         ("postgresql://u:{pw}@127.0.0.1:5432/db?novalue", "novalue"),
         ("postgresql://u@127.0.0.1:99999/db?password={pw}", "port"),
-        ("postgresql://u@127.0.0.1:5432/db?password={pw}&novalue", "novalue"),
+        # "&novalue" may be the rest of a password holding an unencoded '&': hidden with it.
+        ("postgresql://u@127.0.0.1:5432/db?password={pw}&novalue", "not key=value"),
         ("mysql://u:{pw}@127.0.0.1/db", "mysql"),
     ],
 )

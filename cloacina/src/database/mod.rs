@@ -10,6 +10,7 @@ pub mod control;
 pub mod leases;
 pub mod queries;
 pub mod schema;
+pub mod secrets;
 pub mod signals;
 pub(crate) mod store;
 pub mod url;
@@ -416,11 +417,11 @@ mod postgres {
     }
 
     pub(super) fn open(url: &str, options: &PoolOptions) -> Result<Pool> {
-        let shown = super::url::redact(url);
+        let shown = super::secrets::redact(url);
         let open_error = |e: &dyn std::fmt::Display| {
             Error::Database(format!(
                 "could not connect to {shown}: {}",
-                super::url::redact(&e.to_string())
+                super::secrets::scrub(&e.to_string(), url)
             ))
         };
         {

@@ -1,7 +1,9 @@
 //! Parsing and validating database URLs, per backend.
 
+use std::fmt;
 use std::path::PathBuf;
 
+use super::secrets::{self, redact, scheme_len};
 use crate::error::{Error, Result};
 
 /// Which database a build of the engine talks to.
@@ -32,7 +34,7 @@ impl BackendKind {
 }
 
 /// A database location the engine accepted.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
     /// A private in-memory SQLite database that lives as long as the executor.
     SqliteMemory,
@@ -40,6 +42,16 @@ pub enum DatabaseUrl {
     SqliteFile(PathBuf),
     /// A PostgreSQL connection URL (kept verbatim; never shown unredacted).
     Postgres(String),
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatabaseUrl::SqliteMemory => f.write_str("SqliteMemory"),
+            DatabaseUrl::SqliteFile(path) => f.debug_tuple("SqliteFile").field(path).finish(),
+            DatabaseUrl::Postgres(url) => f.debug_tuple("Postgres").field(&redact(url)).finish(),
+        }
+    }
 }
 
 impl DatabaseUrl {
@@ -55,13 +67,13 @@ impl DatabaseUrl {
                 &format!("the database URL {shown:?} contains a NUL byte"),
             ));
         }
-        let scheme = scheme_of(url);
+        let scheme = scheme_len(url).map(|len| url[..len].to_ascii_lowercase());
         match (backend, scheme.as_deref()) {
             (BackendKind::Sqlite, Some("sqlite")) => parse_sqlite(url),
-            (BackendKind::Sqlite, None) => Ok(match url {
-                ":memory:" => DatabaseUrl::SqliteMemory,
-                path => DatabaseUrl::SqliteFile(PathBuf::from(path)),
-            }),
+            (BackendKind::Sqlite, None) => match url {
+                ":memory:" => Ok(DatabaseUrl::SqliteMemory),
+                path => sqlite_file(path),
+            },
             (BackendKind::Postgres, Some("postgresql" | "postgres")) => parse_postgres(url),
             (BackendKind::Postgres, Some(s @ ("sqlite" | "file"))) | (BackendKind::Sqlite, Some(s @ ("postgresql" | "postgres"))) => {
                 let other = if s.starts_with("postgres") { BackendKind::Postgres } else { BackendKind::Sqlite };
@@ -72,9 +84,15 @@ impl DatabaseUrl {
                     other.package()
                 )))
             }
-            (BackendKind::Postgres, None) => Err(Error::Configuration(format!(
-                "{shown:?} looks like a file path, but this is the postgres backend; for SQLite install `pip install cloacina-sqlite`, for PostgreSQL pass postgresql://user:password@host:5432/dbname"
-            ))),
+            (BackendKind::Postgres, None) => Err(Error::Configuration(match postgres_shape(url) {
+                Some(shape) => format!(
+                    "the database URL looks like {shape}; cloacina reads URLs only: pass postgresql://user:password@host:5432/dbname"
+                ),
+                None => format!(
+                    "{shown:?} looks like a file path, but this is the postgres backend; for SQLite install `pip install cloacina-sqlite`, for PostgreSQL pass postgresql://user:password@host:5432/dbname"
+                ),
+            })),
+            (BackendKind::Sqlite, Some(_)) if !url.contains("://") && postgres_shape(url).is_some() => sqlite_file(url),
             (_, Some(other)) => Err(invalid(backend, &format!("unsupported URL scheme {other:?} in {shown:?}"))),
         }
     }
@@ -93,14 +111,100 @@ fn parse_sqlite(url: &str) -> Result<DatabaseUrl> {
         return Ok(DatabaseUrl::SqliteMemory);
     }
     match rest.strip_prefix("///") {
-        Some(path) if !path.is_empty() && !path.ends_with('/') => {
-            Ok(DatabaseUrl::SqliteFile(PathBuf::from(path)))
-        }
+        Some(path) if !path.is_empty() && !path.ends_with('/') => sqlite_file(path),
         _ => Err(invalid(
             BackendKind::Sqlite,
             &format!("{shown:?} is not a valid SQLite URL"),
         )),
     }
+}
+
+/// A SQLite file at `path`, unless `path` is a PostgreSQL connection string: opening that would
+/// create a file named after its password.
+fn sqlite_file(path: &str) -> Result<DatabaseUrl> {
+    match postgres_shape(path) {
+        Some(shape) => Err(Error::Configuration(format!(
+            "the database URL looks like {shape}, not a SQLite file path, and this is the sqlite \
+             backend; pass sqlite:///path/to/file.db, or for PostgreSQL install \
+             `pip install cloacina-postgres` and pass postgresql://user:password@host:5432/dbname"
+        ))),
+        None => Ok(DatabaseUrl::SqliteFile(PathBuf::from(path))),
+    }
+}
+
+/// Keywords of libpq's `key=value` connection strings (PostgreSQL 18).
+const LIBPQ_KEYWORDS: &[&str] = &[
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "passfile",
+    "require_auth",
+    "channel_binding",
+    "connect_timeout",
+    "client_encoding",
+    "options",
+    "application_name",
+    "fallback_application_name",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+    "replication",
+    "gssencmode",
+    "sslmode",
+    "requiressl",
+    "sslnegotiation",
+    "sslcompression",
+    "sslcert",
+    "sslkey",
+    "sslcertmode",
+    "sslpassword",
+    "sslrootcert",
+    "sslcrl",
+    "sslcrldir",
+    "sslsni",
+    "requirepeer",
+    "ssl_min_protocol_version",
+    "ssl_max_protocol_version",
+    "min_protocol_version",
+    "max_protocol_version",
+    "krbsrvname",
+    "gsslib",
+    "gssdelegation",
+    "service",
+    "target_session_attrs",
+    "load_balance_hosts",
+    "oauth_issuer",
+    "oauth_client_id",
+    "oauth_client_secret",
+    "oauth_scope",
+];
+
+/// What makes a scheme-less `text` look like a PostgreSQL connection string, if anything does:
+/// libpq `key=value` pairs, or a `user:password@host` start. Names keys only, never values.
+fn postgres_shape(text: &str) -> Option<String> {
+    let mut keys: Vec<String> = Vec::new();
+    for key in secrets::keys(text) {
+        if LIBPQ_KEYWORDS.contains(&key.as_str()) && !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    if !keys.is_empty() {
+        let keys: Vec<String> = keys.into_iter().map(|k| format!("{k}=")).collect();
+        return Some(format!(
+            "a PostgreSQL key=value connection string ({})",
+            keys.join(" ")
+        ));
+    }
+    let first_part = text.split(['/', '\\']).next().unwrap_or_default();
+    let user_info = first_part
+        .find('@')
+        .is_some_and(|at| first_part[..at].contains(':'));
+    user_info.then(|| "a PostgreSQL user:password@host address".to_string())
 }
 
 /// Seconds libpq waits for a connection when the URL does not say.
@@ -109,6 +213,8 @@ pub const DEFAULT_CONNECT_TIMEOUT_SECS: u32 = 5;
 const DEFAULT_APPLICATION_NAME: &str = "cloacina";
 
 /// Checks a PostgreSQL URL's shape and adds the default `connect_timeout` and `application_name`.
+/// Messages quote only the redacted URL, never a piece of it: with an unencoded `/` in the
+/// password, what looks like the port is part of the password.
 fn parse_postgres(url: &str) -> Result<DatabaseUrl> {
     let shown = redact(url);
     let bad = |problem: &str| invalid(BackendKind::Postgres, &format!("{shown:?} {problem}"));
@@ -116,8 +222,20 @@ fn parse_postgres(url: &str) -> Result<DatabaseUrl> {
         .split_once("://")
         .map(|(_, rest)| rest)
         .ok_or_else(|| bad("has no '//' after the scheme"))?;
+    if ambiguous_user_info(rest) {
+        return Err(bad(
+            "has more than one '@', or an '@' after a '/', '?' or '#': if the user name or \
+             password holds '@', '/', '?' or '#', percent-encode them as %40, %2F, %3F and %23",
+        ));
+    }
     if rest.contains('#') {
         return Err(bad("has a fragment ('#'), which is not supported"));
+    }
+    if !valid_percent_escapes(rest) {
+        return Err(bad(
+            "has a '%' that does not start an escape %XX of two hex digits (not %00); \
+             write a literal '%' as %25",
+        ));
     }
     let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
     let authority = location.split('/').next().unwrap_or_default();
@@ -125,27 +243,22 @@ fn parse_postgres(url: &str) -> Result<DatabaseUrl> {
         .rsplit_once('@')
         .map_or(authority, |(_, host)| host);
     for host in host_port.split(',') {
-        let port = if let Some(bracketed) = host.strip_prefix('[') {
-            bracketed
-                .split_once(']')
-                .map(|(_, after)| after.trim_start_matches(':'))
-                .unwrap_or("")
-        } else {
-            host.split_once(':').map_or("", |(_, port)| port)
+        let port = match host.strip_prefix('[') {
+            Some(bracketed) => match bracketed.split_once(']') {
+                Some((_, after)) => after.trim_start_matches(':'),
+                None => return Err(bad("has an IPv6 address without its closing ']'")),
+            },
+            None => host.split_once(':').map_or("", |(_, port)| port),
         };
         if !port.is_empty() && port.parse::<u16>().map_or(true, |p| p == 0) {
-            return Err(bad(&format!("has an invalid port {port:?}")));
+            return Err(bad("has an invalid port; use a number from 1 to 65535"));
         }
     }
     let mut keys = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
             Some((key, _)) if !key.is_empty() => keys.push(key),
-            _ => {
-                return Err(bad(&format!(
-                    "has a malformed query parameter {pair:?}; use key=value"
-                )))
-            }
+            _ => return Err(bad("has a query parameter that is not key=value")),
         }
     }
     let mut full = url.to_string();
@@ -197,18 +310,26 @@ pub fn validate_schema(schema: &str) -> Result<()> {
     }
 }
 
-/// The lowercase URL scheme, if `url` starts with `scheme:` (a Windows drive letter is not a scheme).
-fn scheme_of(url: &str) -> Option<String> {
-    let (scheme, _) = url.split_once(':')?;
-    let valid = scheme.len() > 1
-        && scheme
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic())
-        && scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
-    valid.then(|| scheme.to_ascii_lowercase())
+/// Whether libpq would split `rest` (what follows `://`) into user info and host differently
+/// from a URL parser, or the path holds an `@`: what an unencoded `@`, `/`, `?` or `#` in a
+/// password does. (libpq ends the user info at the first `@` before any `/`.)
+fn ambiguous_user_info(rest: &str) -> bool {
+    let libpq_at = rest[..rest.find('/').unwrap_or(rest.len())].find('@');
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let url_at = rest[..authority_end].rfind('@');
+    let path = rest[authority_end..]
+        .split(['?', '#'])
+        .next()
+        .unwrap_or_default();
+    libpq_at != url_at || path.contains('@')
+}
+
+/// Whether every `%` in `text` starts an escape libpq decodes: two hex digits, not `%00`.
+fn valid_percent_escapes(text: &str) -> bool {
+    text.match_indices('%').all(|(i, _)| {
+        let hex = text.get(i + 1..i + 3).unwrap_or_default();
+        hex.len() == 2 && hex.chars().all(|c| c.is_ascii_hexdigit()) && hex != "00"
+    })
 }
 
 fn invalid(backend: BackendKind, problem: &str) -> Error {
@@ -217,50 +338,6 @@ fn invalid(backend: BackendKind, problem: &str) -> Error {
         BackendKind::Postgres => "postgresql://user:password@host:5432/dbname (or postgres://...)",
     };
     Error::Configuration(format!("{problem}; expected {accepted}"))
-}
-
-/// `url` with any password (in the user info or a `password=` parameter) replaced by `***`.
-pub fn redact(url: &str) -> String {
-    let mut shown = redact_user_info(url);
-    let mut from = 0;
-    while let Some(found) = shown[from..].find("password=") {
-        let start = from + found + "password=".len();
-        let preceded_ok =
-            from + found == 0 || matches!(shown.as_bytes()[from + found - 1], b'?' | b'&' | b' ');
-        let end = shown[start..]
-            .find(['&', ' ', '#'])
-            .map_or(shown.len(), |i| start + i);
-        if preceded_ok {
-            shown.replace_range(start..end, "***");
-            from = start + 3;
-        } else {
-            from = start;
-        }
-    }
-    shown
-}
-
-fn redact_user_info(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let authority_start = scheme_end + 3;
-    let authority_end = url[authority_start..]
-        .find(['/', '?', '#'])
-        .map_or(url.len(), |i| authority_start + i);
-    let authority = &url[authority_start..authority_end];
-    match authority.rfind('@') {
-        Some(at) => match authority[..at].find(':') {
-            Some(colon) => format!(
-                "{}{}:***{}",
-                &url[..authority_start],
-                &authority[..colon],
-                &url[authority_start + at..]
-            ),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
-    }
 }
 
 #[cfg(test)]
@@ -365,17 +442,158 @@ mod tests {
         }
     }
 
+    /// URL shapes that once leaked their password, with the secrets (and fragments) to hide.
+    const LEAKY_SHAPES: &[(&str, &[&str])] = &[
+        ("postgresql://u:s3cr3tpw@127.0.0.1:1/db", &["s3cr3tpw"]),
+        (
+            "postgres://u@127.0.0.1:1/db?password=s3cr3tpw",
+            &["s3cr3tpw"],
+        ),
+        (
+            "postgresql://127.0.0.1:1/db?user=u&pass%77ord=s3cr3tpw",
+            &["s3cr3tpw"],
+        ),
+        (
+            "postgresql://127.0.0.1:1/db?sslpassword=SSLSECRET",
+            &["SSLSECRET"],
+        ),
+        (
+            "postgresql://127.0.0.1:1/db?PASSWORD=s3cr3tpw",
+            &["s3cr3tpw"],
+        ),
+        (
+            "postgresql://127.0.0.1:1/db?%50ass%2577ord=s3cr3tpw",
+            &["s3cr3tpw"],
+        ),
+        (
+            "postgresql://127.0.0.1:1/db?oauth_client_secret=s3cr3tpw",
+            &["s3cr3tpw"],
+        ),
+        (
+            "postgresql://127.0.0.1:1/db?password=s3cr%33tpw",
+            &["s3cr%33tpw", "s3cr3tpw"],
+        ),
+        (
+            "host=127.0.0.1 port=1 user=u password = s3cr3tpw",
+            &["s3cr3tpw"],
+        ),
+        (
+            "host=127.0.0.1\tport=1\tpassword\t=\ts3cr3tpw",
+            &["s3cr3tpw"],
+        ),
+        (
+            "host=127.0.0.1 port=1 password='s3cr 3tpw\\' x'",
+            &["s3cr", "3tpw"],
+        ),
+        ("postgresql://u:s3cr?3tpw@127.0.0.1:1/db", &["s3cr", "3tpw"]),
+        ("postgresql://u:s3cr#3tpw@127.0.0.1:1/db", &["s3cr", "3tpw"]),
+        ("postgresql://u:s3cr/3tpw@127.0.0.1:1/db", &["s3cr", "3tpw"]),
+        ("postgresql://u:s3cr@3tpw@127.0.0.1:1/db", &["s3cr", "3tpw"]),
+        (
+            "postgresql://u:s3cr/3tpw?x=1@127.0.0.1:1/db",
+            &["s3cr", "3tpw"],
+        ),
+        ("postgresql://u:12/3tpw?b=c@127.0.0.1:1/db", &["3tpw"]),
+        (
+            "postgresql://u:s3cr%zz3tpw@127.0.0.1:1/db",
+            &["s3cr%zz3tpw"],
+        ),
+        ("postgresql://u:s3cr3tpw@[::1/db", &["s3cr3tpw"]),
+        (
+            "postgresql://127.0.0.1:1/db?password=s3cr&3tpw&sslmode=disable",
+            &["s3cr", "3tpw"],
+        ),
+        ("u:s3cr3tpw@127.0.0.1:1/db", &["s3cr3tpw"]),
+        ("mysql://u:s3cr3tpw@127.0.0.1/db", &["s3cr3tpw"]),
+        ("postgresql:u:s3cr3tpw@127.0.0.1/db", &["s3cr3tpw"]),
+        ("sqlite:///host=h password=s3cr3tpw", &["s3cr3tpw"]),
+    ];
+
     #[test]
-    fn redaction_hides_only_the_password() {
-        assert_eq!(
-            redact("postgresql://u:p@h:5/d?x=1"),
-            "postgresql://u:***@h:5/d?x=1"
-        );
-        assert_eq!(redact("postgresql://u@h/d"), "postgresql://u@h/d");
-        assert_eq!(redact("sqlite:///x.db"), "sqlite:///x.db");
-        assert_eq!(
-            redact("postgres://h/d?password=pw&sslmode=require"),
-            "postgres://h/d?password=***&sslmode=require"
-        );
+    fn no_url_shape_leaks_its_password() {
+        let leaks = |text: &str, secrets: &[&str]| secrets.iter().any(|s| text.contains(s));
+        for &(url, secrets) in LEAKY_SHAPES {
+            let shown = redact(url);
+            assert!(!leaks(&shown, secrets), "redact({url:?}) = {shown:?}");
+            let message = refusal(url, BackendKind::Sqlite);
+            assert!(!leaks(&message, secrets), "{message}");
+            let full = match DatabaseUrl::parse(url, BackendKind::Postgres) {
+                Ok(DatabaseUrl::Postgres(full)) => full,
+                Ok(other) => panic!("{other:?}"),
+                Err(err) => {
+                    let message = err.to_string();
+                    assert!(!leaks(&message, secrets), "{message}");
+                    url.to_string()
+                }
+            };
+            assert!(!leaks(
+                &format!("{:?}", DatabaseUrl::Postgres(full.clone())),
+                secrets
+            ));
+            // What libpq may echo: the URL, a piece of it, or a percent-decoded piece.
+            for secret in secrets {
+                let echo = format!(
+                    "invalid URI: \"{full}\"; invalid port number: \"{secret}\"; could not \
+                     translate host name \"{secret}@127.0.0.1\"; invalid percent-encoded \
+                     token: \"x{secret}%zz\""
+                );
+                let scrubbed = secrets::scrub(&echo, &full);
+                assert!(!leaks(&scrubbed, secrets), "{url:?}: {scrubbed}");
+            }
+        }
+    }
+
+    /// The message of the error `url` must cause on `backend`.
+    fn refusal(url: &str, backend: BackendKind) -> String {
+        DatabaseUrl::parse(url, backend).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn sqlite_refuses_postgres_connection_strings_without_echoing_them() {
+        for url in [
+            "host=db password=s3cr3tpw",
+            "dbname=app user=me",
+            "sqlite:///host=db password=s3cr3tpw",
+            "me:s3cr3tpw@db/app",
+        ] {
+            let message = refusal(url, BackendKind::Sqlite);
+            assert!(
+                message.contains("sqlite:///") && message.contains("cloacina-postgres"),
+                "{message}"
+            );
+            assert!(
+                !message.contains("s3cr3tpw") && !message.contains("db/app"),
+                "{message}"
+            );
+        }
+        for path in ["data/run=1.db", "x@y.db", "C:\\me@corp\\x.db", "a b.db"] {
+            assert!(
+                DatabaseUrl::parse(path, BackendKind::Sqlite).is_ok(),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn ambiguous_user_info_is_refused_with_a_fix() {
+        for url in [
+            "postgresql://u:a@b@h/db",
+            "postgresql://u:a?b@h/db",
+            "postgresql://u:a/b@h/db",
+            "postgresql://h:5432?user=a@b",
+        ] {
+            let message = refusal(url, BackendKind::Postgres);
+            assert!(message.contains("%40"), "{message}");
+        }
+        for url in [
+            "postgresql://u:a%40b@h/db",
+            "postgresql://u:pw@h/db?user=me@corp",
+            "postgresql://u:p%2Fw@[::1]:5432,h2:5433/db",
+        ] {
+            assert!(
+                DatabaseUrl::parse(url, BackendKind::Postgres).is_ok(),
+                "{url}"
+            );
+        }
     }
 }

@@ -316,15 +316,8 @@ impl PyUnifiedExecutor {
         lease_timeout: Option<&Bound<'py, PyAny>>,
         worker: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let url = database_url
-            .downcast::<PyString>()
-            .map_err(|_| {
-                PyTypeError::new_err(format!(
-                    "database_url must be a str, got {}",
-                    type_name(database_url)
-                ))
-            })?
-            .to_cow()?;
+        // Not `to_cow()?`: a UnicodeEncodeError's repr would show the URL, password included.
+        let url = text_arg("database_url", "a str", database_url)?;
         let url = DatabaseUrl::parse(&url, backend()).map_err(to_py_err)?;
         let pool = PoolOptions {
             max_size: pool_size
