@@ -151,6 +151,21 @@ async def memory_executor() -> AsyncIterator[object]:
 
 
 @pytest.fixture
+def pg_server() -> Iterator["pg_admin.ServerControl"]:
+    """Stops and starts the PostgreSQL server the harness started; left running after the test."""
+    import pg_admin
+
+    control = pg_admin.server_control()
+    if control is None:
+        pytest.skip("needs a server the harness started (CLOACINA_TEST_POSTGRES_CTL)")
+    try:
+        yield control
+    finally:
+        if not control.is_running():
+            control.start()
+
+
+@pytest.fixture
 def subprocess_env() -> Dict[str, str]:
     """Environment for child interpreters: no backend override, this test dir importable."""
     env = dict(os.environ)

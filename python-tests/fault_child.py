@@ -12,7 +12,7 @@ fault happens to its database, or reads an execution back afterwards, in a fresh
                                                      without shutting down (the loop closes under
                                                      it); then print "stored <status>" once the
                                                      execution has ended in the database
-    fault_child.py URL PREFIX read ID                work until execution ID ends; print its record
+    fault_child.py URL PREFIX read ID CONTROL        work until execution ID ends; print its record
                                                      as one JSON line; exit 0
 
 Tasks (ids ``<PREFIX>.<name>``, the same in every process): workflow ``chain`` is ``start`` ->
@@ -127,11 +127,10 @@ async def read(url: str, execution_id: str) -> None:
 
 def main(argv: list) -> None:
     url, prefix, mode = argv[:3]
+    workflows = define(prefix, argv[4])
     if mode == "read":
-        define(prefix, "/nonexistent")
         asyncio.run(read(url, argv[3]))
         return
-    workflows = define(prefix, argv[4])
     if mode in ("run", "stay"):
         asyncio.run(run(url, workflows[argv[3]], stay=mode == "stay"))
     elif mode == "loop":

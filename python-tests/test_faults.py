@@ -6,17 +6,17 @@ task states that agree with its status, or finishes it as a worker."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterator
+from typing import Any, AsyncIterator, Dict, Iterator, Tuple
 
 import pytest
 
-import pg_admin
 from backend import IS_SQLITE, by_task, cl
 from procs import DEADLINE, FINAL_STATUSES, Proc, Procs, procs, summary, until  # noqa: F401  (fixture)
 
@@ -48,6 +48,20 @@ def control(tmp_path: Path) -> Path:
     return path
 
 
+@contextlib.asynccontextmanager
+async def chain_executor(url: str, prefix: str, control: Path) -> AsyncIterator[Tuple[Any, Any]]:
+    """An executor on `url` and the child's ``chain`` workflow, defined in this process too."""
+    from fault_child import define
+
+    workflow = define(prefix, str(control))["chain"]
+    executor = cl.UnifiedExecutor()
+    await executor.initialize(url)
+    try:
+        yield executor, workflow
+    finally:
+        await asyncio.wait_for(executor.shutdown(), DEADLINE)
+
+
 def start_child(procs: Procs, url: str, prefix: str, *args: str) -> Proc:
     return procs.start([CHILD, url, prefix, *args], name=args[0])
 
@@ -57,9 +71,9 @@ async def first_line(proc: Proc) -> str:
     return proc.stdout().splitlines()[0]
 
 
-async def read_back(procs: Procs, url: str, prefix: str, execution_id: str) -> Dict[str, Any]:
+async def read_back(procs: Procs, url: str, prefix: str, control: Path, execution_id: str) -> Dict[str, Any]:
     """The execution as a fresh worker process sees it once it ended (it finishes it if it can)."""
-    reader = start_child(procs, url, prefix, "read", execution_id)
+    reader = start_child(procs, url, prefix, "read", execution_id, str(control))
     code = await until_exit(reader)
     assert code == 0, reader.describe()
     record = json.loads(reader.stdout().strip().splitlines()[-1])
@@ -112,16 +126,10 @@ def fill(disk: Path, leave: int) -> Path:
 
 @pytest.mark.sqlite_only
 async def test_disk_full_then_freed_the_same_worker_finishes(tiny_disk, prefix, control):
-    from fault_child import define
-
-    workflows = define(prefix, str(control))
-    url = f"sqlite:///{tiny_disk / 'f.db'}"
-    executor = cl.UnifiedExecutor()
-    await executor.initialize(url)
-    try:
+    async with chain_executor(f"sqlite:///{tiny_disk / 'f.db'}", prefix, control) as (executor, chain):
         filler = fill(tiny_disk, leave=200_000)
         (control / "release").touch()
-        execution_id = await executor.submit(workflows["chain"])
+        execution_id = await executor.submit(chain)
         with pytest.raises(cl.DatabaseError, match="cannot store its progress.*full"):
             await executor.wait(execution_id, timeout=DEADLINE)
         filler.unlink()
@@ -129,8 +137,6 @@ async def test_disk_full_then_freed_the_same_worker_finishes(tiny_disk, prefix, 
         assert record["status"] == "Completed", summary(record)
         assert record["final_context"]["after"] == 600_000
         assert_consistent(record)
-    finally:
-        await executor.shutdown()
 
 
 @pytest.mark.sqlite_only
@@ -144,7 +150,7 @@ async def test_disk_full_worker_killed_a_fresh_worker_finishes(tiny_disk, procs,
                 watch=[child])
     child.kill()
     filler.unlink()
-    record = await read_back(procs, url, prefix, execution_id)
+    record = await read_back(procs, url, prefix, control, execution_id)
     assert record["status"] == "Completed", summary(record)
     assert record["final_context"]["after"] == 600_000
 
@@ -167,14 +173,9 @@ conn.execute("COMMIT")
 @pytest.mark.sqlite_only
 async def test_write_lock_held_by_another_process_for_longer_than_the_busy_timeout(
         sqlite_file, procs, prefix, control, tmp_path):
-    from fault_child import define
-
-    workflows = define(prefix, str(control))
     url = f"sqlite:///{sqlite_file}"
-    executor = cl.UnifiedExecutor()
-    await executor.initialize(url)
-    try:
-        execution_id = await executor.submit(workflows["chain"])
+    async with chain_executor(url, prefix, control) as (executor, chain):
+        execution_id = await executor.submit(chain)
         await task_running(url, execution_id, f"{prefix}.hold")
         unlock = tmp_path / "unlock"
         holder = procs.start(["-c", HOLD_LOCK, str(sqlite_file), str(unlock)], name="lock holder")
@@ -192,9 +193,7 @@ async def test_write_lock_held_by_another_process_for_longer_than_the_busy_timeo
                 continue  # the commit failed while locked; this worker retries it
         assert record["status"] == "Completed", summary(record)
         assert_consistent(record)
-    finally:
-        await executor.shutdown()
-    again = await read_back(procs, url, prefix, execution_id)
+    again = await read_back(procs, url, prefix, control, execution_id)
     assert again == record
 
 
@@ -202,14 +201,9 @@ async def test_write_lock_held_by_another_process_for_longer_than_the_busy_timeo
 
 @pytest.mark.sqlite_only
 async def test_database_file_deleted_mid_run_is_reported_not_completed(sqlite_file, prefix, control):
-    from fault_child import define
-
-    workflows = define(prefix, str(control))
     url = f"sqlite:///{sqlite_file}"
-    executor = cl.UnifiedExecutor()
-    await executor.initialize(url)
-    try:
-        execution_id = await executor.submit(workflows["chain"])
+    async with chain_executor(url, prefix, control) as (executor, chain):
+        execution_id = await executor.submit(chain)
         await task_running(url, execution_id, f"{prefix}.hold")
         for path in sqlite_file.parent.glob(sqlite_file.name + "*"):
             path.unlink()
@@ -219,23 +213,9 @@ async def test_database_file_deleted_mid_run_is_reported_not_completed(sqlite_fi
         assert str(sqlite_file) in str(info.value)
         with pytest.raises(cl.DatabaseError, match="deleted or replaced"):
             await executor.list_executions()
-    finally:
-        await asyncio.wait_for(executor.shutdown(), DEADLINE)
 
 
 # --- PostgreSQL: the server stopped and left down ----------------------------------------------
-
-@pytest.fixture
-def pg_server() -> Iterator[pg_admin.ServerControl]:
-    control = pg_admin.server_control()
-    if control is None:
-        pytest.skip("needs a server the harness started (CLOACINA_TEST_POSTGRES_CTL)")
-    try:
-        yield control
-    finally:
-        if not control.is_running():
-            control.start()
-
 
 @pytest.mark.postgres_only
 async def test_server_stopped_and_left_down_then_a_fresh_worker_finishes(
@@ -254,7 +234,7 @@ async def test_server_stopped_and_left_down_then_a_fresh_worker_finishes(
         assert await until_exit(child) == 0, child.describe()
     finally:
         await asyncio.to_thread(pg_server.start)
-    record = await read_back(procs, database_url, prefix, execution_id)
+    record = await read_back(procs, database_url, prefix, control, execution_id)
     assert record["status"] in ("Completed", "Cancelled"), summary(record)
 
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import Iterator
-
 import pytest
 
 import pg_admin
@@ -20,15 +18,8 @@ BOUND = 30  # seconds; default connect_timeout=5 gives a pool wait of 6 s
 
 
 @pytest.fixture
-def server() -> Iterator[pg_admin.ServerControl]:
-    control = pg_admin.server_control()
-    if control is None:
-        pytest.skip("needs a server the harness started (CLOACINA_TEST_POSTGRES_CTL)")
-    try:
-        yield control
-    finally:
-        if not control.is_running():
-            control.start()
+def server(pg_server: pg_admin.ServerControl) -> pg_admin.ServerControl:
+    return pg_server
 
 
 def sleepy_workflow(ids, second_started: threading.Event, server_stopped: threading.Event):

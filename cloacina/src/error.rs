@@ -85,6 +85,31 @@ impl From<diesel::result::Error> for Error {
     }
 }
 
+impl Error {
+    /// Whether this is a database failure known to clear by itself: a full disk, a lock held by
+    /// another process, an I/O error or a lost connection.
+    pub fn is_transient(&self) -> bool {
+        const TRANSIENT: [&str; 9] = [
+            "full",
+            "locked",
+            "busy",
+            "i/o error",
+            "connection",
+            "timed out",
+            "timeout",
+            "shutting down",
+            "starting up",
+        ];
+        match self {
+            Error::Database(message) => {
+                let message = message.to_ascii_lowercase();
+                TRANSIENT.iter().any(|t| message.contains(t))
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Whether a database's error message says it refuses a value itself (as opposed to failing to
 /// reach or write the database): SQLite's TOOBIG, PostgreSQL's data exceptions and size limits.
 fn refuses_value(message: &str) -> bool {
@@ -111,5 +136,42 @@ impl From<diesel::r2d2::PoolError> for Error {
 impl From<serde_json::Error> for Error {
     fn from(err: serde_json::Error) -> Self {
         Error::Database(format!("stored JSON is corrupt: {err}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+    fn database_error(kind: DatabaseErrorKind, message: &str) -> Error {
+        DieselError::DatabaseError(kind, Box::new(message.to_string())).into()
+    }
+
+    #[test]
+    fn values_a_database_refuses_are_told_from_failures_that_clear() {
+        for refused in [
+            "string or blob too big",
+            "invalid byte sequence for encoding \"UTF8\": 0x00",
+            "invalid memory alloc request size 1073741824",
+        ] {
+            let error = database_error(DatabaseErrorKind::Unknown, refused);
+            assert!(matches!(error, Error::Refused(_)), "{refused}");
+            assert!(!error.is_transient());
+        }
+        let unique = database_error(DatabaseErrorKind::UniqueViolation, "duplicate key");
+        assert!(matches!(unique, Error::Refused(_)));
+        for transient in [
+            "database or disk is full",
+            "database is locked",
+            "disk I/O error",
+            "server closed the connection unexpectedly",
+        ] {
+            let error = database_error(DatabaseErrorKind::Unknown, transient);
+            assert!(matches!(error, Error::Database(_)), "{transient}");
+            assert!(error.is_transient(), "{transient}");
+        }
+        let unknown = database_error(DatabaseErrorKind::Unknown, "something else");
+        assert!(matches!(unknown, Error::Database(_)) && !unknown.is_transient());
     }
 }

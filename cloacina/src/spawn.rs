@@ -50,3 +50,18 @@ pub(crate) fn panic_message(err: JoinError) -> String {
         .unwrap_or_else(|| "a panic without a message".into());
     format!("the engine panicked: {text}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_becomes_an_internal_error() {
+        let result: Result<(), Error> = catch_panic(async { panic!("boom {}", 42) }).await;
+        match result {
+            Err(Error::Internal(message)) => assert_eq!(message, "the engine panicked: boom 42"),
+            other => panic!("expected an internal error, got {other:?}"),
+        }
+        assert_eq!(catch_panic(async { Ok(7) }).await.unwrap(), 7);
+    }
+}

@@ -662,18 +662,47 @@ macro_rules! impl_store {
                 if open > 0 {
                     return Ok(None);
                 }
-                let failures: Vec<(String, Option<String>)> = task_executions::table
-                    .filter(task_executions::execution_id.eq(execution))
-                    .filter(task_executions::status.eq(TaskStatus::Failed.as_str()))
-                    .order(task_executions::position)
-                    .select((task_executions::task_id, task_executions::error))
-                    .load(self)?;
+                // Failed tasks, and Cancelled ones: without a cancel request, a task was stopped
+                // from outside the engine (its event loop closed), which cancels the execution.
+                let unsuccessful: Vec<(String, String, Option<String>, Option<String>)> =
+                    task_executions::table
+                        .filter(task_executions::execution_id.eq(execution))
+                        .filter(
+                            task_executions::status.eq_any([
+                                TaskStatus::Failed.as_str(),
+                                TaskStatus::Cancelled.as_str(),
+                            ]),
+                        )
+                        .order(task_executions::position)
+                        .select((
+                            task_executions::task_id,
+                            task_executions::status,
+                            task_executions::error,
+                            task_executions::reason,
+                        ))
+                        .load(self)?;
+                let (cancelled, failed): (Vec<_>, Vec<_>) = unsuccessful
+                    .into_iter()
+                    .partition(|(_, status, _, _)| status == TaskStatus::Cancelled.as_str());
+                let failures: Vec<(String, Option<String>)> = failed
+                    .into_iter()
+                    .map(|(task_id, _, error, _)| (task_id, error))
+                    .collect();
                 let (status, error) = match (&locked.cancel_reason, failures.first()) {
                     (Some(reason), _) => (
                         ExecutionStatus::Cancelled,
                         Some(format!("cancelled: {reason}")),
                     ),
-                    (None, None) => (ExecutionStatus::Completed, None),
+                    (None, None) => match cancelled.first() {
+                        None => (ExecutionStatus::Completed, None),
+                        Some((task_id, _, _, reason)) => (
+                            ExecutionStatus::Cancelled,
+                            Some(format!(
+                                "cancelled: task '{task_id}': {}",
+                                reason.as_deref().unwrap_or("cancelled")
+                            )),
+                        ),
+                    },
                     (None, Some((task_id, error))) => {
                         let mut message = format!(
                             "task '{task_id}' failed: {}",

@@ -22,8 +22,8 @@ use crate::model::{now, ExecutionPlan, TaskStatus};
 /// round trip (they serialize on the execution's row, in claim order) so tasks ending
 /// meanwhile start their successors sooner.
 const COMMITS_IN_FLIGHT: usize = 2;
-/// Failed commits of one batch after which, if heartbeats still write, the database is taken to
-/// refuse the batch itself rather than to be unavailable.
+/// Failed commits of one batch after which, if heartbeats still write and the error is not one
+/// known to clear by itself, the database is taken to refuse the batch rather than to be unavailable.
 const REFUSED_AFTER: u32 = 5;
 /// Failed commits of one batch after which `wait` callers are told the execution is stalled.
 const STALLED_AFTER: u32 = 3;
@@ -379,7 +379,9 @@ async fn store_batch(
         };
         failures += 1;
         let refused = matches!(error, Error::Refused(_))
-            || (failures >= REFUSED_AFTER && worker.wrote_since(failing_since));
+            || (failures >= REFUSED_AFTER
+                && !error.is_transient()
+                && worker.wrote_since(failing_since));
         if refused {
             let message = format!("could not store the execution's results: {error}");
             if worker

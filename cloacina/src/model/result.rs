@@ -195,3 +195,14 @@ pub(crate) fn storable_text(text: String) -> String {
         text
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::storable_text;
+
+    #[test]
+    fn nul_is_escaped_and_other_text_kept() {
+        assert_eq!(storable_text("a\0b\0".into()), "a\\x00b\\x00");
+        assert_eq!(storable_text("plain ünïcode".into()), "plain ünïcode");
+    }
+}

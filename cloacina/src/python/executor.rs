@@ -47,6 +47,8 @@ enum State {
 pub(crate) struct PyUnifiedExecutor {
     max_concurrency: usize,
     state: Arc<Mutex<State>>,
+    /// The loop `initialize` was called on, watched until shutdown.
+    event_loop: Arc<Mutex<Option<EventLoop>>>,
 }
 
 impl PyUnifiedExecutor {
@@ -91,9 +93,7 @@ impl Drop for CancelOnDrop {
 /// Numbers `initialize` calls, so a cancelled one cannot finish a later one's work.
 static INITIALIZE_CALLS: AtomicU64 = AtomicU64::new(0);
 
-/// Puts an executor whose initialization number `.1` did not finish back to `New`: on drop
-/// (failed or panicked) and, as a done-callback, at once when the awaiting code cancels it.
-#[pyclass(frozen)]
+/// Puts an executor whose initialization number `.1` did not finish back to `New` when dropped.
 struct BackToNew(Arc<Mutex<State>>, u64);
 
 impl BackToNew {
@@ -113,13 +113,33 @@ impl BackToNew {
     }
 }
 
+/// Done-callback of `initialize`'s awaitable: cancelled, the executor is `New` again at once;
+/// cancelled or failed, its event loop is no longer watched.
+#[pyclass(frozen)]
+struct InitializeDone {
+    back_to_new: BackToNew,
+    event_loop: Arc<Mutex<Option<EventLoop>>>,
+}
+
 #[pymethods]
-impl BackToNew {
+impl InitializeDone {
     fn __call__(&self, future: &Bound<'_, PyAny>) -> PyResult<()> {
-        if future.call_method0("cancelled")?.is_truthy()? {
-            self.reset();
+        let cancelled = future.call_method0("cancelled")?.is_truthy()?;
+        if cancelled {
+            self.back_to_new.reset();
+        }
+        if cancelled || !future.call_method0("exception")?.is_none() {
+            unwatch(future.py(), &self.event_loop);
         }
         Ok(())
+    }
+}
+
+/// Stops watching the executor's event loop, if it was watched.
+fn unwatch(py: Python<'_>, event_loop: &Mutex<Option<EventLoop>>) {
+    let event_loop = event_loop.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(event_loop) = event_loop {
+        event_loop.unwatch(py);
     }
 }
 
@@ -295,6 +315,7 @@ impl PyUnifiedExecutor {
         Ok(Self {
             max_concurrency: value as usize,
             state: Arc::new(Mutex::new(State::New)),
+            event_loop: Arc::default(),
         })
     }
 
@@ -345,17 +366,26 @@ impl PyUnifiedExecutor {
             }
         }
         let state = self.state.clone();
+        let event_loop = match EventLoop::watch(py, locals) {
+            Ok(event_loop) => event_loop,
+            Err(err) => {
+                *self.lock() = State::New;
+                return Err(err);
+            }
+        };
+        *self.event_loop.lock().unwrap_or_else(|p| p.into_inner()) = Some(event_loop.clone());
         let config = ExecutorConfig {
             max_concurrency: self.max_concurrency,
             pool,
             lease_timeout,
             worker,
-            registry: Some(Arc::new(RegisteredTasks {
-                event_loop: EventLoop::new(locals),
-            })),
+            registry: Some(Arc::new(RegisteredTasks { event_loop })),
         };
         // Cancelled, failed or panicked, initialize leaves the executor as it found it.
-        let on_cancel = BackToNew(state.clone(), call);
+        let on_cancel = InitializeDone {
+            back_to_new: BackToNew(state.clone(), call),
+            event_loop: self.event_loop.clone(),
+        };
         let future = awaitable(py, async move {
             let back_to_new = BackToNew(state, call);
             back_to_new.finish(UnifiedExecutor::connect(url, config).await?);
@@ -520,6 +550,7 @@ impl PyUnifiedExecutor {
             State::Ready(engine) => Some(engine),
             _ => None,
         };
+        unwatch(py, &self.event_loop);
         awaitable(py, async move {
             if let Some(engine) = engine {
                 engine.shutdown(cancel).await;

@@ -20,20 +20,63 @@ use crate::executor::{CurrentAttempt, TaskRegistry};
 use crate::policy::TaskOptions;
 use crate::task::{Task, TaskError, TaskErrorKind, TaskFuture};
 
-/// The event loop an executor's async tasks run on, and whether it was found closed.
+/// The event loop an executor's async tasks run on, and whether it is shutting down or closed.
 #[derive(Clone)]
 pub(crate) struct EventLoop {
     pub locals: TaskLocals,
     pub closed: Arc<AtomicBool>,
+    /// A task the loop's shutdown cancels (as `asyncio.run` cancels every task when it returns).
+    watcher: Arc<Mutex<Option<PyObject>>>,
 }
 
 impl EventLoop {
-    /// The loop (and contextvars context) in `locals`.
-    pub(crate) fn new(locals: TaskLocals) -> Self {
-        Self {
+    /// Watches the loop in `locals` (call on its thread): once it shuts down, `closed` is set.
+    pub(crate) fn watch(py: Python<'_>, locals: TaskLocals) -> PyResult<Self> {
+        let closed: Arc<AtomicBool> = Arc::default();
+        let forever = py
+            .import_bound("asyncio")?
+            .getattr("Event")?
+            .call0()?
+            .call_method0("wait")?;
+        let watcher = locals
+            .event_loop(py)
+            .call_method1("create_task", (forever,))?;
+        watcher.call_method1(
+            "set_name",
+            ("cloacina: notices this event loop shutting down",),
+        )?;
+        watcher.call_method1(
+            "add_done_callback",
+            (LoopShutDown(closed.clone()).into_py(py),),
+        )?;
+        Ok(Self {
             locals,
-            closed: Arc::default(),
+            closed,
+            watcher: Arc::new(Mutex::new(Some(watcher.unbind()))),
+        })
+    }
+
+    /// Stops watching, when the executor shuts down (call on the loop's thread).
+    pub(crate) fn unwatch(&self, py: Python<'_>) {
+        let watcher = self
+            .watcher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(watcher) = watcher {
+            let _ = watcher.call_method0(py, "cancel");
         }
+    }
+}
+
+/// Done-callback of an [`EventLoop`]'s watcher: the loop is shutting down.
+#[pyclass(frozen)]
+struct LoopShutDown(Arc<AtomicBool>);
+
+#[pymethods]
+impl LoopShutDown {
+    fn __call__(&self, _watcher: &Bound<'_, PyAny>) {
+        self.0.store(true, Ordering::SeqCst);
     }
 }
 
@@ -121,7 +164,7 @@ impl Task for PythonTask {
         }
         let event_loop = self.event_loop.clone();
         Box::pin(async move {
-            let Some(EventLoop { locals, closed }) = event_loop else {
+            let Some(EventLoop { locals, closed, .. }) = event_loop else {
                 return Err(TaskError::fatal(
                     "RuntimeError: async task run without an event loop",
                 ));
@@ -151,7 +194,7 @@ impl Task for PythonTask {
                         if let Err(err) = &returned {
                             if err.is_instance_of::<CancelledError>(py) {
                                 return Err(stopped_outside(
-                                    "its coroutine was cancelled from outside the engine (is its event loop shutting down?)",
+                                    "its coroutine was cancelled (is its event loop shutting down?)",
                                 ));
                             }
                         }
@@ -229,7 +272,7 @@ pub(crate) fn current_attempt(py: Python<'_>) -> PyResult<Option<CurrentAttempt>
 /// A task attempt stopped by something outside the engine: it ends Cancelled, not Failed.
 fn stopped_outside(why: &str) -> TaskError {
     TaskError {
-        message: format!("the task was stopped: {why}"),
+        message: format!("stopped from outside the engine: {why}"),
         traceback: None,
         kind: TaskErrorKind::Cancelled,
     }
