@@ -3,6 +3,8 @@ message where they are given, the same on every backend."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from backend import cl
@@ -31,3 +33,131 @@ async def test_an_execution_id_with_a_lone_surrogate_says_so(executor):
 async def test_an_execution_id_that_is_not_a_str_is_a_type_error(executor):
     with pytest.raises(TypeError, match="must be a str, got int"):
         await executor.cancel(5)
+
+
+# --- numbers: one rule per option, the same limits everywhere ---------------------------------
+
+ONE_YEAR = 365 * 24 * 60 * 60
+# Values no numeric option accepts, whatever its range.
+OUT_OF_RANGE = [1e20, 1e300, 10**400, math.nan, math.inf, -math.inf, -1]
+NOT_NUMBERS = [True, False, "1", [1]]
+
+
+def short(value) -> str:
+    """A test id: the value's repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 20 else text[:17] + "..."
+TASK_SECONDS = ["timeout", "retry_delay", "retry_max_delay"]
+TASK_NUMBERS = ["retries", "retry_backoff", "retry_jitter"]
+
+
+def _options(values):
+    return [
+        pytest.param(option, value, id=f"{option}={short(value)}")
+        for option in TASK_SECONDS + TASK_NUMBERS
+        for value in values
+        # A float is the wrong type for retries, not out of its range.
+        if not (option == "retries" and isinstance(value, float))
+    ]
+
+
+@pytest.mark.parametrize("option, value", _options(OUT_OF_RANGE))
+def test_every_task_number_out_of_range_is_a_value_error_naming_it(ids, option, value):
+    with pytest.raises(ValueError, match=f"^{option}=.* is out of range: must be "):
+        cl.task(ids("t"), **{option: value})(lambda ctx: None)
+
+
+@pytest.mark.parametrize("option, value", _options(NOT_NUMBERS))
+def test_every_task_number_of_the_wrong_type_is_a_type_error_naming_it(ids, option, value):
+    with pytest.raises(TypeError, match=f"^{option} must be ") as info:
+        cl.task(ids("t"), **{option: value})(lambda ctx: None)
+    if isinstance(value, bool):
+        assert "True and False are not numbers" in str(info.value)
+
+
+def test_the_range_of_seconds_is_stated_in_the_message(ids):
+    with pytest.raises(ValueError) as info:
+        cl.task(ids("t"), timeout=1e20)(lambda ctx: None)
+    assert str(info.value) == (
+        "timeout=1e+20 is out of range: must be a finite number of seconds greater than 0 "
+        f"and at most {ONE_YEAR} (one year)"
+    )
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"timeout": ONE_YEAR}, {"retry_delay": ONE_YEAR}, {"retry_max_delay": float(ONE_YEAR)},
+     {"retries": 10_000}, {"retry_backoff": 100}, {"retry_delay": 0}],
+    ids=repr,
+)
+def test_the_limits_themselves_are_accepted(ids, options):
+    cl.task(ids("t"), **options)(lambda ctx: None)
+
+
+@pytest.mark.parametrize(
+    "options", [{"timeout": ONE_YEAR + 1}, {"retries": 10_001}, {"retry_backoff": 100.5}], ids=repr
+)
+def test_just_past_the_limits_is_refused(ids, options):
+    with pytest.raises(ValueError, match="out of range"):
+        cl.task(ids("t"), **options)(lambda ctx: None)
+
+
+@pytest.mark.parametrize("value", [0, 100_001, 10**30], ids=short)
+def test_max_concurrency_out_of_range(value):
+    with pytest.raises(ValueError, match=r"^max_concurrency=.* must be an int between 1 and 100000"):
+        cl.UnifiedExecutor(max_concurrency=value)
+
+
+@pytest.mark.parametrize("value", [True, 2.0, 1e20, "8"], ids=repr)
+def test_max_concurrency_of_the_wrong_type(value):
+    with pytest.raises(TypeError, match="^max_concurrency must be an int"):
+        cl.UnifiedExecutor(max_concurrency=value)
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [("pool_size", v) for v in (0, 1001, 10**30)]
+    + [("lease_timeout", v) for v in OUT_OF_RANGE + [0]],
+    ids=short,
+)
+async def test_initialize_numbers_out_of_range(database_url, option, value):
+    ex = cl.UnifiedExecutor()
+    with pytest.raises(ValueError, match=f"^{option}=.* is out of range"):
+        await ex.initialize(database_url, **{option: value})
+
+
+@pytest.mark.parametrize("option", ["pool_size", "lease_timeout"])
+@pytest.mark.parametrize("value", [True, "4"], ids=repr)
+async def test_initialize_numbers_of_the_wrong_type(database_url, option, value):
+    ex = cl.UnifiedExecutor()
+    with pytest.raises(TypeError, match=f"^{option} must be "):
+        await ex.initialize(database_url, **{option: value})
+
+
+@pytest.mark.parametrize("value", OUT_OF_RANGE + [0, True], ids=short)
+async def test_submit_execute_and_wait_timeouts(executor, ids, value):
+    @cl.task(ids("t"))
+    def t(ctx):
+        return None
+
+    wf = cl.Workflow(ids.wf(), [t])
+    expected = TypeError if isinstance(value, bool) else ValueError
+    execution_id = await executor.submit(wf)
+    calls = [
+        lambda: executor.submit(wf, timeout=value),
+        lambda: executor.execute(wf, timeout=value),
+        lambda: executor.wait(execution_id, timeout=value),
+    ]
+    for call in calls:
+        with pytest.raises(expected, match="^timeout"):
+            await call()
+    assert len(await executor.list_executions(workflow=wf.name)) == 1
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [(0, ValueError), (10_001, ValueError), (True, TypeError), (2.0, TypeError), (None, TypeError)],
+)
+async def test_list_executions_limit(executor, value, expected):
+    with pytest.raises(expected, match="^limit"):
+        await executor.list_executions(limit=value)

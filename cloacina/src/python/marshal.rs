@@ -144,7 +144,8 @@ pub(crate) fn type_name(obj: &Bound<'_, PyAny>) -> String {
         .unwrap_or_else(|_| "object".to_string())
 }
 
-fn repr(obj: &Bound<'_, PyAny>) -> String {
+/// `obj`'s repr, cut to 60 characters.
+pub(crate) fn repr(obj: &Bound<'_, PyAny>) -> String {
     let text = obj
         .repr()
         .map(|r| r.to_string())
