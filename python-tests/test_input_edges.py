@@ -161,3 +161,87 @@ async def test_submit_execute_and_wait_timeouts(executor, ids, value):
 async def test_list_executions_limit(executor, value, expected):
     with pytest.raises(expected, match="^limit"):
         await executor.list_executions(limit=value)
+
+
+# --- contexts: what is wrong, said plainly ------------------------------------------------------
+
+
+class DistinctStr(str):
+    """A str subclass whose instances never equal each other, so a dict keeps equal texts apart."""
+
+    def __eq__(self, other):
+        return self is other
+
+    def __hash__(self):
+        return id(self)
+
+
+async def _refused(executor, ids, context) -> str:
+    @cl.task(ids("t"))
+    def t(ctx):
+        return None
+
+    wf = cl.Workflow(ids.wf(), [t])
+    with pytest.raises(cl.ContextError) as info:
+        await executor.execute(wf, context)
+    assert await executor.list_executions(workflow=wf.name) == []
+    return str(info.value)
+
+
+async def test_keys_with_equal_text_are_refused_not_collapsed(executor, ids):
+    message = await _refused(executor, ids, {"outer": {DistinctStr("k"): 1, "k": 2}})
+    assert message.startswith("context['outer']: two keys have the text 'k'")
+
+
+async def test_a_dict_subclass_is_read_through_its_items(executor, ids):
+    class Redacted(dict):
+        def items(self):
+            return [(k, "***" if k == "password" else v) for k, v in super().items()]
+
+    @cl.task(ids("t"))
+    def t(ctx):
+        return None
+
+    context = Redacted(user="ann", password="hunter2")
+    result = await executor.execute(cl.Workflow(ids.wf(), [t]), {"login": context})
+    assert result["input_context"] == {"login": {"user": "ann", "password": "***"}}
+
+
+async def test_a_dict_subclass_whose_items_are_not_pairs_is_refused(executor, ids):
+    class Odd(dict):
+        def items(self):
+            return ["not a pair"]
+
+    message = await _refused(executor, ids, {"a": Odd(x=1)})
+    assert message.startswith("context['a']: Odd.items() yielded 'not a pair'")
+
+
+async def test_a_self_referencing_context_is_called_a_cycle(executor, ids):
+    context = {"a": {"b": []}}
+    context["a"]["b"].append(context["a"])
+    message = await _refused(executor, ids, context)
+    assert message == "context contains a reference cycle: context['a']['b'][0] refers back to context['a']"
+
+
+async def test_a_context_that_contains_itself(executor, ids):
+    context = {}
+    context["me"] = context
+    message = await _refused(executor, ids, context)
+    assert message == "context contains a reference cycle: context['me'] refers back to context"
+
+
+async def test_too_deep_nesting_shows_a_short_path(executor, ids):
+    deep = leaf = {}
+    for _ in range(150):
+        leaf["k"] = {}
+        leaf = leaf["k"]
+    message = await _refused(executor, ids, {"top": deep})
+    assert message.endswith("nested deeper than 100 levels")
+    assert "more levels" in message
+    assert len(message) < 150, message
+
+
+async def test_a_lone_surrogate_in_a_value_or_a_key_says_so(executor, ids):
+    for context, path in [({"s": ["\ud800"]}, "context['s'][0]"), ({"\udfff": 1}, "context")]:
+        message = await _refused(executor, ids, context)
+        assert message.startswith(f"{path}: ") and "lone surrogate" in message, message
