@@ -5,6 +5,7 @@ pub mod context;
 pub mod database;
 pub mod error;
 pub mod executor;
+pub mod limits;
 pub mod model;
 pub mod policy;
 mod spawn;

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cloacina::{
-    Context, DatabaseUrl, Error, ExecutionStatus, ExecutorConfig, FnTask, Task, TaskError,
-    TaskFuture, TaskStatus, UnifiedExecutor, Workflow,
+    Context, DatabaseUrl, Error, ExecutionStatus, ExecutorConfig, FnTask, SubmitOptions, Task,
+    TaskError, TaskFuture, TaskStatus, UnifiedExecutor, Workflow,
 };
 use common::{ctx, file_executor, final_ctx, memory_executor, task, temp_db, writes, writes_after};
 use serde_json::{json, Value};
@@ -519,5 +519,36 @@ async fn zero_max_concurrency_is_a_configuration_error() {
         Err(Error::Configuration(msg)) => assert!(msg.contains("max_concurrency"), "{msg}"),
         Err(other) => panic!("expected a configuration error, got {other:?}"),
         Ok(_) => panic!("max_concurrency 0 must be rejected"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durations_beyond_a_year_are_configuration_errors_not_panics() {
+    let config = ExecutorConfig {
+        lease_timeout: Duration::MAX,
+        ..ExecutorConfig::default()
+    };
+    match UnifiedExecutor::connect(DatabaseUrl::SqliteMemory, config).await {
+        Err(Error::Configuration(msg)) => assert!(msg.contains("lease_timeout="), "{msg}"),
+        Err(other) => panic!("expected a configuration error, got {other:?}"),
+        Ok(_) => panic!("a lease_timeout of Duration::MAX must be rejected"),
+    }
+    let exec = memory_executor().await;
+    let wf = Workflow::new("wf", vec![common::noop("a", &[])]).unwrap();
+    let too_long = SubmitOptions {
+        timeout: Some(Duration::MAX),
+        ..SubmitOptions::default()
+    };
+    match exec.submit(&wf, Context::new(), too_long).await {
+        Err(Error::Configuration(msg)) => assert!(msg.contains("one year"), "{msg}"),
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
+    let id = exec
+        .submit(&wf, Context::new(), SubmitOptions::default())
+        .await
+        .unwrap();
+    match exec.wait(id, Some(Duration::MAX)).await {
+        Err(Error::Configuration(msg)) => assert!(msg.contains("timeout="), "{msg}"),
+        other => panic!("expected a configuration error, got {other:?}"),
     }
 }

@@ -117,6 +117,12 @@ def task(
     ``retry_max_delay``, spread by ``± retry_jitter``) before retry ``n``. ``timeout`` bounds
     each attempt: an async task is cancelled, a sync task's late result is discarded.
     ``trigger_rule`` decides whether the task runs once its upstream tasks have ended.
+
+    Options are checked when the decorator runs: a wrong type (``True``/``False`` included)
+    raises TypeError, a value out of range ValueError naming the option. ``retries`` is an int
+    from 0 to 10000; ``retry_delay`` and ``retry_max_delay`` are seconds from 0 to 31536000 (one
+    year); ``timeout`` is seconds above 0 and at most one year, or None; ``retry_backoff`` is from
+    1.0 to 100.0 and ``retry_jitter`` from 0.0 to 1.0.
     """
 
 @overload
@@ -165,7 +171,8 @@ class UnifiedExecutor:
     death runs again (at least once), so its side effects should be idempotent.
     """
 
-    def __new__(cls, max_concurrency: int = 8) -> UnifiedExecutor: ...
+    def __new__(cls, max_concurrency: int = 8) -> UnifiedExecutor:
+        """``max_concurrency`` (an int from 1 to 100000) is the most tasks this executor runs at once."""
     @property
     def max_concurrency(self) -> int:
         """The most tasks this executor runs at once."""
@@ -181,10 +188,11 @@ class UnifiedExecutor:
         """Connect to and migrate the database; call once before anything else.
 
         ``schema`` (PostgreSQL only) keeps every table in that schema, created if missing.
-        ``pool_size`` caps the connections this executor opens (default 10 on PostgreSQL,
-        4 on a SQLite file). ``lease_timeout`` (seconds, default 30) is how long after its
-        last heartbeat a worker in another process or on another machine is presumed dead and
-        its tasks are run again; a dead process on this machine is noticed at once.
+        ``pool_size`` (an int from 1 to 1000) caps the connections this executor opens (default
+        10 on PostgreSQL, 4 on a SQLite file). ``lease_timeout`` (seconds above 0 and at most one
+        year, default 30) is how long after its last heartbeat a worker in another process or on
+        another machine is presumed dead and its tasks are run again; a dead process on this
+        machine is noticed at once.
         ``worker=False`` makes the executor submit-only: it never runs tasks. Async tasks run
         on the event loop that called ``initialize``.
         """
@@ -199,20 +207,22 @@ class UnifiedExecutor:
         """Record a new execution and return its id at once; a worker of the database runs it.
 
         Submitting again with the same ``idempotency_key`` (from any process) returns the first
-        execution's id and starts nothing. Past ``timeout`` seconds the execution is cancelled.
+        execution's id and starts nothing. Past ``timeout`` seconds (above 0 and at most one
+        year) the execution is cancelled.
         """
     async def wait(self, execution_id: str, *, timeout: Optional[float] = None) -> _ExecutionDict:
         """Wait for any execution in the database to end and return its result dict.
 
-        Raises TimeoutError once ``timeout`` seconds pass (the execution goes on), and
-        ExecutionNotFoundError for an unknown id.
+        Raises TimeoutError once ``timeout`` seconds (above 0 and at most one year) pass (the
+        execution goes on), and ExecutionNotFoundError for an unknown id.
         """
     async def execute(
         self, workflow: Workflow, context: Optional[_Context] = None, *, timeout: Optional[float] = None
     ) -> _ExecutionDict:
         """Submit ``workflow`` and wait for its result; a failing task gives a Failed result.
 
-        Past ``timeout`` seconds the execution is cancelled and its result is "Cancelled".
+        Past ``timeout`` seconds (above 0 and at most one year) the execution is cancelled and its
+        result is "Cancelled".
         Cancelling the awaiting coroutine cancels the execution too.
         """
     async def cancel(self, execution_id: str) -> bool:
@@ -229,7 +239,8 @@ class UnifiedExecutor:
     async def list_executions(
         self, workflow: Optional[str] = None, status: Optional[str] = None, limit: int = 50
     ) -> List[_ExecutionDict]:
-        """List recorded executions, newest first, filtered by workflow name and status."""
+        """List recorded executions, newest first, filtered by workflow name and status;
+        ``limit`` is an int from 1 to 10000."""
     async def shutdown(self, *, cancel: bool = False) -> None:
         """Stop claiming work and wait for running tasks to end and be stored.
 

@@ -25,6 +25,7 @@ use diesel::Connection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use crate::error::{Error, Result};
+use crate::limits;
 use url::DatabaseUrl;
 
 #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
@@ -213,8 +214,8 @@ impl PoolOptions {
             }
             url::validate_schema(schema)?;
         }
-        if self.max_size == Some(0) {
-            return Err(Error::Configuration("pool_size must be at least 1".into()));
+        if let Some(size) = self.max_size {
+            limits::POOL_SIZE.check(u64::from(size))?;
         }
         Ok(())
     }

@@ -26,6 +26,7 @@ use crate::database::signals::Signal;
 use crate::database::url::DatabaseUrl;
 use crate::database::{Database, PoolOptions};
 use crate::error::{Error, Result};
+use crate::limits;
 use crate::model::{now, ExecutionPlan, ExecutionResult, ExecutionStatus, TaskResult};
 use crate::workflow::Workflow;
 use scheduler::Preloaded;
@@ -119,18 +120,8 @@ impl UnifiedExecutor {
     /// Opens and migrates the database and, unless submit-only, starts working; call within a
     /// tokio runtime.
     pub async fn connect(url: DatabaseUrl, config: ExecutorConfig) -> Result<Self> {
-        if config.max_concurrency == 0 || config.max_concurrency > Semaphore::MAX_PERMITS {
-            return Err(Error::Configuration(format!(
-                "max_concurrency must be between 1 and {}, got {}",
-                Semaphore::MAX_PERMITS,
-                config.max_concurrency
-            )));
-        }
-        if config.lease_timeout.is_zero() {
-            return Err(Error::Configuration(
-                "lease_timeout must be a positive number of seconds".into(),
-            ));
-        }
+        limits::MAX_CONCURRENCY.check(config.max_concurrency as u64)?;
+        limits::LEASE_TIMEOUT.check(config.lease_timeout)?;
         let db = Database::connect(url, config.pool).await?;
         let registry = config
             .registry
@@ -190,8 +181,8 @@ impl UnifiedExecutor {
         let deadline = match options.timeout {
             Some(t) => Some(
                 now()
-                    + chrono::Duration::from_std(t)
-                        .map_err(|_| Error::Configuration(format!("timeout {t:?} is too long")))?,
+                    + chrono::Duration::from_std(limits::EXECUTION_TIMEOUT.check(t)?)
+                        .expect("a timeout within limits fits in a chrono::Duration"),
             ),
             None => None,
         };
@@ -257,6 +248,7 @@ impl UnifiedExecutor {
         execution: Uuid,
         timeout: Option<Duration>,
     ) -> Result<ExecutionResult> {
+        let timeout = timeout.map(|t| limits::WAIT_TIMEOUT.check(t)).transpose()?;
         let began = tokio::time::Instant::now();
         let deadline = timeout.map(|t| began + t);
         let db = &self.inner.db;

@@ -2,14 +2,14 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
-use pyo3::types::{PyBool, PyFloat, PyLong, PyString};
+use pyo3::types::PyString;
 use uuid::Uuid;
 
+use super::args;
 use super::backend;
 use super::bridge::{awaitable, running_loop, runtime};
 use super::errors::{new_err, to_py_err, ErrorKind};
@@ -25,13 +25,10 @@ use crate::executor::{
     CurrentAttempt, ExecutorConfig, SubmitOptions, UnifiedExecutor, DEFAULT_LEASE_TIMEOUT,
     DEFAULT_MAX_CONCURRENCY,
 };
+use crate::limits;
 use crate::model::ExecutionStatus;
 use crate::workflow::Workflow;
 use pyo3_asyncio_0_21::TaskLocals;
-use tokio::sync::Semaphore;
-
-/// Largest `limit` accepted by `list_executions`.
-const MAX_LIST_LIMIT: i64 = 10_000;
 
 /// Lifecycle of a Python-side executor.
 enum State {
@@ -200,29 +197,6 @@ fn parse_execution_id(value: &Bound<'_, PyAny>) -> PyResult<Uuid> {
     })
 }
 
-/// A positive, finite number of seconds named `name`, or None.
-fn optional_seconds(name: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Duration>> {
-    let Some(value) = value.filter(|v| !v.is_none()) else {
-        return Ok(None);
-    };
-    if value.is_instance_of::<PyBool>()
-        || !(value.is_instance_of::<PyLong>() || value.is_instance_of::<PyFloat>())
-    {
-        return Err(PyTypeError::new_err(format!(
-            "{name} must be a number of seconds or None, got {}",
-            type_name(value)
-        )));
-    }
-    let seconds: f64 = value.extract()?;
-    if seconds.is_finite() && seconds > 0.0 && seconds < 1e9 {
-        Ok(Some(Duration::from_secs_f64(seconds)))
-    } else {
-        Err(PyValueError::new_err(format!(
-            "{name} must be a positive number of seconds below 1e9, got {seconds}"
-        )))
-    }
-}
-
 /// The idempotency key of a submission: a non-empty str without NUL, or None.
 fn idempotency_key(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<String>> {
     let Some(value) = value.filter(|v| !v.is_none()) else {
@@ -265,26 +239,13 @@ fn submission(
     };
     let options = SubmitOptions {
         idempotency_key: idempotency_key(key)?,
-        timeout: optional_seconds("timeout", timeout)?,
+        timeout: args::optional_seconds(&limits::EXECUTION_TIMEOUT, timeout)?,
     };
     Ok((graph, input, options))
 }
 
-/// A positive int argument, or TypeError/ValueError naming it.
-fn positive_int(name: &str, value: &Bound<'_, PyAny>) -> PyResult<usize> {
-    if value.is_instance_of::<PyBool>() || !value.is_instance_of::<PyLong>() {
-        return Err(PyTypeError::new_err(format!(
-            "{name} must be an int, got {}",
-            type_name(value)
-        )));
-    }
-    match value.extract::<usize>() {
-        Ok(n) if n >= 1 => Ok(n),
-        _ => Err(PyValueError::new_err(format!(
-            "{name} must be at least 1, got {}",
-            value.repr()?
-        ))),
-    }
+fn default_list_limit() -> PyObject {
+    Python::with_gil(|py| ExecutionFilter::default().limit.into_py(py))
 }
 
 fn default_max_concurrency() -> PyObject {
@@ -296,24 +257,9 @@ impl PyUnifiedExecutor {
     #[new]
     #[pyo3(signature = (max_concurrency=default_max_concurrency()), text_signature = "(max_concurrency=8)")]
     fn new(py: Python<'_>, max_concurrency: PyObject) -> PyResult<Self> {
-        let max_concurrency = max_concurrency.bind(py);
-        if max_concurrency.is_instance_of::<PyBool>() || !max_concurrency.is_instance_of::<PyLong>()
-        {
-            return Err(PyTypeError::new_err(format!(
-                "max_concurrency must be an int, got {}",
-                type_name(max_concurrency)
-            )));
-        }
-        let value: i64 = max_concurrency.extract().unwrap_or(0);
-        if value < 1 || value as u64 > Semaphore::MAX_PERMITS as u64 {
-            return Err(PyValueError::new_err(format!(
-                "max_concurrency must be between 1 and {}, got {}",
-                Semaphore::MAX_PERMITS,
-                max_concurrency.repr()?
-            )));
-        }
+        let max_concurrency = args::count(&limits::MAX_CONCURRENCY, max_concurrency.bind(py))?;
         Ok(Self {
-            max_concurrency: value as usize,
+            max_concurrency: max_concurrency as usize,
             state: Arc::new(Mutex::new(State::New)),
             event_loop: Arc::default(),
         })
@@ -342,14 +288,14 @@ impl PyUnifiedExecutor {
         let url = DatabaseUrl::parse(&url, backend()).map_err(to_py_err)?;
         let pool = PoolOptions {
             max_size: pool_size
-                .map(|size| positive_int("pool_size", size))
+                .map(|size| args::count(&limits::POOL_SIZE, size))
                 .transpose()?
-                .map(|n| n.min(u32::MAX as usize) as u32),
+                .map(|n| n as u32),
             schema,
         };
         pool.validate(&url).map_err(to_py_err)?;
-        let lease_timeout =
-            optional_seconds("lease_timeout", lease_timeout)?.unwrap_or(DEFAULT_LEASE_TIMEOUT);
+        let lease_timeout = args::optional_seconds(&limits::LEASE_TIMEOUT, lease_timeout)?
+            .unwrap_or(DEFAULT_LEASE_TIMEOUT);
         let locals = TaskLocals::new(running_loop(py)?).copy_context(py)?;
         let call = INITIALIZE_CALLS.fetch_add(1, Ordering::Relaxed);
         {
@@ -424,7 +370,7 @@ impl PyUnifiedExecutor {
         timeout: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let id = parse_execution_id(execution_id)?;
-        let timeout = optional_seconds("timeout", timeout)?;
+        let timeout = args::optional_seconds(&limits::WAIT_TIMEOUT, timeout)?;
         let engine = self.engine()?;
         let parent = current_attempt(py)?;
         awaitable(py, async move {
@@ -503,13 +449,13 @@ impl PyUnifiedExecutor {
     }
 
     /// Lists recorded executions, newest first, optionally filtered.
-    #[pyo3(signature = (workflow=None, status=None, limit=50))]
+    #[pyo3(signature = (workflow=None, status=None, limit=default_list_limit()), text_signature = "($self, workflow=None, status=None, limit=50)")]
     fn list_executions<'py>(
         &self,
         py: Python<'py>,
         workflow: Option<String>,
         status: Option<String>,
-        limit: i64,
+        limit: PyObject,
     ) -> PyResult<Bound<'py, PyAny>> {
         let status = status
             .map(|s| {
@@ -521,11 +467,7 @@ impl PyUnifiedExecutor {
                 })
             })
             .transpose()?;
-        if !(1..=MAX_LIST_LIMIT).contains(&limit) {
-            return Err(PyValueError::new_err(format!(
-                "limit must be between 1 and {MAX_LIST_LIMIT}, got {limit}"
-            )));
-        }
+        let limit = args::count(&limits::LIST_LIMIT, limit.bind(py))? as i64;
         let filter = ExecutionFilter {
             workflow_name: workflow,
             status,

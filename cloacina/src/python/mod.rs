@@ -1,5 +1,6 @@
 //! The Python API: registry, marshalling and the asyncio bridge, shared by every backend wheel.
 
+mod args;
 mod bridge;
 mod decorator;
 mod errors;

@@ -1,12 +1,12 @@
 //! Parsing and validating the keyword options of `@task`.
 
-use std::time::Duration;
-
 use pyo3::exceptions::{PyException, PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyFloat, PyLong, PyString, PyTuple, PyType};
+use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 
+use super::args;
 use super::marshal::type_name;
+use crate::limits;
 use crate::policy::{RetryPolicy, TaskOptions, TriggerRule};
 
 /// The validated keyword options of one `@task(...)` call.
@@ -82,64 +82,31 @@ impl<'py> RawOptions<'py> {
     pub(crate) fn validate(&self, py: Python<'_>) -> PyResult<TaskSettings> {
         let defaults = RetryPolicy::default();
         let retries = match &self.retries {
-            None => 0,
-            Some(v) => {
-                let n = int(v, "retries")?;
-                u32::try_from(n).map_err(|_| {
-                    PyValueError::new_err(format!(
-                        "retries must be between 0 and {}, got {n}",
-                        u32::MAX
-                    ))
-                })?
-            }
+            None => defaults.retries,
+            Some(v) => u32::try_from(args::count(&limits::RETRIES, v)?)
+                .expect("limits::RETRIES fits in u32"),
         };
-        let seconds = |value: &Option<Bound<'_, PyAny>>,
-                       name: &str,
-                       default: Duration|
-         -> PyResult<Duration> {
-            match value {
-                None => Ok(default),
-                Some(v) => Ok(Duration::from_secs_f64(non_negative(v, name)?)),
-            }
+        let seconds = |value: &Option<Bound<'_, PyAny>>, rule, default| match value {
+            None => Ok(default),
+            Some(v) => args::seconds(rule, v),
         };
-        let delay = seconds(&self.retry_delay, "retry_delay", defaults.delay)?;
-        let max_delay = seconds(&self.retry_max_delay, "retry_max_delay", defaults.max_delay)?;
-        let backoff = match &self.retry_backoff {
-            None => defaults.backoff,
-            Some(v) => {
-                let b = number(v, "retry_backoff")?;
-                if !(b.is_finite() && b >= 1.0) {
-                    return Err(PyValueError::new_err(format!(
-                        "retry_backoff must be a finite number >= 1.0 (1.0 keeps the delay constant), got {b}"
-                    )));
-                }
-                b
-            }
+        let delay = seconds(&self.retry_delay, &limits::RETRY_DELAY, defaults.delay)?;
+        let max_delay = seconds(
+            &self.retry_max_delay,
+            &limits::RETRY_MAX_DELAY,
+            defaults.max_delay,
+        )?;
+        let number = |value: &Option<Bound<'_, PyAny>>, rule, default| match value {
+            None => Ok(default),
+            Some(v) => args::number(rule, v),
         };
-        let jitter = match &self.retry_jitter {
-            None => defaults.jitter,
-            Some(v) => {
-                let j = number(v, "retry_jitter")?;
-                if !(0.0..=1.0).contains(&j) {
-                    return Err(PyValueError::new_err(format!(
-                        "retry_jitter must be a fraction between 0.0 and 1.0, got {j}"
-                    )));
-                }
-                j
-            }
-        };
-        let timeout = match &self.timeout {
-            Some(v) if !v.is_none() => {
-                let t = number(v, "timeout")?;
-                if !(t.is_finite() && t > 0.0) {
-                    return Err(PyValueError::new_err(format!(
-                        "timeout must be a positive number of seconds or None, got {t}"
-                    )));
-                }
-                Some(Duration::from_secs_f64(t))
-            }
-            _ => None,
-        };
+        let backoff = number(
+            &self.retry_backoff,
+            &limits::RETRY_BACKOFF,
+            defaults.backoff,
+        )?;
+        let jitter = number(&self.retry_jitter, &limits::RETRY_JITTER, defaults.jitter)?;
+        let timeout = args::optional_seconds(&limits::TASK_TIMEOUT, self.timeout.as_ref())?;
         let trigger_rule = match &self.trigger_rule {
             None => TriggerRule::default(),
             Some(v) => {
@@ -212,42 +179,4 @@ fn exception_types(py: Python<'_>, value: Option<&Bound<'_, PyAny>>) -> PyResult
         }
     }
     Ok(PyTuple::new_bound(py, items).unbind())
-}
-
-fn int(value: &Bound<'_, PyAny>, name: &str) -> PyResult<i64> {
-    if value.is_instance_of::<PyBool>() || !value.is_instance_of::<PyLong>() {
-        return Err(PyTypeError::new_err(format!(
-            "{name} must be an int, got {}",
-            type_name(value)
-        )));
-    }
-    value.extract::<i64>().map_err(|_| {
-        PyValueError::new_err(format!(
-            "{name} is out of range: {}",
-            value.repr().map(|r| r.to_string()).unwrap_or_default()
-        ))
-    })
-}
-
-fn number(value: &Bound<'_, PyAny>, name: &str) -> PyResult<f64> {
-    if value.is_instance_of::<PyBool>()
-        || !(value.is_instance_of::<PyLong>() || value.is_instance_of::<PyFloat>())
-    {
-        return Err(PyTypeError::new_err(format!(
-            "{name} must be a number of seconds (int or float), got {}",
-            type_name(value)
-        )));
-    }
-    value.extract::<f64>()
-}
-
-fn non_negative(value: &Bound<'_, PyAny>, name: &str) -> PyResult<f64> {
-    let v = number(value, name)?;
-    if (0.0..1e9).contains(&v) {
-        Ok(v)
-    } else {
-        Err(PyValueError::new_err(format!(
-            "{name} must be a finite, non-negative number of seconds, got {v}"
-        )))
-    }
 }
