@@ -3,6 +3,7 @@ message where they are given, the same on every backend."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import pytest
@@ -245,3 +246,20 @@ async def test_a_lone_surrogate_in_a_value_or_a_key_says_so(executor, ids):
     for context, path in [({"s": ["\ud800"]}, "context['s'][0]"), ({"\udfff": 1}, "context")]:
         message = await _refused(executor, ids, context)
         assert message.startswith(f"{path}: ") and "lone surrogate" in message, message
+
+
+async def test_control_characters_in_a_path_are_escaped(executor, ids):
+    message = await _refused(executor, ids, {"a\x00\n'b": {1}})
+    assert message.startswith("context['a\\x00\\n\\'b']: set is not JSON-compatible"), message
+
+
+async def test_a_bad_output_under_a_key_holding_nul_fails_the_task(executor, ids):
+    """The error names the path; a raw NUL in it could not be stored on PostgreSQL."""
+
+    @cl.task(ids("t"))
+    def t(ctx):
+        return {"k\x00": {1}}
+
+    result = await asyncio.wait_for(executor.execute(cl.Workflow(ids.wf(), [t])), 30)
+    assert result["status"] == "Failed"
+    assert "context['k\\x00']: set" in result["task_results"][0]["error"]

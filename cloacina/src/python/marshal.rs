@@ -100,17 +100,26 @@ fn key_segment(key: &str) -> String {
     format!("[{}]", quoted(key))
 }
 
-/// `text` in single quotes as Python writes it, cut short after [`KEY_CHARS`] characters.
+/// `text` in single quotes as Python writes it, control characters (NUL included) escaped, cut
+/// short after [`KEY_CHARS`] characters.
 fn quoted(text: &str) -> String {
-    let escaped = text.replace('\\', "\\\\").replace('\'', "\\'");
-    if escaped.chars().count() > KEY_CHARS {
-        format!(
-            "'{}...'",
-            escaped.chars().take(KEY_CHARS).collect::<String>()
-        )
-    } else {
-        format!("'{escaped}'")
+    let mut escaped = String::with_capacity(text.len() + 2);
+    for (count, c) in text.chars().enumerate() {
+        if count == KEY_CHARS {
+            escaped.push_str("...");
+            break;
+        }
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '\'' => escaped.push_str("\\'"),
+            '\n' => escaped.push_str("\\n"),
+            '\r' => escaped.push_str("\\r"),
+            '\t' => escaped.push_str("\\t"),
+            c if c.is_control() => escaped.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c => escaped.push(c),
+        }
     }
+    format!("'{escaped}'")
 }
 
 /// Converts a Python dict into a context; anything but JSON-compatible values is an error.
