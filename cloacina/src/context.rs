@@ -1,5 +1,7 @@
 //! The JSON context that flows from task to task.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 
 /// A workflow context: a JSON object that tasks read and extend.
@@ -69,5 +71,42 @@ impl From<Map<String, Value>> for Context {
 impl FromIterator<(String, Value)> for Context {
     fn from_iter<I: IntoIterator<Item = (String, Value)>>(iter: I) -> Self {
         Context(iter.into_iter().collect())
+    }
+}
+
+/// A task's input context whose values are shared with the engine instead of copied: cheap to
+/// hand to each attempt of a task, and readable without copying by tasks that convert it anyway.
+#[derive(Debug, Clone, Default)]
+pub struct SharedInput(Vec<(String, Arc<Value>)>);
+
+impl SharedInput {
+    /// The (key, value) pairs, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), &**v))
+    }
+
+    /// A plain context holding copies of the values.
+    pub fn to_context(&self) -> Context {
+        self.iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+}
+
+impl From<Vec<(String, Arc<Value>)>> for SharedInput {
+    fn from(pairs: Vec<(String, Arc<Value>)>) -> Self {
+        SharedInput(pairs)
+    }
+}
+
+impl From<Context> for SharedInput {
+    fn from(context: Context) -> Self {
+        SharedInput(
+            context
+                .into_map()
+                .into_iter()
+                .map(|(k, v)| (k, Arc::new(v)))
+                .collect(),
+        )
     }
 }

@@ -15,7 +15,7 @@ pub mod workflow;
 #[cfg(feature = "python")]
 pub mod python;
 
-pub use context::Context;
+pub use context::{Context, SharedInput};
 pub use database::queries::ExecutionFilter;
 pub use database::url::{BackendKind, DatabaseUrl};
 pub use database::PoolOptions;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use once_cell::sync::Lazy;
 
-use crate::context::Context;
+use crate::context::{Context, SharedInput};
 use crate::policy::TaskOptions;
 
 /// What the engine does after an attempt ends with a [`TaskError`].
@@ -80,6 +80,11 @@ pub trait Task: Send + Sync {
     fn dependencies(&self) -> &[String];
     /// Runs the task on its input context and returns its output.
     fn execute(&self, context: Context) -> TaskFuture;
+    /// Runs the task on its input with shared values; by default copies them for `execute`.
+    /// Override it to read the input without that copy.
+    fn execute_shared(&self, input: SharedInput) -> TaskFuture {
+        self.execute(input.to_context())
+    }
     /// Retries, timeout and trigger rule; the defaults unless overridden.
     fn options(&self) -> &TaskOptions {
         &DEFAULT_OPTIONS

@@ -57,8 +57,8 @@ pub struct Claim {
 pub(crate) trait ContextSource: Send {
     /// Positions whose outputs this source already holds.
     fn holds(&self, position: usize) -> bool;
-    /// The final context, given the stored outputs of the completed tasks it does not hold.
-    fn build(&mut self, loaded: Vec<(usize, Context)>) -> Context;
+    /// The final context as JSON, given the stored outputs of the completed tasks it does not hold.
+    fn build_json(&mut self, loaded: Vec<(usize, Context)>) -> String;
 }
 
 /// Merges the input with stored outputs, later positions winning: the final context from the
@@ -70,13 +70,13 @@ impl ContextSource for StoredOutputs {
         false
     }
 
-    fn build(&mut self, mut loaded: Vec<(usize, Context)>) -> Context {
+    fn build_json(&mut self, mut loaded: Vec<(usize, Context)>) -> String {
         loaded.sort_by_key(|(position, _)| *position);
         let mut context = std::mem::take(&mut self.0);
         for (_, output) in loaded {
             context.merge(&output);
         }
-        context
+        context.to_json()
     }
 }
 
@@ -741,7 +741,7 @@ macro_rules! impl_store {
                         loaded.push((position as usize, output));
                     }
                 }
-                let final_context = context.build(loaded).to_json();
+                let final_context = context.build_json(loaded);
                 diesel::update(workflow_executions::table.find(execution))
                     .set((
                         workflow_executions::status.eq(status.as_str()),

@@ -8,7 +8,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use super::lineage::{share, SharedOutput};
-use crate::context::Context;
+use crate::context::{Context, SharedInput};
 use crate::database::claims::TaskOutcome;
 use crate::database::Database;
 use crate::model::{now, storable_text, AttemptRecord, TaskStatus};
@@ -121,7 +121,7 @@ enum AttemptEnd {
 /// task meanwhile (it was presumed dead and the task given to another worker).
 pub(crate) async fn run_task(
     mut runner: TaskRunner,
-    context: Context,
+    input: SharedInput,
     permit: OwnedSemaphorePermit,
     first_attempt: u32,
     first_start: DateTime<Utc>,
@@ -131,22 +131,17 @@ pub(crate) async fn run_task(
     let mut failures = 0u32;
     let mut attempt = first_attempt;
     let mut permit = Some(permit);
-    let mut context = Some(context);
+
     let mut started_at = first_start;
     loop {
         let retries_left = failures < options.retry.retries;
-        let attempt_context = if retries_left {
-            context
-                .clone()
-                .expect("context is kept while retries are left")
-        } else {
-            context.take().expect("the last attempt takes the context")
-        };
+        // Each attempt gets the input afresh; its values are shared, not copied.
+        let attempt_input = input.clone();
         let current = runner.current(attempt);
         let ended = tokio::select! {
             biased;
             reason = cancelled(&mut runner.cancel) => AttemptEnd::Cancelled(reason),
-            result = run_attempt(&runner.task, &options, attempt_context, current) => match result {
+            result = run_attempt(&runner.task, &options, attempt_input, current) => match result {
                 Ok(output) => stored_output(&task_id, output),
                 Err(error) if error.kind == TaskErrorKind::Cancelled => {
                     AttemptEnd::Cancelled(storable_text(error.message))
@@ -297,12 +292,12 @@ pub(crate) async fn run_task(
 async fn run_attempt(
     task: &Arc<dyn Task>,
     options: &TaskOptions,
-    context: Context,
+    input: SharedInput,
     current: CurrentAttempt,
 ) -> Result<Context, TaskError> {
     let runner = task.clone();
     let attempt = AbortOnDrop(tokio::spawn(
-        CURRENT.scope(current, async move { runner.execute(context).await }),
+        CURRENT.scope(current, async move { runner.execute_shared(input).await }),
     ));
     let joined = match options.timeout {
         None => attempt.await,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::context::Context;
+use crate::context::{Context, SharedInput};
 use crate::database::store::ContextSource;
 
 /// Position of the workflow input, before every task.
@@ -62,12 +62,23 @@ impl Lineage {
         merged
     }
 
-    /// A plain context holding copies of the current values.
-    pub(crate) fn to_context(&self) -> Context {
+    /// The current values, shared rather than copied.
+    pub(crate) fn to_shared(&self) -> SharedInput {
         self.0
             .iter()
-            .map(|(k, (_, v))| (k.clone(), Value::clone(v)))
-            .collect()
+            .map(|(k, (_, v))| (k.clone(), v.clone()))
+            .collect::<Vec<_>>()
+            .into()
+    }
+
+    /// The current values as a JSON object, keys sorted as in a [`Context`], without copying them.
+    pub(crate) fn to_json(&self) -> String {
+        let sorted: std::collections::BTreeMap<&str, &Value> = self
+            .0
+            .iter()
+            .map(|(k, (_, v))| (k.as_str(), &**v))
+            .collect();
+        serde_json::to_string(&sorted).expect("a JSON map always serialises")
     }
 }
 
@@ -99,11 +110,11 @@ impl ContextSource for FinalContext {
         self.held.get(position).copied().unwrap_or(false)
     }
 
-    fn build(&mut self, loaded: Vec<(usize, Context)>) -> Context {
+    fn build_json(&mut self, loaded: Vec<(usize, Context)>) -> String {
         for (position, output) in loaded {
             self.absorb(position, &share(output));
         }
-        self.lineage.to_context()
+        self.lineage.to_json()
     }
 }
 
@@ -131,7 +142,10 @@ mod tests {
             Lineage::union([&early, &late].into_iter()),
             Lineage::union([&late, &early].into_iter()),
         ] {
-            assert_eq!(merged.to_context().get("k"), Some(&json!("late")));
+            assert_eq!(
+                merged.to_shared().to_context().get("k"),
+                Some(&json!("late"))
+            );
         }
     }
 }

@@ -221,7 +221,7 @@ impl Scheduler {
             };
             let (input, end) = match (input, runner) {
                 (Ok(input), Some(runner)) => {
-                    let context = input.to_context();
+                    let context = input.to_shared();
                     let end =
                         run_task(runner, context, permit, claim.attempt, claim.started_at).await;
                     (Some(input), end)

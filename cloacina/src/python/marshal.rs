@@ -5,7 +5,7 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyList, PyLong, PyString};
 use serde_json::map::Entry;
 use serde_json::{Map, Number, Value};
 
-use crate::context::Context;
+use crate::context::{Context, SharedInput};
 
 /// Deepest nesting accepted; stored contexts must parse back within serde_json's recursion limit.
 const MAX_DEPTH: usize = 100;
@@ -269,6 +269,18 @@ pub(crate) fn context_to_py<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let object = pythonize::pythonize(py, context.as_map())?;
     Ok(object.into_bound(py).downcast_into::<PyDict>()?)
+}
+
+/// A task's input as a new dict, converted from the shared values without copying them first.
+pub(crate) fn input_to_py<'py>(
+    py: Python<'py>,
+    input: &SharedInput,
+) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new_bound(py);
+    for (key, value) in input.iter() {
+        dict.set_item(key, pythonize::pythonize(py, value)?)?;
+    }
+    Ok(dict)
 }
 
 /// The unqualified name of `obj`'s type, e.g. `set`.

@@ -12,10 +12,10 @@ use pyo3_asyncio_0_21::TaskLocals;
 
 use super::bridge::{run_on_loop, with_python};
 use super::errors::skip_task_type;
-use super::marshal::{context_from_py, context_to_py, type_name};
+use super::marshal::{context_from_py, input_to_py, type_name};
 use super::registry::{registry, TaskDefinition};
 use super::threads;
-use crate::context::Context;
+use crate::context::{Context, SharedInput};
 use crate::executor::{CurrentAttempt, TaskRegistry};
 use crate::policy::TaskOptions;
 use crate::task::{Task, TaskError, TaskErrorKind, TaskFuture};
@@ -150,6 +150,10 @@ impl Task for PythonTask {
     }
 
     fn execute(&self, context: Context) -> TaskFuture {
+        self.execute_shared(context.into())
+    }
+
+    fn execute_shared(&self, context: SharedInput) -> TaskFuture {
         let definition = self.definition.clone();
         let current = CurrentAttempt::get();
         if !definition.is_async {
@@ -185,7 +189,7 @@ impl Task for PythonTask {
                     &loop_for_call,
                     scope,
                     move |py| {
-                        let dict = context_to_py(py, &context)?;
+                        let dict = input_to_py(py, &context)?;
                         *kept.lock().unwrap_or_else(|p| p.into_inner()) =
                             Some(dict.clone().unbind());
                         start_def.function.call1(py, (dict,))
@@ -287,10 +291,10 @@ fn interpreter_exiting() -> TaskError {
 fn run_sync(
     py: Python<'_>,
     definition: &TaskDefinition,
-    context: &Context,
+    context: &SharedInput,
     current: Option<CurrentAttempt>,
 ) -> Result<Context, TaskError> {
-    let dict = context_to_py(py, context).map_err(|e| python_error(py, definition, &e))?;
+    let dict = input_to_py(py, context).map_err(|e| python_error(py, definition, &e))?;
     let returned = match current {
         None => definition.function.call1(py, (dict.clone(),)),
         Some(current) => scope(py, current).and_then(|(variable, value)| {
