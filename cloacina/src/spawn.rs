@@ -1,9 +1,15 @@
-//! Spawning on the tokio runtime: tasks that stop with their handle, and panics as errors.
+//! Spawning on the tokio runtime: tasks that stop with their handle, and panics as errors; and
+//! large values dropped on a background thread instead of where they were let go.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::sync::mpsc::{channel, Sender};
+use std::sync::Arc;
+
+use once_cell::sync::Lazy;
+use serde_json::Value;
 use tokio::task::{JoinError, JoinHandle};
 
 use crate::error::Error;
@@ -35,6 +41,36 @@ where
     AbortOnDrop(tokio::spawn(work))
         .await
         .unwrap_or_else(|e| Err(Error::Internal(panic_message(e))))
+}
+
+/// Containers with more elements than this are freed on the background thread.
+const LARGE: usize = 64;
+
+/// The background thread that frees large values; None if it could not be started.
+static DROPPER: Lazy<Option<Sender<Arc<Value>>>> = Lazy::new(|| {
+    let (sender, receiver) = channel::<Arc<Value>>();
+    std::thread::Builder::new()
+        .name("cloacina-drop".into())
+        .spawn(move || receiver.into_iter().for_each(drop))
+        .ok()
+        .map(|_| sender)
+});
+
+/// Lets go of `value`; if this was its last reference and it is large (freeing a big JSON tree
+/// takes milliseconds), it is freed on a background thread, off the path of the next task.
+pub(crate) fn drop_later(value: Arc<Value>) {
+    let large = match &*value {
+        Value::Array(items) => items.len() > LARGE,
+        Value::Object(map) => map.len() > LARGE,
+        _ => false,
+    };
+    if !large || Arc::strong_count(&value) > 1 {
+        return;
+    }
+    if let Some(dropper) = &*DROPPER {
+        // If the thread is gone, the value comes back in the error and is dropped here.
+        let _ = dropper.send(value);
+    }
 }
 
 /// What a failed task's join error says: the panic's message, or that it was aborted.

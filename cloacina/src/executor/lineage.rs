@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::context::{Context, SharedInput};
 use crate::database::store::ContextSource;
+use crate::spawn::drop_later;
 
 /// Position of the workflow input, before every task.
 pub(crate) const INPUT: i64 = -1;
@@ -37,7 +38,7 @@ impl Lineage {
         for (key, value) in output {
             match self.0.get_mut(key) {
                 Some(entry) if entry.0 > position => {}
-                Some(entry) => *entry = (position, value.clone()),
+                Some(entry) => drop_later(std::mem::replace(entry, (position, value.clone())).1),
                 None => {
                     self.0.insert(key.clone(), (position, value.clone()));
                 }
