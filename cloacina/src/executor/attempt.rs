@@ -73,11 +73,16 @@ impl CurrentAttempt {
         let mut lent = SlotLent(Some(self.permits.clone()));
         let result = work.await;
         if let Some(permits) = lent.0.take() {
-            if let Ok(permit) = permits.acquire().await {
-                permit.forget();
-            }
+            take_back(permits).await;
         }
         result
+    }
+}
+
+/// Removes the slot a waiting task lent, once one is free.
+async fn take_back(permits: Arc<Semaphore>) {
+    if let Ok(permit) = permits.acquire().await {
+        permit.forget();
     }
 }
 
@@ -87,11 +92,7 @@ struct SlotLent(Option<Arc<Semaphore>>);
 impl Drop for SlotLent {
     fn drop(&mut self) {
         if let Some(permits) = self.0.take() {
-            tokio::spawn(async move {
-                if let Ok(permit) = permits.acquire().await {
-                    permit.forget();
-                }
-            });
+            tokio::spawn(take_back(permits));
         }
     }
 }

@@ -3,7 +3,6 @@
 //! start at once. A scheduler lives while its worker holds claims of the execution.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
@@ -11,7 +10,7 @@ use uuid::Uuid;
 
 use super::attempt::{run_task, TaskEnd, TaskRunner};
 use super::lineage::{share, FinalContext, Lineage, INPUT};
-use super::worker::{CancelSender, Worker};
+use super::worker::{Backoff, CancelSender, Worker};
 use crate::context::Context;
 use crate::database::claims::{Claim, Committed, EndedTask, SharedContext, TaskOutcome};
 use crate::database::signals::Signal;
@@ -122,17 +121,14 @@ async fn load(
     if let Some(p) = preloaded {
         return Some((p.plan, p.input, None));
     }
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::default();
     loop {
         match worker.db.load_stored(execution).await {
             Ok(Some(stored)) => {
                 return Some((Arc::new(stored.plan), stored.input, stored.cancel_reason))
             }
             Ok(None) => return None,
-            Err(_) if !worker.is_closed() => {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
+            Err(_) if !worker.is_closed() => backoff.wait().await,
             Err(_) => return None,
         }
     }
@@ -353,7 +349,7 @@ async fn store_batch(
     claim: usize,
     context: SharedContext,
 ) -> Result<Committed> {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::default();
     let mut failures = 0;
     let failing_since = tokio::time::Instant::now();
     loop {
@@ -402,8 +398,7 @@ async fn store_batch(
         if failures >= STALLED_AFTER {
             worker.set_stalled(execution, Some(error.to_string()));
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        backoff.wait().await;
     }
 }
 

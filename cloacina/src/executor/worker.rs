@@ -31,6 +31,23 @@ const CLAIM_BATCH: usize = 64;
 /// How long a ready task waits unclaimed before its execution shows why.
 const UNCLAIMED_GRACE: Duration = Duration::from_secs(1);
 
+/// Waits between retries of a database write that failed: 50 ms, doubling up to 5 s.
+pub(crate) struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self(Duration::from_millis(50))
+    }
+}
+
+impl Backoff {
+    /// Sleeps for the current delay, then doubles it (up to 5 s).
+    pub(crate) async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Duration::from_secs(5));
+    }
+}
+
 /// Sends the reason an execution must stop; every task runner of the execution listens.
 pub(crate) type CancelSender = watch::Sender<Option<String>>;
 
@@ -199,7 +216,7 @@ impl Worker {
     async fn supervise(self: Arc<Self>, execution: Uuid, driving: JoinHandle<()>) {
         let Err(error) = driving.await else { return };
         let message = panic_message(error);
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::default();
         while self
             .db
             .fail_execution(execution, message.clone())
@@ -207,15 +224,10 @@ impl Worker {
             .is_err()
             && !self.is_closed()
         {
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            backoff.wait().await;
         }
         self.db.signals().raise(Signal::Done);
-        let mut sessions = self.sessions();
-        sessions.remove(&execution);
-        if sessions.is_empty() {
-            self.idle.notify_waiters();
-        }
+        self.remove_session(&mut self.sessions(), execution);
     }
 
     /// Removes a session whose work is done, unless claims arrived for it meanwhile.
@@ -228,11 +240,16 @@ impl Worker {
         if let Ok(more) = receiver.try_recv() {
             return Some(more);
         }
+        self.remove_session(&mut sessions, execution);
+        None
+    }
+
+    /// Forgets an execution's session; once none is left, `drain` may return.
+    fn remove_session(&self, sessions: &mut HashMap<Uuid, Session>, execution: Uuid) {
         sessions.remove(&execution);
         if sessions.is_empty() {
             self.idle.notify_waiters();
         }
-        None
     }
 
     /// Tells the runners of an execution's tasks in this process to stop.
