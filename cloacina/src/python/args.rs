@@ -1,14 +1,38 @@
-//! Reading numeric arguments from Python: which types each kind of number takes is decided here,
-//! the range from the option's rule in `crate::limits`, so every option is checked once, alike.
+//! Reading arguments from Python: which types each kind of number takes is decided here, the
+//! range from the option's rule in `crate::limits`, so every option is checked once, alike; and
+//! str arguments, whose errors never echo the text (it may be a URL holding a password).
 
 use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyFloat, PyLong};
+use pyo3::types::{PyBool, PyFloat, PyLong, PyString};
 
 use super::marshal::{repr, type_name};
 use crate::limits::{Count, Number, Seconds};
+
+/// The text of a str argument `name`: TypeError for another type (`expected` says what fits),
+/// ValueError for a str holding a lone surrogate.
+pub(crate) fn text<'a>(
+    name: &str,
+    expected: &str,
+    value: &'a Bound<'_, PyAny>,
+) -> PyResult<std::borrow::Cow<'a, str>> {
+    value
+        .downcast::<PyString>()
+        .map_err(|_| {
+            PyTypeError::new_err(format!(
+                "{name} must be {expected}, got {}",
+                type_name(value)
+            ))
+        })?
+        .to_cow()
+        .map_err(|_| {
+            PyValueError::new_err(format!(
+                "{name} is not valid Unicode text (it holds a lone surrogate)"
+            ))
+        })
+}
 
 /// A number of seconds (int or float) within `rule`'s range.
 pub(crate) fn seconds(rule: &Seconds, value: &Bound<'_, PyAny>) -> PyResult<Duration> {

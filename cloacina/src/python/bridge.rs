@@ -93,6 +93,27 @@ impl AbortOnCancel {
     }
 }
 
+/// A context variable and the value it has during a call.
+pub(crate) type Scope = (PyObject, PyObject);
+
+/// Calls `callable(arg)`; with a scope, in a copy of the current contextvars context where the
+/// scope's variable is set, so the call (and any task it creates) sees it.
+pub(crate) fn call_in_scope<'py>(
+    py: Python<'py>,
+    scope: Option<&Scope>,
+    callable: &Bound<'py, PyAny>,
+    arg: impl IntoPy<PyObject>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let Some((variable, value)) = scope else {
+        return callable.call1((arg,));
+    };
+    let context = py
+        .import_bound("contextvars")?
+        .call_method0("copy_context")?;
+    context.call_method1("run", (variable.getattr(py, "set")?, value))?;
+    context.call_method1("run", (callable, arg))
+}
+
 /// Makes the coroutine, on the loop thread.
 type StartFn = Box<dyn FnOnce(Python<'_>) -> PyResult<PyObject> + Send>;
 /// Consumes the coroutine's result (or the error that stopped it), on the loop thread.
@@ -105,8 +126,8 @@ struct LoopCall {
     start: Mutex<Option<StartFn>>,
     finish: Mutex<Option<FinishFn>>,
     task: Mutex<Option<PyObject>>,
-    /// A context variable and the value it has inside the coroutine.
-    scope: Option<(PyObject, PyObject)>,
+    /// The variable set inside the coroutine.
+    scope: Option<Scope>,
 }
 
 impl LoopCall {
@@ -134,17 +155,8 @@ impl LoopCall {
         };
         let task = start(py).and_then(|coroutine| {
             let ensure_future = py.import_bound("asyncio")?.getattr("ensure_future")?;
-            let task = match &slf.get().scope {
-                None => ensure_future.call1((coroutine,))?,
-                Some((variable, value)) => {
-                    // The task copies the context it is created in: set the variable in a copy.
-                    let context = py
-                        .import_bound("contextvars")?
-                        .call_method0("copy_context")?;
-                    context.call_method1("run", (variable.getattr(py, "set")?, value))?;
-                    context.call_method1("run", (ensure_future, coroutine))?
-                }
-            };
+            // The task copies the context it is created in, so it sees the scope's variable.
+            let task = call_in_scope(py, slf.get().scope.as_ref(), &ensure_future, coroutine)?;
             task.call_method1("add_done_callback", (slf,))?;
             Ok(task)
         });
@@ -222,7 +234,7 @@ impl<T> Drop for RunningCoroutine<T> {
 pub(crate) fn run_on_loop<T: Send + 'static>(
     py: Python<'_>,
     locals: &TaskLocals,
-    scope: Option<(PyObject, PyObject)>,
+    scope: Option<Scope>,
     start: impl FnOnce(Python<'_>) -> PyResult<PyObject> + Send + 'static,
     finish: impl FnOnce(Python<'_>, PyResult<PyObject>) -> T + Send + 'static,
 ) -> PyResult<RunningCoroutine<T>> {

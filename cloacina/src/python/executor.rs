@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
-use pyo3::types::PyString;
 use uuid::Uuid;
 
 use super::args;
@@ -165,31 +164,8 @@ fn shut_down_error() -> PyErr {
     )
 }
 
-/// The text of a str argument `name`: TypeError for another type (`expected` says what fits),
-/// ValueError for a str holding a lone surrogate.
-fn text_arg<'a>(
-    name: &str,
-    expected: &str,
-    value: &'a Bound<'_, PyAny>,
-) -> PyResult<std::borrow::Cow<'a, str>> {
-    value
-        .downcast::<PyString>()
-        .map_err(|_| {
-            PyTypeError::new_err(format!(
-                "{name} must be {expected}, got {}",
-                type_name(value)
-            ))
-        })?
-        .to_cow()
-        .map_err(|_| {
-            PyValueError::new_err(format!(
-                "{name} is not valid Unicode text (it holds a lone surrogate)"
-            ))
-        })
-}
-
 fn parse_execution_id(value: &Bound<'_, PyAny>) -> PyResult<Uuid> {
-    let text = text_arg("execution_id", "a str", value)?;
+    let text = args::text("execution_id", "a str", value)?;
     Uuid::parse_str(&text).map_err(|_| {
         PyValueError::new_err(format!(
             "{text:?} is not a valid execution id (a UUID string)"
@@ -202,7 +178,7 @@ fn idempotency_key(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<String>>
     let Some(value) = value.filter(|v| !v.is_none()) else {
         return Ok(None);
     };
-    let key = text_arg("idempotency_key", "a str or None", value)?;
+    let key = args::text("idempotency_key", "a str or None", value)?;
     if key.is_empty() || key.len() > 1_000 || key.contains('\0') {
         return Err(PyValueError::new_err(format!(
             "idempotency_key must be 1 to 1000 characters without NUL, got {} characters",
@@ -284,7 +260,7 @@ impl PyUnifiedExecutor {
         worker: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         // Not `to_cow()?`: a UnicodeEncodeError's repr would show the URL, password included.
-        let url = text_arg("database_url", "a str", database_url)?;
+        let url = args::text("database_url", "a str", database_url)?;
         let url = DatabaseUrl::parse(&url, backend()).map_err(to_py_err)?;
         let pool = PoolOptions {
             max_size: pool_size

@@ -10,7 +10,7 @@ use pyo3::sync::GILOnceCell;
 use pyo3::types::PyDict;
 use pyo3_asyncio_0_21::TaskLocals;
 
-use super::bridge::{run_on_loop, with_python};
+use super::bridge::{call_in_scope, run_on_loop, with_python, Scope};
 use super::errors::skip_task_type;
 use super::marshal::{context_from_py, input_to_py, type_name};
 use super::registry::{registry, TaskDefinition};
@@ -180,10 +180,7 @@ impl Task for PythonTask {
                 (definition.clone(), definition.clone(), input.clone());
             let loop_for_call = locals.clone();
             let running = with_python(move |py| {
-                let scope = match current {
-                    Some(current) => Some(scope(py, current)?),
-                    None => None,
-                };
+                let scope = current.map(|current| scope(py, current)).transpose()?;
                 run_on_loop(
                     py,
                     &loop_for_call,
@@ -257,8 +254,8 @@ fn current_task_variable(py: Python<'_>) -> PyResult<&PyObject> {
     })
 }
 
-/// The variable and value an async task's coroutine runs with.
-fn scope(py: Python<'_>, current: CurrentAttempt) -> PyResult<(PyObject, PyObject)> {
+/// The variable and value a task's code runs with.
+fn scope(py: Python<'_>, current: CurrentAttempt) -> PyResult<Scope> {
     let variable = current_task_variable(py)?.clone_ref(py);
     Ok((variable, Py::new(py, CurrentTask(current))?.into_py(py)))
 }
@@ -295,18 +292,18 @@ fn run_sync(
     current: Option<CurrentAttempt>,
 ) -> Result<Context, TaskError> {
     let dict = input_to_py(py, context).map_err(|e| python_error(py, definition, &e))?;
-    let returned = match current {
-        None => definition.function.call1(py, (dict.clone(),)),
-        Some(current) => scope(py, current).and_then(|(variable, value)| {
-            let context = py
-                .import_bound("contextvars")?
-                .call_method0("copy_context")?;
-            context.call_method1("run", (variable.getattr(py, "set")?, value))?;
-            context
-                .call_method1("run", (&definition.function, dict.clone()))
-                .map(Bound::unbind)
-        }),
-    };
+    let returned = current
+        .map(|current| scope(py, current))
+        .transpose()
+        .and_then(|scope| {
+            call_in_scope(
+                py,
+                scope.as_ref(),
+                definition.function.bind(py),
+                dict.clone(),
+            )
+        })
+        .map(Bound::unbind);
     task_output(py, definition, returned, &dict)
 }
 

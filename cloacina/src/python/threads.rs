@@ -42,18 +42,32 @@ impl TaskThreads {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn submit(&'static self, job: Job) -> std::io::Result<()> {
+    /// Runs `job` on an idle thread or a new one; an error message past the abandoned bound or
+    /// if no thread can be started.
+    fn submit(&'static self, job: Job) -> Result<(), String> {
         let mut state = self.lock();
-        state.queue.push_back(job);
-        if state.idle >= state.queue.len() {
+        if state.abandoned >= MAX_ABANDONED {
+            return Err(format!(
+                "{} threads are still blocked in sync tasks that timed out or were cancelled (Python code cannot be interrupted); \
+                 new sync task attempts fail until some of them return. Make blocking calls in tasks return, e.g. pass them a timeout",
+                state.abandoned
+            ));
+        }
+        if state.idle > state.queue.len() {
+            state.queue.push_back(job);
             self.work.notify_one();
             return Ok(());
         }
         drop(state);
+        // The new thread starts with this job, so a thread that cannot start leaves none queued.
         std::thread::Builder::new()
             .name("cloacina-task".into())
-            .spawn(move || self.serve())
+            .spawn(move || {
+                job();
+                self.serve()
+            })
             .map(drop)
+            .map_err(|e| format!("could not start a thread for the task: {e}"))
     }
 
     fn serve(&self) {
@@ -103,25 +117,16 @@ impl Drop for Waiter {
 pub(crate) async fn run<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, String> {
-    let abandoned = THREADS.lock().abandoned;
-    if abandoned >= MAX_ABANDONED {
-        return Err(format!(
-            "{abandoned} threads are still blocked in sync tasks that timed out or were cancelled (Python code cannot be interrupted); \
-             new sync task attempts fail until some of them return. Make blocking calls in tasks return, e.g. pass them a timeout"
-        ));
-    }
     let state = Arc::new(AtomicU8::new(RUNNING));
     let (sender, receiver) = oneshot::channel();
     let job_state = state.clone();
-    THREADS
-        .submit(Box::new(move || {
-            let result = f();
-            if job_state.swap(DONE, Ordering::SeqCst) == ABANDONED {
-                THREADS.lock().abandoned -= 1;
-            }
-            let _ = sender.send(result);
-        }))
-        .map_err(|e| format!("could not start a thread for the task: {e}"))?;
+    THREADS.submit(Box::new(move || {
+        let result = f();
+        if job_state.swap(DONE, Ordering::SeqCst) == ABANDONED {
+            THREADS.lock().abandoned -= 1;
+        }
+        let _ = sender.send(result);
+    }))?;
     let waiter = Waiter(state);
     let result = receiver
         .await
