@@ -8,7 +8,8 @@
 //! waiting fast, the database stays the source of truth.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -68,6 +69,8 @@ impl Signal {
 pub(crate) struct Signals {
     channels: [watch::Sender<u64>; 3],
     stop: Arc<AtomicBool>,
+    /// The thread that hears other processes, joined by `stop_listening`.
+    listener: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Drop for Signals {
@@ -82,24 +85,41 @@ impl Signals {
         let signals = Arc::new(Self {
             channels: [0, 1, 2].map(|_| watch::channel(0).0),
             stop: Arc::default(),
+            listener: Mutex::default(),
         });
         let weak = Arc::downgrade(&signals);
         let stop = signals.stop.clone();
         let _ = schema;
-        match url {
+        let listener = match url {
             #[cfg(feature = "sqlite")]
             DatabaseUrl::SqliteFile(path) => {
                 let path = path.to_string_lossy().into_owned();
-                spawn_listener(move || sqlite_poll(&path, &weak, &stop));
+                spawn_listener(move || sqlite_poll(&path, &weak, &stop))
             }
             #[cfg(feature = "postgres")]
             DatabaseUrl::Postgres(url) => {
                 let (url, schema) = (url.clone(), schema.map(str::to_string));
-                spawn_listener(move || postgres_listen(&url, schema.as_deref(), &weak, &stop));
+                spawn_listener(move || postgres_listen(&url, schema.as_deref(), &weak, &stop))
             }
-            _ => {}
-        }
+            _ => None,
+        };
+        *signals.listener.lock().unwrap_or_else(|p| p.into_inner()) = listener;
         signals
+    }
+
+    /// Stops the listener thread and waits until it has let go of its connection (at most a
+    /// connect timeout, if it is connecting), so no database work of it outlives the executor,
+    /// nor races the process's exit.
+    pub(crate) fn stop_listening(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let listener = self
+            .listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(listener) = listener {
+            let _ = listener.join();
+        }
     }
 
     fn channel(&self, signal: Signal) -> &watch::Sender<u64> {
@@ -117,12 +137,25 @@ impl Signals {
     }
 }
 
-fn spawn_listener(run: impl FnOnce() + Send + 'static) {
-    let spawned = std::thread::Builder::new()
-        .name("cloacina-signals".into())
-        .spawn(run);
+fn spawn_listener(run: impl FnOnce() + Send + 'static) -> Option<JoinHandle<()>> {
     // Without a listener, other processes' events are still found by the workers' safety poll.
-    drop(spawned);
+    std::thread::Builder::new()
+        .name("cloacina-signals".into())
+        .spawn(run)
+        .ok()
+}
+
+/// Sleeps for `duration`, waking early once `stop` is set.
+fn sleep_unless_stopped(duration: Duration, stop: &AtomicBool) {
+    const SLICE: Duration = Duration::from_millis(10);
+    let deadline = std::time::Instant::now() + duration;
+    while !stop.load(Ordering::SeqCst) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(SLICE));
+    }
 }
 
 /// Raises each kind whose counter moved; false once the signals are gone.
@@ -205,7 +238,7 @@ fn postgres_listen(url: &str, schema: Option<&str>, weak: &Weak<Signals>, stop: 
                     }
                 }
                 Err(_) => {
-                    std::thread::sleep(retry);
+                    sleep_unless_stopped(retry, stop);
                     retry = (retry * 2).min(Duration::from_secs(5));
                     continue;
                 }

@@ -360,6 +360,8 @@ impl UnifiedExecutor {
                 .remove_worker(worker.identity.id.clone())
                 .await;
         }
+        let db = self.inner.db.clone();
+        let _ = tokio::task::spawn_blocking(move || db.signals().stop_listening()).await;
         self.inner.lifecycle.send_replace(Lifecycle::ShutDown);
     }
 
