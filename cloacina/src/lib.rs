@@ -15,7 +15,7 @@ pub mod workflow;
 #[cfg(feature = "python")]
 pub mod python;
 
-pub use context::{Context, SharedInput};
+pub use context::{Context, Handoff, InputValue, Output, SharedInput, SharedValue};
 pub use database::queries::ExecutionFilter;
 pub use database::url::{BackendKind, DatabaseUrl};
 pub use database::PoolOptions;
@@ -23,5 +23,5 @@ pub use error::{Error, Result, WorkflowError};
 pub use executor::{ExecutorConfig, SubmitOptions, SubmittedTasks, TaskRegistry, UnifiedExecutor};
 pub use model::{ExecutionPlan, ExecutionResult, ExecutionStatus, TaskResult, TaskStatus};
 pub use policy::{RetryPolicy, TaskOptions, TriggerRule, UpstreamOutcome};
-pub use task::{FnTask, Task, TaskError, TaskErrorKind, TaskFuture};
+pub use task::{FnTask, OutputFuture, Task, TaskError, TaskErrorKind, TaskFuture};
 pub use workflow::Workflow;

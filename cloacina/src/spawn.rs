@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use once_cell::sync::Lazy;
 use serde_json::Value;
+
+use crate::context::SharedValue;
 use tokio::task::{JoinError, JoinHandle};
 
 use crate::error::Error;
@@ -47,8 +49,8 @@ where
 const LARGE: usize = 64;
 
 /// The background thread that frees large values; None if it could not be started.
-static DROPPER: Lazy<Option<Sender<Arc<Value>>>> = Lazy::new(|| {
-    let (sender, receiver) = channel::<Arc<Value>>();
+static DROPPER: Lazy<Option<Sender<Arc<SharedValue>>>> = Lazy::new(|| {
+    let (sender, receiver) = channel::<Arc<SharedValue>>();
     std::thread::Builder::new()
         .name("cloacina-drop".into())
         .spawn(move || receiver.into_iter().for_each(drop))
@@ -58,10 +60,10 @@ static DROPPER: Lazy<Option<Sender<Arc<Value>>>> = Lazy::new(|| {
 
 /// Lets go of `value`; if this was its last reference and it is large (freeing a big JSON tree
 /// takes milliseconds), it is freed on a background thread, off the path of the next task.
-pub(crate) fn drop_later(value: Arc<Value>) {
-    let large = match &*value {
-        Value::Array(items) => items.len() > LARGE,
-        Value::Object(map) => map.len() > LARGE,
+pub(crate) fn drop_later(value: Arc<SharedValue>) {
+    let large = match value.parsed() {
+        Some(Value::Array(items)) => items.len() > LARGE,
+        Some(Value::Object(map)) => map.len() > LARGE,
         _ => false,
     };
     if !large || Arc::strong_count(&value) > 1 {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use once_cell::sync::Lazy;
 
-use crate::context::{Context, SharedInput};
+use crate::context::{Context, Output, SharedInput};
 use crate::policy::TaskOptions;
 
 /// What the engine does after an attempt ends with a [`TaskError`].
@@ -72,6 +72,9 @@ impl std::error::Error for TaskError {}
 /// What running a task yields: its output, merged into the context of downstream tasks.
 pub type TaskFuture = Pin<Box<dyn Future<Output = Result<Context, TaskError>> + Send + 'static>>;
 
+/// What running a task on shared input yields: its output as the engine holds it.
+pub type OutputFuture = Pin<Box<dyn Future<Output = Result<Output, TaskError>> + Send + 'static>>;
+
 /// A named step of a workflow.
 pub trait Task: Send + Sync {
     /// The task's id, unique within a workflow.
@@ -81,9 +84,10 @@ pub trait Task: Send + Sync {
     /// Runs the task on its input context and returns its output.
     fn execute(&self, context: Context) -> TaskFuture;
     /// Runs the task on its input with shared values; by default copies them for `execute`.
-    /// Override it to read the input without that copy.
-    fn execute_shared(&self, input: SharedInput) -> TaskFuture {
-        self.execute(input.to_context())
+    /// Override it to read the input without that copy, or to hand objects to the next task.
+    fn execute_shared(&self, input: SharedInput) -> OutputFuture {
+        let running = self.execute(input.to_context());
+        Box::pin(async move { running.await.map(Output::from) })
     }
     /// Retries, timeout and trigger rule; the defaults unless overridden.
     fn options(&self) -> &TaskOptions {

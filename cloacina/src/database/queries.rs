@@ -36,6 +36,8 @@ pub(crate) struct ExecutionRow {
     reason: Option<String>,
 }
 
+/// A task's row as inserted and read back, without its output: that can be large, and only
+/// `load_outputs` reads it.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = task_executions)]
 pub(crate) struct TaskRow {
@@ -45,7 +47,6 @@ pub(crate) struct TaskRow {
     dependencies: String,
     status: String,
     attempt: i32,
-    output: Option<String>,
     error: Option<String>,
     traceback: Option<String>,
     reason: Option<String>,
@@ -309,7 +310,6 @@ pub(crate) fn new_execution_rows(
             .expect("strings serialise"),
             status: TaskStatus::Pending.as_str().to_string(),
             attempt: 0,
-            output: None,
             error: None,
             traceback: None,
             reason: None,

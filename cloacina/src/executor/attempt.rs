@@ -7,8 +7,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
-use super::lineage::{share, SharedOutput};
-use crate::context::{Context, SharedInput};
+use crate::context::{Output, SharedInput};
 use crate::database::claims::TaskOutcome;
 use crate::database::Database;
 use crate::model::{now, storable_text, AttemptRecord, TaskStatus};
@@ -99,7 +98,7 @@ impl Drop for SlotLent {
 
 /// How a task ended, as the scheduler needs it; the scheduler stores it with its next batch.
 pub(crate) struct TaskEnd {
-    pub output: Option<SharedOutput>,
+    pub output: Option<Output>,
     /// The final status and what to store for it.
     pub outcome: TaskOutcome,
     /// The last attempt, not yet stored (earlier attempts were stored when they failed).
@@ -111,7 +110,7 @@ pub(crate) struct TaskEnd {
 /// How one attempt ended.
 enum AttemptEnd {
     /// The output and its JSON.
-    Output(Context, String),
+    Output(Output, String),
     Error(TaskError),
     Cancelled(String),
 }
@@ -173,7 +172,7 @@ pub(crate) async fn run_task(
             AttemptEnd::Output(output, json) => (
                 Some((
                     outcome(TaskStatus::Completed, Some(json), None, None, None),
-                    Some(share(output)),
+                    Some(output),
                 )),
                 record(TaskStatus::Completed, None),
             ),
@@ -295,7 +294,7 @@ async fn run_attempt(
     options: &TaskOptions,
     input: SharedInput,
     current: CurrentAttempt,
-) -> Result<Context, TaskError> {
+) -> Result<Output, TaskError> {
     let runner = task.clone();
     let attempt = AbortOnDrop(tokio::spawn(
         CURRENT.scope(current, async move { runner.execute_shared(input).await }),
@@ -322,7 +321,7 @@ async fn run_attempt(
 }
 
 /// A task's output as stored, or a failure if it is larger than a database stores.
-fn stored_output(task_id: &str, output: Context) -> AttemptEnd {
+fn stored_output(task_id: &str, output: Output) -> AttemptEnd {
     let json = output.to_json();
     if json.len() <= MAX_OUTPUT_BYTES {
         return AttemptEnd::Output(output, json);

@@ -3,14 +3,20 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde_json::Value;
-
-use crate::context::{Context, SharedInput};
+use crate::context::{object_json, Context, Handoff, InputValue, Output, SharedInput, SharedValue};
 use crate::database::store::ContextSource;
 use crate::spawn::drop_later;
 
 /// Position of the workflow input, before every task.
 pub(crate) const INPUT: i64 = -1;
+
+/// A value in a lineage: the topological position of the task that wrote it, and that task's handoff.
+#[derive(Debug, Clone)]
+struct Written {
+    position: i64,
+    value: Arc<SharedValue>,
+    handoff: Option<Handoff>,
+}
 
 /// A context whose every key remembers the topological position of the task that wrote it.
 ///
@@ -18,29 +24,24 @@ pub(crate) const INPUT: i64 = -1;
 /// writer. Each upstream lineage already holds its own ancestors, so this equals merging every
 /// transitive ancestor's output in topological order, without storing ancestor sets.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Lineage(HashMap<String, (i64, Arc<Value>)>);
-
-/// A task's output with values shared between the lineages that take it in.
-pub(crate) type SharedOutput = Vec<(String, Arc<Value>)>;
-
-/// Moves a context's values behind `Arc`s so several lineages can hold them without copying.
-pub(crate) fn share(context: Context) -> SharedOutput {
-    context
-        .into_map()
-        .into_iter()
-        .map(|(k, v)| (k, Arc::new(v)))
-        .collect()
-}
+pub(crate) struct Lineage(HashMap<String, Written>);
 
 impl Lineage {
-    /// Writes `output` at `position`; an existing key written later in topological order is kept.
-    pub(crate) fn absorb(&mut self, position: i64, output: &SharedOutput) {
-        for (key, value) in output {
+    /// Writes `output` at `position`; an existing key written later in topological order is
+    /// kept. With `handoff`, the output's handoff goes with its values to the tasks reading them.
+    pub(crate) fn absorb(&mut self, position: i64, output: &Output, handoff: bool) {
+        let handoff = output.handoff.as_ref().filter(|_| handoff);
+        for (key, value) in &output.values {
+            let written = Written {
+                position,
+                value: value.clone(),
+                handoff: handoff.cloned(),
+            };
             match self.0.get_mut(key) {
-                Some(entry) if entry.0 > position => {}
-                Some(entry) => drop_later(std::mem::replace(entry, (position, value.clone())).1),
+                Some(entry) if entry.position > position => {}
+                Some(entry) => drop_later(std::mem::replace(entry, written).value),
                 None => {
-                    self.0.insert(key.clone(), (position, value.clone()));
+                    self.0.insert(key.clone(), written);
                 }
             }
         }
@@ -50,12 +51,12 @@ impl Lineage {
     pub(crate) fn union<'a>(mut parts: impl Iterator<Item = &'a Lineage>) -> Lineage {
         let mut merged = parts.next().cloned().unwrap_or_default();
         for part in parts {
-            for (key, (position, value)) in &part.0 {
+            for (key, written) in &part.0 {
                 match merged.0.get_mut(key) {
-                    Some(entry) if entry.0 >= *position => {}
-                    Some(entry) => *entry = (*position, value.clone()),
+                    Some(entry) if entry.position >= written.position => {}
+                    Some(entry) => *entry = written.clone(),
                     None => {
-                        merged.0.insert(key.clone(), (*position, value.clone()));
+                        merged.0.insert(key.clone(), written.clone());
                     }
                 }
             }
@@ -67,19 +68,18 @@ impl Lineage {
     pub(crate) fn to_shared(&self) -> SharedInput {
         self.0
             .iter()
-            .map(|(k, (_, v))| (k.clone(), v.clone()))
+            .map(|(key, written)| InputValue {
+                key: key.clone(),
+                value: written.value.clone(),
+                handoff: written.handoff.clone(),
+            })
             .collect::<Vec<_>>()
             .into()
     }
 
-    /// The current values as a JSON object, keys sorted as in a [`Context`], without copying them.
+    /// The current values as a JSON object, keys sorted as in a [`Context`], from their texts.
     pub(crate) fn to_json(&self) -> String {
-        let sorted: std::collections::BTreeMap<&str, &Value> = self
-            .0
-            .iter()
-            .map(|(k, (_, v))| (k.as_str(), &**v))
-            .collect();
-        serde_json::to_string(&sorted).expect("a JSON map always serialises")
+        object_json(self.0.iter().map(|(k, w)| (k.as_str(), &*w.value)))
     }
 }
 
@@ -100,8 +100,8 @@ impl FinalContext {
     }
 
     /// Takes in the output of the task at `position`.
-    pub(crate) fn absorb(&mut self, position: usize, output: &SharedOutput) {
-        self.lineage.absorb(position as i64, output);
+    pub(crate) fn absorb(&mut self, position: usize, output: &Output) {
+        self.lineage.absorb(position as i64, output, false);
         self.held[position] = true;
     }
 }
@@ -113,7 +113,7 @@ impl ContextSource for FinalContext {
 
     fn build_json(&mut self, loaded: Vec<(usize, Context)>) -> String {
         for (position, output) in loaded {
-            self.absorb(position, &share(output));
+            self.absorb(position, &Output::from(output));
         }
         self.lineage.to_json()
     }
@@ -122,23 +122,22 @@ impl ContextSource for FinalContext {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
-    fn output(pairs: &[(&str, Value)]) -> SharedOutput {
-        share(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-        )
+    fn output(pairs: &[(&str, Value)]) -> Output {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect::<Context>()
+            .into()
     }
 
     #[test]
     fn later_writer_wins_regardless_of_merge_order() {
         let mut early = Lineage::default();
-        early.absorb(1, &output(&[("k", json!("early"))]));
+        early.absorb(1, &output(&[("k", json!("early"))]), true);
         let mut late = Lineage::default();
-        late.absorb(5, &output(&[("k", json!("late"))]));
+        late.absorb(5, &output(&[("k", json!("late"))]), true);
         for merged in [
             Lineage::union([&early, &late].into_iter()),
             Lineage::union([&late, &early].into_iter()),

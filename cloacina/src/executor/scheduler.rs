@@ -9,9 +9,9 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use super::attempt::{run_task, TaskEnd, TaskRunner};
-use super::lineage::{share, FinalContext, Lineage, INPUT};
+use super::lineage::{FinalContext, Lineage, INPUT};
 use super::worker::{Backoff, CancelSender, Worker};
-use crate::context::Context;
+use crate::context::{Context, Output};
 use crate::database::claims::{Claim, Committed, EndedTask, SharedContext, TaskOutcome};
 use crate::database::signals::Signal;
 use crate::error::{Error, Result};
@@ -90,7 +90,7 @@ pub(crate) async fn drive(
         cancel.send_replace(Some(reason));
     }
     let mut lineage = Lineage::default();
-    lineage.absorb(INPUT, &share(input));
+    lineage.absorb(INPUT, &Output::from(input), false);
     let n = plan.len();
     let mut scheduler = Scheduler {
         final_context: Arc::new(Mutex::new(FinalContext::new(&lineage, n))),
@@ -261,7 +261,7 @@ impl Scheduler {
         }
         if let Some(mut lineage) = input {
             if let Some(output) = &end.output {
-                lineage.absorb(position as i64, output);
+                lineage.absorb(position as i64, output, true);
             }
             self.lineages[position] = Some(lineage);
         }
@@ -420,7 +420,7 @@ async fn stored_input(
         .load_outputs(execution, plan.ancestors_of(position))
         .await?;
     for (ancestor, output) in outputs {
-        input.absorb(ancestor as i64, &share(output));
+        input.absorb(ancestor as i64, &Output::from(output), false);
     }
     Ok(input)
 }

@@ -1,11 +1,16 @@
 //! Conversion between Python objects and JSON contexts, naming the path of any bad value.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyList, PyLong, PyString};
-use serde_json::map::Entry;
-use serde_json::{Map, Number, Value};
+use serde::ser::{self, Serialize, SerializeMap, SerializeSeq, Serializer};
+use serde_json::Value;
 
-use crate::context::{Context, SharedInput};
+use crate::context::{Context, Handoff, InputValue, Output, SharedInput, SharedValue};
 
 /// Deepest nesting accepted; stored contexts must parse back within serde_json's recursion limit.
 const MAX_DEPTH: usize = 100;
@@ -122,143 +127,307 @@ fn quoted(text: &str) -> String {
     format!("'{escaped}'")
 }
 
-/// Converts a Python dict into a context; anything but JSON-compatible values is an error.
-pub(crate) fn context_from_py(obj: &Bound<'_, PyAny>) -> Result<Context, MarshalError> {
-    let dict = obj.downcast::<PyDict>().map_err(|_| {
+/// `obj` as a dict, or the error telling what a context must be.
+fn expect_dict<'a, 'py>(
+    obj: &'a Bound<'py, PyAny>,
+) -> Result<&'a Bound<'py, PyDict>, MarshalError> {
+    obj.downcast::<PyDict>().map_err(|_| {
         MarshalError::new(format!(
             "expected a dict, got {}; pass a dict with str keys",
             type_name(obj)
         ))
-    })?;
-    dict_from_py(dict, 0).map(Context::from)
+    })
 }
 
-/// A dict's entries: straight from the table for a `dict`, through `items()` for a subclass
-/// (as `json.dumps` does), so an overridden `items()` is honored.
-fn dict_from_py(
-    dict: &Bound<'_, PyDict>,
-    depth: usize,
-) -> Result<Map<String, Value>, MarshalError> {
-    let mut map = Map::new();
+/// The error left in `slot` by a [`Json`] walk, or the serializer's own.
+fn walk_error(slot: &RefCell<Option<MarshalError>>, error: impl std::fmt::Display) -> MarshalError {
+    slot.take()
+        .unwrap_or_else(|| MarshalError::new(error.to_string()))
+}
+
+/// Converts a Python dict into a context; anything but JSON-compatible values is an error.
+pub(crate) fn context_from_py(obj: &Bound<'_, PyAny>) -> Result<Context, MarshalError> {
+    let dict = expect_dict(obj)?;
+    let error = RefCell::new(None);
+    match serde_json::value::to_value(Json::new(dict.as_any(), 0, &error)) {
+        Ok(Value::Object(map)) => Ok(Context::from(map)),
+        Ok(other) => Err(MarshalError::new(format!("a dict became {other}"))),
+        Err(e) => Err(walk_error(&error, e)),
+    }
+}
+
+/// A task's output dict as one JSON text per key, handing a plain dict of the same objects (not
+/// copies) to the next task in this process.
+pub(crate) fn output_from_py(obj: &Bound<'_, PyAny>) -> Result<Output, MarshalError> {
+    let dict = expect_dict(obj)?;
+    let objects = PyDict::new_bound(obj.py());
+    let mut values = Vec::with_capacity(dict.len());
+    let error = RefCell::new(None);
+    for_each_entry(
+        dict,
+        |e| e,
+        |key, value| {
+            let json = serde_json::value::to_raw_value(&Json::new(value, 1, &error))
+                .map_err(|e| walk_error(&error, e).at(key_segment(key), dict.as_any()))?;
+            objects
+                .set_item(key, value)
+                .map_err(|e| MarshalError::new(e.to_string()))?;
+            values.push((key.to_string(), Arc::new(SharedValue::from_json(json))));
+            Ok(())
+        },
+    )?;
+    Ok(Output {
+        values,
+        handoff: Some(Handoff::new(objects.unbind())),
+    })
+}
+
+/// Calls `f` with the text and value of each entry of `dict`: straight from the table for a
+/// `dict`, through `items()` for a subclass (as `json.dumps` does, so an overridden `items()`
+/// is honored). A key that is not a str, or whose text another key already has (str subclasses
+/// may compare unequal with equal text), is an error.
+fn for_each_entry<'py, E>(
+    dict: &Bound<'py, PyDict>,
+    fail: impl Fn(MarshalError) -> E,
+    mut f: impl FnMut(&str, &Bound<'py, PyAny>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut keys = DistinctKeys::new(dict);
     if dict.is_exact_instance_of::<PyDict>() {
         for (key, value) in dict.iter() {
-            insert_entry(&mut map, dict, &key, &value, depth)?;
+            let text = keys.check(&key).map_err(&fail)?;
+            f(&text, &value)?;
         }
-        return Ok(map);
+        return Ok(());
     }
     let class = type_name(dict);
     let items = dict
         .call_method0("items")
         .and_then(|items| items.iter())
-        .map_err(|e| MarshalError::new(format!("{class}.items() raised {e}")))?;
+        .map_err(|e| fail(MarshalError::new(format!("{class}.items() raised {e}"))))?;
     for item in items {
-        let item = item.map_err(|e| MarshalError::new(format!("{class}.items() raised {e}")))?;
+        let item =
+            item.map_err(|e| fail(MarshalError::new(format!("{class}.items() raised {e}"))))?;
         let (key, value) = item
-            .extract::<(Bound<'_, PyAny>, Bound<'_, PyAny>)>()
+            .extract::<(Bound<'py, PyAny>, Bound<'py, PyAny>)>()
             .map_err(|_| {
-                MarshalError::new(format!(
+                fail(MarshalError::new(format!(
                     "{class}.items() yielded {}, not a (key, value) pair",
                     repr(&item)
-                ))
+                )))
             })?;
-        insert_entry(&mut map, dict, &key, &value, depth)?;
+        let text = keys.check(&key).map_err(&fail)?;
+        f(&text, &value)?;
     }
-    Ok(map)
-}
-
-/// Converts one entry of `dict` into `map`; a key that is not a str, or whose text another key
-/// already has (str subclasses may compare unequal with equal text), is an error.
-fn insert_entry(
-    map: &mut Map<String, Value>,
-    dict: &Bound<'_, PyDict>,
-    key: &Bound<'_, PyAny>,
-    value: &Bound<'_, PyAny>,
-    depth: usize,
-) -> Result<(), MarshalError> {
-    let text = match key.downcast::<PyString>() {
-        Ok(k) => k
-            .to_cow()
-            .map_err(|_| {
-                MarshalError::new(format!(
-                    "key {} is not valid Unicode text (it holds a lone surrogate)",
-                    repr(key)
-                ))
-            })?
-            .into_owned(),
-        Err(_) => {
-            return Err(MarshalError::new(format!(
-                "key {} is a {}, but JSON object keys must be str",
-                repr(key),
-                type_name(key)
-            )))
-        }
-    };
-    let slot = match map.entry(text) {
-        Entry::Vacant(slot) => slot,
-        Entry::Occupied(other) => {
-            return Err(MarshalError::new(format!(
-                "two keys have the text {}; JSON object keys must be distinct (a key of a str subclass counts as its text)",
-                quoted(other.key())
-            )))
-        }
-    };
-    let converted = value_from_py(value, depth + 1)
-        .map_err(|e| e.at(key_segment(slot.key()), dict.as_any()))?;
-    slot.insert(converted);
     Ok(())
 }
 
-fn value_from_py(obj: &Bound<'_, PyAny>, depth: usize) -> Result<Value, MarshalError> {
-    if depth > MAX_DEPTH {
-        return Err(MarshalError::too_deep(obj));
-    }
-    if obj.is_none() {
-        Ok(Value::Null)
-    } else if let Ok(b) = obj.downcast::<PyBool>() {
-        Ok(Value::Bool(b.is_true()))
-    } else if obj.is_instance_of::<PyLong>() {
-        if let Ok(i) = obj.extract::<i64>() {
-            Ok(Value::from(i))
-        } else if let Ok(u) = obj.extract::<u64>() {
-            Ok(Value::from(u))
-        } else {
-            Err(MarshalError::new(format!(
-                "integer {} does not fit in 64 bits; store it as a str",
-                repr(obj)
-            )))
+/// The key texts of one dict, remembered only once two could be equal: in a `dict`, only a key
+/// of a str subclass can have another key's text.
+struct DistinctKeys<'a, 'py> {
+    dict: &'a Bound<'py, PyDict>,
+    seen: Option<HashSet<String>>,
+}
+
+impl<'a, 'py> DistinctKeys<'a, 'py> {
+    fn new(dict: &'a Bound<'py, PyDict>) -> Self {
+        let exact = dict.is_exact_instance_of::<PyDict>();
+        Self {
+            dict,
+            seen: (!exact).then(HashSet::new),
         }
-    } else if let Ok(f) = obj.downcast::<PyFloat>() {
-        Number::from_f64(f.value())
-            .map(Value::Number)
-            .ok_or_else(|| {
-                MarshalError::new(format!(
-                    "float {} is not finite; JSON has no NaN or infinity",
-                    repr(obj)
-                ))
-            })
-    } else if let Ok(s) = obj.downcast::<PyString>() {
-        s.to_cow()
-            .map(|s| Value::String(s.into_owned()))
-            .map_err(|_| {
-                MarshalError::new(
-                    "str is not valid Unicode text (it holds a lone surrogate)".to_string(),
-                )
-            })
-    } else if let Ok(list) = obj.downcast::<PyList>() {
-        list.iter()
-            .enumerate()
-            .map(|(i, item)| {
-                value_from_py(&item, depth + 1).map_err(|e| e.at(format!("[{i}]"), obj))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Value::Array)
-    } else if let Ok(dict) = obj.downcast::<PyDict>() {
-        dict_from_py(dict, depth).map(Value::Object)
-    } else {
-        Err(MarshalError::new(format!(
-            "{} is not JSON-compatible; use dict (str keys), list, str, int, float, bool or None",
-            type_name(obj)
-        )))
+    }
+
+    /// The text of `key`, which must be a str whose text no earlier key has.
+    fn check<'k>(&mut self, key: &'k Bound<'py, PyAny>) -> Result<Cow<'k, str>, MarshalError> {
+        let text = key_text(key)?;
+        if key.is_exact_instance_of::<PyString>() && self.seen.is_none() {
+            return Ok(text);
+        }
+        let dict = self.dict;
+        let seen = self.seen.get_or_insert_with(|| {
+            dict.iter()
+                .filter(|(k, _)| k.is_exact_instance_of::<PyString>())
+                .filter_map(|(k, _)| key_text(&k).ok().map(Cow::into_owned))
+                .collect()
+        });
+        let is_exact_in_dict =
+            key.is_exact_instance_of::<PyString>() && dict.is_exact_instance_of::<PyDict>();
+        if !is_exact_in_dict && !seen.insert(text.to_string()) {
+            return Err(MarshalError::new(format!(
+                "two keys have the text {}; JSON object keys must be distinct (a key of a str subclass counts as its text)",
+                quoted(&text)
+            )));
+        }
+        Ok(text)
+    }
+}
+
+/// The text of a dict key, which must be a str.
+fn key_text<'k>(key: &'k Bound<'_, PyAny>) -> Result<Cow<'k, str>, MarshalError> {
+    match key.downcast::<PyString>() {
+        Ok(k) => k.to_cow().map_err(|_| {
+            MarshalError::new(format!(
+                "key {} is not valid Unicode text (it holds a lone surrogate)",
+                repr(key)
+            ))
+        }),
+        Err(_) => Err(MarshalError::new(format!(
+            "key {} is a {}, but JSON object keys must be str",
+            repr(key),
+            type_name(key)
+        ))),
+    }
+}
+
+/// A Python object serialized as JSON (to text or to a [`Value`]), checked on the way: the
+/// first value that is not JSON stops it, and its error, with its path, is left in `error`.
+struct Json<'a, 'py> {
+    obj: &'a Bound<'py, PyAny>,
+    depth: usize,
+    error: &'a RefCell<Option<MarshalError>>,
+}
+
+impl<'a, 'py> Json<'a, 'py> {
+    fn new(
+        obj: &'a Bound<'py, PyAny>,
+        depth: usize,
+        error: &'a RefCell<Option<MarshalError>>,
+    ) -> Self {
+        Self { obj, depth, error }
+    }
+
+    fn child<'b>(&'b self, obj: &'b Bound<'py, PyAny>) -> Json<'b, 'py> {
+        Json::new(obj, self.depth + 1, self.error)
+    }
+
+    /// Leaves `problem` for the caller and stops the serializer.
+    fn fail<E: ser::Error>(&self, problem: MarshalError) -> E {
+        *self.error.borrow_mut() = Some(problem);
+        E::custom("not JSON")
+    }
+
+    /// Adds `segment` (inside this object) to the path of a nested value's error.
+    fn locate<T, E>(&self, result: Result<T, E>, segment: impl FnOnce() -> String) -> Result<T, E> {
+        if result.is_err() {
+            let mut slot = self.error.borrow_mut();
+            if let Some(error) = slot.take() {
+                *slot = Some(error.at(segment(), self.obj));
+            }
+        }
+        result
+    }
+
+    fn text<S: Serializer>(
+        &self,
+        s: &Bound<'py, PyString>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match s.to_cow() {
+            Ok(text) => serializer.serialize_str(&text),
+            Err(_) => Err(self.fail(MarshalError::new(
+                "str is not valid Unicode text (it holds a lone surrogate)".to_string(),
+            ))),
+        }
+    }
+
+    fn int<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if let Ok(i) = self.obj.extract::<i64>() {
+            serializer.serialize_i64(i)
+        } else if let Ok(u) = self.obj.extract::<u64>() {
+            serializer.serialize_u64(u)
+        } else {
+            Err(self.fail(MarshalError::new(format!(
+                "integer {} does not fit in 64 bits; store it as a str",
+                repr(self.obj)
+            ))))
+        }
+    }
+
+    fn float<S: Serializer>(
+        &self,
+        f: &Bound<'py, PyFloat>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let value = f.value();
+        if value.is_finite() {
+            serializer.serialize_f64(value)
+        } else {
+            Err(self.fail(MarshalError::new(format!(
+                "float {} is not finite; JSON has no NaN or infinity",
+                repr(self.obj)
+            ))))
+        }
+    }
+
+    fn list<S: Serializer>(
+        &self,
+        list: &Bound<'py, PyList>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(list.len()))?;
+        for (i, item) in list.iter().enumerate() {
+            let done = seq.serialize_element(&self.child(&item));
+            self.locate(done, || format!("[{i}]"))?;
+        }
+        seq.end()
+    }
+
+    fn dict<S: Serializer>(
+        &self,
+        dict: &Bound<'py, PyDict>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(dict.len()))?;
+        for_each_entry(
+            dict,
+            |problem| self.fail(problem),
+            |key, value| {
+                map.serialize_key(key)?;
+                let done = map.serialize_value(&self.child(value));
+                self.locate(done, || key_segment(key))
+            },
+        )?;
+        map.end()
+    }
+}
+
+impl Serialize for Json<'_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let obj = self.obj;
+        if self.depth > MAX_DEPTH {
+            return Err(self.fail(MarshalError::too_deep(obj)));
+        }
+        // Exact built-in types first: they are nearly every value.
+        if let Ok(s) = obj.downcast_exact::<PyString>() {
+            self.text(s, serializer)
+        } else if obj.is_exact_instance_of::<PyLong>() {
+            self.int(serializer)
+        } else if let Ok(f) = obj.downcast_exact::<PyFloat>() {
+            self.float(f, serializer)
+        } else if let Ok(d) = obj.downcast_exact::<PyDict>() {
+            self.dict(d, serializer)
+        } else if let Ok(l) = obj.downcast_exact::<PyList>() {
+            self.list(l, serializer)
+        } else if obj.is_none() {
+            serializer.serialize_unit()
+        } else if let Ok(b) = obj.downcast::<PyBool>() {
+            serializer.serialize_bool(b.is_true())
+        } else if obj.is_instance_of::<PyLong>() {
+            self.int(serializer)
+        } else if let Ok(f) = obj.downcast::<PyFloat>() {
+            self.float(f, serializer)
+        } else if let Ok(s) = obj.downcast::<PyString>() {
+            self.text(s, serializer)
+        } else if let Ok(l) = obj.downcast::<PyList>() {
+            self.list(l, serializer)
+        } else if let Ok(d) = obj.downcast::<PyDict>() {
+            self.dict(d, serializer)
+        } else {
+            Err(self.fail(MarshalError::new(format!(
+                "{} is not JSON-compatible; use dict (str keys), list, str, int, float, bool or None",
+                type_name(obj)
+            ))))
+        }
     }
 }
 
@@ -271,14 +440,31 @@ pub(crate) fn context_to_py<'py>(
     Ok(object.into_bound(py).downcast_into::<PyDict>()?)
 }
 
-/// A task's input as a new dict, converted from the shared values without copying them first.
+/// A task's input as a new dict: each value is the object an upstream task of this process
+/// handed over when it is the first to take it, else converted from the shared value.
 pub(crate) fn input_to_py<'py>(
     py: Python<'py>,
     input: &SharedInput,
 ) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new_bound(py);
-    for (key, value) in input.iter() {
-        dict.set_item(key, pythonize::pythonize(py, value)?)?;
+    let mut taken: HashMap<usize, Option<Py<PyDict>>> = HashMap::new();
+    for InputValue {
+        key,
+        value,
+        handoff,
+    } in input.values()
+    {
+        let handed = handoff.as_ref().and_then(|handoff| {
+            taken
+                .entry(handoff.id())
+                .or_insert_with(|| handoff.take::<Py<PyDict>>())
+                .as_ref()
+                .and_then(|objects| objects.bind(py).get_item(key).ok().flatten())
+        });
+        match handed {
+            Some(object) => dict.set_item(key, object)?,
+            None => dict.set_item(key, pythonize::pythonize(py, value.value())?)?,
+        }
     }
     Ok(dict)
 }

@@ -12,13 +12,13 @@ use pyo3_asyncio_0_21::TaskLocals;
 
 use super::bridge::{call_in_scope, run_on_loop, with_python, Scope};
 use super::errors::skip_task_type;
-use super::marshal::{context_from_py, input_to_py, type_name};
+use super::marshal::{input_to_py, output_from_py, type_name};
 use super::registry::{registry, TaskDefinition};
 use super::threads;
-use crate::context::{Context, SharedInput};
+use crate::context::{Context, Output, SharedInput};
 use crate::executor::{CurrentAttempt, TaskRegistry};
 use crate::policy::TaskOptions;
-use crate::task::{Task, TaskError, TaskErrorKind, TaskFuture};
+use crate::task::{OutputFuture, Task, TaskError, TaskErrorKind, TaskFuture};
 
 /// The event loop an executor's async tasks run on, and whether it is shutting down or closed.
 #[derive(Clone)]
@@ -150,10 +150,19 @@ impl Task for PythonTask {
     }
 
     fn execute(&self, context: Context) -> TaskFuture {
-        self.execute_shared(context.into())
+        let running = self.execute_shared(context.into());
+        Box::pin(async move {
+            running.await.map(|output| {
+                output
+                    .values
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.value().clone()))
+                    .collect()
+            })
+        })
     }
 
-    fn execute_shared(&self, context: SharedInput) -> TaskFuture {
+    fn execute_shared(&self, context: SharedInput) -> OutputFuture {
         let definition = self.definition.clone();
         let current = CurrentAttempt::get();
         if !definition.is_async {
@@ -290,7 +299,7 @@ fn run_sync(
     definition: &TaskDefinition,
     context: &SharedInput,
     current: Option<CurrentAttempt>,
-) -> Result<Context, TaskError> {
+) -> Result<Output, TaskError> {
     let dict = input_to_py(py, context).map_err(|e| python_error(py, definition, &e))?;
     let returned = current
         .map(|current| scope(py, current))
@@ -308,12 +317,13 @@ fn run_sync(
 }
 
 /// What a task's return value means: a dict is its output; None keeps the (mutated) input dict.
+/// The output's objects are handed, not copied, to the next task of this process that reads them.
 fn task_output(
     py: Python<'_>,
     definition: &TaskDefinition,
     returned: PyResult<PyObject>,
     input: &Bound<'_, PyDict>,
-) -> Result<Context, TaskError> {
+) -> Result<Output, TaskError> {
     let task_id = &definition.id;
     let returned = returned
         .map_err(|e| python_error(py, definition, &e))?
@@ -329,7 +339,7 @@ fn task_output(
         );
         return Err(python_error(py, definition, &PyTypeError::new_err(message)));
     };
-    context_from_py(&output).map_err(|e| {
+    output_from_py(&output).map_err(|e| {
         let message = format!(
             "task '{task_id}' produced a context that is not JSON: {}",
             e.describe("context")
