@@ -71,6 +71,7 @@ async def test_siblings_mutating_the_same_input_do_not_see_each_other(executor, 
     assert [final[f"{name}_len"] for name in ("b1", "b2", "b3")] == [3, 3, 3]
     stored = await executor.get_execution(result["execution_id"])
     assert stored["final_context"] == final
+    assert list(final) == list(stored["final_context"]) == sorted(final)
 
 
 async def test_in_place_changes_to_a_value_a_task_does_not_return_stay_out_of_the_record(

@@ -15,7 +15,7 @@ pub mod workflow;
 #[cfg(feature = "python")]
 pub mod python;
 
-pub use context::{Context, Handoff, InputValue, Output, SharedInput, SharedValue};
+pub use context::{Context, Handoff, InputValue, Output, SharedInput, SharedValue, StoredContext};
 pub use database::queries::ExecutionFilter;
 pub use database::url::{BackendKind, DatabaseUrl};
 pub use database::PoolOptions;

@@ -336,7 +336,7 @@ fn to_claims(rows: Vec<ClaimedRow>, started_at: DateTime<Utc>) -> Result<Vec<Cla
 #[cfg(feature = "sqlite")]
 fn sqlite_claim<'a>(
     conn: &mut diesel::SqliteConnection,
-    write_turn: impl FnOnce() -> std::sync::MutexGuard<'a, ()>,
+    write_turn: impl FnOnce() -> super::WriteTurn<'a>,
     worker: &str,
     task_ids: &[String],
     limit: usize,

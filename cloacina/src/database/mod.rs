@@ -5,6 +5,8 @@
 //! transaction steps (`store.rs`) for each connection type. Only connection set-up, migration
 //! locking, claiming (`claims.rs`) and signalling (`signals.rs`) differ per backend.
 
+#[cfg(feature = "sqlite")]
+mod checkpoint;
 pub mod claims;
 pub mod control;
 pub mod leases;
@@ -72,6 +74,8 @@ pub(crate) struct SqlitePool {
     writer: std::sync::Arc<std::sync::Mutex<()>>,
     /// The database file and its identity when opened; None in memory.
     file: Option<Arc<(std::path::PathBuf, FileIdentity)>>,
+    /// Copies the write-ahead log into the file after writes; None in memory.
+    checkpointer: Option<Arc<checkpoint::Checkpointer>>,
 }
 
 /// A file's device and inode: open connections keep writing to these even after the path is
@@ -99,6 +103,7 @@ impl SqlitePool {
     fn new(
         pool: diesel::r2d2::Pool<ConnectionManager<SqliteConnection>>,
         file: Option<&std::path::Path>,
+        checkpointer: Option<checkpoint::Checkpointer>,
     ) -> Result<Self> {
         let file = match file {
             Some(path) => {
@@ -115,6 +120,7 @@ impl SqlitePool {
             pool,
             writer: std::sync::Arc::default(),
             file,
+            checkpointer: checkpointer.map(Arc::new),
         })
     }
 
@@ -134,8 +140,27 @@ impl SqlitePool {
     }
 
     /// Holds this process's turn to write until dropped.
-    pub(crate) fn write_turn(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    pub(crate) fn write_turn(&self) -> WriteTurn<'_> {
+        WriteTurn {
+            _turn: self.writer.lock().unwrap_or_else(|p| p.into_inner()),
+            checkpointer: self.checkpointer.as_deref(),
+        }
+    }
+}
+
+/// This process's turn to write to a SQLite file; once it ends, the log is checkpointed.
+#[cfg(feature = "sqlite")]
+pub(crate) struct WriteTurn<'a> {
+    _turn: std::sync::MutexGuard<'a, ()>,
+    checkpointer: Option<&'a checkpoint::Checkpointer>,
+}
+
+#[cfg(feature = "sqlite")]
+impl Drop for WriteTurn<'_> {
+    fn drop(&mut self) {
+        if let Some(checkpointer) = self.checkpointer {
+            checkpointer.wrote();
+        }
     }
 }
 
@@ -288,6 +313,7 @@ fn migration_error(err: Box<dyn std::error::Error + Send + Sync>) -> Error {
 
 #[cfg(feature = "sqlite")]
 mod sqlite {
+    use super::checkpoint::Checkpointer;
     use super::*;
     use std::path::Path;
 
@@ -295,13 +321,21 @@ mod sqlite {
     /// How long SQLite waits on another writer's lock before failing.
     const SQLITE_BUSY_TIMEOUT_MS: u32 = 10_000;
 
-    /// Settings every SQLite connection gets: WAL for concurrent readers, a busy timeout for writers.
+    /// Settings every SQLite connection gets: WAL for concurrent readers, a busy timeout for
+    /// writers; with `own_checkpoints`, no checkpoints inside commits (a [`Checkpointer`] runs them).
     #[derive(Debug)]
-    struct Pragmas;
+    struct Pragmas {
+        own_checkpoints: bool,
+    }
 
     impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Pragmas {
         fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
-            apply_pragmas(conn).map_err(diesel::r2d2::Error::QueryError)
+            apply_pragmas(conn).map_err(diesel::r2d2::Error::QueryError)?;
+            if self.own_checkpoints {
+                conn.batch_execute("PRAGMA wal_autocheckpoint = 0;")
+                    .map_err(diesel::r2d2::Error::QueryError)?;
+            }
+            Ok(())
         }
     }
 
@@ -348,16 +382,24 @@ mod sqlite {
             apply_pragmas(&mut conn).map_err(|e| open_error(&e))?;
             migrate(&mut conn)?;
         }
+        let checkpointer = Checkpointer::start(path);
+        let pragmas = Pragmas {
+            own_checkpoints: checkpointer.is_some(),
+        };
         let pool = diesel::r2d2::Pool::builder()
             .max_size(options.max_size.unwrap_or(DEFAULT_SQLITE_POOL_SIZE))
             .min_idle(Some(1))
             .connection_timeout(Duration::from_secs(30))
             // A connection to a local file does not go stale; skip the `SELECT 1` per checkout.
             .test_on_check_out(false)
-            .connection_customizer(Box::new(Pragmas))
+            .connection_customizer(Box::new(pragmas))
             .build(ConnectionManager::new(location.clone()))
             .map_err(|e| open_error(&e))?;
-        Ok(Pool::Sqlite(SqlitePool::new(pool, Some(path))?))
+        Ok(Pool::Sqlite(SqlitePool::new(
+            pool,
+            Some(path),
+            checkpointer,
+        )?))
     }
 
     /// One connection, kept for the pool's lifetime: every connection to `:memory:` is a new database.
@@ -369,13 +411,15 @@ mod sqlite {
             .max_lifetime(None)
             .connection_timeout(Duration::from_secs(60))
             .test_on_check_out(false)
-            .connection_customizer(Box::new(Pragmas))
+            .connection_customizer(Box::new(Pragmas {
+                own_checkpoints: false,
+            }))
             .build(ConnectionManager::new(":memory:"))
             .map_err(|e| {
                 Error::Database(format!("could not open in-memory SQLite database: {e}"))
             })?;
         migrate(&mut *pool.get()?)?;
-        Ok(Pool::Sqlite(SqlitePool::new(pool, None)?))
+        Ok(Pool::Sqlite(SqlitePool::new(pool, None, None)?))
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use super::schema::{task_attempts, task_executions, workflow_executions};
 use super::{with_connection, Database};
-use crate::context::Context;
+use crate::context::{Context, StoredContext};
 use crate::error::{Error, Result};
 use crate::model::{
     AttemptRecord, ExecutionPlan, ExecutionResult, ExecutionStatus, TaskResult, TaskStatus,
@@ -251,11 +251,10 @@ fn execution_from_row(row: ExecutionRow, task_results: Vec<TaskResult>) -> Resul
         execution_id: Uuid::parse_str(&row.id).map_err(|_| corrupt("execution id", &row.id))?,
         status: ExecutionStatus::parse(&row.status)
             .ok_or_else(|| corrupt("execution status", &row.status))?,
-        input_context: Context::from_json(&row.input_context)?,
+        input_context: StoredContext::from_json(row.input_context)?,
         final_context: row
             .final_context
-            .as_deref()
-            .map(Context::from_json)
+            .map(StoredContext::from_json)
             .transpose()?,
         workflow_name: row.workflow_name,
         workflow_version: row.workflow_version,

@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::context::{object_json, Context, Handoff, InputValue, Output, SharedInput, SharedValue};
+use crate::context::{
+    object_json, Context, Handoff, InputValue, Output, SharedInput, SharedValue, StoredContext,
+};
 use crate::database::store::ContextSource;
 use crate::spawn::drop_later;
 
@@ -64,17 +66,19 @@ impl Lineage {
         merged
     }
 
-    /// The current values, shared rather than copied.
+    /// The current values, shared rather than copied, keys sorted as in a [`Context`].
     pub(crate) fn to_shared(&self) -> SharedInput {
-        self.0
+        let mut values: Vec<InputValue> = self
+            .0
             .iter()
             .map(|(key, written)| InputValue {
                 key: key.clone(),
                 value: written.value.clone(),
                 handoff: written.handoff.clone(),
             })
-            .collect::<Vec<_>>()
-            .into()
+            .collect();
+        values.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        values.into()
     }
 
     /// The current values as a JSON object, keys sorted as in a [`Context`], from their texts.
@@ -88,6 +92,8 @@ impl Lineage {
 pub(crate) struct FinalContext {
     lineage: Lineage,
     held: Vec<bool>,
+    /// The JSON stored when the execution ended.
+    built: Option<String>,
 }
 
 impl FinalContext {
@@ -96,13 +102,21 @@ impl FinalContext {
         Self {
             lineage: input.clone(),
             held: vec![false; len],
+            built: None,
         }
     }
 
     /// Takes in the output of the task at `position`.
     pub(crate) fn absorb(&mut self, position: usize, output: &Output) {
-        self.lineage.absorb(position as i64, output, false);
+        self.lineage.absorb(position as i64, output, true);
         self.held[position] = true;
+    }
+
+    /// The final context stored when the execution ended, with the values and handoffs it was
+    /// built from; None before.
+    pub(crate) fn finished(&mut self) -> Option<StoredContext> {
+        let json = self.built.take()?;
+        Some(StoredContext::built(json, self.lineage.to_shared()))
     }
 }
 
@@ -115,7 +129,9 @@ impl ContextSource for FinalContext {
         for (position, output) in loaded {
             self.absorb(position, &Output::from(output));
         }
-        self.lineage.to_json()
+        let json = self.lineage.to_json();
+        self.built = Some(json.clone());
+        json
     }
 }
 

@@ -2,6 +2,7 @@
 //! is submit-only — works as one of the database's workers.
 
 mod attempt;
+mod finals;
 mod lineage;
 mod registry;
 mod scheduler;
@@ -254,6 +255,11 @@ impl UnifiedExecutor {
         let db = &self.inner.db;
         let mut done = db.signals().subscribe(Signal::Done);
         let mut lifecycle = self.inner.lifecycle.subscribe();
+        let expected = self
+            .inner
+            .worker
+            .as_ref()
+            .map(|w| w.finals.expect(execution));
         loop {
             done.borrow_and_update();
             let shut_down = *lifecycle.borrow_and_update() == Lifecycle::ShutDown;
@@ -261,10 +267,14 @@ impl UnifiedExecutor {
                 None => return Err(not_found(execution)),
                 Some(status) if status.is_terminal() => {
                     self.submitted().remove(&execution);
-                    return db
+                    let mut result = db
                         .get_execution(execution)
                         .await?
-                        .ok_or_else(|| not_found(execution));
+                        .ok_or_else(|| not_found(execution))?;
+                    if let Some(context) = expected.as_ref().and_then(|e| e.context()) {
+                        result.final_context = Some(context);
+                    }
+                    return Ok(result);
                 }
                 Some(_) => {
                     if let Some(error) = self.stalled_since(execution, began) {
@@ -403,7 +413,7 @@ fn new_record(workflow: &Workflow, input: Context, execution_id: Uuid) -> Execut
         workflow_name: workflow.name().to_string(),
         workflow_version: workflow.version().to_string(),
         status: ExecutionStatus::Pending,
-        input_context: input,
+        input_context: input.into(),
         final_context: None,
         error: None,
         reason: None,

@@ -326,6 +326,14 @@ impl Scheduler {
             signals.raise(Signal::Ready);
         }
         if committed.finished.is_some() {
+            let finished = self
+                .final_context
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .finished();
+            if let Some(context) = finished {
+                self.worker.finals.deposit(self.execution, context);
+            }
             signals.raise(Signal::Done);
         }
         for claim in committed.claimed {

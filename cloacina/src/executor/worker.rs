@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use super::finals::Finals;
 use super::registry::TaskRegistry;
 use super::scheduler::{self, Claimed, Preloaded};
 use crate::database::claims::{Claim, ClaimRequest, Registered};
@@ -64,6 +65,8 @@ pub(crate) struct Worker {
     pub permits: Arc<Semaphore>,
     pub registry: Arc<dyn TaskRegistry>,
     pub lease: Duration,
+    /// Final contexts of executions ended here, for this process's `wait` calls.
+    pub finals: Arc<Finals>,
     sessions: Mutex<HashMap<Uuid, Session>>,
     /// Executions whose results this worker cannot store right now: the database's error and
     /// when it last failed.
@@ -93,6 +96,7 @@ impl Worker {
             permits,
             registry,
             lease,
+            finals: Arc::default(),
             sessions: Mutex::default(),
             stalled: Mutex::default(),
             last_beat: Mutex::default(),

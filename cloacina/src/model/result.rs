@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::context::Context;
+use crate::context::StoredContext;
 
 macro_rules! status_enum {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident),+ $(,)? }) => {
@@ -165,9 +165,9 @@ pub struct ExecutionResult {
     /// Final (or current) status.
     pub status: ExecutionStatus,
     /// The context the execution started with.
-    pub input_context: Context,
+    pub input_context: StoredContext,
     /// Input merged with every task's output; `None` while running.
-    pub final_context: Option<Context>,
+    pub final_context: Option<StoredContext>,
     /// Why the execution failed.
     pub error: Option<String>,
     /// Why an unfinished execution is waiting, e.g. no live worker has its ready tasks.

@@ -10,6 +10,7 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyList, PyLong, PyString};
 use serde::ser::{self, Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::Value;
 
+use super::json_text::json_to_py;
 use crate::context::{Context, Handoff, InputValue, Output, SharedInput, SharedValue};
 
 /// Deepest nesting accepted; stored contexts must parse back within serde_json's recursion limit.
@@ -431,18 +432,9 @@ impl Serialize for Json<'_, '_> {
     }
 }
 
-/// Converts a context into a new Python dict.
-pub(crate) fn context_to_py<'py>(
-    py: Python<'py>,
-    context: &Context,
-) -> PyResult<Bound<'py, PyDict>> {
-    let object = pythonize::pythonize(py, context.as_map())?;
-    Ok(object.into_bound(py).downcast_into::<PyDict>()?)
-}
-
-/// A task's input as a new dict: each value is the object an upstream task of this process
+/// A context's values as a new dict: each value is the object a task of this process
 /// handed over when it is the first to take it, else converted from the shared value.
-pub(crate) fn input_to_py<'py>(
+pub(crate) fn values_to_py<'py>(
     py: Python<'py>,
     input: &SharedInput,
 ) -> PyResult<Bound<'py, PyDict>> {
@@ -463,7 +455,7 @@ pub(crate) fn input_to_py<'py>(
         });
         match handed {
             Some(object) => dict.set_item(key, object)?,
-            None => dict.set_item(key, pythonize::pythonize(py, value.value())?)?,
+            None => dict.set_item(key, json_to_py(py, value.json())?)?,
         }
     }
     Ok(dict)

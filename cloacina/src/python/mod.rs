@@ -5,6 +5,7 @@ mod bridge;
 mod decorator;
 mod errors;
 mod executor;
+mod json_text;
 mod marshal;
 mod options;
 mod registry;

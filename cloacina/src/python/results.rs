@@ -4,7 +4,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use super::marshal::context_to_py;
+use super::json_text::json_to_py;
+use super::marshal::values_to_py;
 use crate::model::{ExecutionResult, TaskResult};
 
 fn iso(time: Option<DateTime<Utc>>) -> Option<String> {
@@ -29,11 +30,15 @@ pub(crate) fn execution_to_py(py: Python<'_>, execution: &ExecutionResult) -> Py
     dict.set_item("status", execution.status.as_str())?;
     dict.set_item(
         "input_context",
-        context_to_py(py, &execution.input_context)?,
+        json_to_py(py, execution.input_context.json())?,
     )?;
     let final_context = match &execution.final_context {
-        Some(context) => context_to_py(py, context)?.into_any(),
-        None => py.None().into_bound(py),
+        // Built by this process: its values, and the objects no task has taken, without decoding.
+        Some(context) => match context.values() {
+            Some(values) => values_to_py(py, values)?.into_any().unbind(),
+            None => json_to_py(py, context.json())?,
+        },
+        None => py.None(),
     };
     dict.set_item("final_context", final_context)?;
     dict.set_item("error", &execution.error)?;

@@ -12,7 +12,7 @@ use pyo3_asyncio_0_21::TaskLocals;
 
 use super::bridge::{call_in_scope, run_on_loop, with_python, Scope};
 use super::errors::skip_task_type;
-use super::marshal::{input_to_py, output_from_py, type_name};
+use super::marshal::{output_from_py, type_name, values_to_py};
 use super::registry::{registry, TaskDefinition};
 use super::threads;
 use crate::context::{Context, Output, SharedInput};
@@ -195,7 +195,7 @@ impl Task for PythonTask {
                     &loop_for_call,
                     scope,
                     move |py| {
-                        let dict = input_to_py(py, &context)?;
+                        let dict = values_to_py(py, &context)?;
                         *kept.lock().unwrap_or_else(|p| p.into_inner()) =
                             Some(dict.clone().unbind());
                         start_def.function.call1(py, (dict,))
@@ -300,7 +300,7 @@ fn run_sync(
     context: &SharedInput,
     current: Option<CurrentAttempt>,
 ) -> Result<Output, TaskError> {
-    let dict = input_to_py(py, context).map_err(|e| python_error(py, definition, &e))?;
+    let dict = values_to_py(py, context).map_err(|e| python_error(py, definition, &e))?;
     let returned = current
         .map(|current| scope(py, current))
         .transpose()
