@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import scenarios  # noqa: E402  (next to this file)
 
 
 @dataclass
@@ -86,9 +89,6 @@ def measure_startup(module: str, url_for_run, repeat: int) -> Measurement:
 
 
 async def child_main(module: str, url: str, scenario: str, kind: str, size: int, repeat: int) -> None:
-    sys.path.insert(0, str(HERE))
-    import scenarios
-
     cl = __import__(module)
     is_async = kind == "async"
     if scenario == "S1":
@@ -98,8 +98,9 @@ async def child_main(module: str, url: str, scenario: str, kind: str, size: int,
         workflow, check = scenarios.fan(cl, size, is_async)
         label, tasks = f"S2 fan-out {size}", size + 2
     else:
-        workflow, check = scenarios.payload(cl, is_async)
-        label, tasks = "S3 1.1 MB chain", 10
+        workflow, check = scenarios.payload(cl, is_async, size)
+        megabytes = len(json.dumps({"rows": scenarios.rows_of(size)})) / 1e6
+        label, tasks = f"S3 {megabytes:.1f} MB chain", 10
     executor = cl.UnifiedExecutor(max_concurrency=os.cpu_count() * 4 if os.cpu_count() else 8)
     await executor.initialize(url)
     check(await executor.execute(workflow))  # warm-up
@@ -136,9 +137,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             return str(Path(args.url) / f"{name}.db")
         return args.url
 
-    plan = [("S1", 100), ("S2", 200), ("S3", 10)]
+    plan = [("S1", 100), ("S2", 200), ("S3", scenarios.ROWS)]
     if not args.quick:
-        plan += [("S1", 1_000), ("S1", 10_000), ("S2", 10_000)]
+        plan += [("S1", 1_000), ("S1", 10_000), ("S2", 10_000), ("S3", 10 * scenarios.ROWS)]
     rows: List[List[str]] = []
     results: Dict[str, Measurement] = {}
     for scenario, size in plan:
@@ -151,6 +152,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     s4 = measure_startup(module, lambda i: url(f"S4_{i}_{next(counter)}"), args.repeat)
     rows.append(s4.row())
     print_table(f"Cloacina benchmarks on {args.backend} ({args.repeat} runs each, after one warm-up)", rows)
+    payload_mb = scenarios.deep_size({"rows": scenarios.rows_of(scenarios.ROWS)}) / 2**20
+    for kind in ("async", "sync"):
+        above = results[f"S3-{scenarios.ROWS}-{kind}"].peak_rss_mb - s4.peak_rss_mb
+        print(
+            f"S3 {kind}: peak RSS {above:.0f} MB above S4's, {above / payload_mb:.1f}x the payload's "
+            f"{payload_mb:.1f} MB in memory (target <= 2.5x)"
+        )
     if not args.quick:
         print("\ngrowth (median per-task cost relative to the small run; target <= 1.5x):")
         for kind in ("async", "sync"):
@@ -164,6 +172,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             small, large = results[f"S2-200-{kind}"], results[f"S2-10000-{kind}"]
             per_task_kb = (large.peak_rss_mb - small.peak_rss_mb) * 1024 / (10_000 - 200)
             print(f"  S2 memory per task in flight ({kind}): {per_task_kb:.1f} KB")
+            base3 = statistics.median(results[f"S3-{scenarios.ROWS}-{kind}"].walls)
+            big3 = statistics.median(results[f"S3-{10 * scenarios.ROWS}-{kind}"].walls)
+            print(f"  S3 10x payload {kind:<5}  {big3 / base3:.2f}x the time (linear: 10x)")
     return 0
 
 

@@ -3,14 +3,15 @@
 S1  chain ``t0 -> t1 -> ... -> t{n-1}``; each task sets ``v = v + 1`` (t0 sets 0); check ``v == n - 1``.
 S2  ``root`` sets ``seed=1``; ``f0..f{n-1}`` depend on root and set ``f{i} = i * seed``; ``join``
     depends on all and sets ``total``; check ``total == sum(range(n))``.
-S3  ``p0`` sets a 20,000-row payload (1.1 MB of JSON); ``p1..p9`` check the rows, add ``k{i}`` and
-    write it back.
+S3  ``p0`` sets a 20,000-row payload (1.1 MB of JSON; ``rows`` scales it); ``p1..p9`` check the
+    rows, add ``k{i}`` and write it back.
 S4  a fresh process imports, initializes, runs a 1-task workflow and exits (see ``s4_child.py``).
 """
 
 from __future__ import annotations
 
 import itertools
+import sys
 from types import ModuleType
 from typing import Any, Callable, Dict, List, Tuple
 
@@ -76,23 +77,39 @@ def fan(cl: ModuleType, n: int, is_async: bool) -> Tuple[Any, Callable[[Dict[str
 ROWS = 20_000
 
 
-def payload(cl: ModuleType, is_async: bool) -> Tuple[Any, Callable[[Dict[str, Any]], None]]:
-    """S3: a 10-task chain carrying a 1.1 MB JSON value."""
+def rows_of(count: int) -> List[Dict[str, Any]]:
+    """The S3 payload's rows."""
+    return [{"id": i, "name": f"item-{i}", "value": i * 0.5} for i in range(count)]
+
+
+def deep_size(value: Any) -> int:
+    """Bytes a JSON-like Python value holds, counting every object once."""
+    seen: set = set()
+    stack = [value]
+    total = 0
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        total += sys.getsizeof(item)
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return total
+
+
+def payload(cl: ModuleType, is_async: bool, rows: int = ROWS) -> Tuple[Any, Callable[[Dict[str, Any]], None]]:
+    """S3: a 10-task chain carrying a JSON value of ``rows`` rows (1.1 MB for 20,000)."""
     prefix = f"s3_{next(_serial)}_"
-    ids = [
-        _register(
-            cl,
-            f"{prefix}p0",
-            lambda ctx: {"payload": {"rows": [{"id": i, "name": f"item-{i}", "value": i * 0.5} for i in range(ROWS)]}},
-            is_async,
-            [],
-        )
-    ]
+    ids = [_register(cl, f"{prefix}p0", lambda ctx: {"payload": {"rows": rows_of(rows)}}, is_async, [])]
 
     def step(i: int) -> Callable[[Context], Any]:
         def body(ctx: Context) -> Any:
             data = ctx["payload"]
-            assert len(data["rows"]) == ROWS
+            assert len(data["rows"]) == rows
             data[f"k{i}"] = i
             return {"payload": data}
 
@@ -105,6 +122,6 @@ def payload(cl: ModuleType, is_async: bool) -> Tuple[Any, Callable[[Dict[str, An
     def check(result: Dict[str, Any]) -> None:
         assert result["status"] == "Completed", result["error"]
         data = result["final_context"]["payload"]
-        assert len(data["rows"]) == ROWS and all(f"k{i}" in data for i in range(1, 10))
+        assert len(data["rows"]) == rows and all(f"k{i}" in data for i in range(1, 10))
 
     return workflow, check

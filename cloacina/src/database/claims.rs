@@ -11,6 +11,8 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use uuid::Uuid;
 
+#[cfg(feature = "sqlite")]
+use super::literal::Pending;
 use super::queries::AttemptRow;
 use super::schema::task_executions;
 use super::signals::Signal;
@@ -350,7 +352,7 @@ fn sqlite_claim<'a>(
         any |= diesel::select(diesel::dsl::exists(
             task_executions::table
                 .filter(task_executions::queue.eq(DEFAULT_QUEUE))
-                .filter(task_executions::status.eq(TaskStatus::Pending.as_str()))
+                .filter(task_executions::status.eq(Pending))
                 .filter(task_executions::ready_at.is_not_null())
                 .filter(task_executions::task_id.eq_any(chunk)),
         ))
@@ -372,7 +374,7 @@ fn sqlite_claim<'a>(
             }
             let found: Vec<(String, String, i32, i32)> = task_executions::table
                 .filter(task_executions::queue.eq(DEFAULT_QUEUE))
-                .filter(task_executions::status.eq(TaskStatus::Pending.as_str()))
+                .filter(task_executions::status.eq(Pending))
                 .filter(task_executions::ready_at.is_not_null())
                 .filter(task_executions::task_id.eq_any(chunk))
                 .order(task_executions::ready_at)

@@ -235,7 +235,7 @@ impl Database {
                 let plan: Option<String> = workflow_executions::table
                     .find(&id)
                     .select(workflow_executions::plan)
-                    .first(conn)?;
+                    .get_result(conn)?;
                 let plan = ExecutionPlan::from_json(&plan.ok_or_else(|| {
                     Error::InvalidState(format!(
                         "execution {execution} was recorded by a version of cloacina that did not store its plan; it cannot be resumed"
@@ -355,7 +355,7 @@ macro_rules! impl_lifecycle_steps {
                 let id: Option<String> = workflow_executions::table
                     .filter(workflow_executions::idempotency_key.eq(key))
                     .select(workflow_executions::id)
-                    .first(self)
+                    .get_result(self)
                     .optional()?;
                 Ok(id.and_then(|id| Uuid::parse_str(&id).ok()))
             }
@@ -389,7 +389,7 @@ macro_rules! impl_lifecycle_steps {
                 let input: String = workflow_executions::table
                     .find(id)
                     .select(workflow_executions::input_context)
-                    .first(self)?;
+                    .get_result(self)?;
                 let mut stored = StoredOutputs(Context::from_json(&input)?);
                 self.finish_if_done(id, locked, &mut stored, now)
             }

@@ -10,6 +10,7 @@ mod checkpoint;
 pub mod claims;
 pub mod control;
 pub mod leases;
+mod literal;
 pub mod queries;
 pub mod schema;
 pub mod secrets;

@@ -343,7 +343,7 @@ impl Database {
                             workflow_executions::input_context,
                             workflow_executions::cancel_reason,
                         ))
-                        .first(conn)
+                        .get_result(conn)
                         .optional()?;
                 let Some((Some(plan), input, cancel_reason)) = row else {
                     return Ok(None);
@@ -398,7 +398,7 @@ impl Database {
                 let status: Option<String> = workflow_executions::table
                     .find(&id)
                     .select(workflow_executions::status)
-                    .first(conn)
+                    .get_result(conn)
                     .optional()?;
                 status
                     .map(|s| {

@@ -68,6 +68,16 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// SQLite only: counters other processes poll to learn of new work (PostgreSQL notifies).
+    signals (id) {
+        id -> Integer,
+        ready -> BigInt,
+        done -> BigInt,
+        cancelled -> BigInt,
+    }
+}
+
 diesel::joinable!(task_executions -> workflow_executions (execution_id));
 diesel::allow_tables_to_appear_in_same_query!(
     workflow_executions,

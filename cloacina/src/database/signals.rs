@@ -175,19 +175,9 @@ fn raise_changed(weak: &Weak<Signals>, last: &mut [i64; 3], seen: [i64; 3]) -> b
 
 #[cfg(feature = "sqlite")]
 fn sqlite_poll(path: &str, weak: &Weak<Signals>, stop: &AtomicBool) {
+    use super::schema::signals;
     use diesel::connection::SimpleConnection;
     use diesel::prelude::*;
-    use diesel::sql_types::BigInt;
-
-    #[derive(QueryableByName)]
-    struct Counters {
-        #[diesel(sql_type = BigInt)]
-        ready: i64,
-        #[diesel(sql_type = BigInt)]
-        done: i64,
-        #[diesel(sql_type = BigInt)]
-        cancelled: i64,
-    }
 
     let mut conn: Option<diesel::SqliteConnection> = None;
     let mut last: Option<[i64; 3]> = None;
@@ -203,11 +193,13 @@ fn sqlite_poll(path: &str, weak: &Weak<Signals>, stop: &AtomicBool) {
                 .ok();
         }
         let Some(c) = conn.as_mut() else { continue };
-        let read = diesel::sql_query("SELECT ready, done, cancelled FROM signals WHERE id = 1")
-            .get_result::<Counters>(c);
+        let read = signals::table
+            .find(1)
+            .select((signals::ready, signals::done, signals::cancelled))
+            .get_result::<(i64, i64, i64)>(c);
         match read {
-            Ok(counters) => {
-                let seen = [counters.ready, counters.done, counters.cancelled];
+            Ok((ready, done, cancelled)) => {
+                let seen = [ready, done, cancelled];
                 // Events before the first read were missed: wake everyone to re-check.
                 let previous = last.get_or_insert([-1; 3]);
                 if !raise_changed(weak, previous, seen) {

@@ -10,6 +10,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use uuid::Uuid;
 
+use super::literal::Pending;
 use super::queries::AttemptRow;
 use super::schema::{task_attempts, task_executions, workflow_executions};
 use super::signals::Signal;
@@ -140,7 +141,7 @@ impl Dialect for diesel::sqlite::SqliteConnection {
             let rows = diesel::update(
                 task_executions::table
                     .find((execution, task_id))
-                    .filter(task_executions::status.eq(TaskStatus::Pending.as_str())),
+                    .filter(task_executions::status.eq(Pending)),
             )
             .set((
                 task_executions::status.eq(TaskStatus::Running.as_str()),
@@ -175,15 +176,20 @@ impl Dialect for diesel::sqlite::SqliteConnection {
         diesel::update(row)
             .set(task_executions::waiting_on.eq(task_executions::waiting_on - ended))
             .execute(self)?;
-        row.select(UPSTREAM_COUNT).first(self)
+        row.select(UPSTREAM_COUNT).get_result(self)
     }
 
     fn announce(&mut self, signal: Signal) -> QueryResult<()> {
-        let column = signal.name();
-        diesel::sql_query(format!(
-            "UPDATE signals SET {column} = {column} + 1 WHERE id = 1"
-        ))
-        .execute(self)
+        use super::schema::signals;
+        // One statement per counter, so each is prepared once and cached.
+        let row = diesel::update(signals::table.find(1));
+        match signal {
+            Signal::Ready => row.set(signals::ready.eq(signals::ready + 1)).execute(self),
+            Signal::Done => row.set(signals::done.eq(signals::done + 1)).execute(self),
+            Signal::Cancelled => row
+                .set(signals::cancelled.eq(signals::cancelled + 1))
+                .execute(self),
+        }
         .map(drop)
     }
 }
@@ -203,7 +209,7 @@ impl Dialect for diesel::pg::PgConnection {
             task_executions::table
                 .filter(task_executions::execution_id.eq(execution))
                 .filter(task_executions::position.eq_any(&positions))
-                .filter(task_executions::status.eq(TaskStatus::Pending.as_str())),
+                .filter(task_executions::status.eq(Pending)),
         )
         .set((
             task_executions::status.eq(TaskStatus::Running.as_str()),
@@ -264,6 +270,8 @@ fn read_execution(
     conn: &mut diesel::sqlite::SqliteConnection,
     id: &str,
 ) -> QueryResult<Option<LockedExecution>> {
+    // Lookups by key use `get_result`, not `first`: SQLite prepares a statement with a bound
+    // `LIMIT ?` again every time it runs.
     workflow_executions::table
         .find(id)
         .select((
@@ -271,7 +279,7 @@ fn read_execution(
             workflow_executions::cancel_reason,
             workflow_executions::reason,
         ))
-        .first::<ExecutionLockRow>(conn)
+        .get_result::<ExecutionLockRow>(conn)
         .optional()
         .map(|row| row.map(locked))
 }
@@ -613,7 +621,7 @@ macro_rules! impl_store {
             ) -> Result<Vec<usize>> {
                 let rows: Vec<(i32, String, i32)> = task_executions::table
                     .filter(task_executions::execution_id.eq(execution))
-                    .filter(task_executions::status.eq(TaskStatus::Pending.as_str()))
+                    .filter(task_executions::status.eq(Pending))
                     .filter(task_executions::ready_at.is_not_null())
                     .order(task_executions::ready_at)
                     .limit(limit as i64)
