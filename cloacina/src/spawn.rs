@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::context::SharedValue;
 use tokio::task::{JoinError, JoinHandle};
 
+#[cfg(any(feature = "python", test))]
 use crate::error::Error;
 
 /// A spawned task that is aborted when its handle is dropped, so abandoned work stops.
@@ -35,6 +36,7 @@ impl<T> Future for AbortOnDrop<T> {
 
 /// Runs `work` as its own task and returns its result, or `Error::Internal` if it panicked;
 /// dropping the returned future aborts the task.
+#[cfg(any(feature = "python", test))]
 pub(crate) async fn catch_panic<T, F>(work: F) -> Result<T, Error>
 where
     F: Future<Output = Result<T, Error>> + Send + 'static,

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use uuid::Uuid;
 
+use super::cached::{Bind, Cached};
 #[cfg(feature = "sqlite")]
 use super::literal::Pending;
 use super::queries::AttemptRow;
@@ -126,23 +127,35 @@ impl Database {
                     let planned = &plan.tasks()[task.position];
                     let o = &task.outcome;
                     // Fenced: a worker presumed dead no longer owns the task and writes nothing.
-                    let owned = diesel::update(
-                        task_executions::table
-                            .find((&id, &planned.id))
-                            .filter(task_executions::worker_id.eq(&worker))
-                            .filter(task_executions::status.eq(TaskStatus::Running.as_str())),
+                    let owned = Cached::new(
+                        &[
+                            "UPDATE task_executions SET status = ",
+                            ", attempt = ",
+                            ", started_at = ",
+                            ", output = ",
+                            ", error = ",
+                            ", traceback = ",
+                            ", reason = ",
+                            ", completed_at = ",
+                            ", worker_id = NULL WHERE execution_id = ",
+                            " AND task_id = ",
+                            " AND worker_id = ",
+                            " AND status = 'Running'",
+                        ],
+                        vec![
+                            Bind::Text(Some(o.status.as_str())),
+                            Bind::Int(o.attempt as i32),
+                            Bind::Time(o.started_at.map(|t| t.naive_utc())),
+                            Bind::Text(o.output_json.as_deref()),
+                            Bind::Text(o.error.as_deref()),
+                            Bind::Text(o.traceback.as_deref()),
+                            Bind::Text(o.reason.as_deref()),
+                            Bind::Time(Some(o.completed_at.naive_utc())),
+                            Bind::Text(Some(&id)),
+                            Bind::Text(Some(&planned.id)),
+                            Bind::Text(Some(&worker)),
+                        ],
                     )
-                    .set((
-                        task_executions::status.eq(o.status.as_str()),
-                        task_executions::attempt.eq(o.attempt as i32),
-                        task_executions::started_at.eq(o.started_at.map(|t| t.naive_utc())),
-                        task_executions::output.eq(o.output_json.as_deref()),
-                        task_executions::error.eq(o.error.as_deref()),
-                        task_executions::traceback.eq(o.traceback.as_deref()),
-                        task_executions::reason.eq(o.reason.as_deref()),
-                        task_executions::completed_at.eq(Some(o.completed_at.naive_utc())),
-                        task_executions::worker_id.eq(None::<String>),
-                    ))
                     .execute(conn)?;
                     if owned == 0 {
                         committed.lost.push(task.position);

@@ -5,6 +5,7 @@
 //! transaction steps (`store.rs`) for each connection type. Only connection set-up, migration
 //! locking, claiming (`claims.rs`) and signalling (`signals.rs`) differ per backend.
 
+mod cached;
 #[cfg(feature = "sqlite")]
 mod checkpoint;
 pub mod claims;

@@ -55,7 +55,8 @@ pub(crate) enum Signal {
 impl Signal {
     const ALL: [Signal; 3] = [Signal::Ready, Signal::Done, Signal::Cancelled];
 
-    /// The notification payload, and the `signals` column on SQLite.
+    /// The notification payload on PostgreSQL.
+    #[cfg(feature = "postgres")]
     pub(crate) fn name(self) -> &'static str {
         match self {
             Signal::Ready => "ready",
@@ -146,6 +147,7 @@ fn spawn_listener(run: impl FnOnce() + Send + 'static) -> Option<JoinHandle<()>>
 }
 
 /// Sleeps for `duration`, waking early once `stop` is set.
+#[cfg(feature = "postgres")]
 fn sleep_unless_stopped(duration: Duration, stop: &AtomicBool) {
     const SLICE: Duration = Duration::from_millis(10);
     let deadline = std::time::Instant::now() + duration;

@@ -10,6 +10,8 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use uuid::Uuid;
 
+#[cfg(feature = "sqlite")]
+use super::cached::{Bind, Cached};
 use super::literal::Pending;
 use super::queries::AttemptRow;
 use super::schema::{task_attempts, task_executions, workflow_executions};
@@ -138,18 +140,25 @@ impl Dialect for diesel::sqlite::SqliteConnection {
         // One cached statement per task: cheaper on SQLite than one RETURNING prepared each time.
         let mut taken = Vec::with_capacity(tasks.len());
         for &(position, task_id, attempt) in tasks {
-            let rows = diesel::update(
-                task_executions::table
-                    .find((execution, task_id))
-                    .filter(task_executions::status.eq(Pending)),
+            let rows = Cached::new(
+                &[
+                    "UPDATE task_executions SET status = 'Running', worker_id = ",
+                    ", attempt = ",
+                    ", started_at = ",
+                    ", ready_at = ",
+                    " WHERE execution_id = ",
+                    " AND task_id = ",
+                    " AND status = 'Pending'",
+                ],
+                vec![
+                    Bind::Text(Some(worker)),
+                    Bind::Int(attempt as i32 + 1),
+                    Bind::Time(Some(now)),
+                    Bind::Time(Some(now)),
+                    Bind::Text(Some(execution)),
+                    Bind::Text(Some(task_id)),
+                ],
             )
-            .set((
-                task_executions::status.eq(TaskStatus::Running.as_str()),
-                task_executions::worker_id.eq(Some(worker)),
-                task_executions::attempt.eq(attempt as i32 + 1),
-                task_executions::started_at.eq(Some(now)),
-                task_executions::ready_at.eq(Some(now)),
-            ))
             .execute(self)?;
             if rows == 1 {
                 taken.push(position);
@@ -170,13 +179,25 @@ impl Dialect for diesel::sqlite::SqliteConnection {
         ended: i32,
     ) -> QueryResult<UpstreamCount> {
         // Two statements diesel caches beat one RETURNING that SQLite prepares each time.
-        let row = task_executions::table
+        Cached::new(
+            &[
+                "UPDATE task_executions SET waiting_on = waiting_on - ",
+                " WHERE execution_id = ",
+                " AND position = ",
+                "",
+            ],
+            vec![
+                Bind::Int(ended),
+                Bind::Text(Some(execution)),
+                Bind::Int(position as i32),
+            ],
+        )
+        .execute(self)?;
+        task_executions::table
             .filter(task_executions::execution_id.eq(execution))
-            .filter(task_executions::position.eq(position as i32));
-        diesel::update(row)
-            .set(task_executions::waiting_on.eq(task_executions::waiting_on - ended))
-            .execute(self)?;
-        row.select(UPSTREAM_COUNT).get_result(self)
+            .filter(task_executions::position.eq(position as i32))
+            .select(UPSTREAM_COUNT)
+            .get_result(self)
     }
 
     fn announce(&mut self, signal: Signal) -> QueryResult<()> {
