@@ -3,7 +3,9 @@
 
 use chrono::NaiveDateTime;
 use diesel::backend::Backend;
-use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use std::marker::PhantomData;
+
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::serialize::ToSql;
 use diesel::sql_types::{HasSqlType, Integer, Nullable, Text, Timestamp};
 use diesel::{QueryResult, RunQueryDsl};
@@ -57,3 +59,33 @@ where
 }
 
 impl<Conn> RunQueryDsl<Conn> for Cached<'_> {}
+
+/// A [`Cached`] statement that returns rows of SQL type `ST` (a `SELECT`, or `... RETURNING`).
+pub(crate) struct Returning<'a, ST>(Cached<'a>, PhantomData<ST>);
+
+impl<'a> Cached<'a> {
+    /// This statement, read as returning rows of SQL type `ST`.
+    pub(crate) fn returning<ST>(self) -> Returning<'a, ST> {
+        Returning(self, PhantomData)
+    }
+}
+
+impl<ST> QueryId for Returning<'_, ST> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<ST> Query for Returning<'_, ST> {
+    type SqlType = ST;
+}
+
+impl<DB: Backend, ST> QueryFragment<DB> for Returning<'_, ST>
+where
+    for<'a> Cached<'a>: QueryFragment<DB>,
+{
+    fn walk_ast<'b>(&'b self, out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        self.0.walk_ast(out)
+    }
+}
+
+impl<Conn, ST> RunQueryDsl<Conn> for Returning<'_, ST> {}

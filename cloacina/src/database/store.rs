@@ -8,10 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
+use diesel::sql_types::{Integer, Nullable, Text, Timestamp};
 use uuid::Uuid;
 
-#[cfg(feature = "sqlite")]
-use super::cached::{Bind, Cached};
+use super::cached::{Bind, Cached, Returning};
 use super::literal::Pending;
 use super::queries::AttemptRow;
 use super::schema::{task_attempts, task_executions, workflow_executions};
@@ -111,22 +111,30 @@ pub(crate) trait Dialect {
 /// A task's id, status, attempt, ready time and unfinished upstream count.
 pub(crate) type UpstreamCount = (String, String, i32, Option<NaiveDateTime>, i32);
 
-/// The columns `count_ended_upstream` returns.
-type UpstreamCountColumns = (
-    task_executions::task_id,
-    task_executions::status,
-    task_executions::attempt,
-    task_executions::ready_at,
-    task_executions::waiting_on,
-);
+/// The statement behind `count_ended_upstream`: one round trip, prepared once per connection.
+fn count_ended_statement(
+    execution: &str,
+    position: usize,
+    ended: i32,
+) -> Returning<'_, UpstreamCountRow> {
+    Cached::new(
+        &[
+            "UPDATE task_executions SET waiting_on = waiting_on - ",
+            " WHERE execution_id = ",
+            " AND position = ",
+            " RETURNING task_id, status, attempt, ready_at, waiting_on",
+        ],
+        vec![
+            Bind::Int(ended),
+            Bind::Text(Some(execution)),
+            Bind::Int(position as i32),
+        ],
+    )
+    .returning()
+}
 
-const UPSTREAM_COUNT: UpstreamCountColumns = (
-    task_executions::task_id,
-    task_executions::status,
-    task_executions::attempt,
-    task_executions::ready_at,
-    task_executions::waiting_on,
-);
+/// The SQL types of an [`UpstreamCount`].
+type UpstreamCountRow = (Text, Text, Integer, Nullable<Timestamp>, Integer);
 
 #[cfg(feature = "sqlite")]
 impl Dialect for diesel::sqlite::SqliteConnection {
@@ -178,26 +186,7 @@ impl Dialect for diesel::sqlite::SqliteConnection {
         position: usize,
         ended: i32,
     ) -> QueryResult<UpstreamCount> {
-        // Two statements diesel caches beat one RETURNING that SQLite prepares each time.
-        Cached::new(
-            &[
-                "UPDATE task_executions SET waiting_on = waiting_on - ",
-                " WHERE execution_id = ",
-                " AND position = ",
-                "",
-            ],
-            vec![
-                Bind::Int(ended),
-                Bind::Text(Some(execution)),
-                Bind::Int(position as i32),
-            ],
-        )
-        .execute(self)?;
-        task_executions::table
-            .filter(task_executions::execution_id.eq(execution))
-            .filter(task_executions::position.eq(position as i32))
-            .select(UPSTREAM_COUNT)
-            .get_result(self)
+        count_ended_statement(execution, position, ended).get_result(self)
     }
 
     fn announce(&mut self, signal: Signal) -> QueryResult<()> {
@@ -264,15 +253,7 @@ impl Dialect for diesel::pg::PgConnection {
         position: usize,
         ended: i32,
     ) -> QueryResult<UpstreamCount> {
-        // One round trip.
-        diesel::update(
-            task_executions::table
-                .filter(task_executions::execution_id.eq(execution))
-                .filter(task_executions::position.eq(position as i32)),
-        )
-        .set(task_executions::waiting_on.eq(task_executions::waiting_on - ended))
-        .returning(UPSTREAM_COUNT)
-        .get_result(self)
+        count_ended_statement(execution, position, ended).get_result(self)
     }
 
     fn announce(&mut self, signal: Signal) -> QueryResult<()> {
