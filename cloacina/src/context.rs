@@ -207,8 +207,9 @@ impl SharedValue {
     }
 }
 
-/// Objects a task's language hands, once, to one later task of the same process instead of
-/// that task decoding the output's JSON (for Python: the very objects the task returned).
+/// Objects a task's language hands, once, to one later reader in the same process (a task, or
+/// the caller waiting for the execution) instead of it decoding the output's JSON (for Python:
+/// the very objects the task returned).
 #[derive(Clone)]
 pub struct Handoff(Arc<Mutex<Option<Box<dyn Any + Send>>>>);
 
@@ -305,8 +306,9 @@ pub struct InputValue {
     pub handoff: Option<Handoff>,
 }
 
-/// A task's input context whose values are shared with the engine instead of copied: cheap to
-/// hand to each attempt of a task, and readable without copying by tasks that convert it anyway.
+/// A context whose values are shared with the engine instead of copied (a task's input, or a
+/// final context built here): cheap to hand to each attempt of a task, and readable without
+/// copying by tasks that convert it anyway.
 #[derive(Debug, Clone, Default)]
 pub struct SharedInput(Vec<InputValue>);
 
