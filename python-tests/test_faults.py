@@ -215,6 +215,21 @@ async def test_database_file_deleted_mid_run_is_reported_not_completed(sqlite_fi
             await executor.list_executions()
 
 
+@pytest.mark.sqlite_only
+async def test_no_empty_database_file_appears_where_one_was_deleted(sqlite_file):
+    executor = cl.UnifiedExecutor()
+    await executor.initialize(f"sqlite:///{sqlite_file}")
+    try:
+        for path in sqlite_file.parent.glob(sqlite_file.name + "*"):
+            path.unlink()
+        # No helper thread (signal poller, checkpointer) may reconnect by creating an empty file
+        # in its place. A negative check: waiting out many poll intervals cannot fail wrongly.
+        await asyncio.sleep(2.0)  # 80 of the 25 ms poll intervals
+        assert not sqlite_file.exists(), "an empty database file was created where the deleted one was"
+    finally:
+        await executor.shutdown()
+
+
 # --- PostgreSQL: the server stopped and left down ----------------------------------------------
 
 @pytest.mark.postgres_only

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 use diesel::sqlite::SqliteConnection;
-use diesel::Connection;
 
 /// How long writes gather in the log before a checkpoint copies them.
 const GATHER: Duration = Duration::from_millis(50);
@@ -40,11 +39,10 @@ impl Shared {
 
 impl Checkpointer {
     /// Starts checkpointing the database file at `path`; None if it cannot be opened or no
-    /// thread started (SQLite's own checkpoints must then stay on). The file is opened once,
-    /// here: opening it again later would create an empty one if it had been deleted.
+    /// thread started (SQLite's own checkpoints must then stay on).
     pub(crate) fn start(path: &Path) -> Option<Self> {
         let shared = Arc::new(Shared::default());
-        let connection = SqliteConnection::establish(&path.to_string_lossy()).ok()?;
+        let connection = super::open_existing_sqlite(&path.to_string_lossy()).ok()?;
         let thread = std::thread::Builder::new()
             .name("cloacina-checkpoint".into())
             .spawn({

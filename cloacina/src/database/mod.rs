@@ -175,6 +175,17 @@ impl std::ops::Deref for SqlitePool {
     }
 }
 
+/// Opens the SQLite database file at `path`, which must exist: a helper thread reconnecting after
+/// the file was deleted must not create an empty one in its place.
+#[cfg(feature = "sqlite")]
+pub(crate) fn open_existing_sqlite(path: &str) -> diesel::ConnectionResult<SqliteConnection> {
+    let escaped = path
+        .replace('%', "%25")
+        .replace('?', "%3f")
+        .replace('#', "%23");
+    SqliteConnection::establish(&format!("file:{escaped}?mode=rw"))
+}
+
 /// Runs `$body` with `$conn` bound to a pooled connection of whichever backend `$pool` holds.
 macro_rules! with_connection {
     ($pool:expr, |$conn:ident| $body:expr) => {

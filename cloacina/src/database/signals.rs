@@ -186,7 +186,7 @@ fn sqlite_poll(path: &str, weak: &Weak<Signals>, stop: &AtomicBool) {
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(SQLITE_POLL_INTERVAL);
         if conn.is_none() {
-            conn = diesel::SqliteConnection::establish(path)
+            conn = super::open_existing_sqlite(path)
                 .and_then(|mut c| {
                     c.batch_execute("PRAGMA busy_timeout = 1000;")
                         .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
