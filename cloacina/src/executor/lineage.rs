@@ -30,14 +30,13 @@ pub(crate) struct Lineage(HashMap<String, Written>);
 
 impl Lineage {
     /// Writes `output` at `position`; an existing key written later in topological order is
-    /// kept. With `handoff`, the output's handoff goes with its values to the tasks reading them.
-    pub(crate) fn absorb(&mut self, position: i64, output: &Output, handoff: bool) {
-        let handoff = output.handoff.as_ref().filter(|_| handoff);
+    /// kept. The output's handoff goes with its values to whoever reads them.
+    pub(crate) fn absorb(&mut self, position: i64, output: &Output) {
         for (key, value) in &output.values {
             let written = Written {
                 position,
                 value: value.clone(),
-                handoff: handoff.cloned(),
+                handoff: output.handoff.clone(),
             };
             match self.0.get_mut(key) {
                 Some(entry) if entry.position > position => {}
@@ -108,7 +107,7 @@ impl FinalContext {
 
     /// Takes in the output of the task at `position`.
     pub(crate) fn absorb(&mut self, position: usize, output: &Output) {
-        self.lineage.absorb(position as i64, output, true);
+        self.lineage.absorb(position as i64, output);
         self.held[position] = true;
     }
 
@@ -151,9 +150,9 @@ mod tests {
     #[test]
     fn later_writer_wins_regardless_of_merge_order() {
         let mut early = Lineage::default();
-        early.absorb(1, &output(&[("k", json!("early"))]), true);
+        early.absorb(1, &output(&[("k", json!("early"))]));
         let mut late = Lineage::default();
-        late.absorb(5, &output(&[("k", json!("late"))]), true);
+        late.absorb(5, &output(&[("k", json!("late"))]));
         for merged in [
             Lineage::union([&early, &late].into_iter()),
             Lineage::union([&late, &early].into_iter()),

@@ -90,7 +90,7 @@ pub(crate) async fn drive(
         cancel.send_replace(Some(reason));
     }
     let mut lineage = Lineage::default();
-    lineage.absorb(INPUT, &Output::from(input), false);
+    lineage.absorb(INPUT, &Output::from(input));
     let n = plan.len();
     let mut scheduler = Scheduler {
         final_context: Arc::new(Mutex::new(FinalContext::new(&lineage, n))),
@@ -261,7 +261,7 @@ impl Scheduler {
         }
         if let Some(mut lineage) = input {
             if let Some(output) = &end.output {
-                lineage.absorb(position as i64, output, true);
+                lineage.absorb(position as i64, output);
             }
             self.lineages[position] = Some(lineage);
         }
@@ -428,7 +428,7 @@ async fn stored_input(
         .load_outputs(execution, plan.ancestors_of(position))
         .await?;
     for (ancestor, output) in outputs {
-        input.absorb(ancestor as i64, &Output::from(output), false);
+        input.absorb(ancestor as i64, &Output::from(output));
     }
     Ok(input)
 }
