@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use std::collections::HashMap;
 
+use super::cached::{Bind, Cached};
 use super::schema::{task_attempts, task_executions, workflow_executions};
 use super::{with_connection, Database};
 use crate::context::{Context, StoredContext};
@@ -70,6 +71,33 @@ pub(crate) struct AttemptRow {
 }
 
 impl AttemptRow {
+    /// The INSERT storing this row, as a statement prepared once per connection (diesel
+    /// prepares an INSERT with a NULL in it anew each time).
+    pub(crate) fn insert(&self) -> Cached<'_> {
+        Cached::new(
+            &[
+                "INSERT INTO task_attempts (execution_id, task_id, attempt, status, error, \
+                 started_at, completed_at) VALUES (",
+                ", ",
+                ", ",
+                ", ",
+                ", ",
+                ", ",
+                ", ",
+                ")",
+            ],
+            vec![
+                Bind::Text(Some(&self.execution_id)),
+                Bind::Text(Some(&self.task_id)),
+                Bind::Int(self.attempt),
+                Bind::Text(Some(&self.status)),
+                Bind::Text(self.error.as_deref()),
+                Bind::Time(Some(self.started_at)),
+                Bind::Time(Some(self.completed_at)),
+            ],
+        )
+    }
+
     /// The row storing `attempt` of a task.
     pub(crate) fn new(execution_id: &str, task_id: &str, attempt: &AttemptRecord) -> Self {
         Self {

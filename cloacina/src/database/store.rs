@@ -136,6 +136,47 @@ fn count_ended_statement(
 /// The SQL types of an [`UpstreamCount`].
 type UpstreamCountRow = (Text, Text, Integer, Nullable<Timestamp>, Integer);
 
+/// Makes each of `tasks` Running under `worker` with one cached statement per task.
+fn take_each<C>(
+    conn: &mut C,
+    execution: &str,
+    worker: &str,
+    tasks: &[(usize, &str, u32)],
+    now: NaiveDateTime,
+) -> QueryResult<Vec<usize>>
+where
+    C: diesel::Connection,
+    for<'a> Cached<'a>: diesel::query_dsl::methods::ExecuteDsl<C>,
+{
+    let mut taken = Vec::with_capacity(tasks.len());
+    for &(position, task_id, attempt) in tasks {
+        let rows = Cached::new(
+            &[
+                "UPDATE task_executions SET status = 'Running', worker_id = ",
+                ", attempt = ",
+                ", started_at = ",
+                ", ready_at = ",
+                " WHERE execution_id = ",
+                " AND task_id = ",
+                " AND status = 'Pending'",
+            ],
+            vec![
+                Bind::Text(Some(worker)),
+                Bind::Int(attempt as i32 + 1),
+                Bind::Time(Some(now)),
+                Bind::Time(Some(now)),
+                Bind::Text(Some(execution)),
+                Bind::Text(Some(task_id)),
+            ],
+        )
+        .execute(conn)?;
+        if rows == 1 {
+            taken.push(position);
+        }
+    }
+    Ok(taken)
+}
+
 #[cfg(feature = "sqlite")]
 impl Dialect for diesel::sqlite::SqliteConnection {
     fn take_pending(
@@ -146,33 +187,7 @@ impl Dialect for diesel::sqlite::SqliteConnection {
         now: NaiveDateTime,
     ) -> QueryResult<Vec<usize>> {
         // One cached statement per task: cheaper on SQLite than one RETURNING prepared each time.
-        let mut taken = Vec::with_capacity(tasks.len());
-        for &(position, task_id, attempt) in tasks {
-            let rows = Cached::new(
-                &[
-                    "UPDATE task_executions SET status = 'Running', worker_id = ",
-                    ", attempt = ",
-                    ", started_at = ",
-                    ", ready_at = ",
-                    " WHERE execution_id = ",
-                    " AND task_id = ",
-                    " AND status = 'Pending'",
-                ],
-                vec![
-                    Bind::Text(Some(worker)),
-                    Bind::Int(attempt as i32 + 1),
-                    Bind::Time(Some(now)),
-                    Bind::Time(Some(now)),
-                    Bind::Text(Some(execution)),
-                    Bind::Text(Some(task_id)),
-                ],
-            )
-            .execute(self)?;
-            if rows == 1 {
-                taken.push(position);
-            }
-        }
-        Ok(taken)
+        take_each(self, execution, worker, tasks, now)
     }
 
     fn lock_execution(&mut self, id: &str) -> QueryResult<Option<LockedExecution>> {
@@ -213,7 +228,11 @@ impl Dialect for diesel::pg::PgConnection {
         tasks: &[(usize, &str, u32)],
         now: NaiveDateTime,
     ) -> QueryResult<Vec<usize>> {
-        // One round trip for all of them.
+        if tasks.len() == 1 {
+            // A chain's next task: the statement prepared once.
+            return take_each(self, execution, worker, tasks, now);
+        }
+        // Several: one round trip for all of them.
         let positions: Vec<i32> = tasks.iter().map(|t| t.0 as i32).collect();
         let taken: Vec<i32> = diesel::update(
             task_executions::table
@@ -387,18 +406,13 @@ macro_rules! impl_store {
                 task_id: &str,
                 a: &AttemptRecord,
             ) -> Result<()> {
-                diesel::insert_into(task_attempts::table)
-                    .values(AttemptRow::new(execution, task_id, a))
-                    .execute(self)?;
-                Ok(())
+                self.insert_attempts(&[AttemptRow::new(execution, task_id, a)])
             }
 
             fn insert_attempts(&mut self, rows: &[AttemptRow]) -> Result<()> {
                 if let [row] = rows {
-                    // One row: the statement diesel caches.
-                    diesel::insert_into(task_attempts::table)
-                        .values(row)
-                        .execute(self)?;
+                    // One row (every task of a chain): the statement prepared once.
+                    row.insert().execute(self)?;
                     return Ok(());
                 }
                 for chunk in rows.chunks(CHUNK) {
