@@ -25,6 +25,7 @@ ConfigurationError = _backend_module.ConfigurationError
 NotInitializedError = _backend_module.NotInitializedError
 ExecutionNotFoundError = _backend_module.ExecutionNotFoundError
 ExecutionStateError = _backend_module.ExecutionStateError
+ScheduleNotFoundError = _backend_module.ScheduleNotFoundError
 SkipTask = _backend_module.SkipTask
 ContextError = _backend_module.ContextError
 
@@ -41,6 +42,7 @@ __all__ = [
     "NotInitializedError",
     "ExecutionNotFoundError",
     "ExecutionStateError",
+    "ScheduleNotFoundError",
     "SkipTask",
     "ContextError",
     "backend",

@@ -7,6 +7,7 @@ from cloacina_sqlite import DatabaseError as DatabaseError
 from cloacina_sqlite import ExecutionNotFoundError as ExecutionNotFoundError
 from cloacina_sqlite import ExecutionStateError as ExecutionStateError
 from cloacina_sqlite import NotInitializedError as NotInitializedError
+from cloacina_sqlite import ScheduleNotFoundError as ScheduleNotFoundError
 from cloacina_sqlite import SkipTask as SkipTask
 from cloacina_sqlite import UnifiedExecutor as UnifiedExecutor
 from cloacina_sqlite import Workflow as Workflow
@@ -30,6 +31,7 @@ __all__ = [
     "NotInitializedError",
     "ExecutionNotFoundError",
     "ExecutionStateError",
+    "ScheduleNotFoundError",
     "SkipTask",
     "ContextError",
     "backend",

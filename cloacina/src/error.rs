@@ -44,6 +44,9 @@ pub enum Error {
     /// No execution has the given id.
     #[error("{0}")]
     NotFound(String),
+    /// No schedule has the given name.
+    #[error("{0}")]
+    UnknownSchedule(String),
     /// The execution's status does not allow the operation.
     #[error("{0}")]
     InvalidState(String),

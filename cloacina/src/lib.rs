@@ -8,6 +8,7 @@ pub mod executor;
 pub mod limits;
 pub mod model;
 pub mod policy;
+pub mod schedule;
 mod spawn;
 pub mod task;
 pub mod workflow;
@@ -20,7 +21,9 @@ pub use database::queries::ExecutionFilter;
 pub use database::url::{BackendKind, DatabaseUrl};
 pub use database::PoolOptions;
 pub use error::{Error, Result, WorkflowError};
-pub use executor::{ExecutorConfig, SubmitOptions, SubmittedTasks, TaskRegistry, UnifiedExecutor};
+pub use executor::{
+    ExecutorConfig, ScheduleOptions, SubmitOptions, SubmittedTasks, TaskRegistry, UnifiedExecutor,
+};
 pub use model::{ExecutionPlan, ExecutionResult, ExecutionStatus, TaskResult, TaskStatus};
 pub use policy::{RetryPolicy, TaskOptions, TriggerRule, UpstreamOutcome};
 pub use task::{FnTask, OutputFuture, Task, TaskError, TaskErrorKind, TaskFuture};

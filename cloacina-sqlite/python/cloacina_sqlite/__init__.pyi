@@ -10,6 +10,7 @@ __all__ = [
     "ExecutionNotFoundError",
     "ExecutionStateError",
     "NotInitializedError",
+    "ScheduleNotFoundError",
     "SkipTask",
     "UnifiedExecutor",
     "Workflow",
@@ -63,6 +64,22 @@ class _ExecutionDict(TypedDict):
     completed_at: Optional[str]
     task_results: List[_TaskResultDict]
 
+_Catchup = Literal["none", "latest", "all"]
+
+class _ScheduleDict(TypedDict):
+    name: str
+    workflow_name: str
+    cron: str
+    timezone: str
+    catchup: _Catchup
+    context: _Context
+    paused: bool
+    next_fire_time: Optional[str]
+    last_fire_time: Optional[str]
+    last_execution_id: Optional[str]
+    created_at: str
+    updated_at: str
+
 class CloacinaError(Exception):
     """Base class of every error raised by the Cloacina engine."""
 
@@ -86,6 +103,9 @@ class ExecutionNotFoundError(CloacinaError, LookupError):
 
 class ExecutionStateError(CloacinaError, ValueError):
     """The execution's status does not allow this, e.g. resuming one that Completed."""
+
+class ScheduleNotFoundError(CloacinaError, LookupError):
+    """No schedule with the given name is stored in this database."""
 
 class SkipTask(Exception):
     """Raise inside a task to mark it Skipped with this reason; it is not a failure and is never retried."""
@@ -241,6 +261,40 @@ class UnifiedExecutor:
     ) -> List[_ExecutionDict]:
         """List recorded executions, newest first, filtered by workflow name and status;
         ``limit`` is an int from 1 to 10000."""
+    async def schedule(
+        self,
+        workflow: Workflow,
+        cron: str,
+        *,
+        name: Optional[str] = None,
+        timezone: str = "UTC",
+        context: Optional[_Context] = None,
+        catchup: _Catchup = "latest",
+    ) -> str:
+        """Store a schedule that submits ``workflow`` at each fire of ``cron``; return its name.
+
+        ``cron`` has 5 fields (minute hour day-of-month month day-of-week), 6 with seconds
+        first, or is an alias such as ``"@hourly"``; it is read in the IANA ``timezone``. Any
+        worker of the database makes each fire once, submitting one execution whose input is
+        ``context`` plus ``"fire_time"`` (ISO 8601, UTC). ``name`` (default: the workflow's name)
+        is unique per database: scheduling it again updates that schedule, keeping its next
+        fire unless ``cron`` or ``timezone`` changed, and keeping it paused if it was.
+        ``catchup`` says which of the fires missed while no worker ran still run: ``"none"``,
+        ``"latest"`` (the most recent, once) or ``"all"`` (each, oldest first, at most 100).
+        Raises ConfigurationError (a ValueError) for a bad expression, time zone, name or
+        catch-up mode, and ContextError for a context that is not JSON; nothing is stored then.
+        """
+    async def list_schedules(self) -> List[_ScheduleDict]:
+        """Every schedule in the database, by name, with its next and last fire."""
+    async def pause_schedule(self, name: str) -> None:
+        """Stop ``name`` firing, in every worker, until ``resume_schedule``; raises
+        ScheduleNotFoundError for an unknown name."""
+    async def resume_schedule(self, name: str) -> None:
+        """Let a paused schedule fire again from its next fire after now (fires that fell due
+        while it was paused are skipped); raises ScheduleNotFoundError for an unknown name."""
+    async def unschedule(self, name: str) -> None:
+        """Delete a schedule (its executions stay); raises ScheduleNotFoundError for an unknown
+        name."""
     async def shutdown(self, *, cancel: bool = False) -> None:
         """Stop claiming work and wait for running tasks to end and be stored.
 

@@ -54,74 +54,15 @@ impl Database {
         lease: Duration,
     ) -> Result<Submitted> {
         self.run(move |pool| {
-            let (execution, tasks) =
-                new_execution_rows(&record, &plan, idempotency_key.clone(), deadline);
-            let execution_id = record.execution_id;
             let inserted = write_transaction!(pool, |conn| {
-                if let Some(existing) = conn.find_by_key(idempotency_key.as_deref())? {
-                    return Ok(Submitted {
-                        execution_id: existing,
-                        created: false,
-                        claimed: Vec::new(),
-                    });
-                }
-                diesel::insert_into(workflow_executions::table)
-                    .values(&execution)
-                    .execute(conn)?;
-                for chunk in tasks.chunks(CHUNK) {
-                    diesel::insert_into(task_executions::table)
-                        .values(chunk)
-                        .execute(conn)?;
-                }
-                let roots: Vec<usize> = (0..plan.len())
-                    .filter(|&p| plan.dependencies_of(p).is_empty())
-                    .collect();
-                let mut claimed = Vec::new();
-                if let Some((worker, request)) = &claim {
-                    let mine: Vec<usize> = roots
-                        .iter()
-                        .copied()
-                        .filter(|&p| (request.registered)(&plan.tasks()[p].id))
-                        .take(request.limit)
-                        .collect();
-                    let states: BTreeMap<usize, TaskState> = mine
-                        .iter()
-                        .map(|&p| {
-                            let state = TaskState {
-                                task_id: plan.tasks()[p].id.clone(),
-                                status: TaskStatus::Pending,
-                                attempt: 0,
-                                ready: true,
-                            };
-                            (p, state)
-                        })
-                        .collect();
-                    claimed = conn.claim_positions(execution_id, worker, &mine, &states, now())?;
-                    if !claimed.is_empty() {
-                        conn.mark_running(&claimed)?;
-                    }
-                }
-                if claimed.len() < roots.len() {
-                    conn.announce(Signal::Ready)?;
-                    let live = conn.live_task_ids(lease)?;
-                    let runs_here =
-                        |id: &str| claim.as_ref().is_some_and(|(_, r)| (r.registered)(id));
-                    let unrun: Vec<String> = roots
-                        .iter()
-                        .map(|&p| plan.tasks()[p].id.clone())
-                        .filter(|id| !live.contains(id) && !runs_here(id))
-                        .collect();
-                    if !unrun.is_empty() {
-                        diesel::update(workflow_executions::table.find(execution_id.to_string()))
-                            .set(workflow_executions::reason.eq(Some(unregistered_reason(&unrun))))
-                            .execute(conn)?;
-                    }
-                }
-                Ok(Submitted {
-                    execution_id,
-                    created: true,
-                    claimed,
-                })
+                conn.submit_new(
+                    &record,
+                    &plan,
+                    idempotency_key.clone(),
+                    deadline,
+                    claim.as_ref(),
+                    lease,
+                )
             });
             match inserted {
                 // Another process inserted the same key between our check and our insert.
@@ -350,6 +291,84 @@ fn not_found(execution: Uuid) -> Error {
 macro_rules! impl_lifecycle_steps {
     ($conn:ty) => {
         impl LifecycleSteps for $conn {
+            fn submit_new(
+                &mut self,
+                record: &ExecutionResult,
+                plan: &ExecutionPlan,
+                idempotency_key: Option<String>,
+                deadline: Option<DateTime<Utc>>,
+                claim: Option<&(String, ClaimRequest)>,
+                lease: Duration,
+            ) -> Result<Submitted> {
+                if let Some(existing) = self.find_by_key(idempotency_key.as_deref())? {
+                    return Ok(Submitted {
+                        execution_id: existing,
+                        created: false,
+                        claimed: Vec::new(),
+                    });
+                }
+                let (execution, tasks) =
+                    new_execution_rows(record, plan, idempotency_key, deadline);
+                let execution_id = record.execution_id;
+                diesel::insert_into(workflow_executions::table)
+                    .values(&execution)
+                    .execute(self)?;
+                for chunk in tasks.chunks(CHUNK) {
+                    diesel::insert_into(task_executions::table)
+                        .values(chunk)
+                        .execute(self)?;
+                }
+                let roots: Vec<usize> = (0..plan.len())
+                    .filter(|&p| plan.dependencies_of(p).is_empty())
+                    .collect();
+                let mut claimed = Vec::new();
+                if let Some((worker, request)) = &claim {
+                    let mine: Vec<usize> = roots
+                        .iter()
+                        .copied()
+                        .filter(|&p| (request.registered)(&plan.tasks()[p].id))
+                        .take(request.limit)
+                        .collect();
+                    let states: BTreeMap<usize, TaskState> = mine
+                        .iter()
+                        .map(|&p| {
+                            let state = TaskState {
+                                task_id: plan.tasks()[p].id.clone(),
+                                status: TaskStatus::Pending,
+                                attempt: 0,
+                                ready: true,
+                            };
+                            (p, state)
+                        })
+                        .collect();
+                    claimed = self.claim_positions(execution_id, worker, &mine, &states, now())?;
+                    if !claimed.is_empty() {
+                        self.mark_running(&claimed)?;
+                    }
+                }
+                if claimed.len() < roots.len() {
+                    self.announce(Signal::Ready)?;
+                    let live = self.live_task_ids(lease)?;
+                    let runs_here =
+                        |id: &str| claim.as_ref().is_some_and(|(_, r)| (r.registered)(id));
+                    let unrun: Vec<String> = roots
+                        .iter()
+                        .map(|&p| plan.tasks()[p].id.clone())
+                        .filter(|id| !live.contains(id) && !runs_here(id))
+                        .collect();
+                    if !unrun.is_empty() {
+                        diesel::update(workflow_executions::table.find(execution_id.to_string()))
+                            .set(workflow_executions::reason.eq(Some(unregistered_reason(&unrun))))
+                            .execute(self)?;
+                    }
+                }
+                Ok(Submitted {
+                    execution_id,
+                    created: true,
+                    claimed,
+                })
+            }
+
             fn find_by_key(&mut self, key: Option<&str>) -> Result<Option<Uuid>> {
                 let Some(key) = key else { return Ok(None) };
                 let id: Option<String> = workflow_executions::table
@@ -399,6 +418,17 @@ macro_rules! impl_lifecycle_steps {
 
 /// Lifecycle steps written once for every backend.
 pub(crate) trait LifecycleSteps: Store {
+    /// Records a new Pending execution with its plan, its root tasks ready, claiming some roots
+    /// for `claim`'s worker; with an idempotency key already used, returns that execution.
+    fn submit_new(
+        &mut self,
+        record: &ExecutionResult,
+        plan: &ExecutionPlan,
+        idempotency_key: Option<String>,
+        deadline: Option<DateTime<Utc>>,
+        claim: Option<&(String, ClaimRequest)>,
+        lease: Duration,
+    ) -> Result<Submitted>;
     /// The execution submitted with `key`, if any.
     fn find_by_key(&mut self, key: Option<&str>) -> Result<Option<Uuid>>;
     /// Marks every Pending task of the execution Cancelled.

@@ -13,6 +13,7 @@ pub mod control;
 pub mod leases;
 mod literal;
 pub mod queries;
+pub mod schedules;
 pub mod schema;
 pub mod secrets;
 pub mod signals;

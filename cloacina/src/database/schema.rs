@@ -75,6 +75,27 @@ diesel::table! {
         ready -> BigInt,
         done -> BigInt,
         cancelled -> BigInt,
+        schedules -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// One row per cron schedule.
+    schedules (name) {
+        name -> Text,
+        workflow_name -> Text,
+        workflow_version -> Text,
+        plan -> Text,
+        cron -> Text,
+        timezone -> Text,
+        context -> Text,
+        catchup -> Text,
+        paused -> Bool,
+        next_fire_at -> Nullable<Timestamp>,
+        last_fire_at -> Nullable<Timestamp>,
+        last_execution_id -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
     }
 }
 

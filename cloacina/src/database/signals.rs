@@ -41,6 +41,9 @@ fn listener_url(url: &str) -> String {
 /// How often the PostgreSQL listener reads notifications that have arrived.
 pub const LISTEN_INTERVAL: Duration = Duration::from_millis(5);
 
+/// How many kinds of [`Signal`] there are.
+const KINDS: usize = 4;
+
 /// A kind of event that waiting workers or callers care about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Signal {
@@ -50,10 +53,17 @@ pub(crate) enum Signal {
     Done,
     /// An execution was asked to stop.
     Cancelled,
+    /// A schedule was added, changed, paused, resumed or removed.
+    Schedules,
 }
 
 impl Signal {
-    const ALL: [Signal; 3] = [Signal::Ready, Signal::Done, Signal::Cancelled];
+    const ALL: [Signal; KINDS] = [
+        Signal::Ready,
+        Signal::Done,
+        Signal::Cancelled,
+        Signal::Schedules,
+    ];
 
     /// The notification payload on PostgreSQL.
     #[cfg(feature = "postgres")]
@@ -62,13 +72,14 @@ impl Signal {
             Signal::Ready => "ready",
             Signal::Done => "done",
             Signal::Cancelled => "cancelled",
+            Signal::Schedules => "schedules",
         }
     }
 }
 
 /// Per-process counters of heard events, one watch channel per kind.
 pub(crate) struct Signals {
-    channels: [watch::Sender<u64>; 3],
+    channels: [watch::Sender<u64>; KINDS],
     stop: Arc<AtomicBool>,
     /// The thread that hears other processes, joined by `stop_listening`.
     listener: Mutex<Option<JoinHandle<()>>>,
@@ -84,7 +95,7 @@ impl Signals {
     /// Signals for the database at `url`, listening to other processes where they can write it.
     pub(crate) fn start(url: &DatabaseUrl, schema: Option<&str>) -> Arc<Self> {
         let signals = Arc::new(Self {
-            channels: [0, 1, 2].map(|_| watch::channel(0).0),
+            channels: Signal::ALL.map(|_| watch::channel(0).0),
             stop: Arc::default(),
             listener: Mutex::default(),
         });
@@ -161,7 +172,7 @@ fn sleep_unless_stopped(duration: Duration, stop: &AtomicBool) {
 }
 
 /// Raises each kind whose counter moved; false once the signals are gone.
-fn raise_changed(weak: &Weak<Signals>, last: &mut [i64; 3], seen: [i64; 3]) -> bool {
+fn raise_changed(weak: &Weak<Signals>, last: &mut [i64; KINDS], seen: [i64; KINDS]) -> bool {
     let Some(signals) = weak.upgrade() else {
         return false;
     };
@@ -182,7 +193,7 @@ fn sqlite_poll(path: &str, weak: &Weak<Signals>, stop: &AtomicBool) {
     use diesel::prelude::*;
 
     let mut conn: Option<diesel::SqliteConnection> = None;
-    let mut last: Option<[i64; 3]> = None;
+    let mut last: Option<[i64; KINDS]> = None;
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(SQLITE_POLL_INTERVAL);
         if conn.is_none() {
@@ -197,13 +208,18 @@ fn sqlite_poll(path: &str, weak: &Weak<Signals>, stop: &AtomicBool) {
         let Some(c) = conn.as_mut() else { continue };
         let read = signals::table
             .find(1)
-            .select((signals::ready, signals::done, signals::cancelled))
-            .get_result::<(i64, i64, i64)>(c);
+            .select((
+                signals::ready,
+                signals::done,
+                signals::cancelled,
+                signals::schedules,
+            ))
+            .get_result::<(i64, i64, i64, i64)>(c);
         match read {
-            Ok((ready, done, cancelled)) => {
-                let seen = [ready, done, cancelled];
+            Ok((ready, done, cancelled, schedules)) => {
+                let seen = [ready, done, cancelled, schedules];
                 // Events before the first read were missed: wake everyone to re-check.
-                let previous = last.get_or_insert([-1; 3]);
+                let previous = last.get_or_insert([-1; KINDS]);
                 if !raise_changed(weak, previous, seen) {
                     return;
                 }
@@ -227,7 +243,7 @@ fn postgres_listen(url: &str, schema: Option<&str>, weak: &Weak<Signals>, stop: 
                     conn = Some(c);
                     retry = Duration::from_millis(100);
                     // Events may have been missed while disconnected: wake everyone to re-check.
-                    if !raise_changed(weak, &mut [0; 3], [1; 3]) {
+                    if !raise_changed(weak, &mut [0; KINDS], [1; KINDS]) {
                         return;
                     }
                 }
@@ -240,7 +256,7 @@ fn postgres_listen(url: &str, schema: Option<&str>, weak: &Weak<Signals>, stop: 
         }
         std::thread::sleep(LISTEN_INTERVAL);
         let c = conn.as_mut().expect("connected above");
-        let mut heard = [0i64; 3];
+        let mut heard = [0i64; KINDS];
         let mut broken = false;
         for notification in c.notifications_iter() {
             match notification {
@@ -255,7 +271,7 @@ fn postgres_listen(url: &str, schema: Option<&str>, weak: &Weak<Signals>, stop: 
                 }
             }
         }
-        if !raise_changed(weak, &mut [0; 3], heard) {
+        if !raise_changed(weak, &mut [0; KINDS], heard) {
             return;
         }
         if broken {

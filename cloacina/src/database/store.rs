@@ -214,6 +214,9 @@ impl Dialect for diesel::sqlite::SqliteConnection {
             Signal::Cancelled => row
                 .set(signals::cancelled.eq(signals::cancelled + 1))
                 .execute(self),
+            Signal::Schedules => row
+                .set(signals::schedules.eq(signals::schedules + 1))
+                .execute(self),
         }
         .map(drop)
     }

@@ -6,6 +6,7 @@ mod finals;
 mod lineage;
 mod registry;
 mod scheduler;
+mod schedules;
 mod worker;
 
 use std::collections::HashSet;
@@ -18,6 +19,7 @@ use uuid::Uuid;
 
 pub use attempt::CurrentAttempt;
 pub use registry::{SubmittedTasks, TaskRegistry};
+pub use schedules::ScheduleOptions;
 pub use worker::SAFETY_POLL;
 
 use crate::context::Context;
@@ -28,7 +30,7 @@ use crate::database::url::DatabaseUrl;
 use crate::database::{Database, PoolOptions};
 use crate::error::{Error, Result};
 use crate::limits;
-use crate::model::{now, ExecutionPlan, ExecutionResult, ExecutionStatus, TaskResult};
+use crate::model::{now, ExecutionPlan, ExecutionResult};
 use crate::workflow::Workflow;
 use scheduler::Preloaded;
 use worker::Worker;
@@ -141,6 +143,7 @@ impl UnifiedExecutor {
             worker.beat().await;
             background.push(tokio::spawn(worker.clone().claim_loop()));
             background.push(tokio::spawn(worker.clone().maintenance_loop()));
+            background.push(tokio::spawn(worker.clone().fire_loop()));
         }
         Ok(Self {
             inner: Arc::new(Inner {
@@ -178,7 +181,13 @@ impl UnifiedExecutor {
         }
         self.inner.registry.learn(workflow);
         let plan = Arc::new(ExecutionPlan::of(workflow));
-        let record = new_record(workflow, input.clone(), Uuid::new_v4());
+        let record = ExecutionResult::pending(
+            Uuid::new_v4(),
+            workflow.name(),
+            workflow.version(),
+            input.clone(),
+            &plan,
+        );
         let deadline = match options.timeout {
             Some(t) => Some(
                 now()
@@ -391,7 +400,7 @@ impl UnifiedExecutor {
     }
 }
 
-fn shut_down() -> Error {
+pub(crate) fn shut_down() -> Error {
     Error::ShutDown("the executor is shut down".into())
 }
 
@@ -403,22 +412,5 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
-    }
-}
-
-/// A fresh record for an execution about to be submitted.
-fn new_record(workflow: &Workflow, input: Context, execution_id: Uuid) -> ExecutionResult {
-    ExecutionResult {
-        execution_id,
-        workflow_name: workflow.name().to_string(),
-        workflow_version: workflow.version().to_string(),
-        status: ExecutionStatus::Pending,
-        input_context: input.into(),
-        final_context: None,
-        error: None,
-        reason: None,
-        started_at: now(),
-        completed_at: None,
-        task_results: workflow.task_ids().map(TaskResult::pending).collect(),
     }
 }

@@ -278,6 +278,15 @@ impl Worker {
         }
     }
 
+    /// Resolves once shutdown has begun.
+    pub(crate) async fn until_closed(&self) {
+        let closing = self.closing.notified();
+        if self.is_closed() {
+            return;
+        }
+        closing.await;
+    }
+
     /// Claims ready tasks whenever slots are free and work may be waiting, until shutdown.
     pub(crate) async fn claim_loop(self: Arc<Self>) {
         let mut ready = self.db.signals().subscribe(Signal::Ready);

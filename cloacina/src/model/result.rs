@@ -3,7 +3,8 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::context::StoredContext;
+use super::ExecutionPlan;
+use crate::context::{Context, StoredContext};
 
 macro_rules! status_enum {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident),+ $(,)? }) => {
@@ -178,6 +179,35 @@ pub struct ExecutionResult {
     pub completed_at: Option<DateTime<Utc>>,
     /// One entry per task, in the workflow's topological order.
     pub task_results: Vec<TaskResult>,
+}
+
+impl ExecutionResult {
+    /// The record of a new Pending execution of `plan` with id `execution_id`.
+    pub(crate) fn pending(
+        execution_id: Uuid,
+        workflow_name: &str,
+        workflow_version: &str,
+        input: Context,
+        plan: &ExecutionPlan,
+    ) -> Self {
+        Self {
+            execution_id,
+            workflow_name: workflow_name.to_string(),
+            workflow_version: workflow_version.to_string(),
+            status: ExecutionStatus::Pending,
+            input_context: input.into(),
+            final_context: None,
+            error: None,
+            reason: None,
+            started_at: now(),
+            completed_at: None,
+            task_results: plan
+                .tasks()
+                .iter()
+                .map(|t| TaskResult::pending(&t.id))
+                .collect(),
+        }
+    }
 }
 
 /// The current time, truncated to the microseconds every backend stores.

@@ -31,10 +31,12 @@ pub(crate) enum ErrorKind {
     ExecutionNotFound,
     /// The execution's status does not allow the operation (also a ValueError).
     ExecutionState,
+    /// No schedule has the given name (also a LookupError).
+    ScheduleNotFound,
 }
 
 /// (class name, extra builtin base, docstring) for each kind, in creation order.
-const CLASSES: [(ErrorKind, &str, &str); 8] = [
+const CLASSES: [(ErrorKind, &str, &str); 9] = [
     (
         ErrorKind::Base,
         "CloacinaError",
@@ -75,6 +77,11 @@ const CLASSES: [(ErrorKind, &str, &str); 8] = [
         "ExecutionStateError",
         "The execution's status does not allow this, e.g. resuming one that Completed.",
     ),
+    (
+        ErrorKind::ScheduleNotFound,
+        "ScheduleNotFoundError",
+        "No schedule with the given name is stored in this database.",
+    ),
 ];
 
 static TYPES: GILOnceCell<Vec<Py<PyType>>> = GILOnceCell::new();
@@ -114,7 +121,9 @@ fn create_types(py: Python<'_>) -> PyResult<Vec<Py<PyType>>> {
             }
             ErrorKind::NotInitialized => py.get_type_bound::<PyRuntimeError>(),
             ErrorKind::Context => py.get_type_bound::<PyTypeError>(),
-            ErrorKind::ExecutionNotFound => py.get_type_bound::<PyLookupError>(),
+            ErrorKind::ExecutionNotFound | ErrorKind::ScheduleNotFound => {
+                py.get_type_bound::<PyLookupError>()
+            }
         };
         let bases = match created.first() {
             None => PyTuple::new_bound(py, [builtin]),
@@ -162,6 +171,7 @@ pub(crate) fn to_py_err(err: Error) -> PyErr {
         Error::Database(_) | Error::Refused(_) => ErrorKind::Database,
         Error::Context(_) => ErrorKind::Context,
         Error::NotFound(_) => ErrorKind::ExecutionNotFound,
+        Error::UnknownSchedule(_) => ErrorKind::ScheduleNotFound,
         Error::InvalidState(_) => ErrorKind::ExecutionState,
         Error::ShutDown(_) => ErrorKind::NotInitialized,
         Error::Internal(_) => ErrorKind::Base,

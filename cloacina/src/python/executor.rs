@@ -14,6 +14,7 @@ use super::bridge::{awaitable, running_loop, runtime};
 use super::errors::{new_err, to_py_err, ErrorKind};
 use super::marshal::{context_from_py, type_name};
 use super::results::ExecutionRecord;
+use super::schedules::{schedule_options, ScheduleRecord};
 use super::task::{current_attempt, EventLoop, RegisteredTasks};
 use super::workflow::PyWorkflow;
 use crate::context::Context;
@@ -48,6 +49,19 @@ pub(crate) struct PyUnifiedExecutor {
 }
 
 impl PyUnifiedExecutor {
+    fn set_paused<'py>(
+        &self,
+        py: Python<'py>,
+        name: &Bound<'py, PyAny>,
+        paused: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let name = args::text("name", "a str", name)?.into_owned();
+        let engine = self.engine()?;
+        awaitable(py, async move {
+            engine.set_schedule_paused(&name, paused).await
+        })
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -188,15 +202,9 @@ fn idempotency_key(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<String>>
     Ok(Some(key.to_string()))
 }
 
-/// The arguments of submit/execute, checked: the graph, its input and the submission options.
-fn submission(
-    method: &str,
-    workflow: &Bound<'_, PyAny>,
-    context: Option<&Bound<'_, PyAny>>,
-    key: Option<&Bound<'_, PyAny>>,
-    timeout: Option<&Bound<'_, PyAny>>,
-) -> PyResult<(Workflow, Context, SubmitOptions)> {
-    let graph = workflow
+/// The workflow argument of `method`, as the engine's graph.
+fn workflow_arg(method: &str, workflow: &Bound<'_, PyAny>) -> PyResult<Workflow> {
+    Ok(workflow
         .downcast::<PyWorkflow>()
         .map_err(|_| {
             PyTypeError::new_err(format!(
@@ -206,7 +214,18 @@ fn submission(
         })?
         .get()
         .graph()
-        .clone();
+        .clone())
+}
+
+/// The arguments of submit/execute, checked: the graph, its input and the submission options.
+fn submission(
+    method: &str,
+    workflow: &Bound<'_, PyAny>,
+    context: Option<&Bound<'_, PyAny>>,
+    key: Option<&Bound<'_, PyAny>>,
+    timeout: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(Workflow, Context, SubmitOptions)> {
+    let graph = workflow_arg(method, workflow)?;
     let input = match context {
         Some(c) if !c.is_none() => {
             context_from_py(c).map_err(|e| new_err(ErrorKind::Context, e.describe("context")))?
@@ -222,6 +241,14 @@ fn submission(
 
 fn default_list_limit() -> PyObject {
     Python::with_gil(|py| ExecutionFilter::default().limit.into_py(py))
+}
+
+fn default_timezone() -> PyObject {
+    Python::with_gil(|py| "UTC".into_py(py))
+}
+
+fn default_catchup() -> PyObject {
+    Python::with_gil(|py| "latest".into_py(py))
 }
 
 fn default_max_concurrency() -> PyObject {
@@ -457,6 +484,71 @@ impl PyUnifiedExecutor {
                 .map(ExecutionRecord)
                 .collect::<Vec<_>>())
         })
+    }
+
+    /// Stores a schedule that submits `workflow` at each fire of the cron expression, for any
+    /// worker of the database to fire; returns its name. Storing a name again updates it.
+    #[pyo3(signature = (workflow, cron, *, name=None, timezone=default_timezone(), context=None, catchup=default_catchup()), text_signature = "($self, workflow, cron, *, name=None, timezone='UTC', context=None, catchup='latest')")]
+    #[allow(clippy::too_many_arguments)]
+    fn schedule<'py>(
+        &self,
+        py: Python<'py>,
+        workflow: &Bound<'py, PyAny>,
+        cron: &Bound<'py, PyAny>,
+        name: Option<&Bound<'py, PyAny>>,
+        timezone: PyObject,
+        context: Option<&Bound<'py, PyAny>>,
+        catchup: PyObject,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let graph = workflow_arg("schedule", workflow)?;
+        let cron = args::text("cron", "a str such as \"*/5 * * * *\"", cron)?.into_owned();
+        let options = schedule_options(name, timezone.bind(py), context, catchup.bind(py))?;
+        let engine = self.engine()?;
+        awaitable(
+            py,
+            async move { engine.schedule(&graph, &cron, options).await },
+        )
+    }
+
+    /// Every schedule in the database, by name, with its next and last fire.
+    fn list_schedules<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?;
+        awaitable(py, async move {
+            let schedules = engine.list_schedules().await?;
+            Ok(schedules
+                .into_iter()
+                .map(ScheduleRecord)
+                .collect::<Vec<_>>())
+        })
+    }
+
+    /// Stops a schedule firing, in every worker, until `resume_schedule`.
+    fn pause_schedule<'py>(
+        &self,
+        py: Python<'py>,
+        name: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.set_paused(py, name, true)
+    }
+
+    /// Lets a paused schedule fire again, from its next fire after now.
+    fn resume_schedule<'py>(
+        &self,
+        py: Python<'py>,
+        name: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.set_paused(py, name, false)
+    }
+
+    /// Deletes a schedule; the executions it submitted stay.
+    fn unschedule<'py>(
+        &self,
+        py: Python<'py>,
+        name: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let name = args::text("name", "a str", name)?.into_owned();
+        let engine = self.engine()?;
+        awaitable(py, async move { engine.unschedule(&name).await })
     }
 
     /// Stops claiming work and waits for running tasks to end and be stored; unfinished

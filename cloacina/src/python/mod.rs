@@ -10,6 +10,7 @@ mod marshal;
 mod options;
 mod registry;
 mod results;
+mod schedules;
 mod task;
 mod threads;
 mod workflow;

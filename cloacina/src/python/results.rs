@@ -8,7 +8,8 @@ use super::json_text::json_to_py;
 use super::marshal::values_to_py;
 use crate::model::{ExecutionResult, TaskResult};
 
-fn iso(time: Option<DateTime<Utc>>) -> Option<String> {
+/// A time as the API shows it: ISO 8601 with microseconds and the UTC offset.
+pub(crate) fn iso(time: Option<DateTime<Utc>>) -> Option<String> {
     time.map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, false))
 }
 

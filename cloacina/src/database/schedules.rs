@@ -1,0 +1,438 @@
+//! Schedules as stored: adding, listing, pausing and removing them, and making their fires.
+//!
+//! A fire is made in the transaction that moves the schedule's `next_fire_at` past it, with
+//! the schedule's row locked (`FOR UPDATE SKIP LOCKED` on PostgreSQL, the write lock on
+//! SQLite): however many workers see a fire due at once, one makes it. Its execution also
+//! carries an idempotency key derived from the schedule and the fire time.
+
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use diesel::prelude::*;
+use uuid::Uuid;
+
+use super::control::LifecycleSteps;
+use super::schema::schedules;
+use super::signals::Signal;
+use super::store::Dialect;
+use super::{with_connection, write_transaction, Database};
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::model::{now, ExecutionPlan, ExecutionResult};
+use crate::schedule::{due_fires, Cadence, Catchup, FIRE_TIME_KEY};
+
+/// A schedule as `list_schedules` reports it.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// Unique per database (and schema); also the schedule's id.
+    pub name: String,
+    /// The workflow each fire submits.
+    pub workflow_name: String,
+    /// The cron expression, as given.
+    pub cron: String,
+    /// The IANA time zone the expression is read in.
+    pub timezone: String,
+    /// Each fire's input context, before the fire time is added.
+    pub context: Context,
+    /// What happens to fires missed while no worker ran.
+    pub catchup: Catchup,
+    /// Whether fires are suspended.
+    pub paused: bool,
+    /// The next fire not made yet; None once the expression fires no more.
+    pub next_fire_time: Option<DateTime<Utc>>,
+    /// The newest fire made.
+    pub last_fire_time: Option<DateTime<Utc>>,
+    /// The execution the newest fire submitted.
+    pub last_execution_id: Option<Uuid>,
+    /// When the schedule was first stored.
+    pub created_at: DateTime<Utc>,
+    /// When it was last stored, paused or resumed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A schedule to store: checked, with the workflow's plan.
+pub(crate) struct NewSchedule {
+    pub name: String,
+    pub workflow_name: String,
+    pub workflow_version: String,
+    pub plan: ExecutionPlan,
+    pub cron: String,
+    pub timezone: String,
+    pub cadence: Cadence,
+    pub context: Context,
+    pub catchup: Catchup,
+}
+
+/// What a pass over due schedules did.
+#[derive(Debug, Default)]
+pub(crate) struct FirePass {
+    /// Executions submitted, one per fire made.
+    pub submitted: usize,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = schedules)]
+struct ScheduleRow {
+    name: String,
+    workflow_name: String,
+    workflow_version: String,
+    plan: String,
+    cron: String,
+    timezone: String,
+    context: String,
+    catchup: String,
+    paused: bool,
+    next_fire_at: Option<NaiveDateTime>,
+    last_fire_at: Option<NaiveDateTime>,
+    last_execution_id: Option<String>,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+impl ScheduleRow {
+    fn corrupt(&self, what: &str) -> Error {
+        Error::Database(format!(
+            "stored schedule {:?} has an invalid {what}",
+            self.name
+        ))
+    }
+
+    fn catchup(&self) -> Result<Catchup> {
+        Catchup::parse(&self.catchup).map_err(|_| self.corrupt("catchup"))
+    }
+
+    fn context(&self) -> Result<Context> {
+        Context::from_json(&self.context).map_err(|_| self.corrupt("context"))
+    }
+
+    fn into_schedule(self) -> Result<Schedule> {
+        Ok(Schedule {
+            catchup: self.catchup()?,
+            context: self.context()?,
+            last_execution_id: self
+                .last_execution_id
+                .as_deref()
+                .and_then(|id| Uuid::parse_str(id).ok()),
+            next_fire_time: self.next_fire_at.map(|t| t.and_utc()),
+            last_fire_time: self.last_fire_at.map(|t| t.and_utc()),
+            created_at: self.created_at.and_utc(),
+            updated_at: self.updated_at.and_utc(),
+            name: self.name,
+            workflow_name: self.workflow_name,
+            cron: self.cron,
+            timezone: self.timezone,
+            paused: self.paused,
+        })
+    }
+}
+
+fn unknown(name: &str) -> Error {
+    Error::UnknownSchedule(format!(
+        "no schedule named {name:?} in this database; list_schedules() shows the names"
+    ))
+}
+
+/// The idempotency key of the execution a schedule's fire submits.
+fn fire_key(name: &str, fire: DateTime<Utc>) -> String {
+    format!(
+        "schedule:{name}:{}",
+        fire.to_rfc3339_opts(SecondsFormat::Secs, true)
+    )
+}
+
+impl Database {
+    /// Stores a schedule, or updates the one with its name. An update keeps the next fire
+    /// (so fires missed before it still catch up) unless the expression or time zone changed,
+    /// and keeps whether the schedule is paused.
+    pub(crate) async fn put_schedule(&self, new: NewSchedule) -> Result<()> {
+        self.run(move |pool| {
+            let now_utc = now();
+            let at = now_utc.naive_utc();
+            write_transaction!(pool, |conn| {
+                let existing: Option<(String, String, Option<NaiveDateTime>)> = schedules::table
+                    .find(&new.name)
+                    .select((
+                        schedules::cron,
+                        schedules::timezone,
+                        schedules::next_fire_at,
+                    ))
+                    .get_result(conn)
+                    .optional()?;
+                let fresh_next = || new.cadence.next_after(now_utc).map(|t| t.naive_utc());
+                let values = (
+                    schedules::workflow_name.eq(&new.workflow_name),
+                    schedules::workflow_version.eq(&new.workflow_version),
+                    schedules::plan.eq(new.plan.to_json()),
+                    schedules::cron.eq(&new.cron),
+                    schedules::timezone.eq(&new.timezone),
+                    schedules::context.eq(new.context.to_json()),
+                    schedules::catchup.eq(new.catchup.as_str()),
+                    schedules::updated_at.eq(at),
+                );
+                match existing {
+                    Some((cron, timezone, next)) => {
+                        let next = if cron == new.cron && timezone == new.timezone {
+                            next
+                        } else {
+                            fresh_next()
+                        };
+                        diesel::update(schedules::table.find(&new.name))
+                            .set((values, schedules::next_fire_at.eq(next)))
+                            .execute(conn)?;
+                    }
+                    None => {
+                        diesel::insert_into(schedules::table)
+                            .values((
+                                values,
+                                schedules::name.eq(&new.name),
+                                schedules::paused.eq(false),
+                                schedules::next_fire_at.eq(fresh_next()),
+                                schedules::created_at.eq(at),
+                            ))
+                            .execute(conn)?;
+                    }
+                }
+                conn.announce(Signal::Schedules)?;
+                Ok(())
+            })
+        })
+        .await?;
+        self.signals().raise(Signal::Schedules);
+        Ok(())
+    }
+
+    /// Every stored schedule, by name.
+    pub(crate) async fn list_schedules(&self) -> Result<Vec<Schedule>> {
+        self.run(|pool| {
+            with_connection!(pool, |conn| {
+                let rows: Vec<ScheduleRow> = schedules::table
+                    .order(schedules::name)
+                    .select(ScheduleRow::as_select())
+                    .load(conn)?;
+                rows.into_iter().map(ScheduleRow::into_schedule).collect()
+            })
+        })
+        .await
+    }
+
+    /// Pauses or resumes a schedule. Resuming skips the fires that fell due while paused.
+    pub(crate) async fn set_schedule_paused(&self, name: String, paused: bool) -> Result<()> {
+        self.run(move |pool| {
+            let now_utc = now();
+            write_transaction!(pool, |conn| {
+                let Some((cron, timezone, was_paused)) = schedules::table
+                    .find(&name)
+                    .select((schedules::cron, schedules::timezone, schedules::paused))
+                    .get_result::<(String, String, bool)>(conn)
+                    .optional()?
+                else {
+                    return Err(unknown(&name));
+                };
+                if was_paused == paused {
+                    return Ok(());
+                }
+                let row = diesel::update(schedules::table.find(&name));
+                let changed = (
+                    schedules::paused.eq(paused),
+                    schedules::updated_at.eq(now_utc.naive_utc()),
+                );
+                if paused {
+                    row.set(changed).execute(conn)?;
+                } else {
+                    let next = Cadence::parse(&cron, &timezone)?
+                        .next_after(now_utc)
+                        .map(|t| t.naive_utc());
+                    row.set((changed, schedules::next_fire_at.eq(next)))
+                        .execute(conn)?;
+                }
+                conn.announce(Signal::Schedules)?;
+                Ok(())
+            })
+        })
+        .await?;
+        self.signals().raise(Signal::Schedules);
+        Ok(())
+    }
+
+    /// Deletes a schedule; executions it submitted stay.
+    pub(crate) async fn remove_schedule(&self, name: String) -> Result<()> {
+        self.run(move |pool| {
+            write_transaction!(pool, |conn| {
+                let removed = diesel::delete(schedules::table.find(&name)).execute(conn)?;
+                if removed == 0 {
+                    return Err(unknown(&name));
+                }
+                conn.announce(Signal::Schedules)?;
+                Ok(())
+            })
+        })
+        .await?;
+        self.signals().raise(Signal::Schedules);
+        Ok(())
+    }
+
+    /// The earliest next fire of any schedule that is not paused.
+    pub(crate) async fn next_schedule_fire(&self) -> Result<Option<DateTime<Utc>>> {
+        self.run(|pool| {
+            with_connection!(pool, |conn| {
+                let next: Option<NaiveDateTime> = schedules::table
+                    .filter(schedules::paused.eq(false))
+                    .select(diesel::dsl::min(schedules::next_fire_at))
+                    .get_result(conn)?;
+                Ok(next.map(|t| t.and_utc()))
+            })
+        })
+        .await
+    }
+
+    /// Makes the due fires of every schedule nobody else is firing, each schedule in its own
+    /// transaction. `watching_since` is when this worker began watching schedules: fires due
+    /// before it were missed, and follow the schedule's catch-up mode.
+    pub(crate) async fn fire_due_schedules(
+        &self,
+        watching_since: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<FirePass> {
+        self.run(move |pool| {
+            let due: Vec<String> = with_connection!(pool, |conn| {
+                schedules::table
+                    .filter(schedules::paused.eq(false))
+                    .filter(schedules::next_fire_at.le(now().naive_utc()))
+                    .order(schedules::next_fire_at)
+                    .select(schedules::name)
+                    .load(conn)
+            })?;
+            let mut pass = FirePass::default();
+            for name in due {
+                pass.submitted += write_transaction!(pool, |conn| {
+                    let Some(row) = conn.lock_due_schedule(&name, now().naive_utc())? else {
+                        return Ok(0);
+                    };
+                    conn.fire_locked(row, watching_since, lease)
+                })?;
+            }
+            Ok(pass)
+        })
+        .await
+    }
+}
+
+macro_rules! impl_fire_steps {
+    ($conn:ty) => {
+        impl FireSteps for $conn {
+            fn fire_locked(
+                &mut self,
+                row: ScheduleRow,
+                watching_since: DateTime<Utc>,
+                lease: Duration,
+            ) -> Result<usize> {
+                let next_fire = row
+                    .next_fire_at
+                    .expect("a due schedule has a next fire")
+                    .and_utc();
+                let cadence = Cadence::parse(&row.cron, &row.timezone)
+                    .map_err(|_| row.corrupt("cron expression or time zone"))?;
+                let plan = ExecutionPlan::from_json(&row.plan).map_err(|_| row.corrupt("plan"))?;
+                let (catchup, context) = (row.catchup()?, row.context()?);
+                let fires = due_fires(&cadence, catchup, next_fire, watching_since, now());
+                let mut last = None;
+                for &fire in &fires.run {
+                    let record = ExecutionResult::pending(
+                        Uuid::new_v4(),
+                        &row.workflow_name,
+                        &row.workflow_version,
+                        fire_context(&context, fire),
+                        &plan,
+                    );
+                    let key = Some(fire_key(&row.name, fire));
+                    let submitted = self.submit_new(&record, &plan, key, None, None, lease)?;
+                    last = Some((fire, submitted.execution_id));
+                }
+                let next = fires.next.map(|t| t.naive_utc());
+                let moved = diesel::update(schedules::table.find(&row.name));
+                match last {
+                    Some((fire, execution)) => moved
+                        .set((
+                            schedules::next_fire_at.eq(next),
+                            schedules::last_fire_at.eq(Some(fire.naive_utc())),
+                            schedules::last_execution_id.eq(Some(execution.to_string())),
+                        ))
+                        .execute(self)?,
+                    None => moved.set(schedules::next_fire_at.eq(next)).execute(self)?,
+                };
+                Ok(fires.run.len())
+            }
+        }
+    };
+}
+
+/// Firing steps written once for every backend.
+trait FireSteps: LockDueSchedule {
+    /// Makes a locked schedule's due fires and moves it on; returns the executions submitted.
+    fn fire_locked(
+        &mut self,
+        row: ScheduleRow,
+        watching_since: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<usize>;
+}
+super::for_each_backend!(impl_fire_steps);
+
+/// Locks a schedule whose next fire is due, if no other transaction holds it.
+trait LockDueSchedule {
+    fn lock_due_schedule(
+        &mut self,
+        name: &str,
+        now: NaiveDateTime,
+    ) -> QueryResult<Option<ScheduleRow>>;
+}
+
+/// The schedule `name` if its next fire is due at `now` and it is not paused.
+#[diesel::dsl::auto_type]
+fn due_schedule<'a>(name: &'a str, now: NaiveDateTime) -> _ {
+    schedules::table
+        .find(name)
+        .filter(schedules::paused.eq(false))
+        .filter(schedules::next_fire_at.le(now))
+}
+
+#[cfg(feature = "sqlite")]
+impl LockDueSchedule for diesel::sqlite::SqliteConnection {
+    fn lock_due_schedule(
+        &mut self,
+        name: &str,
+        now: NaiveDateTime,
+    ) -> QueryResult<Option<ScheduleRow>> {
+        // The immediate transaction already holds the write lock.
+        due_schedule(name, now)
+            .select(ScheduleRow::as_select())
+            .get_result(self)
+            .optional()
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl LockDueSchedule for diesel::pg::PgConnection {
+    fn lock_due_schedule(
+        &mut self,
+        name: &str,
+        now: NaiveDateTime,
+    ) -> QueryResult<Option<ScheduleRow>> {
+        due_schedule(name, now)
+            .select(ScheduleRow::as_select())
+            .for_update()
+            .skip_locked()
+            .get_result(self)
+            .optional()
+    }
+}
+
+/// The input context of one fire: the schedule's context plus the fire time.
+fn fire_context(context: &Context, fire: DateTime<Utc>) -> Context {
+    let mut input = context.clone();
+    input.insert(
+        FIRE_TIME_KEY,
+        fire.to_rfc3339_opts(SecondsFormat::Micros, false),
+    );
+    input
+}
