@@ -33,7 +33,7 @@ needs_sqlite_wheel = pytest.mark.skipif(not REAL_SQLITE, reason="scenarios built
 EXPORTED = [
     "task", "Workflow", "UnifiedExecutor", "CloacinaError", "DatabaseError", "WorkflowError",
     "ConfigurationError", "NotInitializedError", "ContextError", "SkipTask",
-    "ExecutionNotFoundError", "ExecutionStateError",
+    "ExecutionNotFoundError", "ExecutionStateError", "ScheduleNotFoundError",
 ]
 
 SITECUSTOMIZE = textwrap.dedent(
@@ -65,6 +65,7 @@ FAKE_POSTGRES = textwrap.dedent(
     class ContextError(CloacinaError, TypeError): pass
     class ExecutionNotFoundError(CloacinaError, LookupError): pass
     class ExecutionStateError(CloacinaError, ValueError): pass
+    class ScheduleNotFoundError(CloacinaError, LookupError): pass
     class SkipTask(Exception): pass
 
     def task(task_id=None, *, dependencies=()):

@@ -52,3 +52,17 @@ def test_durable_demo(tmp_path, subprocess_env, database_url):
     assert "download   Completed  attempts 1:Completed" in out
     assert "transform  Completed  attempts 1:Lost, 2:Completed" in out
     assert "publish    Completed  attempts 1:Completed" in out
+
+
+def test_schedule_example(tmp_path, subprocess_env, database_url):
+    """An every-second schedule fires three times, each fire once."""
+    script = EXAMPLES / "schedule.py"
+    if not script.is_file():
+        pytest.skip("examples/ not present next to python-tests/")
+    proc = subprocess.run([sys.executable, str(script), database_url], cwd=str(tmp_path),
+                          env=subprocess_env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    fired = [line for line in proc.stdout.splitlines() if line.startswith("fired")]
+    assert len(fired) == 3, proc.stdout
+    assert all("api checked at" in line for line in fired)
+    assert len(set(fired)) == 3, proc.stdout

@@ -7,6 +7,7 @@ submit-only executor (``client``), so it never fires anything itself.
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 from datetime import datetime, timedelta, timezone
@@ -77,6 +78,23 @@ async def test_scheduling_a_name_again_updates_it(client, ids, tmp_path):
     assert parse_ts(moved["next_fire_time"]).astimezone(timezone(timedelta(hours=9))).hour == 3
     await client.schedule(wf, "@hourly", name="hourly")
     assert [s["name"] for s in await client.list_schedules()] == ["hourly", "nightly"]
+
+
+async def test_processes_scheduling_one_name_at_once_never_collide(database_url, ids, tmp_path):
+    """Every worker of a deployment may call schedule() at start-up, at the same moment."""
+    wf = define(ids.prefix, str(tmp_path / "e.log"), str(tmp_path)).wf("chain")
+    executors = [cl.UnifiedExecutor() for _ in range(4)]
+    for ex in executors:
+        await ex.initialize(database_url, worker=False)
+    try:
+        for round_ in range(10):
+            await asyncio.gather(*(ex.schedule(wf, "@daily", name=f"startup{round_}", context={"by": i})
+                                   for i, ex in enumerate(executors)))
+        listed = await executors[0].list_schedules()
+        assert [s["name"] for s in listed] == [f"startup{r}" for r in range(10)]
+    finally:
+        for ex in executors:
+            await ex.shutdown()
 
 
 async def test_timezone_and_aliases(client, ids, tmp_path):

@@ -8,11 +8,12 @@
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use diesel::dsl::case_when;
 use diesel::prelude::*;
 use uuid::Uuid;
 
 use super::control::LifecycleSteps;
-use super::schema::schedules;
+use super::schema::{schedules, workers};
 use super::signals::Signal;
 use super::store::Dialect;
 use super::{with_connection, write_transaction, Database};
@@ -149,16 +150,7 @@ impl Database {
             let now_utc = now();
             let at = now_utc.naive_utc();
             write_transaction!(pool, |conn| {
-                let existing: Option<(String, String, Option<NaiveDateTime>)> = schedules::table
-                    .find(&new.name)
-                    .select((
-                        schedules::cron,
-                        schedules::timezone,
-                        schedules::next_fire_at,
-                    ))
-                    .get_result(conn)
-                    .optional()?;
-                let fresh_next = || new.cadence.next_after(now_utc).map(|t| t.naive_utc());
+                let fresh_next = new.cadence.next_after(now_utc).map(|t| t.naive_utc());
                 let values = (
                     schedules::workflow_name.eq(&new.workflow_name),
                     schedules::workflow_version.eq(&new.workflow_version),
@@ -169,28 +161,27 @@ impl Database {
                     schedules::catchup.eq(new.catchup.as_str()),
                     schedules::updated_at.eq(at),
                 );
-                match existing {
-                    Some((cron, timezone, next)) => {
-                        let next = if cron == new.cron && timezone == new.timezone {
-                            next
-                        } else {
-                            fresh_next()
-                        };
-                        diesel::update(schedules::table.find(&new.name))
-                            .set((values, schedules::next_fire_at.eq(next)))
-                            .execute(conn)?;
-                    }
-                    None => {
-                        diesel::insert_into(schedules::table)
-                            .values((
-                                values,
-                                schedules::name.eq(&new.name),
-                                schedules::paused.eq(false),
-                                schedules::next_fire_at.eq(fresh_next()),
-                                schedules::created_at.eq(at),
-                            ))
-                            .execute(conn)?;
-                    }
+                // Single statements, so processes that all schedule at start-up never collide:
+                // the first inserts, the others update the row they wait for.
+                let inserted = diesel::insert_into(schedules::table)
+                    .values((
+                        values.clone(),
+                        schedules::name.eq(&new.name),
+                        schedules::paused.eq(false),
+                        schedules::next_fire_at.eq(fresh_next),
+                        schedules::created_at.eq(at),
+                    ))
+                    .on_conflict_do_nothing()
+                    .execute(conn)?;
+                if inserted == 0 {
+                    let same_times = schedules::cron
+                        .eq(&new.cron)
+                        .and(schedules::timezone.eq(&new.timezone))
+                        .and(schedules::next_fire_at.is_not_null());
+                    let next = case_when(same_times, schedules::next_fire_at).otherwise(fresh_next);
+                    diesel::update(schedules::table.find(&new.name))
+                        .set((values, schedules::next_fire_at.eq(next)))
+                        .execute(conn)?;
                 }
                 conn.announce(Signal::Schedules)?;
                 Ok(())
@@ -287,7 +278,8 @@ impl Database {
 
     /// Makes the due fires of every schedule nobody else is firing, each schedule in its own
     /// transaction. `watching_since` is when this worker began watching schedules: fires due
-    /// before it were missed, and follow the schedule's catch-up mode.
+    /// before it and before every other live worker started were missed, and follow the
+    /// schedule's catch-up mode.
     pub(crate) async fn fire_due_schedules(
         &self,
         watching_since: DateTime<Utc>,
@@ -303,15 +295,23 @@ impl Database {
                     .load(conn)
             })?;
             let mut pass = FirePass::default();
+            let mut first_error = None;
             for name in due {
-                pass.submitted += write_transaction!(pool, |conn| {
+                // One schedule that cannot fire (an unreadable row) never holds up the others.
+                match write_transaction!(pool, |conn| {
                     let Some(row) = conn.lock_due_schedule(&name, now().naive_utc())? else {
                         return Ok(0);
                     };
                     conn.fire_locked(row, watching_since, lease)
-                })?;
+                }) {
+                    Ok(submitted) => pass.submitted += submitted,
+                    Err(err) => first_error = first_error.or(Some(err)),
+                }
             }
-            Ok(pass)
+            match first_error {
+                Some(err) if pass.submitted == 0 => Err(err),
+                _ => Ok(pass),
+            }
         })
         .await
     }
@@ -334,7 +334,17 @@ macro_rules! impl_fire_steps {
                     .map_err(|_| row.corrupt("cron expression or time zone"))?;
                 let plan = ExecutionPlan::from_json(&row.plan).map_err(|_| row.corrupt("plan"))?;
                 let (catchup, context) = (row.catchup()?, row.context()?);
-                let fires = due_fires(&cadence, catchup, next_fire, watching_since, now());
+                let now_utc = now();
+                // Watched since the oldest live worker started, not only since this one did:
+                // a fire counts as missed only when no worker was running at its time.
+                let alive_after = now_utc.naive_utc()
+                    - chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+                let oldest_live: Option<NaiveDateTime> = workers::table
+                    .filter(workers::heartbeat_at.ge(alive_after))
+                    .select(diesel::dsl::min(workers::started_at))
+                    .get_result(self)?;
+                let since = oldest_live.map_or(watching_since, |t| t.and_utc().min(watching_since));
+                let fires = due_fires(&cadence, catchup, next_fire, since, now_utc);
                 let mut last = None;
                 for &fire in &fires.run {
                     let record = ExecutionResult::pending(
