@@ -133,6 +133,44 @@ impl Workflow {
     pub fn dependents_of(&self, position: usize) -> &[usize] {
         &self.dependents[position]
     }
+
+    /// Every dependency edge as (upstream position, downstream position), in task order.
+    fn edges(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        (0..self.len()).flat_map(|t| self.dependencies_of(t).iter().map(move |&d| (d, t)))
+    }
+
+    /// The graph as a Mermaid flowchart, top to bottom.
+    pub fn to_mermaid(&self) -> String {
+        let mut out = String::from("flowchart TD\n");
+        for (position, id) in self.task_ids().enumerate() {
+            // Mermaid reads `"` inside a label as its end; `#quot;` is its escape.
+            let label = id.replace('"', "#quot;");
+            out.push_str(&format!("    t{position}[\"{label}\"]\n"));
+        }
+        for (from, to) in self.edges() {
+            out.push_str(&format!("    t{from} --> t{to}\n"));
+        }
+        out
+    }
+
+    /// The graph in Graphviz DOT.
+    pub fn to_dot(&self) -> String {
+        let quote = |text: &str| format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""));
+        let mut out = format!("digraph {} {{\n    rankdir=TB;\n", quote(self.name()));
+        for id in self.task_ids() {
+            out.push_str(&format!("    {};\n", quote(id)));
+        }
+        let ids: Vec<&str> = self.task_ids().collect();
+        for (from, to) in self.edges() {
+            out.push_str(&format!(
+                "    {} -> {};\n",
+                quote(ids[from]),
+                quote(ids[to])
+            ));
+        }
+        out.push_str("}\n");
+        out
+    }
 }
 
 /// Kahn's algorithm, always taking the earliest-listed ready task, so the order is deterministic.

@@ -366,3 +366,27 @@ fn version_does_not_confuse_id_boundaries() {
     let b = build(vec![noop("a", &[]), noop("bc", &[])]).unwrap();
     assert_ne!(a.version(), b.version());
 }
+
+#[test]
+fn graphs_render_as_mermaid_and_dot_with_quotes_escaped() {
+    let wf = Workflow::new(
+        "etl \"nightly\"",
+        vec![
+            noop("extract", &[]),
+            noop("say \"hi\"", &["extract"]),
+            noop("load", &["extract", "say \"hi\""]),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        wf.to_mermaid(),
+        "flowchart TD\n    t0[\"extract\"]\n    t1[\"say #quot;hi#quot;\"]\n    t2[\"load\"]\n    \
+         t0 --> t1\n    t0 --> t2\n    t1 --> t2\n"
+    );
+    assert_eq!(
+        wf.to_dot(),
+        "digraph \"etl \\\"nightly\\\"\" {\n    rankdir=TB;\n    \"extract\";\n    \
+         \"say \\\"hi\\\"\";\n    \"load\";\n    \"extract\" -> \"say \\\"hi\\\"\";\n    \
+         \"extract\" -> \"load\";\n    \"say \\\"hi\\\"\" -> \"load\";\n}\n"
+    );
+}

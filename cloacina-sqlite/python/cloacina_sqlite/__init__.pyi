@@ -180,6 +180,18 @@ class Workflow:
     def version(self) -> str:
         """A digest of the graph: the same tasks and edges give the same version."""
     def __len__(self) -> int: ...
+    def to_mermaid(self) -> str:
+        """The graph as a Mermaid flowchart (``flowchart TD``), one node per task."""
+    def to_dot(self) -> str:
+        """The graph in Graphviz DOT."""
+    @staticmethod
+    def of_task(task: _TaskRef, *, name: Optional[str] = None) -> Workflow:
+        """A workflow of one registered task alone, its dependencies left out.
+
+        Runs the task, with its retries, timeout and other options, on a context its upstream
+        tasks would have produced: for testing one task. ``name`` defaults to
+        ``"<task id> (alone)"``.
+        """
 
 @final
 class UnifiedExecutor:
@@ -198,7 +210,7 @@ class UnifiedExecutor:
         """The most tasks this executor runs at once."""
     async def initialize(
         self,
-        database_url: str,
+        database_url: Optional[str] = None,
         *,
         schema: Optional[str] = None,
         pool_size: Optional[int] = None,
@@ -206,6 +218,9 @@ class UnifiedExecutor:
         worker: bool = True,
     ) -> None:
         """Connect to and migrate the database; call once before anything else.
+
+        Without ``database_url``, the ``CLOACINA_DATABASE_URL`` environment variable is used,
+        else (SQLite backend only) the file ``cloacina.db`` in the working directory.
 
         ``schema`` (PostgreSQL only) keeps every table in that schema, created if missing.
         ``pool_size`` (an int from 1 to 1000) caps the connections this executor opens (default

@@ -19,7 +19,7 @@ use super::task::{current_attempt, EventLoop, RegisteredTasks};
 use super::workflow::PyWorkflow;
 use crate::context::Context;
 use crate::database::queries::ExecutionFilter;
-use crate::database::url::DatabaseUrl;
+use crate::database::url::{BackendKind, DatabaseUrl};
 use crate::database::PoolOptions;
 use crate::executor::{
     CurrentAttempt, ExecutorConfig, SubmitOptions, UnifiedExecutor, DEFAULT_LEASE_TIMEOUT,
@@ -243,6 +243,28 @@ fn default_list_limit() -> PyObject {
     Python::with_gil(|py| ExecutionFilter::default().limit.into_py(py))
 }
 
+/// The environment variable `initialize()` reads when given no URL.
+const DATABASE_URL_VARIABLE: &str = "CLOACINA_DATABASE_URL";
+
+/// `CLOACINA_DATABASE_URL`, else (SQLite only) the file `cloacina.db` in the working directory.
+fn default_database_url() -> PyResult<String> {
+    match std::env::var(DATABASE_URL_VARIABLE) {
+        Ok(url) if !url.trim().is_empty() => Ok(url),
+        Err(std::env::VarError::NotUnicode(_)) => Err(new_err(
+            ErrorKind::Configuration,
+            format!("{DATABASE_URL_VARIABLE} is not valid Unicode text"),
+        )),
+        _ if backend() == BackendKind::Sqlite => Ok("sqlite:///cloacina.db".to_string()),
+        _ => Err(new_err(
+            ErrorKind::Configuration,
+            format!(
+                "no database URL: pass one to initialize() or set {DATABASE_URL_VARIABLE} \
+                 (e.g. postgresql://user@host/db)"
+            ),
+        )),
+    }
+}
+
 fn default_timezone() -> PyObject {
     Python::with_gil(|py| "UTC".into_py(py))
 }
@@ -274,20 +296,25 @@ impl PyUnifiedExecutor {
         self.max_concurrency
     }
 
-    /// Connects to (and migrates) the database at `database_url`; unless `worker=False`, the
-    /// executor then runs ready tasks of any execution in that database whose ids are registered.
-    #[pyo3(signature = (database_url, *, schema=None, pool_size=None, lease_timeout=None, worker=true))]
+    /// Connects to (and migrates) the database at `database_url` (by default
+    /// `CLOACINA_DATABASE_URL`, else the SQLite file `cloacina.db` in the working directory);
+    /// unless `worker=False`, the executor then runs ready tasks of any execution in that
+    /// database whose ids are registered.
+    #[pyo3(signature = (database_url=None, *, schema=None, pool_size=None, lease_timeout=None, worker=true))]
     fn initialize<'py>(
         &self,
         py: Python<'py>,
-        database_url: &Bound<'py, PyAny>,
+        database_url: Option<&Bound<'py, PyAny>>,
         schema: Option<String>,
         pool_size: Option<&Bound<'py, PyAny>>,
         lease_timeout: Option<&Bound<'py, PyAny>>,
         worker: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        // Not `to_cow()?`: a UnicodeEncodeError's repr would show the URL, password included.
-        let url = args::text("database_url", "a str", database_url)?;
+        let url = match database_url.filter(|u| !u.is_none()) {
+            // Not `to_cow()?`: a UnicodeEncodeError's repr would show the URL, password included.
+            Some(url) => args::text("database_url", "a str or None", url)?.into_owned(),
+            None => default_database_url()?,
+        };
         let url = DatabaseUrl::parse(&url, backend()).map_err(to_py_err)?;
         let pool = PoolOptions {
             max_size: pool_size

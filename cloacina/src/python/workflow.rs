@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use super::marshal::type_name;
 use pyo3::types::PyString;
 
-use super::decorator::task_ids;
+use super::decorator::{task_id_of, task_ids};
 use super::errors::{new_err, to_py_err, ErrorKind};
 use super::registry::{registry, TaskDefinition};
 use super::task::PythonTask;
@@ -92,6 +92,41 @@ impl PyWorkflow {
 
     fn __len__(&self) -> usize {
         self.graph.len()
+    }
+
+    /// The graph as a Mermaid flowchart.
+    fn to_mermaid(&self) -> String {
+        self.graph.to_mermaid()
+    }
+
+    /// The graph in Graphviz DOT.
+    fn to_dot(&self) -> String {
+        self.graph.to_dot()
+    }
+
+    /// A workflow of one registered task alone, its dependencies left out: runs the task, with
+    /// its options, on a context its upstream tasks would have produced (for tests).
+    #[staticmethod]
+    #[pyo3(signature = (task, *, name=None))]
+    fn of_task(task: &Bound<'_, PyAny>, name: Option<String>) -> PyResult<Self> {
+        let id = task_id_of(task)?;
+        let definition = collect_with_dependencies("of_task", std::slice::from_ref(&id))?
+            .into_iter()
+            .next()
+            .expect("the task itself comes first");
+        let py = task.py();
+        let alone = TaskDefinition {
+            id: definition.id.clone(),
+            dependencies: Vec::new(),
+            function: definition.function.clone_ref(py),
+            is_async: definition.is_async,
+            options: definition.options.clone(),
+            retry_on: definition.retry_on.clone_ref(py),
+        };
+        let name = name.unwrap_or_else(|| format!("{id} (alone)"));
+        let graph = Workflow::new(name, vec![PythonTask::unbound(Arc::new(alone))])
+            .map_err(|e| to_py_err(Error::from(e)))?;
+        Ok(Self { graph })
     }
 
     fn __repr__(&self) -> String {

@@ -1,0 +1,93 @@
+"""initialize() without a URL, and one task run alone with Workflow.of_task."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from backend import IS_SQLITE, cl
+
+
+def run_child(code: str, cwd: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+DEFAULT_URL_CHILD = """
+import asyncio, json, os
+from backend import cl
+
+@cl.task(task_id="defaults.one")
+def one(ctx):
+    return {"x": 1}
+
+async def main():
+    ex = cl.UnifiedExecutor()
+    await ex.initialize()
+    result = await ex.execute(cl.Workflow("defaults", tasks=[one]))
+    await ex.shutdown()
+    print(json.dumps(result["status"]))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(not IS_SQLITE, reason="the cloacina.db default is the SQLite backend's")
+def test_no_url_means_cloacina_db_in_the_working_directory(tmp_path, subprocess_env):
+    env = {k: v for k, v in subprocess_env.items() if k != "CLOACINA_DATABASE_URL"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(__file__), env.get("PYTHONPATH")]))
+    proc = run_child(DEFAULT_URL_CHILD, str(tmp_path), env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == '"Completed"'
+    assert (tmp_path / "cloacina.db").is_file()
+
+
+def test_no_url_reads_cloacina_database_url(tmp_path, subprocess_env, database_url):
+    env = dict(subprocess_env, CLOACINA_DATABASE_URL=database_url)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(__file__), env.get("PYTHONPATH")]))
+    workdir = tmp_path / "elsewhere"
+    workdir.mkdir()
+    proc = run_child(DEFAULT_URL_CHILD, str(workdir), env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == '"Completed"'
+    assert not (workdir / "cloacina.db").exists()
+
+
+@pytest.mark.skipif(IS_SQLITE, reason="PostgreSQL has no default database")
+def test_postgres_without_any_url_says_how_to_give_one(monkeypatch):
+    monkeypatch.delenv("CLOACINA_DATABASE_URL", raising=False)
+
+    async def go() -> None:
+        await cl.UnifiedExecutor().initialize()
+
+    import asyncio
+    with pytest.raises(cl.ConfigurationError, match="CLOACINA_DATABASE_URL"):
+        asyncio.run(go())
+
+
+async def test_of_task_runs_one_task_alone_with_its_options(executor, ids):
+    attempts = []
+
+    @cl.task(task_id=ids("upstream"))
+    def upstream(ctx):
+        raise AssertionError("never runs: of_task leaves dependencies out")
+
+    @cl.task(task_id=ids("flaky"), dependencies=[upstream], retries=2, retry_delay=0)
+    def flaky(ctx):
+        attempts.append(ctx["rows"])
+        if len(attempts) < 3:
+            raise RuntimeError("not yet")
+        return {"total": sum(ctx["rows"])}
+
+    alone = cl.Workflow.of_task(flaky)
+    assert alone.task_ids == [ids("flaky")] and alone.name == f"{ids('flaky')} (alone)"
+    result = await executor.execute(alone, {"rows": [1, 2, 3]})
+    assert result["status"] == "Completed", result
+    assert result["final_context"]["total"] == 6
+    assert [h["status"] for h in result["task_results"][0]["history"]] == ["Failed", "Failed", "Completed"]
+    assert cl.Workflow.of_task(ids("flaky"), name="custom").name == "custom"
+    with pytest.raises(cl.WorkflowError, match="unknown task"):
+        cl.Workflow.of_task(ids("never-registered"))
