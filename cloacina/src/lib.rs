@@ -4,6 +4,7 @@
 pub mod context;
 pub mod database;
 pub mod error;
+pub mod events;
 pub mod executor;
 pub mod limits;
 pub mod model;

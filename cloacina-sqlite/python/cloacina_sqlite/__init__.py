@@ -20,6 +20,7 @@ from ._native import (
     WorkflowError,
     __version__,
     backend,
+    current_task,
     task,
 )
 
@@ -38,5 +39,6 @@ __all__ = [
     "WorkflowError",
     "__version__",
     "backend",
+    "current_task",
     "task",
 ]

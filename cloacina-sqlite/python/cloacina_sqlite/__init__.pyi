@@ -17,6 +17,7 @@ __all__ = [
     "WorkflowError",
     "__version__",
     "backend",
+    "current_task",
     "task",
 ]
 
@@ -65,6 +66,17 @@ class _ExecutionDict(TypedDict):
     task_results: List[_TaskResultDict]
 
 _Catchup = Literal["none", "latest", "all"]
+
+class _CurrentTaskDict(TypedDict):
+    execution_id: str
+    workflow_name: str
+    task_id: str
+    attempt: int
+
+def current_task() -> _CurrentTaskDict:
+    """The running task attempt: its ``execution_id``, ``workflow_name``, ``task_id`` and
+    ``attempt`` (from 1). Call it from a task's code, sync or async; outside a running task it
+    raises RuntimeError."""
 
 class _ScheduleDict(TypedDict):
     name: str

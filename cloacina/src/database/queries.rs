@@ -352,6 +352,7 @@ pub(crate) fn new_execution_rows(
 
 /// What a worker needs to drive an execution it has claimed tasks of.
 pub(crate) struct StoredExecution {
+    pub workflow_name: String,
     pub plan: ExecutionPlan,
     pub input: Context,
     pub cancel_reason: Option<String>,
@@ -363,20 +364,22 @@ impl Database {
         let id = execution.to_string();
         self.run(move |pool| {
             with_connection!(pool, |conn| {
-                let row: Option<(Option<String>, String, Option<String>)> =
+                let row: Option<(String, Option<String>, String, Option<String>)> =
                     workflow_executions::table
                         .find(&id)
                         .select((
+                            workflow_executions::workflow_name,
                             workflow_executions::plan,
                             workflow_executions::input_context,
                             workflow_executions::cancel_reason,
                         ))
                         .get_result(conn)
                         .optional()?;
-                let Some((Some(plan), input, cancel_reason)) = row else {
+                let Some((workflow_name, Some(plan), input, cancel_reason)) = row else {
                     return Ok(None);
                 };
                 Ok(Some(StoredExecution {
+                    workflow_name,
                     plan: ExecutionPlan::from_json(&plan)?,
                     input: Context::from_json(&input)?,
                     cancel_reason,

@@ -67,8 +67,8 @@ pub(crate) struct NewSchedule {
 /// What a pass over due schedules did.
 #[derive(Debug, Default)]
 pub(crate) struct FirePass {
-    /// Executions submitted, one per fire made.
-    pub submitted: usize,
+    /// Executions submitted, one per fire made: their ids and workflows.
+    pub submitted: Vec<(Uuid, String)>,
 }
 
 #[derive(Queryable, Selectable)]
@@ -300,16 +300,16 @@ impl Database {
                 // One schedule that cannot fire (an unreadable row) never holds up the others.
                 match write_transaction!(pool, |conn| {
                     let Some(row) = conn.lock_due_schedule(&name, now().naive_utc())? else {
-                        return Ok(0);
+                        return Ok(Vec::new());
                     };
                     conn.fire_locked(row, watching_since, lease)
                 }) {
-                    Ok(submitted) => pass.submitted += submitted,
+                    Ok(submitted) => pass.submitted.extend(submitted),
                     Err(err) => first_error = first_error.or(Some(err)),
                 }
             }
             match first_error {
-                Some(err) if pass.submitted == 0 => Err(err),
+                Some(err) if pass.submitted.is_empty() => Err(err),
                 _ => Ok(pass),
             }
         })
@@ -325,7 +325,7 @@ macro_rules! impl_fire_steps {
                 row: ScheduleRow,
                 watching_since: DateTime<Utc>,
                 lease: Duration,
-            ) -> Result<usize> {
+            ) -> Result<Vec<(Uuid, String)>> {
                 let next_fire = row
                     .next_fire_at
                     .expect("a due schedule has a next fire")
@@ -346,6 +346,7 @@ macro_rules! impl_fire_steps {
                 let since = oldest_live.map_or(watching_since, |t| t.and_utc().min(watching_since));
                 let fires = due_fires(&cadence, catchup, next_fire, since, now_utc);
                 let mut last = None;
+                let mut created = Vec::new();
                 for &fire in &fires.run {
                     let record = ExecutionResult::pending(
                         Uuid::new_v4(),
@@ -356,6 +357,9 @@ macro_rules! impl_fire_steps {
                     );
                     let key = Some(fire_key(&row.name, fire));
                     let submitted = self.submit_new(&record, &plan, key, None, None, lease)?;
+                    if submitted.created {
+                        created.push((submitted.execution_id, row.workflow_name.clone()));
+                    }
                     last = Some((fire, submitted.execution_id));
                 }
                 let next = fires.next.map(|t| t.naive_utc());
@@ -370,7 +374,7 @@ macro_rules! impl_fire_steps {
                         .execute(self)?,
                     None => moved.set(schedules::next_fire_at.eq(next)).execute(self)?,
                 };
-                Ok(fires.run.len())
+                Ok(created)
             }
         }
     };
@@ -384,7 +388,7 @@ trait FireSteps: LockDueSchedule {
         row: ScheduleRow,
         watching_since: DateTime<Utc>,
         lease: Duration,
-    ) -> Result<usize>;
+    ) -> Result<Vec<(Uuid, String)>>;
 }
 super::for_each_backend!(impl_fire_steps);
 

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use crate::context::{Output, SharedInput};
 use crate::database::claims::TaskOutcome;
 use crate::database::Database;
+use crate::events::{report, AttemptRef, Event, Observers};
 use crate::model::{now, storable_text, AttemptRecord, TaskStatus};
 use crate::policy::TaskOptions;
 use crate::spawn::{panic_message, AbortOnDrop};
@@ -23,7 +24,9 @@ pub(crate) const MAX_OUTPUT_BYTES: usize = 1_000_000_000;
 pub(crate) struct TaskRunner {
     pub db: Database,
     pub execution_id: Uuid,
+    pub workflow_name: Arc<str>,
     pub worker_id: String,
+    pub observer: Observers,
     pub task: Arc<dyn Task>,
     /// The options stored with the execution (they win over the function's current ones).
     pub options: TaskOptions,
@@ -32,10 +35,37 @@ pub(crate) struct TaskRunner {
 }
 
 impl TaskRunner {
+    /// Attempt `attempt` of this task, as events name it.
+    fn attempt_ref(&self, attempt: u32) -> AttemptRef<'_> {
+        AttemptRef {
+            execution_id: self.execution_id,
+            workflow_name: &self.workflow_name,
+            task_id: self.task.id(),
+            attempt,
+        }
+    }
+
+    /// Reports the end of attempt `attempt`, begun at `started_at`.
+    fn report_end(&self, attempt: u32, record: &AttemptRecord, started_at: DateTime<Utc>) {
+        report(
+            &self.observer,
+            Event::AttemptEnded {
+                attempt: self.attempt_ref(attempt),
+                status: record.status,
+                error: record.error.as_deref(),
+                seconds: (record.completed_at - started_at)
+                    .num_microseconds()
+                    .unwrap_or(0) as f64
+                    / 1e6,
+            },
+        );
+    }
+
     /// What the task's code sees of its attempt number `attempt`.
     fn current(&self, attempt: u32) -> CurrentAttempt {
         CurrentAttempt {
             execution_id: self.execution_id,
+            workflow_name: self.workflow_name.clone(),
             task_id: self.task.id().to_string(),
             attempt,
             permits: self.permits.clone(),
@@ -52,6 +82,8 @@ tokio::task_local! {
 pub struct CurrentAttempt {
     /// The execution the task belongs to.
     pub execution_id: Uuid,
+    /// The execution's workflow.
+    pub workflow_name: Arc<str>,
     /// The task's id.
     pub task_id: String,
     /// The attempt's number, from 1.
@@ -138,6 +170,10 @@ pub(crate) async fn run_task(
         // Each attempt gets the input afresh; its values are shared, not copied.
         let attempt_input = input.clone();
         let current = runner.current(attempt);
+        report(
+            &runner.observer,
+            Event::AttemptStarted(runner.attempt_ref(attempt)),
+        );
         let ended = tokio::select! {
             biased;
             reason = cancelled(&mut runner.cancel) => AttemptEnd::Cancelled(reason),
@@ -219,6 +255,7 @@ pub(crate) async fn run_task(
                 record(TaskStatus::Failed, Some(error.message)),
             ),
         };
+        runner.report_end(attempt, &attempt_record, started_at);
         if let Some((outcome, output)) = end {
             return Some(TaskEnd {
                 output,
@@ -245,6 +282,13 @@ pub(crate) async fn run_task(
         // Free the slot while waiting, so other tasks run during the delay.
         drop(permit.take());
         let delay = options.retry.delay_before(failures, unit_random());
+        report(
+            &runner.observer,
+            Event::RetryScheduled {
+                attempt: runner.attempt_ref(attempt),
+                delay,
+            },
+        );
         let resumed = tokio::select! {
             biased;
             reason = cancelled(&mut runner.cancel) => Err(reason),

@@ -29,6 +29,7 @@ use crate::database::signals::Signal;
 use crate::database::url::DatabaseUrl;
 use crate::database::{Database, PoolOptions};
 use crate::error::{Error, Result};
+use crate::events::{report, Event, Observer, Observers};
 use crate::limits;
 use crate::model::{now, ExecutionPlan, ExecutionResult};
 use crate::workflow::Workflow;
@@ -55,6 +56,8 @@ pub struct ExecutorConfig {
     pub worker: bool,
     /// Where the worker finds task functions; by default, the tasks of workflows it submitted.
     pub registry: Option<Arc<dyn TaskRegistry>>,
+    /// Who hears of executions and task attempts (logs, traces).
+    pub observer: Option<Arc<dyn Observer>>,
 }
 
 impl Default for ExecutorConfig {
@@ -65,6 +68,7 @@ impl Default for ExecutorConfig {
             lease_timeout: DEFAULT_LEASE_TIMEOUT,
             worker: true,
             registry: None,
+            observer: None,
         }
     }
 }
@@ -82,6 +86,7 @@ struct Inner {
     db: Database,
     registry: Arc<dyn TaskRegistry>,
     worker: Option<Arc<Worker>>,
+    observer: Observers,
     /// How long after its last heartbeat a worker is presumed dead.
     lease: Duration,
     background: Mutex<Vec<JoinHandle<()>>>,
@@ -135,6 +140,7 @@ impl UnifiedExecutor {
                 Arc::new(Semaphore::new(config.max_concurrency)),
                 registry.clone(),
                 config.lease_timeout,
+                config.observer.clone(),
             )
         });
         let mut background = Vec::new();
@@ -150,6 +156,7 @@ impl UnifiedExecutor {
                 db,
                 registry,
                 worker,
+                observer: config.observer,
                 lease: config.lease_timeout,
                 background: Mutex::new(background),
                 lifecycle: watch::channel(Lifecycle::Open).0,
@@ -221,6 +228,13 @@ impl UnifiedExecutor {
             .await?;
         let id = submitted.execution_id;
         if submitted.created {
+            report(
+                &self.inner.observer,
+                Event::ExecutionSubmitted {
+                    execution_id: id,
+                    workflow_name: workflow.name(),
+                },
+            );
             self.submitted().insert(id);
             if let Some(timeout) = options.timeout {
                 self.cancel_at(id, timeout);
@@ -232,6 +246,7 @@ impl UnifiedExecutor {
         if let Some(worker) = &self.inner.worker {
             let preloaded = Preloaded {
                 execution_id: id,
+                workflow_name: workflow.name().into(),
                 plan,
                 input,
             };

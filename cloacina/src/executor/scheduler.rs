@@ -15,6 +15,7 @@ use crate::context::{Context, Output};
 use crate::database::claims::{Claim, Committed, EndedTask, SharedContext, TaskOutcome};
 use crate::database::signals::Signal;
 use crate::error::{Error, Result};
+use crate::events::{report, Event};
 use crate::model::{now, ExecutionPlan, TaskStatus};
 
 /// Commits of one execution's batches in flight at once: a second one overlaps the first's
@@ -37,6 +38,7 @@ pub(crate) struct Claimed {
 #[derive(Clone)]
 pub(crate) struct Preloaded {
     pub execution_id: Uuid,
+    pub workflow_name: Arc<str>,
     pub plan: Arc<ExecutionPlan>,
     pub input: Context,
 }
@@ -56,6 +58,7 @@ type CommitEnd = (Result<Committed>, Vec<OwnedSemaphorePermit>);
 struct Scheduler {
     worker: Arc<Worker>,
     execution: Uuid,
+    workflow_name: Arc<str>,
     plan: Arc<ExecutionPlan>,
     input: Lineage,
     /// Lineage of each task ended here whose local dependents have not all taken their input.
@@ -81,7 +84,9 @@ pub(crate) async fn drive(
     cancel: Arc<CancelSender>,
     preloaded: Option<Preloaded>,
 ) {
-    let Some((plan, input, cancel_reason)) = load(&worker, execution, preloaded).await else {
+    let Some((workflow_name, plan, input, cancel_reason)) =
+        load(&worker, execution, preloaded).await
+    else {
         // The claims stay Running under this worker; they are given back once it stops.
         while worker.end_session(execution, &mut receiver).is_some() {}
         return;
@@ -96,6 +101,7 @@ pub(crate) async fn drive(
         final_context: Arc::new(Mutex::new(FinalContext::new(&lineage, n))),
         worker,
         execution,
+        workflow_name,
         input: lineage,
         lineages: vec![None; n],
         unconsumed: (0..n).map(|p| plan.dependents_of(p).len()).collect(),
@@ -112,20 +118,26 @@ pub(crate) async fn drive(
     scheduler.run(receiver).await;
 }
 
-/// The plan, input and cancel request of an execution, retrying while the database fails.
+/// The workflow name, plan, input and cancel request of an execution, retrying while the
+/// database fails.
 async fn load(
     worker: &Worker,
     execution: Uuid,
     preloaded: Option<Preloaded>,
-) -> Option<(Arc<ExecutionPlan>, Context, Option<String>)> {
+) -> Option<(Arc<str>, Arc<ExecutionPlan>, Context, Option<String>)> {
     if let Some(p) = preloaded {
-        return Some((p.plan, p.input, None));
+        return Some((p.workflow_name, p.plan, p.input, None));
     }
     let mut backoff = Backoff::default();
     loop {
         match worker.db.load_stored(execution).await {
             Ok(Some(stored)) => {
-                return Some((Arc::new(stored.plan), stored.input, stored.cancel_reason))
+                return Some((
+                    stored.workflow_name.into(),
+                    Arc::new(stored.plan),
+                    stored.input,
+                    stored.cancel_reason,
+                ))
             }
             Ok(None) => return None,
             Err(_) if !worker.is_closed() => backoff.wait().await,
@@ -200,7 +212,9 @@ impl Scheduler {
         let runner = task.map(|task| TaskRunner {
             db: self.worker.db.clone(),
             execution_id: self.execution,
+            workflow_name: self.workflow_name.clone(),
             worker_id: self.worker.identity.id.clone(),
+            observer: self.worker.observer.clone(),
             task,
             options: self.plan.tasks()[position].options.clone(),
             permits: self.worker.permits.clone(),
@@ -325,7 +339,15 @@ impl Scheduler {
         if committed.made_ready {
             signals.raise(Signal::Ready);
         }
-        if committed.finished.is_some() {
+        if let Some(status) = committed.finished {
+            report(
+                &self.worker.observer,
+                Event::ExecutionEnded {
+                    execution_id: self.execution,
+                    workflow_name: &self.workflow_name,
+                    status,
+                },
+            );
             let finished = self
                 .final_context
                 .lock()

@@ -12,6 +12,7 @@ use crate::context::Context;
 use crate::database::schedules::{NewSchedule, Schedule};
 use crate::database::signals::Signal;
 use crate::error::{Error, Result};
+use crate::events::{report, Event};
 use crate::model::{now, ExecutionPlan};
 use crate::schedule::{Cadence, Catchup};
 use crate::workflow::Workflow;
@@ -155,8 +156,17 @@ impl Worker {
             .db
             .fire_due_schedules(watching_since, self.lease)
             .await?;
-        if pass.submitted == 0 {
+        if pass.submitted.is_empty() {
             return Ok(HELD_ELSEWHERE);
+        }
+        for (execution_id, workflow_name) in &pass.submitted {
+            report(
+                &self.observer,
+                Event::ExecutionSubmitted {
+                    execution_id: *execution_id,
+                    workflow_name,
+                },
+            );
         }
         self.db.signals().raise(Signal::Ready);
         Ok(Duration::ZERO)

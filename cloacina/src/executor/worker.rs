@@ -23,6 +23,7 @@ use crate::database::control::timed_out_reason;
 use crate::database::leases::{hostname, WorkerIdentity};
 use crate::database::signals::Signal;
 use crate::database::Database;
+use crate::events::Observers;
 use crate::spawn::panic_message;
 
 /// How often a worker looks for ready work even when nothing announced any.
@@ -67,6 +68,8 @@ pub(crate) struct Worker {
     pub lease: Duration,
     /// Final contexts of executions ended here, for this process's `wait` calls.
     pub finals: Arc<Finals>,
+    /// Who hears of executions ending and task attempts.
+    pub observer: Observers,
     sessions: Mutex<HashMap<Uuid, Session>>,
     /// Executions whose results this worker cannot store right now: the database's error and
     /// when it last failed.
@@ -85,6 +88,7 @@ impl Worker {
         permits: Arc<Semaphore>,
         registry: Arc<dyn TaskRegistry>,
         lease: Duration,
+        observer: Observers,
     ) -> Arc<Self> {
         Arc::new(Self {
             db,
@@ -97,6 +101,7 @@ impl Worker {
             registry,
             lease,
             finals: Arc::default(),
+            observer,
             sessions: Mutex::default(),
             stalled: Mutex::default(),
             last_beat: Mutex::default(),

@@ -12,6 +12,7 @@ use super::args;
 use super::backend;
 use super::bridge::{awaitable, running_loop, runtime};
 use super::errors::{new_err, to_py_err, ErrorKind};
+use super::logs::LOGS;
 use super::marshal::{context_from_py, type_name};
 use super::results::ExecutionRecord;
 use super::schedules::{schedule_options, ScheduleRecord};
@@ -226,6 +227,8 @@ fn submission(
     timeout: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<(Workflow, Context, SubmitOptions)> {
     let graph = workflow_arg(method, workflow)?;
+    // Logging levels set since the last call take effect for this execution.
+    LOGS.refresh(workflow.py());
     let input = match context {
         Some(c) if !c.is_none() => {
             context_from_py(c).map_err(|e| new_err(ErrorKind::Context, e.describe("context")))?
@@ -356,7 +359,9 @@ impl PyUnifiedExecutor {
             lease_timeout,
             worker,
             registry: Some(Arc::new(RegisteredTasks { event_loop })),
+            observer: Some(LOGS.clone()),
         };
+        LOGS.refresh(py);
         // Cancelled, failed or panicked, initialize leaves the executor as it found it.
         let on_cancel = InitializeDone {
             back_to_new: BackToNew(state.clone(), call),

@@ -6,6 +6,7 @@ mod decorator;
 mod errors;
 mod executor;
 mod json_text;
+mod logs;
 mod marshal;
 mod options;
 mod registry;
@@ -36,7 +37,9 @@ pub fn register(module: &Bound<'_, PyModule>, backend: BackendKind) -> PyResult<
     module.add_class::<decorator::TaskDecorator>()?;
     module.add_class::<workflow::PyWorkflow>()?;
     module.add_class::<executor::PyUnifiedExecutor>()?;
+    module.add_function(wrap_pyfunction!(task::current_task, module)?)?;
     errors::add_to_module(module)?;
+    logs::install_null_handler(module.py())?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     module.add("backend", backend.name())?;
     bridge::install_exit_hook(module)?;

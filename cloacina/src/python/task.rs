@@ -279,6 +279,24 @@ pub(crate) fn current_attempt(py: Python<'_>) -> PyResult<Option<CurrentAttempt>
         .map(|task| task.get().0.clone()))
 }
 
+/// The running task attempt: a dict of `execution_id`, `workflow_name`, `task_id` and
+/// `attempt`; raises RuntimeError outside a task.
+#[pyfunction]
+pub(crate) fn current_task(py: Python<'_>) -> PyResult<PyObject> {
+    let Some(current) = current_attempt(py)? else {
+        return Err(PyRuntimeError::new_err(
+            "cloacina.current_task() was called outside a running task; call it from the code \
+             of a @task function (or code it calls) while a worker runs it",
+        ));
+    };
+    let dict = PyDict::new_bound(py);
+    dict.set_item("execution_id", current.execution_id.to_string())?;
+    dict.set_item("workflow_name", &*current.workflow_name)?;
+    dict.set_item("task_id", &current.task_id)?;
+    dict.set_item("attempt", current.attempt)?;
+    Ok(dict.into_any().unbind())
+}
+
 /// A task attempt stopped by something outside the engine: it ends Cancelled, not Failed.
 fn stopped_outside(why: &str) -> TaskError {
     TaskError {
