@@ -67,7 +67,7 @@ async fn an_idempotency_key_submits_once() {
     let ex = executor(&path, &workflow, false).await;
     let options = SubmitOptions {
         idempotency_key: Some("nightly-2026-11-26".into()),
-        timeout: None,
+        ..SubmitOptions::default()
     };
     let first = ex
         .submit(&workflow, ctx(json!({})), options.clone())

@@ -76,6 +76,8 @@ impl Default for ExecutorConfig {
 /// Settings of one submitted execution.
 #[derive(Debug, Clone, Default)]
 pub struct SubmitOptions {
+    /// The new execution's id; a random one when None.
+    pub execution_id: Option<Uuid>,
     /// Submitting again with the same key returns the first execution's id and starts nothing.
     pub idempotency_key: Option<String>,
     /// Past this long after submission, the execution is cancelled.
@@ -189,7 +191,7 @@ impl UnifiedExecutor {
         self.inner.registry.learn(workflow);
         let plan = Arc::new(ExecutionPlan::of(workflow));
         let record = ExecutionResult::pending(
-            Uuid::new_v4(),
+            options.execution_id.unwrap_or_else(Uuid::new_v4),
             workflow.name(),
             workflow.version(),
             input.clone(),

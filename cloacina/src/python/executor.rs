@@ -10,13 +10,14 @@ use uuid::Uuid;
 
 use super::args;
 use super::backend;
-use super::bridge::{awaitable, running_loop, runtime};
+use super::bridge::{awaitable, running_loop, runtime, with_python};
 use super::errors::{new_err, to_py_err, ErrorKind};
-use super::logs::LOGS;
 use super::marshal::{context_from_py, type_name};
+use super::observer::OBSERVER;
 use super::results::ExecutionRecord;
 use super::schedules::{schedule_options, ScheduleRecord};
 use super::task::{current_attempt, EventLoop, RegisteredTasks};
+use super::traces;
 use super::workflow::PyWorkflow;
 use crate::context::Context;
 use crate::database::queries::ExecutionFilter;
@@ -27,7 +28,7 @@ use crate::executor::{
     DEFAULT_MAX_CONCURRENCY,
 };
 use crate::limits;
-use crate::model::ExecutionStatus;
+use crate::model::{ExecutionResult, ExecutionStatus};
 use crate::workflow::Workflow;
 use pyo3_asyncio_0_21::TaskLocals;
 
@@ -172,6 +173,33 @@ async fn lending_parent_slot<T>(
     }
 }
 
+/// Closes the span opened for `traced` when no execution of that id was recorded: the
+/// submission failed, or its idempotency key returned an earlier execution.
+fn close_unused_span(traced: Option<Uuid>, submitted: &crate::error::Result<Uuid>) {
+    let Some(traced) = traced else { return };
+    let unused = match submitted {
+        Ok(id) if *id == traced => return,
+        Ok(_) => ("NotSubmitted", None),
+        Err(err) => ("NotSubmitted", Some(err.to_string())),
+    };
+    with_python(|py| traces::end_execution(py, traced, unused.0, unused.1.as_deref()));
+}
+
+/// An execution record this process has learned the end of: its span, if open here, closes.
+fn ended(record: ExecutionResult) -> ExecutionResult {
+    if traces::active() && record.status.is_terminal() {
+        with_python(|py| {
+            traces::end_execution(
+                py,
+                record.execution_id,
+                record.status.as_str(),
+                record.error.as_deref(),
+            )
+        });
+    }
+    record
+}
+
 fn shut_down_error() -> PyErr {
     new_err(
         ErrorKind::NotInitialized,
@@ -228,14 +256,21 @@ fn submission(
 ) -> PyResult<(Workflow, Context, SubmitOptions)> {
     let graph = workflow_arg(method, workflow)?;
     // Logging levels set since the last call take effect for this execution.
-    LOGS.refresh(workflow.py());
+    OBSERVER.refresh(workflow.py());
     let input = match context {
         Some(c) if !c.is_none() => {
             context_from_py(c).map_err(|e| new_err(ErrorKind::Context, e.describe("context")))?
         }
         _ => Context::new(),
     };
+    // With tracing, the execution's span opens here, under the caller's current span.
+    let execution_id = traces::active().then(|| {
+        let id = Uuid::new_v4();
+        traces::start_execution(workflow.py(), id, graph.name());
+        id
+    });
     let options = SubmitOptions {
+        execution_id,
         idempotency_key: idempotency_key(key)?,
         timeout: args::optional_seconds(&limits::EXECUTION_TIMEOUT, timeout)?,
     };
@@ -359,9 +394,10 @@ impl PyUnifiedExecutor {
             lease_timeout,
             worker,
             registry: Some(Arc::new(RegisteredTasks { event_loop })),
-            observer: Some(LOGS.clone()),
+            observer: Some(OBSERVER.clone()),
         };
-        LOGS.refresh(py);
+        OBSERVER.refresh(py);
+        traces::detect(py);
         // Cancelled, failed or panicked, initialize leaves the executor as it found it.
         let on_cancel = InitializeDone {
             back_to_new: BackToNew(state.clone(), call),
@@ -389,9 +425,11 @@ impl PyUnifiedExecutor {
         let (graph, input, options) =
             submission("submit", workflow, context, idempotency_key, timeout)?;
         let engine = self.engine()?;
+        let traced = options.execution_id;
         awaitable(py, async move {
-            let id = engine.submit(&graph, input, options).await?;
-            Ok(id.to_string())
+            let submitted = engine.submit(&graph, input, options).await;
+            close_unused_span(traced, &submitted);
+            Ok(submitted?.to_string())
         })
     }
 
@@ -410,7 +448,9 @@ impl PyUnifiedExecutor {
         let parent = current_attempt(py)?;
         awaitable(py, async move {
             let waiting = engine.wait(id, timeout);
-            Ok(ExecutionRecord(lending_parent_slot(parent, waiting).await?))
+            Ok(ExecutionRecord(ended(
+                lending_parent_slot(parent, waiting).await?,
+            )))
         })
     }
 
@@ -426,17 +466,20 @@ impl PyUnifiedExecutor {
         let (graph, input, options) = submission("execute", workflow, context, None, timeout)?;
         let engine = self.engine()?;
         let parent = current_attempt(py)?;
+        let traced = options.execution_id;
         awaitable(py, async move {
             // If the awaiting coroutine is cancelled, this future is dropped and the execution cancelled.
             let mut cancel_on_drop = CancelOnDrop {
                 engine: engine.clone(),
                 execution_id: None,
             };
-            let id = engine.submit(&graph, input, options).await?;
+            let submitted = engine.submit(&graph, input, options).await;
+            close_unused_span(traced, &submitted);
+            let id = submitted?;
             cancel_on_drop.execution_id = Some(id);
             let result = lending_parent_slot(parent, engine.wait(id, None)).await;
             cancel_on_drop.execution_id = None;
-            Ok(ExecutionRecord(result?))
+            Ok(ExecutionRecord(ended(result?)))
         })
     }
 

@@ -8,12 +8,14 @@ mod executor;
 mod json_text;
 mod logs;
 mod marshal;
+mod observer;
 mod options;
 mod registry;
 mod results;
 mod schedules;
 mod task;
 mod threads;
+mod traces;
 mod workflow;
 
 use once_cell::sync::OnceCell;
