@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import subprocess
+import sys
 import uuid
 from datetime import datetime, timezone
 from typing import Any, Dict, Optional
@@ -60,3 +62,12 @@ async def execute_once(database_url: str, workflow: Any, context: Optional[Dict[
         return await executor.execute(workflow, context)
     finally:
         await executor.shutdown()
+
+
+def run_snippet(code: str, env: Dict[str, str], *, cwd: Optional[str] = None,
+                timeout: float = 60) -> "subprocess.CompletedProcess[str]":
+    """Runs Python ``code`` in a child process that can import this directory's helpers."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    child_env = dict(env, PYTHONPATH=os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")])))
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=child_env, capture_output=True,
+                          text=True, timeout=timeout)

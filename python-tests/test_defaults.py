@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import asyncio
 
 import pytest
 
-from backend import IS_SQLITE, cl
-
-
-def run_child(code: str, cwd: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=60)
+from backend import IS_SQLITE, cl, run_snippet
 
 
 DEFAULT_URL_CHILD = """
@@ -38,8 +31,7 @@ asyncio.run(main())
 @pytest.mark.skipif(not IS_SQLITE, reason="the cloacina.db default is the SQLite backend's")
 def test_no_url_means_cloacina_db_in_the_working_directory(tmp_path, subprocess_env):
     env = {k: v for k, v in subprocess_env.items() if k != "CLOACINA_DATABASE_URL"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(__file__), env.get("PYTHONPATH")]))
-    proc = run_child(DEFAULT_URL_CHILD, str(tmp_path), env)
+    proc = run_snippet(DEFAULT_URL_CHILD, env, cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == '"Completed"'
     assert (tmp_path / "cloacina.db").is_file()
@@ -47,10 +39,9 @@ def test_no_url_means_cloacina_db_in_the_working_directory(tmp_path, subprocess_
 
 def test_no_url_reads_cloacina_database_url(tmp_path, subprocess_env, database_url):
     env = dict(subprocess_env, CLOACINA_DATABASE_URL=database_url)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(__file__), env.get("PYTHONPATH")]))
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()
-    proc = run_child(DEFAULT_URL_CHILD, str(workdir), env)
+    proc = run_snippet(DEFAULT_URL_CHILD, env, cwd=str(workdir))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == '"Completed"'
     assert not (workdir / "cloacina.db").exists()
@@ -63,7 +54,6 @@ def test_postgres_without_any_url_says_how_to_give_one(monkeypatch):
     async def go() -> None:
         await cl.UnifiedExecutor().initialize()
 
-    import asyncio
     with pytest.raises(cl.ConfigurationError, match="CLOACINA_DATABASE_URL"):
         asyncio.run(go())
 

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
 from typing import Any, List
 
 import pytest
 
-from backend import cl
+from backend import cl, run_snippet
 
 
 class Collect(logging.Handler):
@@ -120,9 +117,7 @@ def test_importing_configures_no_logging(subprocess_env):
         "print(len(root.handlers), logging.getLevelName(root.level))\n"
         "print([type(h).__name__ for h in logging.getLogger('cloacina').handlers])\n"
     )
-    env = dict(subprocess_env)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(__file__), env.get("PYTHONPATH")]))
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    proc = run_snippet(code, subprocess_env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["0 WARNING", "['NullHandler']"]
 

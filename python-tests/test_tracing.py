@@ -6,14 +6,11 @@ that without the package nothing of it is imported.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from typing import Any, Dict, List
 
 import pytest
 
-from backend import cl
+from backend import cl, run_snippet
 
 sdk = pytest.importorskip("opentelemetry.sdk.trace")
 from opentelemetry import trace  # noqa: E402
@@ -122,9 +119,6 @@ def test_without_opentelemetry_nothing_is_imported(subprocess_env, database_url)
         "    print(r['status'], [m for m in sys.modules if m.startswith('opentelemetry') or m.endswith('_tracing')])\n"
         "asyncio.run(main())\n"
     )
-    env = dict(subprocess_env)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(__file__), env.get("PYTHONPATH")]))
-    env["CLOACINA_DATABASE_URL"] = database_url
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    proc = run_snippet(code, dict(subprocess_env, CLOACINA_DATABASE_URL=database_url))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "Completed []"
