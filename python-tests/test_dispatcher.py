@@ -33,7 +33,7 @@ needs_sqlite_wheel = pytest.mark.skipif(not REAL_SQLITE, reason="scenarios built
 EXPORTED = [
     "task", "Workflow", "UnifiedExecutor", "CloacinaError", "DatabaseError", "WorkflowError",
     "ConfigurationError", "NotInitializedError", "ContextError", "SkipTask",
-    "ExecutionNotFoundError", "ExecutionStateError", "ScheduleNotFoundError",
+    "ExecutionNotFoundError", "ExecutionStateError", "ScheduleNotFoundError", "current_task",
 ]
 
 SITECUSTOMIZE = textwrap.dedent(
@@ -67,6 +67,9 @@ FAKE_POSTGRES = textwrap.dedent(
     class ExecutionStateError(CloacinaError, ValueError): pass
     class ScheduleNotFoundError(CloacinaError, LookupError): pass
     class SkipTask(Exception): pass
+
+    def current_task():
+        raise RuntimeError("fake")
 
     def task(task_id=None, *, dependencies=()):
         def register(fn):
@@ -206,7 +209,8 @@ def test_only_sqlite_installed(shim, tmp_path):
     import cloacina_sqlite
 
     assert out["backend_version"] == cloacina_sqlite.__version__
-    assert out["all"] == sorted(EXPORTED + ["backend", "backend_version", "available_backends", "__version__"])
+    assert out["all"] == sorted(EXPORTED + ["SyncExecutor", "backend", "backend_version", "available_backends",
+                                            "__version__"])
 
 
 def test_unblocked_environment_is_what_the_venv_holds(shim, tmp_path):

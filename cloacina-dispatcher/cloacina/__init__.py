@@ -16,6 +16,7 @@ backend, _backend_module = load_backend()
 backend_version: str = getattr(_backend_module, "__version__", "unknown")
 
 task = _backend_module.task
+current_task = _backend_module.current_task
 Workflow = _backend_module.Workflow
 UnifiedExecutor = _backend_module.UnifiedExecutor
 CloacinaError = _backend_module.CloacinaError
@@ -31,10 +32,15 @@ ContextError = _backend_module.ContextError
 
 del _backend_module
 
+# After the backend's names: the blocking executor wraps the bound UnifiedExecutor.
+from cloacina.sync import SyncExecutor  # noqa: E402
+
 __all__ = [
     "task",
+    "current_task",
     "Workflow",
     "UnifiedExecutor",
+    "SyncExecutor",
     "CloacinaError",
     "DatabaseError",
     "WorkflowError",

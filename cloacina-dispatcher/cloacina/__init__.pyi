@@ -13,6 +13,8 @@ from cloacina_sqlite import UnifiedExecutor as UnifiedExecutor
 from cloacina_sqlite import Workflow as Workflow
 from cloacina_sqlite import WorkflowError as WorkflowError
 from cloacina_sqlite import task as task
+from cloacina_sqlite import current_task as current_task
+from cloacina.sync import SyncExecutor as SyncExecutor
 
 __version__: str
 backend: str
@@ -22,8 +24,10 @@ def available_backends() -> list[str]: ...
 
 __all__ = [
     "task",
+    "current_task",
     "Workflow",
     "UnifiedExecutor",
+    "SyncExecutor",
     "CloacinaError",
     "DatabaseError",
     "WorkflowError",
