@@ -1,0 +1,150 @@
+"""``cloacina executions ...``: list, show, cancel, resume and wait for recorded executions.
+
+These commands only read and change records: their executor is submit-only (``worker=False``)
+and never runs a task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any, Callable, Coroutine, Mapping
+
+import cloacina
+
+from cloacina.cli import render
+from cloacina.cli.common import EXIT_NOT_COMPLETED, EXIT_OK, CliError, open_executor
+
+EXECUTION_STATUSES = ("Pending", "Running", "Completed", "Failed", "Cancelled")
+
+Handler = Callable[[cloacina.UnifiedExecutor, argparse.Namespace], Coroutine[Any, Any, int]]
+
+
+def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]",
+               common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "executions", help="list, inspect, cancel, resume or wait for executions",
+        description="Read and manage the executions recorded in the database. These commands never "
+                    "run tasks: a worker (`cloacina worker`) or a `cloacina run` does.")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    listing = actions.add_parser("list", parents=[common], help="list executions, newest first",
+                                 description="List executions, newest first.")
+    listing.add_argument("--workflow", metavar="NAME", help="only executions of this workflow")
+    listing.add_argument("--status", type=_status, metavar="STATUS",
+                         help=f"only executions in this status ({', '.join(EXECUTION_STATUSES)})")
+    listing.add_argument("--limit", type=int, default=50, metavar="N",
+                         help="at most N executions (1 to 10000; default 50)")
+    listing.set_defaults(handler=_command(_list))
+
+    show = actions.add_parser("show", parents=[common], help="one execution and its tasks",
+                              description="Show one execution: its fields, then a table of its tasks.")
+    show.add_argument("execution_id", metavar="ID")
+    show.set_defaults(handler=_command(_show))
+
+    cancel = actions.add_parser(
+        "cancel", parents=[common], help="cancel a Pending or Running execution",
+        description="Cancel a Pending or Running execution wherever it runs. With --json, prints the "
+                    "execution as read after the cancel.")
+    cancel.add_argument("execution_id", metavar="ID")
+    cancel.set_defaults(handler=_command(_cancel))
+
+    resume = actions.add_parser(
+        "resume", parents=[common], help="run a Failed or Cancelled execution again",
+        description="Run a Failed or Cancelled execution again from where it stopped: Completed tasks "
+                    "keep their outputs. A worker of the database runs it; follow it with "
+                    "`cloacina executions wait ID`. With --json, prints the execution as read after "
+                    "the resume.")
+    resume.add_argument("execution_id", metavar="ID")
+    resume.set_defaults(handler=_command(_resume))
+
+    wait = actions.add_parser(
+        "wait", parents=[common], help="wait for an execution to end and print its result",
+        description="Wait for an execution to end, whoever runs it, and print its result. Exit code "
+                    "0 if it Completed, 1 if it ended Failed or Cancelled or is still running after "
+                    "--timeout.")
+    wait.add_argument("execution_id", metavar="ID")
+    wait.add_argument("--timeout", type=float, metavar="SECONDS",
+                      help="give up after this many seconds (the execution goes on)")
+    wait.set_defaults(handler=_command(_wait))
+
+
+def _command(handler: Handler) -> Callable[[argparse.Namespace], int]:
+    """Runs ``handler`` with a submit-only executor on the chosen database."""
+
+    async def with_executor(args: argparse.Namespace) -> int:
+        async with open_executor(args, worker=False) as executor:
+            return await handler(executor, args)
+
+    return lambda args: asyncio.run(with_executor(args))
+
+
+def _status(text: str) -> str:
+    for status in EXECUTION_STATUSES:
+        if text.lower() == status.lower():
+            return status
+    raise argparse.ArgumentTypeError(f"unknown status {text!r}; choose from {', '.join(EXECUTION_STATUSES)}")
+
+
+async def _list(executor: cloacina.UnifiedExecutor, args: argparse.Namespace) -> int:
+    records = await executor.list_executions(workflow=args.workflow, status=args.status, limit=args.limit)
+    if args.json:
+        print(render.to_json(records))
+    elif records:
+        print(render.executions_table(records))
+    else:
+        print("no executions")
+    return EXIT_OK
+
+
+async def _show(executor: cloacina.UnifiedExecutor, args: argparse.Namespace) -> int:
+    record = await _get(executor, args.execution_id)
+    if args.json:
+        print(render.to_json(record))
+    else:
+        print(render.execution_header(record))
+        print()
+        print(render.tasks_table(record["task_results"]))
+    return EXIT_OK
+
+
+async def _cancel(executor: cloacina.UnifiedExecutor, args: argparse.Namespace) -> int:
+    cancelled = await executor.cancel(args.execution_id)
+    record = await _get(executor, args.execution_id)
+    if not cancelled and record["status"] != "Cancelled":
+        raise CliError(f"execution {args.execution_id} has already ended {record['status']}; nothing to cancel")
+    if args.json:
+        print(render.to_json(record))
+    elif cancelled:
+        print(f"execution {args.execution_id} cancelled")
+    else:
+        print(f"execution {args.execution_id} was already cancelled")
+    return EXIT_OK
+
+
+async def _resume(executor: cloacina.UnifiedExecutor, args: argparse.Namespace) -> int:
+    execution_id = await executor.resume(args.execution_id)
+    record = await _get(executor, execution_id)
+    if args.json:
+        print(render.to_json(record))
+    else:
+        print(f"execution {execution_id} resumed ({record['status']}); a worker of the database runs it")
+    return EXIT_OK
+
+
+async def _wait(executor: cloacina.UnifiedExecutor, args: argparse.Namespace) -> int:
+    try:
+        record: Mapping[str, Any] = await executor.wait(args.execution_id, timeout=args.timeout)
+    except TimeoutError:
+        status = (await _get(executor, args.execution_id))["status"]
+        raise CliError(f"execution {args.execution_id} is still {status} after {args.timeout:g}s "
+                       f"(it goes on)", EXIT_NOT_COMPLETED) from None
+    print(render.to_json(record) if args.json else render.execution_summary(record))
+    return EXIT_OK if record["status"] == "Completed" else EXIT_NOT_COMPLETED
+
+
+async def _get(executor: cloacina.UnifiedExecutor, execution_id: str) -> Mapping[str, Any]:
+    record = await executor.get_execution(execution_id)
+    if record is None:
+        raise CliError(f"no execution with id {execution_id} in this database")
+    return record

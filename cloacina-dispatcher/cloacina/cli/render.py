@@ -1,0 +1,190 @@
+"""Text the command line prints: durations, times, tables, task lines and the live progress line.
+
+Every function here is pure (records in, text out), so the output formats are tested without a
+terminal or a database. Records are the dicts the Python API returns (``get_execution`` etc.).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Mapping, Optional, Sequence
+
+# Statuses after which an execution or a task changes no more (until a resume).
+FINAL_EXECUTION_STATUSES = frozenset({"Completed", "Failed", "Cancelled"})
+FINAL_TASK_STATUSES = frozenset({"Completed", "Failed", "Skipped", "Cancelled"})
+
+# ANSI: carriage return then "erase the whole line", so the progress line redraws in place.
+CLEAR_LINE = "\r\x1b[2K"
+
+BAR_WIDTH = 20
+ERROR_WIDTH = 60
+
+
+def to_json(value: Any) -> str:
+    """The JSON printed for ``--json`` and for contexts: indented, keys in the engine's order."""
+    return json.dumps(value, indent=2)
+
+
+def parse_time(value: Optional[str]) -> Optional[datetime]:
+    """An ISO 8601 time from a record (``None`` and unreadable values give ``None``)."""
+    if not value:
+        return None
+    text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def format_time(value: Optional[str]) -> str:
+    """A record's time in the local time zone, to the second; ``-`` when there is none."""
+    parsed = parse_time(value)
+    if parsed is None:
+        return "-"
+    return parsed.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_duration(seconds: Optional[float]) -> str:
+    """``0.01s``, ``12.35s``, ``3m07s``, ``2h05m``; ``-`` for an unknown duration."""
+    if seconds is None:
+        return "-"
+    seconds = max(seconds, 0.0)
+    if round(seconds, 2) < 60:
+        return f"{seconds:.2f}s"
+    whole = round(seconds)
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
+def duration_of(record: Mapping[str, Any]) -> Optional[float]:
+    """Seconds from ``started_at`` to ``completed_at`` of an execution or task; None if unfinished."""
+    started, completed = parse_time(record.get("started_at")), parse_time(record.get("completed_at"))
+    if started is None or completed is None:
+        return None
+    return (completed - started).total_seconds()
+
+
+def first_line(text: Optional[str], width: int = ERROR_WIDTH) -> str:
+    """The first non-empty line of ``text``, cut to ``width`` characters (ending ``...`` if cut)."""
+    if not text:
+        return ""
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    return line if len(line) <= width else line[: max(width - 3, 0)] + "..."
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns left-aligned, two spaces apart; the last column is not padded."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for index, cell in enumerate(row):
+            widths[index] = max(widths[index], len(cell))
+    lines = []
+    for row in [list(headers), *rows]:
+        cells = [cell.ljust(widths[i]) if i < len(row) - 1 else cell for i, cell in enumerate(row)]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def executions_table(records: Sequence[Mapping[str, Any]]) -> str:
+    """``executions list``: one row per execution."""
+    rows = [
+        [
+            str(r["execution_id"]),
+            str(r["workflow_name"]),
+            str(r["status"]),
+            format_time(r.get("started_at")),
+            format_duration(duration_of(r)),
+        ]
+        for r in records
+    ]
+    return table(["ID", "WORKFLOW", "STATUS", "STARTED", "DURATION"], rows)
+
+
+def tasks_table(tasks: Sequence[Mapping[str, Any]]) -> str:
+    """``executions show``: one row per task, the error (or skip/cancel reason) on one short line."""
+    rows = [
+        [
+            str(t["task_id"]),
+            str(t["status"]),
+            str(t.get("attempts", 0)),
+            format_duration(duration_of(t)),
+            first_line(t.get("error") or t.get("reason")),
+        ]
+        for t in tasks
+    ]
+    return table(["TASK", "STATUS", "ATTEMPTS", "DURATION", "ERROR"], rows)
+
+
+def execution_header(record: Mapping[str, Any]) -> str:
+    """``executions show``: the execution's fields, one per line."""
+    fields = [
+        ("execution", str(record["execution_id"])),
+        ("workflow", f"{record['workflow_name']} (version {record.get('workflow_version', '?')})"),
+        ("status", str(record["status"])),
+        ("started", format_time(record.get("started_at"))),
+        ("completed", format_time(record.get("completed_at"))),
+        ("duration", format_duration(duration_of(record))),
+    ]
+    if record.get("error"):
+        fields.append(("error", _indented(str(record["error"]), 11)))
+    if record.get("reason"):
+        fields.append(("reason", str(record["reason"])))
+    fields.append(("input", json.dumps(record.get("input_context"))))
+    if record.get("final_context") is not None:
+        fields.append(("final", json.dumps(record.get("final_context"))))
+    return "\n".join(f"{name:<10} {value}" for name, value in fields)
+
+
+def execution_summary(record: Mapping[str, Any]) -> str:
+    """What ``run`` and ``executions wait`` print at the end: status, error, final context."""
+    lines = [f"execution {record['execution_id']} {record['status']} in {format_duration(duration_of(record))}"]
+    if record.get("error"):
+        lines.append("error: " + _indented(str(record["error"]), 7))
+    if record.get("reason"):
+        lines.append(f"reason: {record['reason']}")
+    lines.append("final context: " + json.dumps(record.get("final_context")))
+    return "\n".join(lines)
+
+
+def task_line(task: Mapping[str, Any]) -> str:
+    """One task that reached a final status: ``task extract Completed 0.01s``, then the error or
+    reason, and the attempt count when it took more than one."""
+    parts = [f"task {task['task_id']} {task['status']}"]
+    duration = duration_of(task)
+    if duration is not None:
+        parts.append(format_duration(duration))
+    attempts = task.get("attempts") or 0
+    if attempts > 1:
+        parts.append(f"({attempts} attempts)")
+    if task.get("error"):
+        parts.append(first_line(task["error"], 200))
+    elif task.get("reason"):
+        parts.append(f"({first_line(task['reason'], 200)})")
+    return " ".join(parts)
+
+
+def progress_line(tasks: Sequence[Mapping[str, Any]], *, elapsed: float, width: int = 80) -> str:
+    """The live line ``run`` draws on a terminal, at most ``width`` characters:
+
+    ``[##########----------] 1/2 done  0.42s  running: load``
+    """
+    total = len(tasks)
+    done = sum(1 for t in tasks if t.get("status") in FINAL_TASK_STATUSES)
+    failed = sum(1 for t in tasks if t.get("status") == "Failed")
+    running = [str(t["task_id"]) for t in tasks if t.get("status") == "Running"]
+    filled = BAR_WIDTH * done // total if total else BAR_WIDTH
+    text = f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {done}/{total} done"
+    if failed:
+        text += f", {failed} failed"
+    text += f"  {format_duration(elapsed)}"
+    if running:
+        text += "  running: " + ", ".join(running)
+    width = max(width, 10)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _indented(text: str, indent: int) -> str:
+    """Continuation lines of a multi-line value, aligned under its first line."""
+    return ("\n" + " " * indent).join(text.splitlines() or [""])
