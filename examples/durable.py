@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import cloacina
 
@@ -28,19 +29,19 @@ MARKERS = Path(os.environ.get("DURABLE_DEMO_DIR", ".")).resolve()
 
 
 @cloacina.task()
-def download(ctx):
+def download(ctx: dict[str, Any]) -> dict[str, Any]:
     return {"rows": list(range(10))}
 
 
 @cloacina.task(dependencies=[download])
-async def transform(ctx):
+async def transform(ctx: dict[str, Any]) -> dict[str, Any]:
     (MARKERS / f"transform-{os.getpid()}.started").touch()
     await asyncio.sleep(1.0)
     return {"total": sum(ctx["rows"])}
 
 
 @cloacina.task(dependencies=[transform])
-def publish(ctx):
+def publish(ctx: dict[str, Any]) -> dict[str, Any]:
     return {"published": f"total={ctx['total']}"}
 
 
@@ -57,7 +58,7 @@ async def work(url: str) -> None:
     await executor.shutdown()
 
 
-def start_worker(url: str) -> subprocess.Popen:
+def start_worker(url: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, __file__, "--worker", url])
 
 
@@ -93,7 +94,7 @@ async def main(url: str) -> int:
             worker.wait()
         await client.shutdown()
 
-    print(f"status    {result['status']}  {result['final_context'].get('published')}")
+    print(f"status    {result['status']}  {(result['final_context'] or {}).get('published')}")
     for task_result in result["task_results"]:
         attempts = ", ".join(f"{a['attempt']}:{a['status']}" for a in task_result["history"])
         print(f"  {task_result['task_id']:<10} {task_result['status']:<10} attempts {attempts}")

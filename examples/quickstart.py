@@ -17,12 +17,13 @@ import asyncio
 import json
 import sys
 from datetime import datetime
+from typing import Any, Mapping
 
 import cloacina
 
 
 @cloacina.task()
-def extract(ctx):
+def extract(ctx: dict[str, Any]) -> dict[str, Any]:
     """Pretend to read raw orders from somewhere."""
     return {
         "orders": [
@@ -34,14 +35,14 @@ def extract(ctx):
 
 
 @cloacina.task(dependencies=[extract])
-def clean_orders(ctx):
+def clean_orders(ctx: dict[str, Any]) -> dict[str, Any]:
     """Sync task: runs on a worker thread."""
     valid = [o for o in ctx["orders"] if o["amount"] > 0]
     return {"valid_orders": valid, "rejected": len(ctx["orders"]) - len(valid)}
 
 
 @cloacina.task(dependencies=[extract])
-async def fetch_rates(ctx):
+async def fetch_rates(ctx: dict[str, Any]) -> dict[str, Any]:
     """Async task: runs on the caller's event loop, in parallel with clean_orders."""
     await asyncio.sleep(0.1)  # stands in for an HTTP call
     currencies = sorted({o["currency"] for o in ctx["orders"]})
@@ -50,12 +51,16 @@ async def fetch_rates(ctx):
 
 
 @cloacina.task(dependencies=[clean_orders, fetch_rates])
-def report(ctx):
+def report(ctx: dict[str, Any]) -> dict[str, Any]:
     total = sum(o["amount"] * ctx["rates_to_eur"][o["currency"]] for o in ctx["valid_orders"])
     return {"total_eur": round(total, 2), "order_count": len(ctx["valid_orders"])}
 
 
-def _duration(task_result: dict) -> str:
+# Module level, so the command line can run it too: `python -m cloacina run quickstart:workflow`.
+workflow = cloacina.Workflow("quickstart", [report])
+
+
+def _duration(task_result: Mapping[str, Any]) -> str:
     if not task_result["started_at"] or not task_result["completed_at"]:
         return "-"
     started = datetime.fromisoformat(task_result["started_at"].replace("Z", "+00:00"))
@@ -63,7 +68,7 @@ def _duration(task_result: dict) -> str:
     return f"{(completed - started).total_seconds() * 1000:.0f} ms"
 
 
-def print_summary(result: dict) -> None:
+def print_summary(result: Mapping[str, Any]) -> None:
     print(f"workflow  {result['workflow_name']} (version {result['workflow_version']})")
     print(f"execution {result['execution_id']}")
     print(f"status    {result['status']}" + (f"  error: {result['error']}" if result["error"] else ""))
@@ -78,7 +83,6 @@ def print_summary(result: dict) -> None:
 
 
 async def main(database: str) -> int:
-    workflow = cloacina.Workflow("quickstart", [report])
     executor = cloacina.UnifiedExecutor(max_concurrency=4)
     await executor.initialize(database)
     try:

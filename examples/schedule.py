@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from typing import Any
 
 import cloacina
 
 
 @cloacina.task()
-def heartbeat(ctx):
+def heartbeat(ctx: dict[str, Any]) -> dict[str, Any]:
     """Each fire's input context holds the schedule's context plus its fire time."""
     return {"message": f"{ctx['service']} checked at {ctx['fire_time']}"}
 
@@ -36,7 +37,7 @@ async def main(url: str) -> int:
                                        catchup="latest")
         [stored] = [s for s in await executor.list_schedules() if s["name"] == name]
         print(f"schedule  {name!r}  cron {stored['cron']!r}  next fire {stored['next_fire_time']}")
-        done: list = []
+        done: list[Any] = []
         for _ in range(200):  # at most 20 s
             runs = await executor.list_executions(workflow="heartbeat", status="Completed", limit=100)
             done = [r for r in runs if r["started_at"] >= stored["created_at"]]
