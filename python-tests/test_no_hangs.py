@@ -243,3 +243,40 @@ print("registered twice", flush=True)
 async def test_replacing_a_task_whose_function_builds_a_workflow_when_collected(python, subprocess_env):
     lines = await run_child(python, subprocess_env, REREGISTER)
     assert lines[:2] == ["del built from_del", "registered twice"], lines
+
+
+# --- a sync task still running when the program ends -------------------------------------------
+
+STUCK_AT_EXIT = """
+import asyncio, sys, time
+from backend import cl
+
+@cl.task(task_id="stuck.forever")
+def forever(ctx):
+    print("task started", flush=True)
+    while True:  # ignores cancellation, as a sync task can
+        time.sleep(0.05)
+
+async def main(url):
+    executor = cl.UnifiedExecutor()
+    await executor.initialize(url)
+    execution = await executor.submit(cl.Workflow("stuck", [forever]))
+    while (await executor.get_execution(execution))["task_results"][0]["status"] != "Running":
+        await asyncio.sleep(0.05)
+    await executor.cancel(execution)
+    print((await executor.wait(execution, timeout=60))["status"], flush=True)
+    await executor.shutdown()
+    print("main returned", flush=True)
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+async def test_a_sync_task_stuck_at_exit_ends_the_process_with_status_1_not_an_abort(
+        python, subprocess_env, database_url):
+    done = await asyncio.to_thread(
+        subprocess.run, [python, "-c", textwrap.dedent(STUCK_AT_EXIT), database_url], env=subprocess_env,
+        capture_output=True, text=True, timeout=CHILD_TIMEOUT)
+    assert done.returncode == 1, f"child exited {done.returncode}\n{done.stdout}\n{done.stderr}"
+    assert done.stdout.splitlines() == ["task started", "Cancelled", "main returned"], done.stdout
+    assert "task thread(s) still running Python code" in done.stderr, done.stderr

@@ -39,16 +39,38 @@ pub(crate) fn with_python<T>(f: impl FnOnce(Python<'_>) -> T) -> Option<T> {
     Some(result)
 }
 
-/// `atexit` hook: lets no new Rust thread into Python and waits for those inside.
+/// `atexit` hook: lets no new Rust thread into Python and waits for those inside. A thread
+/// still inside after [`EXIT_GRACE`] (a sync task that ignored its cancellation) would be
+/// unwound through Rust frames by the interpreter's finalization, which aborts the process;
+/// the process exits with status 1 and says why instead.
 #[pyfunction]
-fn _close_python_gate(py: Python<'_>) {
+fn _close_python_gate(py: Python<'_>) -> PyResult<()> {
     GATE.fetch_or(CLOSED, Ordering::SeqCst);
-    py.allow_threads(|| {
+    let stuck = py.allow_threads(|| {
         let deadline = Instant::now() + EXIT_GRACE;
         while GATE.load(Ordering::SeqCst) & !CLOSED != 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
         }
+        GATE.load(Ordering::SeqCst) & !CLOSED
     });
+    if stuck == 0 {
+        return Ok(());
+    }
+    let sys = py.import_bound("sys")?;
+    let stderr = sys.getattr("stderr")?;
+    let _ = sys.getattr("stdout")?.call_method0("flush");
+    let _ = stderr.call_method1(
+        "write",
+        (format!(
+            "cloacina: {stuck} task thread(s) still running Python code {} s after the program \
+             ended (a sync task that ignores cancellation?); exiting with status 1 without \
+             finalizing the interpreter\n",
+            EXIT_GRACE.as_secs()
+        ),),
+    );
+    let _ = stderr.call_method0("flush");
+    py.import_bound("os")?.call_method1("_exit", (1,))?;
+    Ok(())
 }
 
 /// Registers the exit hook; called once at module import.
