@@ -15,7 +15,7 @@ from typing import Any, Dict, List
 
 import pytest
 
-from backend import assert_uuid, by_task, cl
+from backend import assert_uuid, by_task, cl, parse_ts
 from durable_worker import TaskSet, define, expected_context
 from procs import (client, control, effects, exited, finished, has_event, procs, read_events,  # noqa: F401
                    ids_of, ready, select, stopped, submitted_ids, until)
@@ -429,3 +429,29 @@ async def test_durable_methods_need_initialize(ids, effects, control):
         await ex.wait(some_id)
     with pytest.raises(cl.NotInitializedError):
         await ex.resume(some_id)
+
+
+@pytest.mark.timeout(120)
+async def test_list_workers_shows_heartbeats_and_running_tasks(database_url, client, procs, ids, effects, control):
+    t = define(ids.prefix, str(effects), str(control))
+    worker = procs.start_worker(database_url, ids.prefix, effects, control, hang=["b"])
+    [info] = await ready(worker)
+    execution_id = await client.submit(t.wf("chain"), {"run": "w"})
+
+    async def running_b() -> bool:
+        listed = [w for w in await client.list_workers() if w["pid"] == info["pid"]]
+        return bool(listed) and listed[0]["running"] == [{"execution_id": execution_id, "task_id": t.tid("b")}]
+
+    await until(running_b, what="the worker to show it runs b", watch=[worker])
+    [me] = [w for w in await client.list_workers() if w["pid"] == info["pid"]]
+    assert me["alive"] is True and me["hostname"] == info["hostname"]
+    assert {t.tid(n) for n in t.task_names("chain")} <= set(me["task_ids"])
+    assert parse_ts(me["heartbeat_at"]) >= parse_ts(me["started_at"])
+    (control / "release_b").touch()
+    await finished(client, execution_id, procs=procs)
+    assert await stopped(worker) == 0
+
+    async def gone() -> bool:
+        return all(w["pid"] != info["pid"] for w in await client.list_workers())
+
+    await until(gone, what="a cleanly stopped worker to leave the list")

@@ -209,3 +209,23 @@ async def test_memory_database_runs_workflow(memory_executor, ids):
     assert result["status"] == "Completed"
     assert result["final_context"] == {"a": "done", "b": "done!"}
     assert await memory_executor.get_execution(result["execution_id"]) == result
+
+
+async def test_task_results_name_each_tasks_dependencies(executor, ids):
+    @cl.task(task_id=ids("a"))
+    def a(ctx):
+        return {}
+
+    @cl.task(task_id=ids("b"), dependencies=[a])
+    def b(ctx):
+        return {}
+
+    @cl.task(task_id=ids("c"), dependencies=[a, b])
+    async def c(ctx):
+        return {}
+
+    result = await executor.execute(cl.Workflow(ids.wf(), tasks=[c]))
+    stored = await executor.get_execution(result["execution_id"])
+    for record in (result, stored):
+        assert {t["task_id"]: t["dependencies"] for t in record["task_results"]} == {
+            ids("a"): [], ids("b"): [ids("a")], ids("c"): [ids("a"), ids("b")]}

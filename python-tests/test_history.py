@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from backend import by_task, cl, parse_ts
 
 
@@ -197,3 +199,19 @@ async def test_two_processes_share_one_database(database_url, subprocess_env, tm
                 assert [t["status"] for t in by_task(stored).values()] == ["Completed", "Completed"]
     finally:
         await reader.shutdown()
+
+
+async def test_list_executions_pages_with_offset(executor, ids):
+    @cl.task(task_id=ids("one"))
+    def one(ctx):
+        return {}
+
+    wf = cl.Workflow(ids.wf(), tasks=[one])
+    made = [(await executor.execute(wf, {"i": i}))["execution_id"] for i in range(5)]
+    pages = [await executor.list_executions(workflow=wf.name, limit=2, offset=o) for o in (0, 2, 4, 6)]
+    assert [[e["execution_id"] for e in page] for page in pages] == [
+        made[4:2:-1], made[2:0:-1], made[0:1], []]
+    with pytest.raises(ValueError, match="offset"):
+        await executor.list_executions(offset=-1)
+    with pytest.raises(TypeError, match="offset"):
+        await executor.list_executions(offset="2")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, List, Optional
 import cloacina
 
 if TYPE_CHECKING:
-    from cloacina_sqlite import Workflow, _Catchup, _ExecutionDict, _ScheduleDict
+    from cloacina_sqlite import Workflow, _Catchup, _ExecutionDict, _ScheduleDict, _WorkerDict
 
 __all__ = ["SyncExecutor"]
 
@@ -369,11 +369,12 @@ class SyncExecutor:
         return self._call("get_execution", lambda: executor.get_execution(execution_id))
 
     def list_executions(
-        self, workflow: Optional[str] = None, status: Optional[str] = None, limit: int = 50
+        self, workflow: Optional[str] = None, status: Optional[str] = None, limit: int = 50, offset: int = 0
     ) -> List[_ExecutionDict]:
-        """List recorded executions, newest first, filtered by workflow name and status."""
+        """List recorded executions, newest first, filtered by workflow name and status;
+        ``offset`` skips that many of the newest (pages)."""
         executor = self._executor
-        return self._call("list_executions", lambda: executor.list_executions(workflow, status, limit))
+        return self._call("list_executions", lambda: executor.list_executions(workflow, status, limit, offset))
 
     def schedule(
         self,
@@ -396,6 +397,11 @@ class SyncExecutor:
                 workflow, cron, name=name, timezone=timezone, context=context, catchup=catchup
             ),
         )
+
+    def list_workers(self) -> List[_WorkerDict]:
+        """Every worker registered in the database: its heartbeat and the tasks it runs."""
+        executor = self._executor
+        return self._call("list_workers", lambda: executor.list_workers())
 
     def list_schedules(self) -> List[_ScheduleDict]:
         """Every schedule in the database, by name, with its next and last fire."""

@@ -65,6 +65,8 @@ pub const MAX_CONCURRENCY: Count = Count::new("max_concurrency", 1, 100_000);
 pub const POOL_SIZE: Count = Count::new("pool_size", 1, 1_000);
 /// `list_executions(limit=)`: most executions returned.
 pub const LIST_LIMIT: Count = Count::new("limit", 1, 10_000);
+/// `list_executions(offset=)`: how many of the newest executions to skip.
+pub const LIST_OFFSET: Count = Count::new("offset", 0, 1_000_000_000);
 
 /// `@task(retry_backoff=)`: factor applied to the delay before each later retry.
 pub const RETRY_BACKOFF: Number = Number::new("retry_backoff", 1.0, 100.0, "a factor");

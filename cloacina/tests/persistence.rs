@@ -258,6 +258,7 @@ async fn list_executions_is_newest_first_and_filters() {
             workflow_name: Some("alpha".into()),
             status: Some(ExecutionStatus::Completed),
             limit: 50,
+            offset: 0,
         })
         .await
         .unwrap();
@@ -453,6 +454,7 @@ fn durability_probe(path: PathBuf, workflow: &'static str) -> Arc<dyn cloacina::
                     workflow_name: Some(workflow.into()),
                     status: Some(ExecutionStatus::Running),
                     limit: 10,
+                    offset: 0,
                 })
                 .await
                 .map_err(|e| TaskError::new(format!("list: {e}")))?;

@@ -43,6 +43,7 @@ class _AttemptDict(TypedDict):
 
 class _TaskResultDict(TypedDict):
     task_id: str
+    dependencies: List[str]
     status: _TaskStatus
     attempts: int
     error: Optional[str]
@@ -66,6 +67,20 @@ class _ExecutionDict(TypedDict):
     task_results: List[_TaskResultDict]
 
 _Catchup = Literal["none", "latest", "all"]
+
+class _RunningTaskDict(TypedDict):
+    execution_id: str
+    task_id: str
+
+class _WorkerDict(TypedDict):
+    worker_id: str
+    hostname: str
+    pid: int
+    task_ids: List[str]
+    started_at: str
+    heartbeat_at: str
+    alive: bool
+    running: List[_RunningTaskDict]
 
 class _CurrentTaskDict(TypedDict):
     execution_id: str
@@ -284,10 +299,10 @@ class UnifiedExecutor:
     async def get_execution(self, execution_id: str) -> Optional[_ExecutionDict]:
         """Read a recorded execution back; None if the id is unknown."""
     async def list_executions(
-        self, workflow: Optional[str] = None, status: Optional[str] = None, limit: int = 50
+        self, workflow: Optional[str] = None, status: Optional[str] = None, limit: int = 50, offset: int = 0
     ) -> List[_ExecutionDict]:
         """List recorded executions, newest first, filtered by workflow name and status;
-        ``limit`` is an int from 1 to 10000."""
+        ``limit`` is an int from 1 to 10000; ``offset`` skips that many of the newest (pages)."""
     async def schedule(
         self,
         workflow: Workflow,
@@ -311,6 +326,10 @@ class UnifiedExecutor:
         Raises ConfigurationError (a ValueError) for a bad expression, time zone, name or
         catch-up mode, and ContextError for a context that is not JSON; nothing is stored then.
         """
+    async def list_workers(self) -> List[_WorkerDict]:
+        """Every worker registered in the database, most recent heartbeat first: its host and
+        pid, its task ids, its heartbeat, whether it is alive (heartbeat younger than the
+        lease) and the tasks it is running. Workers that stopped cleanly are not listed."""
     async def list_schedules(self) -> List[_ScheduleDict]:
         """Every schedule in the database, by name, with its next and last fire."""
     async def pause_schedule(self, name: str) -> None:

@@ -7,8 +7,9 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use chrono::NaiveDateTime;
+use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
+use uuid::Uuid;
 
 use super::control::LifecycleSteps;
 use super::schema::{task_executions, workers, workflow_executions};
@@ -24,6 +25,27 @@ pub(crate) struct WorkerIdentity {
     pub id: String,
     pub hostname: String,
     pub pid: i32,
+}
+
+/// A worker as `list_workers` reports it.
+#[derive(Debug, Clone)]
+pub struct WorkerInfo {
+    /// The worker's id.
+    pub id: String,
+    /// The host it runs on.
+    pub hostname: String,
+    /// Its process id on that host.
+    pub pid: i32,
+    /// The task ids it runs.
+    pub task_ids: Vec<String>,
+    /// When it registered.
+    pub started_at: DateTime<Utc>,
+    /// Its last heartbeat.
+    pub heartbeat_at: DateTime<Utc>,
+    /// Whether its heartbeat is younger than the lease.
+    pub alive: bool,
+    /// The tasks it is running: (execution id, task id).
+    pub running: Vec<(Uuid, String)>,
 }
 
 /// This machine's host name, as workers record it.
@@ -160,6 +182,63 @@ impl Database {
                 });
             }
             Ok(requeued)
+        })
+        .await
+    }
+
+    /// Every registered worker, most recent heartbeat first, with the tasks it runs.
+    pub(crate) async fn list_workers(&self, lease: Duration) -> Result<Vec<WorkerInfo>> {
+        self.run(move |pool| {
+            let expired = now().naive_utc()
+                - chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+            with_connection!(pool, |conn| {
+                type Row = (String, String, i32, String, NaiveDateTime, NaiveDateTime);
+                let rows: Vec<Row> = workers::table
+                    .order(workers::heartbeat_at.desc())
+                    .select((
+                        workers::id,
+                        workers::hostname,
+                        workers::pid,
+                        workers::task_ids,
+                        workers::started_at,
+                        workers::heartbeat_at,
+                    ))
+                    .load(conn)?;
+                let ids: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+                let mut running: BTreeMap<String, Vec<(Uuid, String)>> = BTreeMap::new();
+                for chunk in ids.chunks(super::store::CHUNK) {
+                    let held: Vec<(Option<String>, String, String)> = task_executions::table
+                        .filter(task_executions::worker_id.eq_any(chunk))
+                        .filter(task_executions::status.eq(TaskStatus::Running.as_str()))
+                        .select((
+                            task_executions::worker_id,
+                            task_executions::execution_id,
+                            task_executions::task_id,
+                        ))
+                        .load(conn)?;
+                    for (worker, execution, task) in held {
+                        if let (Some(worker), Ok(execution)) = (worker, Uuid::parse_str(&execution))
+                        {
+                            running.entry(worker).or_default().push((execution, task));
+                        }
+                    }
+                }
+                Ok(rows
+                    .into_iter()
+                    .map(
+                        |(id, hostname, pid, task_ids, started_at, heartbeat_at)| WorkerInfo {
+                            running: running.remove(&id).unwrap_or_default(),
+                            task_ids: serde_json::from_str(&task_ids).unwrap_or_default(),
+                            started_at: started_at.and_utc(),
+                            heartbeat_at: heartbeat_at.and_utc(),
+                            alive: heartbeat_at >= expired,
+                            id,
+                            hostname,
+                            pid,
+                        },
+                    )
+                    .collect())
+            })
         })
         .await
     }

@@ -121,6 +121,8 @@ pub struct ExecutionFilter {
     pub status: Option<ExecutionStatus>,
     /// At most this many, newest first.
     pub limit: i64,
+    /// Skips this many of the newest first (for pages).
+    pub offset: i64,
 }
 
 impl Default for ExecutionFilter {
@@ -129,6 +131,7 @@ impl Default for ExecutionFilter {
             workflow_name: None,
             status: None,
             limit: 50,
+            offset: 0,
         }
     }
 }
@@ -182,6 +185,7 @@ impl Database {
                         workflow_executions::id.desc(),
                     ))
                     .limit(filter.limit)
+                    .offset(filter.offset)
                     .into_boxed();
                 if let Some(name) = filter.workflow_name {
                     query = query.filter(workflow_executions::workflow_name.eq(name));
@@ -261,7 +265,10 @@ fn task_from_rows(t: TaskRow, attempts: Vec<AttemptRow>) -> Result<TaskResult> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    let dependencies: Vec<String> = serde_json::from_str(&t.dependencies)
+        .map_err(|_| corrupt("task dependencies", &t.dependencies))?;
     Ok(TaskResult {
+        dependencies,
         status: task_status(&t.status)?,
         attempts: t.attempt.max(0) as u32,
         error: t.error,

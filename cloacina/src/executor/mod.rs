@@ -24,6 +24,7 @@ pub use worker::SAFETY_POLL;
 
 use crate::context::Context;
 use crate::database::control::CancelOutcome;
+use crate::database::leases::WorkerInfo;
 use crate::database::queries::ExecutionFilter;
 use crate::database::signals::Signal;
 use crate::database::url::DatabaseUrl;
@@ -409,6 +410,11 @@ impl UnifiedExecutor {
     /// Lists recorded executions, newest first.
     pub async fn list_executions(&self, filter: ExecutionFilter) -> Result<Vec<ExecutionResult>> {
         self.inner.db.list_executions(filter).await
+    }
+
+    /// Every worker registered in the database, with its heartbeat and the tasks it runs.
+    pub async fn list_workers(&self) -> Result<Vec<WorkerInfo>> {
+        self.inner.db.list_workers(self.inner.lease).await
     }
 
     /// This executor's worker id, if it runs tasks.

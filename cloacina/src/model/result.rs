@@ -120,6 +120,8 @@ pub struct AttemptRecord {
 pub struct TaskResult {
     /// The task's id.
     pub task_id: String,
+    /// Ids of the tasks it depends on.
+    pub dependencies: Vec<String>,
     /// Final (or current) status.
     pub status: TaskStatus,
     /// How many attempts started.
@@ -139,9 +141,10 @@ pub struct TaskResult {
 }
 
 impl TaskResult {
-    pub(crate) fn pending(task_id: &str) -> Self {
+    pub(crate) fn pending(task_id: &str, dependencies: Vec<String>) -> Self {
         Self {
             task_id: task_id.to_string(),
+            dependencies,
             status: TaskStatus::Pending,
             attempts: 0,
             error: None,
@@ -204,7 +207,10 @@ impl ExecutionResult {
             task_results: plan
                 .tasks()
                 .iter()
-                .map(|t| TaskResult::pending(&t.id))
+                .map(|t| {
+                    let upstream = t.dependencies.iter().map(|&d| plan.tasks()[d].id.clone());
+                    TaskResult::pending(&t.id, upstream.collect())
+                })
                 .collect(),
         }
     }

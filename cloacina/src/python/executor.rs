@@ -14,7 +14,7 @@ use super::bridge::{awaitable, running_loop, runtime, with_python};
 use super::errors::{new_err, to_py_err, ErrorKind};
 use super::marshal::{context_from_py, type_name};
 use super::observer::OBSERVER;
-use super::results::ExecutionRecord;
+use super::results::{ExecutionRecord, WorkerRecord};
 use super::schedules::{schedule_options, ScheduleRecord};
 use super::task::{current_attempt, EventLoop, RegisteredTasks};
 use super::traces;
@@ -281,6 +281,10 @@ fn default_list_limit() -> PyObject {
     Python::with_gil(|py| ExecutionFilter::default().limit.into_py(py))
 }
 
+fn default_list_offset() -> PyObject {
+    Python::with_gil(|py| ExecutionFilter::default().offset.into_py(py))
+}
+
 /// The environment variable `initialize()` reads when given no URL.
 const DATABASE_URL_VARIABLE: &str = "CLOACINA_DATABASE_URL";
 
@@ -527,13 +531,14 @@ impl PyUnifiedExecutor {
     }
 
     /// Lists recorded executions, newest first, optionally filtered.
-    #[pyo3(signature = (workflow=None, status=None, limit=default_list_limit()), text_signature = "($self, workflow=None, status=None, limit=50)")]
+    #[pyo3(signature = (workflow=None, status=None, limit=default_list_limit(), offset=default_list_offset()), text_signature = "($self, workflow=None, status=None, limit=50, offset=0)")]
     fn list_executions<'py>(
         &self,
         py: Python<'py>,
         workflow: Option<String>,
         status: Option<String>,
         limit: PyObject,
+        offset: PyObject,
     ) -> PyResult<Bound<'py, PyAny>> {
         let status = status
             .map(|s| {
@@ -546,10 +551,12 @@ impl PyUnifiedExecutor {
             })
             .transpose()?;
         let limit = args::count(&limits::LIST_LIMIT, limit.bind(py))? as i64;
+        let offset = args::count(&limits::LIST_OFFSET, offset.bind(py))? as i64;
         let filter = ExecutionFilter {
             workflow_name: workflow,
             status,
             limit,
+            offset,
         };
         let engine = self.engine()?;
         awaitable(py, async move {
@@ -583,6 +590,16 @@ impl PyUnifiedExecutor {
             py,
             async move { engine.schedule(&graph, &cron, options).await },
         )
+    }
+
+    /// Every worker registered in the database, most recent heartbeat first: whether it is
+    /// alive and which tasks it is running.
+    fn list_workers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?;
+        awaitable(py, async move {
+            let workers = engine.list_workers().await?;
+            Ok(workers.into_iter().map(WorkerRecord).collect::<Vec<_>>())
+        })
     }
 
     /// Every schedule in the database, by name, with its next and last fire.

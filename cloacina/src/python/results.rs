@@ -1,4 +1,4 @@
-//! Execution records as the dicts the Python API returns.
+//! Execution and worker records as the dicts the Python API returns.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use pyo3::prelude::*;
@@ -6,6 +6,7 @@ use pyo3::types::{PyDict, PyList};
 
 use super::json_text::json_to_py;
 use super::marshal::values_to_py;
+use crate::database::leases::WorkerInfo;
 use crate::model::{ExecutionResult, TaskResult};
 
 /// A time as the API shows it: ISO 8601 with microseconds and the UTC offset.
@@ -54,9 +55,39 @@ pub(crate) fn execution_to_py(py: Python<'_>, execution: &ExecutionResult) -> Py
     Ok(dict.into_any().unbind())
 }
 
+/// A worker on its way to Python, converted to a dict when the GIL is held.
+pub(crate) struct WorkerRecord(pub WorkerInfo);
+
+impl IntoPy<PyObject> for WorkerRecord {
+    fn into_py(self, py: Python<'_>) -> PyObject {
+        worker_to_py(py, &self.0).unwrap_or_else(|err| err.into_value(py).into_py(py))
+    }
+}
+
+fn worker_to_py(py: Python<'_>, worker: &WorkerInfo) -> PyResult<PyObject> {
+    let dict = PyDict::new_bound(py);
+    dict.set_item("worker_id", &worker.id)?;
+    dict.set_item("hostname", &worker.hostname)?;
+    dict.set_item("pid", worker.pid)?;
+    dict.set_item("task_ids", &worker.task_ids)?;
+    dict.set_item("started_at", iso(Some(worker.started_at)))?;
+    dict.set_item("heartbeat_at", iso(Some(worker.heartbeat_at)))?;
+    dict.set_item("alive", worker.alive)?;
+    let running = PyList::empty_bound(py);
+    for (execution_id, task_id) in &worker.running {
+        let entry = PyDict::new_bound(py);
+        entry.set_item("execution_id", execution_id.to_string())?;
+        entry.set_item("task_id", task_id)?;
+        running.append(entry)?;
+    }
+    dict.set_item("running", running)?;
+    Ok(dict.into_any().unbind())
+}
+
 fn task_to_py<'py>(py: Python<'py>, task: &TaskResult) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new_bound(py);
     dict.set_item("task_id", &task.task_id)?;
+    dict.set_item("dependencies", &task.dependencies)?;
     dict.set_item("status", task.status.as_str())?;
     dict.set_item("attempts", task.attempts)?;
     dict.set_item("error", &task.error)?;
