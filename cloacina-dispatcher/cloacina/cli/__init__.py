@@ -1,6 +1,6 @@
 """The ``cloacina`` command line (``cloacina ...`` or ``python -m cloacina ...``).
 
-One module per command (``run``, ``executions``, ``worker``, ``graph``); ``main`` holds the parser
+One module per command (``run``, ``executions``, ``worker``, ``graph``, ``ui``); ``main`` holds the parser
 and the exit codes, ``render`` the text formats, ``loading`` module and context loading.
 """
 

@@ -15,7 +15,7 @@ from typing import Callable, Optional, Sequence
 
 import cloacina
 
-from cloacina.cli import executions, graph, run, worker
+from cloacina.cli import executions, graph, run, ui, worker
 from cloacina.cli.common import DATABASE_ENV, EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE, CliError, one_line
 
 PROG = "cloacina"
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_parser(commands, common)
     executions.add_parser(commands, common)
     worker.add_parser(commands, common)
+    ui.add_parser(commands, common)
     graph.add_parser(commands)
     return parser
 
