@@ -37,7 +37,8 @@ WHEELS_FOR: Dict[str, Sequence[str]] = {
     "postgres": ("postgres", "sqlite"),
 }
 TEST_TOOLS = ("maturin>=1.5,<2", "pytest>=8", "pytest-asyncio>=0.24", "pytest-timeout>=2.3", "hypothesis>=6.100",
-              "mypy>=1.10", "opentelemetry-api>=1.20", "opentelemetry-sdk>=1.20")
+              "mypy>=1.10", "opentelemetry-api>=1.20", "opentelemetry-sdk>=1.20",
+              "selenium>=4.10")
 
 
 def _fresh_venv(root: Path, backend: str, env: Dict[str, str]) -> Optional[Path]:

@@ -13,13 +13,10 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 from urllib.parse import quote, urlsplit
 
 import pytest
@@ -27,39 +24,17 @@ import pytest
 import cloacina
 from backend import BACKEND
 from cloacina.ui import UiConfigError, make_server
-from cloacina.ui.server import DashboardServer
+from ui_server import DEADLINE, Response, Running, request, serve, worker  # noqa: F401
 
 pytestmark = pytest.mark.skipif(
     cloacina.backend != BACKEND,
     reason=f"the cloacina dispatcher binds {cloacina.backend}, the suite tests {BACKEND} (set CLOACINA_BACKEND)",
 )
 
-DEADLINE = 30.0  # seconds allowed for anything a test waits for
 XSS = "<img src=x onerror=alert(1)>"
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-class Response:
-    def __init__(self, status: int, headers: Any, body: bytes) -> None:
-        self.status = status
-        self.headers = headers
-        self.body = body
-
-    def json(self) -> Any:
-        return json.loads(self.body.decode("utf-8"))
-
-
-def request(url: str, *, method: str = "GET", headers: Optional[Dict[str, str]] = None,
-            data: Optional[bytes] = None) -> Response:
-    req = urllib.request.Request(url, method=method, headers=headers or {}, data=data)
-    try:
-        with urllib.request.urlopen(req, timeout=DEADLINE) as response:
-            return Response(response.status, response.headers, response.read())
-    except urllib.error.HTTPError as error:
-        with error:
-            return Response(error.code, error.headers, error.read())
-
 
 def wait_until(predicate: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
     deadline = time.monotonic() + timeout
@@ -70,60 +45,6 @@ def wait_until(predicate: Callable[[], Any], what: str, timeout: float = DEADLIN
         if time.monotonic() > deadline:
             raise AssertionError(f"gave up waiting for {what} after {timeout} s")
         time.sleep(0.05)
-
-
-class Running:
-    """A dashboard server serving in a thread, and every response body it sent to the test."""
-
-    def __init__(self, server: DashboardServer) -> None:
-        self.server = server
-        self.base = server.url
-        self.bodies: List[bytes] = []
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="ui-test-server", daemon=True)
-        self._thread.start()
-
-    def get(self, path: str, **kwargs: Any) -> Response:
-        response = request(self.base + path, **kwargs)
-        self.bodies.append(response.body)
-        return response
-
-    def ok(self, path: str) -> Any:
-        response = self.get(path)
-        assert response.status == 200, (path, response.status, response.body[:500])
-        return response.json()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self._thread.join(DEADLINE)
-        self.server.server_close()
-
-
-@pytest.fixture
-def serve(database_url: str) -> Iterator[Callable[..., Running]]:
-    """Starts a server on the test's database (``serve(token=...)``); all are stopped afterwards."""
-    started: List[Running] = []
-
-    def start(**kwargs: Any) -> Running:
-        running = Running(make_server(database_url, port=0, **kwargs))
-        started.append(running)
-        return running
-
-    try:
-        yield start
-    finally:
-        for running in started:
-            running.stop()
-
-
-@pytest.fixture
-def worker(database_url: str) -> Iterator[cloacina.SyncExecutor]:
-    executor = cloacina.SyncExecutor()
-    executor.initialize(database_url)
-    try:
-        yield executor
-    finally:
-        executor.shutdown()
 
 
 @pytest.fixture

@@ -1,4 +1,6 @@
-"""The dashboard's HTTP server: binding rules, the token check, read-only methods and JSON responses.
+"""The dashboard's HTTP server: binding rules, the token check, read-only methods, JSON responses
+and the pages (``static/``: ``/``, ``/executions/<id>`` and ``/workflows/<name>`` all answer
+``index.html``, whose script routes on ``location.pathname``).
 
 Standard library only (``http.server.ThreadingHTTPServer``). The server owns a
 :class:`cloacina.SyncExecutor` initialized with ``worker=False``: it reads the database and never
@@ -15,6 +17,7 @@ import os
 import socket
 import socketserver
 from http import HTTPStatus
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, List, Optional, Tuple
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
@@ -41,6 +44,34 @@ _HEADERS = (
     ("X-Frame-Options", "DENY"),
 )
 _LOOPBACK_NAMES = ("localhost", "localhost.")
+
+# The pages: plain files shipped in the package, no inline script or style, nothing external.
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+_STATIC_TYPES = {
+    "index.html": "text/html; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",
+    "app.css": "text/css; charset=utf-8",
+}
+_PAGE_HEADERS = (
+    ("Content-Security-Policy", "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Cache-Control", "no-store"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Frame-Options", "DENY"),
+)
+# Client-side routes: each is answered with index.html, whose script reads location.pathname.
+_PAGE_PREFIXES = ("/executions/", "/workflows/")
+
+
+def static_file(path: str) -> Optional[str]:
+    """The static file name answering ``path`` (``/``, a page route, or ``/static/<file>``), else None."""
+    if path == "/" or any(path.startswith(p) and len(path) > len(p) for p in _PAGE_PREFIXES):
+        return "index.html"
+    if path.startswith("/static/"):
+        name = path[len("/static/"):]
+        if name in _STATIC_TYPES and name != "index.html":
+            return name
+    return None
 
 
 class UiConfigError(ValueError):
@@ -139,13 +170,22 @@ class DashboardHandler(BaseHTTPRequestHandler):
     # --- the request -------------------------------------------------------------------------
 
     def _answer(self, *, send_body: bool) -> None:
+        parts = urlsplit(self.path)
+        static = static_file(parts.path)
+        # Scripts and styles hold no data: the page's <script src> cannot carry the token, so only
+        # they are served without it; pages and the API need it.
+        if static is not None and static != "index.html":
+            self._send_static(static, send_body=send_body)
+            return
         if not self._authorized():
             self._send_unauthorized(send_body=send_body)
             return
         if not self._host_allowed():
             self._send_json(HTTPStatus.FORBIDDEN, {"error": "unexpected Host header"}, send_body=send_body)
             return
-        parts = urlsplit(self.path)
+        if static is not None:
+            self._send_static(static, send_body=send_body)
+            return
         query = parse_qs(parts.query, keep_blank_values=True)
         query.pop("token", None)
         if not (parts.path == "/api" or parts.path.startswith("/api/")):
@@ -201,6 +241,17 @@ class DashboardHandler(BaseHTTPRequestHandler):
         self._send_json(HTTPStatus.UNAUTHORIZED,
                         {"error": "a token is required: send 'Authorization: Bearer <token>' or ?token=<token>"},
                         extra_headers=(("WWW-Authenticate", 'Bearer realm="cloacina"'),), send_body=send_body)
+
+    def _send_static(self, name: str, *, send_body: bool) -> None:
+        body = (STATIC_DIR / name).read_bytes()
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", _STATIC_TYPES[name])
+        for header, value in _PAGE_HEADERS:
+            self.send_header(header, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if send_body:
+            self.wfile.write(body)
 
     def _send_json(self, status: int, payload: Any, *, send_body: bool = True,
                    extra_headers: Tuple[Tuple[str, str], ...] = ()) -> None:
@@ -291,4 +342,4 @@ def serve(database_url: Optional[str] = None, host: str = DEFAULT_HOST, port: in
 
 
 __all__ = ["DashboardServer", "UiConfigError", "make_server", "serve", "json_bytes", "is_loopback",
-           "DEFAULT_HOST", "DEFAULT_PORT", "TOKEN_ENV"]
+           "DEFAULT_HOST", "DEFAULT_PORT", "TOKEN_ENV", "STATIC_DIR", "static_file"]

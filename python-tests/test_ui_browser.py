@@ -1,0 +1,338 @@
+"""``cloacina ui``'s pages, driven in headless Chromium through Selenium.
+
+The server runs for real in a thread over the test's database; executions are made by a working
+:class:`cloacina.SyncExecutor`. Assertions are about what a person sees: rows, badges, graph nodes,
+timeline bars. Skipped when selenium, ``/usr/bin/chromium`` or ``/usr/bin/chromedriver`` is missing
+(Debian: ``apt-get install chromium chromium-driver``; ``pip install selenium``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List
+
+import pytest
+
+import cloacina
+from backend import BACKEND
+from ui_server import Running, serve, worker  # noqa: F401
+
+CHROMIUM = os.environ.get("CLOACINA_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("CLOACINA_TEST_CHROMEDRIVER", "/usr/bin/chromedriver")
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
+if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
+    pytest.skip(f"headless browser tests need {CHROMIUM} and {CHROMEDRIVER} "
+                "(Debian: apt-get install chromium chromium-driver)", allow_module_level=True)
+
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+pytestmark = pytest.mark.skipif(
+    cloacina.backend != BACKEND,
+    reason=f"the cloacina dispatcher binds {cloacina.backend}, the suite tests {BACKEND} (set CLOACINA_BACKEND)",
+)
+
+DEADLINE = 30.0
+REPO = Path(__file__).resolve().parent.parent
+XSS = '<img src=x onerror="window.__xss=1">'
+
+
+# --- fixtures ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1400,1000"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    try:
+        driver.set_page_load_timeout(DEADLINE)
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("dashboard-screenshots")
+    print(f"\ndashboard screenshots: {folder}")
+    return folder
+
+
+def wait(driver: WebDriver, condition: Callable[[WebDriver], Any], what: str) -> Any:
+    """``condition``'s first truthy value; the pages redraw themselves, so a stale element retries."""
+    return WebDriverWait(driver, DEADLINE, poll_frequency=0.1,
+                         ignored_exceptions=(StaleElementReferenceException,)).until(
+        condition, message=f"waiting for {what}")
+
+
+def click(driver: WebDriver, css: str, what: str) -> None:
+    """Clicks the first element matching ``css`` (again if a redraw replaced it meanwhile)."""
+    wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, css).click() or True, what)
+
+
+def nodes(driver: WebDriver) -> Dict[str, str]:
+    """The graph's nodes: task id -> data-status (read in one script, so never half redrawn)."""
+    return driver.execute_script(
+        "const m = {}; for (const n of document.querySelectorAll('#graph g.node'))"
+        " m[n.getAttribute('data-task-id')] = n.getAttribute('data-status'); return m;")
+
+
+def attempts(driver: WebDriver, task_id: str) -> List[Dict[str, str]]:
+    bars = driver.execute_script(
+        "return [...document.querySelectorAll('#timeline .attempt')].map((b) => ({task: b.getAttribute('data-task-id'),"
+        " attempt: b.getAttribute('data-attempt'), status: b.getAttribute('data-status')}));")
+    return [{"attempt": b["attempt"], "status": b["status"]} for b in bars if b["task"] == task_id]
+
+
+def listed(driver: WebDriver) -> List[List[str]]:
+    """The executions table: [execution id, status badge text, id link href] per row, top to bottom."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#executions tr[data-execution-id]')].map((r) =>"
+        " [r.getAttribute('data-execution-id'), r.querySelector('.badge').textContent, r.querySelector('a').href]);")
+
+
+def badge_text(driver: WebDriver, selector: str) -> str:
+    found = driver.find_elements(By.CSS_SELECTOR, selector)
+    return found[0].text if found else ""
+
+
+# --- tests -------------------------------------------------------------------------------------
+
+def test_executions_page_lists_executions_with_statuses(serve: Callable[..., Running], worker: cloacina.SyncExecutor,
+                                                        browser: WebDriver, ids: Any, shots: Path) -> None:
+    @cloacina.task(ids("fine"))
+    def fine(ctx: Dict[str, Any]) -> Dict[str, Any]:
+        return {"fine": True}
+
+    @cloacina.task(ids("explode"))
+    def explode(ctx: Dict[str, Any]) -> Dict[str, Any]:
+        raise ValueError("boom")
+
+    good = worker.execute(cloacina.Workflow(ids.wf("good"), [fine]), timeout=DEADLINE)["execution_id"]
+    bad = worker.execute(cloacina.Workflow(ids.wf("bad"), [explode]), timeout=DEADLINE)["execution_id"]
+    ui = serve()
+    browser.get(ui.page("/"))
+
+    def rows(driver: WebDriver) -> Dict[str, str]:
+        return {row[0]: row[1] for row in listed(driver)}
+
+    seen = wait(browser, lambda d: listed(d) if len(listed(d)) == 2 else None, "two executions listed")
+    assert seen == [[bad, "Failed", ui.page(f"/executions/{bad}")],  # newest first
+                    [good, "Completed", ui.page(f"/executions/{good}")]]
+    browser.save_screenshot(str(shots / "executions.png"))
+
+    # Filter by status: only the failed one stays.
+    click(browser, "#filter-status option[value=Failed]", "the Failed status option")
+    wait(browser, lambda d: list(rows(d)) == [bad], "the status filter")
+    assert "status=Failed" in browser.current_url
+
+    # Find by id navigates to the execution page.
+    browser.find_element(By.ID, "find-id").send_keys(good)
+    click(browser, "#find-form button", "the Open button")
+    wait(browser, lambda d: badge_text(d, "#execution-status .badge") == "Completed", "the execution page")
+    assert browser.current_url == ui.page(f"/executions/{good}")
+
+    # The workflow page: success rate and the durations chart.
+    browser.get(ui.page(f"/workflows/{ids.wf('good')}"))
+    wait(browser, lambda d: badge_text(d, "#success-rate") == "100.0 %", "the success rate")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#durations circle.point")) == 1
+    assert browser.find_element(By.ID, "workflow-name").text == ids.wf("good")
+    browser.save_screenshot(str(shots / "workflow.png"))
+
+
+def test_graph_has_one_node_per_task_and_details_on_click(serve: Callable[..., Running],
+                                                          worker: cloacina.SyncExecutor, browser: WebDriver,
+                                                          ids: Any, shots: Path) -> None:
+    @cloacina.task(ids("extract"))
+    def extract(ctx: Dict[str, Any]) -> Dict[str, Any]:
+        return {"rows": [1, 2, 3], "big": "x" * 20_000}
+
+    @cloacina.task(ids("clean"), dependencies=[ids("extract")])
+    def clean(ctx: Dict[str, Any]) -> Dict[str, Any]:
+        return {"clean": len(ctx["rows"])}
+
+    @cloacina.task(ids("stats"), dependencies=[ids("extract")])
+    def stats(ctx: Dict[str, Any]) -> Dict[str, Any]:
+        return {"stats": {"n": 3}}
+
+    @cloacina.task(ids("load"), dependencies=[ids("clean"), ids("stats")])
+    def load(ctx: Dict[str, Any]) -> Dict[str, Any]:
+        raise RuntimeError("disk full")
+
+    result = worker.execute(cloacina.Workflow(ids.wf(), [load]), timeout=DEADLINE)
+    assert result["status"] == "Failed"
+    ui = serve()
+    browser.get(ui.page(f"/executions/{result['execution_id']}"))
+    wait(browser, lambda d: len(nodes(d)) == 4, "four graph nodes")
+    assert nodes(browser) == {ids("extract"): "Completed", ids("clean"): "Completed",
+                              ids("stats"): "Completed", ids("load"): "Failed"}
+    assert badge_text(browser, "#execution-status .badge") == "Failed"
+    # Layered layout: extract in the first column, clean/stats in the second, load in the third.
+    xs = {n.get_attribute("data-task-id"): n.rect["x"] for n in browser.find_elements(By.CSS_SELECTOR, "#graph g.node")}
+    assert xs[ids("extract")] < xs[ids("clean")] == xs[ids("stats")] < xs[ids("load")]
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#graph path.edge")) == 4
+    fills = {n.get_attribute("data-status"): n.find_element(By.TAG_NAME, "rect").get_attribute("fill")
+             for n in browser.find_elements(By.CSS_SELECTOR, "#graph g.node")}
+    assert fills["Completed"] != fills["Failed"]
+
+    node = next(n for n in browser.find_elements(By.CSS_SELECTOR, "#graph g.node")
+                if n.get_attribute("data-task-id") == ids("load"))
+    node.click()
+    wait(browser, lambda d: d.find_elements(By.ID, "task-error"), "the task's details")
+    assert "disk full" in browser.find_element(By.ID, "task-error").text
+    assert "RuntimeError" in browser.find_element(By.ID, "task-traceback").get_attribute("textContent")
+    output = browser.find_element(By.ID, "task-output")
+    assert "truncated (" in output.text and "characters)" in output.text
+    browser.execute_script("window.scrollTo(0, 0);")
+    browser.save_screenshot(str(shots / "execution.png"))
+    if os.environ.get("CLOACINA_UPDATE_SCREENSHOT"):
+        # Refreshes the README's picture; the suite itself never writes into the checkout.
+        docs = REPO / "docs"
+        docs.mkdir(exist_ok=True)
+        shutil.copyfile(shots / "execution.png", docs / "dashboard-execution.png")
+
+
+def test_running_execution_turns_completed_without_reload(serve: Callable[..., Running],
+                                                          worker: cloacina.SyncExecutor, browser: WebDriver,
+                                                          ids: Any, tmp_path: Path, shots: Path) -> None:
+    gate = tmp_path / "go"
+
+    @cloacina.task(ids("waits"))
+    def waits(ctx: Dict[str, Any]) -> Dict[str, Any]:
+        import time
+
+        deadline = time.monotonic() + 4 * DEADLINE
+        while not gate.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return {"waited": gate.exists()}
+
+    @cloacina.task(ids("after"), dependencies=[ids("waits")])
+    def after(ctx: Dict[str, Any]) -> Dict[str, Any]:
+        return {"after": True}
+
+    execution_id = worker.submit(cloacina.Workflow(ids.wf(), [after]))
+    try:
+        ui = serve()
+        browser.get(ui.page(f"/executions/{execution_id}"))
+        wait(browser, lambda d: nodes(d).get(ids("waits")) == "Running", "the waiting task shown Running")
+        assert badge_text(browser, "#execution-status .badge") == "Running"
+        wait(browser, lambda d: attempts(d, ids("waits")), "the running attempt's bar")
+        browser.save_screenshot(str(shots / "execution-running.png"))
+        browser.execute_script("window.__sameDocument = true;")
+    finally:
+        gate.touch()
+    wait(browser, lambda d: nodes(d) == {ids("waits"): "Completed", ids("after"): "Completed"},
+         "both tasks shown Completed")
+    wait(browser, lambda d: badge_text(d, "#execution-status .badge") == "Completed", "the execution Completed")
+    assert browser.execute_script("return window.__sameDocument === true;")  # no reload happened
+
+
+def test_timeline_shows_each_attempt_of_a_retried_task(serve: Callable[..., Running],
+                                                       worker: cloacina.SyncExecutor, browser: WebDriver,
+                                                       ids: Any, shots: Path) -> None:
+    calls: List[int] = []
+
+    @cloacina.task(ids("flaky"), retries=1, retry_delay=0)
+    def flaky(ctx: Dict[str, Any]) -> Dict[str, Any]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("first try fails")
+        return {"ok": True}
+
+    result = worker.execute(cloacina.Workflow(ids.wf(), [flaky]), timeout=DEADLINE)
+    assert result["status"] == "Completed"
+    ui = serve()
+    browser.get(ui.page(f"/executions/{result['execution_id']}"))
+    bars = wait(browser, lambda d: attempts(d, ids("flaky")) if len(attempts(d, ids("flaky"))) == 2 else None,
+                "two attempt bars")
+    assert sorted(b["attempt"] for b in bars) == ["1", "2"]
+    assert {b["attempt"]: b["status"] for b in bars}["2"] == "Completed"
+    assert {b["attempt"]: b["status"] for b in bars}["1"] != "Completed"
+    browser.save_screenshot(str(shots / "execution-retried.png"))
+
+
+def test_markup_in_task_ids_and_values_is_shown_as_text(serve: Callable[..., Running],
+                                                        worker: cloacina.SyncExecutor, browser: WebDriver,
+                                                        ids: Any, shots: Path) -> None:
+    task_id = XSS + ids("t")
+
+    @cloacina.task(task_id)
+    def markup(ctx: Dict[str, Any]) -> Dict[str, Any]:
+        raise ValueError(XSS)
+
+    name = XSS + ids.wf()
+    result = worker.execute(cloacina.Workflow(name, [markup]), {"label": XSS}, timeout=DEADLINE)
+    ui = serve()
+    browser.get(ui.page("/"))
+    wait(browser, lambda d: XSS in d.find_element(By.TAG_NAME, "body").text, "the workflow name as text")
+    browser.get(ui.page(f"/executions/{result['execution_id']}"))
+    wait(browser, lambda d: task_id in nodes(d), "the node of the markup task")
+    click(browser, "#tasks tr.clickable", "the task row")
+    wait(browser, lambda d: d.find_elements(By.ID, "task-details"), "the task's details")
+    # The id, the error and the context value, shown as text.
+    assert browser.find_element(By.CSS_SELECTOR, "#tasks td.id").text == task_id
+    assert browser.find_element(By.ID, "task-error").text == f"ValueError: {XSS}"
+    assert browser.find_element(By.CSS_SELECTOR, "#task-output .str").text == json.dumps(XSS)
+    browser.save_screenshot(str(shots / "execution-markup.png"))
+    assert browser.find_elements(By.TAG_NAME, "img") == []
+    assert browser.execute_script("return typeof window.__xss;") == "undefined"
+    browser.get(ui.page(f"/workflows/{name}"))
+    wait(browser, lambda d: d.find_element(By.ID, "workflow-name").text == name, "the workflow page")
+    assert browser.find_elements(By.TAG_NAME, "img") == []
+    assert browser.execute_script("return typeof window.__xss;") == "undefined"
+    browser.save_screenshot(str(shots / "workflow-markup.png"))
+
+
+def test_pages_have_types_and_a_strict_csp(serve: Callable[..., Running]) -> None:
+    ui = serve()
+    for path, kind in (("/", "text/html"), ("/executions/x", "text/html"), ("/workflows/w", "text/html"),
+                       ("/static/app.js", "text/javascript"), ("/static/app.css", "text/css")):
+        with urllib.request.urlopen(ui.page(path), timeout=DEADLINE) as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"] == f"{kind}; charset=utf-8"
+            assert response.headers["Content-Security-Policy"].startswith("default-src 'self'")
+            assert response.headers["X-Content-Type-Options"] == "nosniff"
+            body = response.read().decode()
+        if kind == "text/html":
+            assert "<script src=\"/static/app.js\"" in body and "http" not in body.replace("http-equiv", "")
+    for path in ("/static/nope.js", "/static/../server.py", "/index.html"):
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(ui.page(path), timeout=DEADLINE)
+        caught.value.close()
+        assert caught.value.code == 404
+
+
+def test_token_protects_pages_and_is_passed_on(serve: Callable[..., Running], worker: cloacina.SyncExecutor,
+                                               browser: WebDriver, ids: Any) -> None:
+    @cloacina.task(ids("one"))
+    def one(ctx: Dict[str, Any]) -> Dict[str, Any]:
+        return {}
+
+    done = worker.execute(cloacina.Workflow(ids.wf(), [one]), timeout=DEADLINE)["execution_id"]
+    ui = serve(host="0.0.0.0", token="s3cret-token")
+    for path in ("/", f"/executions/{done}", "/api/executions"):
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(ui.page(path), timeout=DEADLINE)
+        caught.value.close()
+        assert caught.value.code == 401
+    with urllib.request.urlopen(ui.page("/?token=s3cret-token"), timeout=DEADLINE) as response:
+        assert response.status == 200 and response.headers["Content-Type"].startswith("text/html")
+
+    browser.get(ui.page("/?token=s3cret-token"))
+    rows = wait(browser, listed, "the execution listed through the token")
+    assert rows == [[done, "Completed", ui.page(f"/executions/{done}?token=s3cret-token")]]
+    click(browser, f'#executions tr[data-execution-id="{done}"] a', "the execution's link")
+    wait(browser, lambda d: badge_text(d, "#execution-status .badge") == "Completed", "the execution page")
+    assert "token=s3cret-token" in browser.current_url
