@@ -295,9 +295,67 @@ def test_markup_in_task_ids_and_values_is_shown_as_text(serve: Callable[..., Run
     browser.save_screenshot(str(shots / "workflow-markup.png"))
 
 
+def nav(driver: WebDriver) -> Dict[str, str]:
+    """The header's navigation: link text -> href."""
+    return driver.execute_script(
+        "const m = {}; for (const a of document.querySelectorAll('#nav a')) m[a.textContent] = a.href; return m;")
+
+
+def test_workers_page_shows_the_worker_alive_with_its_pid(serve: Callable[..., Running],
+                                                         worker: cloacina.SyncExecutor, browser: WebDriver,
+                                                         shots: Path) -> None:
+    ui = serve()
+    browser.get(ui.page("/workers"))
+    row = wait(browser, lambda d: d.execute_script(
+        "const pid = arguments[0]; for (const r of document.querySelectorAll('#workers tr[data-worker-id]'))"
+        " if (r.querySelector('td.pid').textContent === pid) return {alive: r.querySelector('td.alive').textContent,"
+        " value: r.querySelector('td.alive .badge').getAttribute('data-value'),"
+        " ago: r.querySelector('td.heartbeat span').textContent,"
+        " title: r.querySelector('td.heartbeat span').getAttribute('title')}; return null;", str(os.getpid())),
+        "the worker fixture's row")
+    assert row["alive"] == "alive" and row["value"] == "true"
+    assert row["ago"].endswith(" ago") and row["title"]
+    assert nav(browser) == {"Executions": ui.page("/"), "Workers": ui.page("/workers"),
+                            "Schedules": ui.page("/schedules")}
+    browser.save_screenshot(str(shots / "workers.png"))
+
+
+def test_schedules_page_lists_schedules_and_shows_markup_as_text(serve: Callable[..., Running],
+                                                                 worker: cloacina.SyncExecutor,
+                                                                 browser: WebDriver, ids: Any, shots: Path) -> None:
+    @cloacina.task(ids("tick"))
+    def tick(ctx: Dict[str, Any]) -> Dict[str, Any]:
+        return {}
+
+    flow = cloacina.Workflow(ids.wf(), [tick])
+    worker.schedule(flow, "0 3 * * *", name=ids("nightly"))
+    marked = XSS + ids("m")
+    worker.schedule(flow, "*/5 * * * *", name=marked)
+    ui = serve()
+    browser.get(ui.page("/schedules"))
+
+    def rows(driver: WebDriver) -> Dict[str, Dict[str, str]]:
+        return driver.execute_script(
+            "const m = {}; for (const r of document.querySelectorAll('#schedules tr[data-schedule]'))"
+            " m[r.getAttribute('data-schedule')] = {name: r.querySelector('td.name').textContent,"
+            " cron: r.querySelector('td.cron').textContent, next: r.querySelector('td.next-fire').textContent,"
+            " workflow: r.querySelector('td.workflow a').href}; return m;")
+
+    seen = wait(browser, lambda d: rows(d) if len(rows(d)) == 2 else None, "two schedules listed")
+    nightly = seen[ids("nightly")]
+    assert nightly["name"] == ids("nightly") and nightly["cron"] == "0 3 * * *"
+    assert nightly["next"] not in ("", "—")
+    assert nightly["workflow"] == ui.page(f"/workflows/{ids.wf()}")
+    assert seen[marked]["name"] == marked and seen[marked]["cron"] == "*/5 * * * *"
+    assert browser.find_elements(By.TAG_NAME, "img") == []
+    assert browser.execute_script("return typeof window.__xss;") == "undefined"
+    browser.save_screenshot(str(shots / "schedules.png"))
+
+
 def test_pages_have_types_and_a_strict_csp(serve: Callable[..., Running]) -> None:
     ui = serve()
     for path, kind in (("/", "text/html"), ("/executions/x", "text/html"), ("/workflows/w", "text/html"),
+                       ("/workers", "text/html"), ("/schedules", "text/html"),
                        ("/static/app.js", "text/javascript"), ("/static/app.css", "text/css")):
         with urllib.request.urlopen(ui.page(path), timeout=DEADLINE) as response:
             assert response.status == 200
@@ -332,6 +390,9 @@ def test_token_protects_pages_and_is_passed_on(serve: Callable[..., Running], wo
 
     browser.get(ui.page("/?token=s3cret-token"))
     rows = wait(browser, listed, "the execution listed through the token")
+    assert nav(browser) == {"Executions": ui.page("/?token=s3cret-token"),
+                            "Workers": ui.page("/workers?token=s3cret-token"),
+                            "Schedules": ui.page("/schedules?token=s3cret-token")}
     assert rows == [[done, "Completed", ui.page(f"/executions/{done}?token=s3cret-token")]]
     click(browser, f'#executions tr[data-execution-id="{done}"] a', "the execution's link")
     wait(browser, lambda d: badge_text(d, "#execution-status .badge") == "Completed", "the execution page")

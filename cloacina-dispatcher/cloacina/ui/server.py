@@ -61,11 +61,12 @@ _PAGE_HEADERS = (
 )
 # Client-side routes: each is answered with index.html, whose script reads location.pathname.
 _PAGE_PREFIXES = ("/executions/", "/workflows/")
+_PAGE_PATHS = ("/", "/workers", "/schedules")
 
 
 def static_file(path: str) -> Optional[str]:
     """The static file name answering ``path`` (``/``, a page route, or ``/static/<file>``), else None."""
-    if path == "/" or any(path.startswith(p) and len(path) > len(p) for p in _PAGE_PREFIXES):
+    if path in _PAGE_PATHS or any(path.startswith(p) and len(path) > len(p) for p in _PAGE_PREFIXES):
         return "index.html"
     if path.startswith("/static/"):
         name = path[len("/static/"):]

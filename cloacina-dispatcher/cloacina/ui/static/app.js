@@ -457,14 +457,99 @@
     load();
   }
 
+  // --- workers page ------------------------------------------------------------------------
+
+  function ago(text) {
+    const value = time(text);
+    if (value === null) return "—";
+    const s = Math.max(0, Math.round((Date.now() - value) / 1000));
+    if (s < 120) return s + " s ago";
+    if (s < 7200) return Math.round(s / 60) + " min ago";
+    return Math.round(s / 3600) + " h ago";
+  }
+
+  function flag(value, yes, no, yesClass, noClass) {
+    return el("span", { class: "badge " + (value ? yesClass : noClass), "data-value": value ? "true" : "false" },
+              value ? yes : no);
+  }
+
+  function workersPage() {
+    const message = el("div", { id: "message" });
+    const body = el("tbody", { id: "workers" });
+    setMain(el("h1", {}, "Workers"), message,
+      el("table", {}, el("thead", {}, el("tr", {}, ["Worker", "Host", "PID", "Alive", "Heartbeat", "Running"]
+        .map((h) => el("th", {}, h)))), body));
+    async function load() {
+      try {
+        const page = await api("workers");
+        body.replaceChildren(...page.workers.map((w) => el("tr", { "data-worker-id": w.worker_id },
+          el("td", { class: "id" }, w.worker_id),
+          el("td", { class: "host" }, w.hostname || "—"),
+          el("td", { class: "pid" }, w.pid === null || w.pid === undefined ? "—" : String(w.pid)),
+          el("td", { class: "alive" }, flag(w.alive, "alive", "gone", "yes", "dead")),
+          el("td", { class: "heartbeat" }, el("span", { title: w.heartbeat_at || "" }, ago(w.heartbeat_at))),
+          el("td", { class: "running" }, (w.running || []).length
+            ? el("ul", { class: "runs" }, w.running.map((r) => el("li", { "data-execution-id": r.execution_id },
+                link(executionPath(r.execution_id), r.task_id || r.execution_id))))
+            : el("span", { class: "muted" }, "idle")))));
+        if (!page.workers.length) body.appendChild(el("tr", {}, el("td", { colspan: 6, class: "muted" }, "No workers.")));
+        message.replaceChildren();
+      } catch (error) {
+        showError(message, error);
+      }
+      poll(load, 2000);
+    }
+    load();
+  }
+
+  // --- schedules page ----------------------------------------------------------------------
+
+  function schedulesPage() {
+    const message = el("div", { id: "message" });
+    const body = el("tbody", { id: "schedules" });
+    setMain(el("h1", {}, "Schedules"), message,
+      el("table", {}, el("thead", {}, el("tr", {}, ["Name", "Workflow", "Cron", "Timezone", "Catch-up", "Paused",
+        "Next fire", "Last fire", "Last execution"].map((h) => el("th", {}, h)))), body));
+    async function load() {
+      try {
+        const page = await api("schedules");
+        body.replaceChildren(...page.schedules.map((s) => el("tr", { "data-schedule": s.name },
+          el("td", { class: "name" }, s.name),
+          el("td", { class: "workflow" }, link(workflowPath(s.workflow_name), s.workflow_name)),
+          el("td", { class: "cron" }, el("code", {}, s.cron)),
+          el("td", { class: "timezone" }, s.timezone || "UTC"),
+          el("td", { class: "catchup" }, s.catchup ? "yes" : "no"),
+          el("td", { class: "paused" }, flag(s.paused, "paused", "active", "paused", "yes")),
+          el("td", { class: "next-fire" }, el("span", { title: s.next_fire_time || "" }, when(s.next_fire_time))),
+          el("td", { class: "last-fire" }, el("span", { title: s.last_fire_time || "" }, when(s.last_fire_time))),
+          el("td", { class: "id last-execution" }, s.last_execution_id
+            ? link(executionPath(s.last_execution_id), s.last_execution_id) : "—"))));
+        if (!page.schedules.length) body.appendChild(el("tr", {}, el("td", { colspan: 9, class: "muted" }, "No schedules.")));
+        message.replaceChildren();
+      } catch (error) {
+        showError(message, error);
+      }
+      poll(load, 5000);
+    }
+    load();
+  }
+
   // --- router ------------------------------------------------------------------------------
 
   function route() {
     document.getElementById("home").setAttribute("href", withToken("/"));
     const path = location.pathname;
+    for (const a of document.querySelectorAll("#nav a[data-nav]")) {
+      const target = a.getAttribute("data-nav");
+      a.setAttribute("href", withToken(target));
+      const current = target === "/" ? path === "/" || path.startsWith("/executions/") : path === target;
+      if (current) a.classList.add("current");
+    }
     let match;
     if ((match = /^\/executions\/(.+)$/.exec(path))) executionPage(decodeURIComponent(match[1]));
     else if ((match = /^\/workflows\/(.+)$/.exec(path))) workflowPage(decodeURIComponent(match[1]));
+    else if (path === "/workers") workersPage();
+    else if (path === "/schedules") schedulesPage();
     else executionsPage();
   }
 
