@@ -16,7 +16,7 @@ use super::control::LifecycleSteps;
 use super::schema::{schedules, workers};
 use super::signals::Signal;
 use super::store::Dialect;
-use super::{with_connection, write_transaction, Database};
+use super::{with_connection, write_transaction, Database, Pool};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::model::{now, ExecutionPlan, ExecutionResult};
@@ -146,18 +146,20 @@ impl Database {
     /// (so fires missed before it still catch up) unless the expression or time zone changed,
     /// and keeps whether the schedule is paused.
     pub(crate) async fn put_schedule(&self, new: NewSchedule) -> Result<()> {
-        self.run(move |pool| {
+        self.change_schedules(move |pool| {
             let now_utc = now();
             let at = now_utc.naive_utc();
+            // Encoded before the write lock is taken.
+            let (plan, context) = (new.plan.to_json(), new.context.to_json());
+            let fresh_next = new.cadence.next_after(now_utc).map(|t| t.naive_utc());
             write_transaction!(pool, |conn| {
-                let fresh_next = new.cadence.next_after(now_utc).map(|t| t.naive_utc());
                 let values = (
                     schedules::workflow_name.eq(&new.workflow_name),
                     schedules::workflow_version.eq(&new.workflow_version),
-                    schedules::plan.eq(new.plan.to_json()),
+                    schedules::plan.eq(&plan),
                     schedules::cron.eq(&new.cron),
                     schedules::timezone.eq(&new.timezone),
-                    schedules::context.eq(new.context.to_json()),
+                    schedules::context.eq(&context),
                     schedules::catchup.eq(new.catchup.as_str()),
                     schedules::updated_at.eq(at),
                 );
@@ -165,7 +167,7 @@ impl Database {
                 // the first inserts, the others update the row they wait for.
                 let inserted = diesel::insert_into(schedules::table)
                     .values((
-                        values.clone(),
+                        values,
                         schedules::name.eq(&new.name),
                         schedules::paused.eq(false),
                         schedules::next_fire_at.eq(fresh_next),
@@ -187,7 +189,16 @@ impl Database {
                 Ok(())
             })
         })
-        .await?;
+        .await
+    }
+
+    /// Runs `change`, a transaction that announced `Signal::Schedules` to other processes, then
+    /// wakes this process's fire loop too.
+    async fn change_schedules(
+        &self,
+        change: impl FnOnce(&Pool) -> Result<()> + Send + 'static,
+    ) -> Result<()> {
+        self.run(change).await?;
         self.signals().raise(Signal::Schedules);
         Ok(())
     }
@@ -208,7 +219,7 @@ impl Database {
 
     /// Pauses or resumes a schedule. Resuming skips the fires that fell due while paused.
     pub(crate) async fn set_schedule_paused(&self, name: String, paused: bool) -> Result<()> {
-        self.run(move |pool| {
+        self.change_schedules(move |pool| {
             let now_utc = now();
             write_transaction!(pool, |conn| {
                 let Some((cron, timezone, was_paused)) = schedules::table
@@ -240,14 +251,12 @@ impl Database {
                 Ok(())
             })
         })
-        .await?;
-        self.signals().raise(Signal::Schedules);
-        Ok(())
+        .await
     }
 
     /// Deletes a schedule; executions it submitted stay.
     pub(crate) async fn remove_schedule(&self, name: String) -> Result<()> {
-        self.run(move |pool| {
+        self.change_schedules(move |pool| {
             write_transaction!(pool, |conn| {
                 let removed = diesel::delete(schedules::table.find(&name)).execute(conn)?;
                 if removed == 0 {
@@ -257,9 +266,7 @@ impl Database {
                 Ok(())
             })
         })
-        .await?;
-        self.signals().raise(Signal::Schedules);
-        Ok(())
+        .await
     }
 
     /// The earliest next fire of any schedule that is not paused.
@@ -287,9 +294,7 @@ impl Database {
     ) -> Result<FirePass> {
         self.run(move |pool| {
             let due: Vec<String> = with_connection!(pool, |conn| {
-                schedules::table
-                    .filter(schedules::paused.eq(false))
-                    .filter(schedules::next_fire_at.le(now().naive_utc()))
+                due_schedules(now().naive_utc())
                     .order(schedules::next_fire_at)
                     .select(schedules::name)
                     .load(conn)
@@ -401,11 +406,10 @@ trait LockDueSchedule {
     ) -> QueryResult<Option<ScheduleRow>>;
 }
 
-/// The schedule `name` if its next fire is due at `now` and it is not paused.
+/// The schedules whose next fire is due at `now` and that are not paused.
 #[diesel::dsl::auto_type]
-fn due_schedule<'a>(name: &'a str, now: NaiveDateTime) -> _ {
+fn due_schedules(now: NaiveDateTime) -> _ {
     schedules::table
-        .find(name)
         .filter(schedules::paused.eq(false))
         .filter(schedules::next_fire_at.le(now))
 }
@@ -418,7 +422,8 @@ impl LockDueSchedule for diesel::sqlite::SqliteConnection {
         now: NaiveDateTime,
     ) -> QueryResult<Option<ScheduleRow>> {
         // The immediate transaction already holds the write lock.
-        due_schedule(name, now)
+        due_schedules(now)
+            .filter(schedules::name.eq(name))
             .select(ScheduleRow::as_select())
             .get_result(self)
             .optional()
@@ -432,7 +437,8 @@ impl LockDueSchedule for diesel::pg::PgConnection {
         name: &str,
         now: NaiveDateTime,
     ) -> QueryResult<Option<ScheduleRow>> {
-        due_schedule(name, now)
+        due_schedules(now)
+            .filter(schedules::name.eq(name))
             .select(ScheduleRow::as_select())
             .for_update()
             .skip_locked()
