@@ -139,6 +139,19 @@ async def executor(database_url: str) -> AsyncIterator[object]:
 
 
 @pytest.fixture
+def sync_executor(database_url: str) -> Iterator[object]:
+    """A working ``cloacina.SyncExecutor`` (the dispatcher's) on the test's database."""
+    import cloacina
+
+    executor = cloacina.SyncExecutor()
+    executor.initialize(database_url)
+    try:
+        yield executor
+    finally:
+        executor.shutdown()
+
+
+@pytest.fixture
 async def memory_executor() -> AsyncIterator[object]:
     if not IS_SQLITE:
         pytest.skip("sqlite://:memory: is SQLite only")

@@ -79,16 +79,11 @@ def test_durable_demo(tmp_path, subprocess_env, database_url):
 
 def test_schedule_example(tmp_path, subprocess_env, database_url):
     """An every-second schedule fires three times, each fire once."""
-    script = EXAMPLES / "schedule.py"
-    if not script.is_file():
-        pytest.skip("examples/ not present next to python-tests/")
-    proc = subprocess.run([sys.executable, str(script), database_url], cwd=str(tmp_path),
-                          env=subprocess_env, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    fired = [line for line in proc.stdout.splitlines() if line.startswith("fired")]
-    assert len(fired) == 3, proc.stdout
+    out = run_example("schedule.py", tmp_path, subprocess_env, database_url)
+    fired = [line for line in out.splitlines() if line.startswith("fired")]
+    assert len(fired) == 3, out
     assert all("api checked at" in line for line in fired)
-    assert len(set(fired)) == 3, proc.stdout
+    assert len(set(fired)) == 3, out
 
 
 def test_retries_example(tmp_path, subprocess_env, database_url):

@@ -13,7 +13,6 @@ import sys
 import textwrap
 import threading
 import uuid
-from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
@@ -32,16 +31,6 @@ LOOP_THREAD = "cloacina-sync-executor"
 
 def loop_threads() -> List[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == LOOP_THREAD]
-
-
-@pytest.fixture
-def sync_executor(database_url: str) -> Iterator[cloacina.SyncExecutor]:
-    executor = cloacina.SyncExecutor()
-    executor.initialize(database_url)
-    try:
-        yield executor
-    finally:
-        executor.shutdown()
 
 
 @pytest.fixture

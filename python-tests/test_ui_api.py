@@ -24,7 +24,7 @@ import pytest
 import cloacina
 from backend import BACKEND
 from cloacina.ui import UiConfigError, make_server
-from ui_server import DEADLINE, Response, Running, request, serve, worker  # noqa: F401
+from ui_server import DEADLINE, Response, Running, request, serve  # noqa: F401
 
 pytestmark = pytest.mark.skipif(
     cloacina.backend != BACKEND,
@@ -73,10 +73,10 @@ def flows(ids: Any) -> Dict[str, Any]:
             "markup_task": XSS + ids("t")}
 
 
-def run_some(worker: cloacina.SyncExecutor, flows: Dict[str, Any], ok: int, bad: int) -> List[str]:
+def run_some(sync_executor: cloacina.SyncExecutor, flows: Dict[str, Any], ok: int, bad: int) -> List[str]:
     """Runs ``ok`` good and ``bad`` failing executions, in that order; returns their ids."""
-    done = [worker.execute(flows["ok"], {"i": i}, timeout=DEADLINE) for i in range(ok)]
-    done += [worker.execute(flows["bad"], {"i": i}, timeout=DEADLINE) for i in range(bad)]
+    done = [sync_executor.execute(flows["ok"], {"i": i}, timeout=DEADLINE) for i in range(ok)]
+    done += [sync_executor.execute(flows["bad"], {"i": i}, timeout=DEADLINE) for i in range(bad)]
     return [r["execution_id"] for r in done]
 
 
@@ -111,9 +111,9 @@ def test_every_response_is_json_with_nosniff_and_no_store(serve: Callable[..., R
     assert outside.status == 404 and "error" in outside.json()
 
 
-def test_executions_page_is_compact(serve: Callable[..., Running], worker: cloacina.SyncExecutor,
+def test_executions_page_is_compact(serve: Callable[..., Running], sync_executor: cloacina.SyncExecutor,
                                     flows: Dict[str, Any]) -> None:
-    good, bad = run_some(worker, flows, ok=1, bad=1)
+    good, bad = run_some(sync_executor, flows, ok=1, bad=1)
     page = serve().ok("executions")
     assert page["limit"] == 50 and page["offset"] == 0 and page["next_offset"] is None
     items = {e["execution_id"]: e for e in page["executions"]}
@@ -126,9 +126,9 @@ def test_executions_page_is_compact(serve: Callable[..., Running], worker: cloac
     assert items[bad]["status"] == "Failed" and items[bad]["task_counts"] == {"Failed": 1}
 
 
-def test_pagination_and_next_offset(serve: Callable[..., Running], worker: cloacina.SyncExecutor,
+def test_pagination_and_next_offset(serve: Callable[..., Running], sync_executor: cloacina.SyncExecutor,
                                     flows: Dict[str, Any]) -> None:
-    made = run_some(worker, flows, ok=5, bad=0)
+    made = run_some(sync_executor, flows, ok=5, bad=0)
     ui = serve()
     seen: List[str] = []
     offset: Optional[int] = 0
@@ -145,8 +145,8 @@ def test_pagination_and_next_offset(serve: Callable[..., Running], worker: cloac
     assert ui.ok("executions?offset=99")["executions"] == []
 
 
-def test_filters(serve: Callable[..., Running], worker: cloacina.SyncExecutor, flows: Dict[str, Any]) -> None:
-    run_some(worker, flows, ok=2, bad=1)
+def test_filters(serve: Callable[..., Running], sync_executor: cloacina.SyncExecutor, flows: Dict[str, Any]) -> None:
+    run_some(sync_executor, flows, ok=2, bad=1)
     ui = serve()
     by_workflow = ui.ok(f"executions?workflow={quote(flows['bad'].name)}")["executions"]
     assert [e["workflow_name"] for e in by_workflow] == [flows["bad"].name]
@@ -165,12 +165,12 @@ def test_bad_parameters_are_400(serve: Callable[..., Running], query: str, fragm
     assert response.status == 400 and fragment in response.json()["error"]
 
 
-def test_execution_detail(serve: Callable[..., Running], worker: cloacina.SyncExecutor,
+def test_execution_detail(serve: Callable[..., Running], sync_executor: cloacina.SyncExecutor,
                           flows: Dict[str, Any], ids: Any) -> None:
-    good, bad = run_some(worker, flows, ok=1, bad=1)
+    good, bad = run_some(sync_executor, flows, ok=1, bad=1)
     ui = serve()
     detail = ui.ok(f"executions/{good}")
-    assert detail == {**worker.get_execution(good), "duration_seconds": detail["duration_seconds"]}
+    assert detail == {**sync_executor.get_execution(good), "duration_seconds": detail["duration_seconds"]}
     second = next(r for r in detail["task_results"] if r["task_id"] == ids("second"))
     assert second["dependencies"] == [ids("first")] and second["history"][0]["status"] == "Completed"
     assert detail["final_context"]["second"] == 0
@@ -188,10 +188,10 @@ def test_unknown_and_malformed_ids(serve: Callable[..., Running]) -> None:
     assert ui.get("workflows/").status == 404
 
 
-def test_large_context_values_are_truncated(serve: Callable[..., Running], worker: cloacina.SyncExecutor,
+def test_large_context_values_are_truncated(serve: Callable[..., Running], sync_executor: cloacina.SyncExecutor,
                                             flows: Dict[str, Any]) -> None:
     big = "x" * 20_000
-    result = worker.execute(flows["ok"], {"big": big, "small": [1, 2], "size": 3}, timeout=DEADLINE)
+    result = sync_executor.execute(flows["ok"], {"big": big, "small": [1, 2], "size": 3}, timeout=DEADLINE)
     detail = serve().ok(f"executions/{result['execution_id']}")
     for context in (detail["input_context"], detail["final_context"]):
         assert context["big"] == {"truncated": True, "size": len(json.dumps(big)), "preview": json.dumps(big)[:200]}
@@ -199,9 +199,9 @@ def test_large_context_values_are_truncated(serve: Callable[..., Running], worke
     assert detail["final_context"]["second"] == 3
 
 
-def test_markup_in_records_comes_back_as_json_data(serve: Callable[..., Running], worker: cloacina.SyncExecutor,
+def test_markup_in_records_comes_back_as_json_data(serve: Callable[..., Running], sync_executor: cloacina.SyncExecutor,
                                                    flows: Dict[str, Any]) -> None:
-    result = worker.execute(flows["xss"], {"note": XSS}, timeout=DEADLINE)
+    result = sync_executor.execute(flows["xss"], {"note": XSS}, timeout=DEADLINE)
     ui = serve()
     response = ui.get(f"executions/{result['execution_id']}")
     assert response.status == 200
@@ -215,12 +215,12 @@ def test_markup_in_records_comes_back_as_json_data(serve: Callable[..., Running]
     assert workflow["executions"][0]["task_counts"] == {"Completed": 1}
 
 
-def test_workflow_history(serve: Callable[..., Running], worker: cloacina.SyncExecutor,
+def test_workflow_history(serve: Callable[..., Running], sync_executor: cloacina.SyncExecutor,
                           flows: Dict[str, Any]) -> None:
-    made = run_some(worker, flows, ok=3, bad=0)
-    cancelled = worker.submit(flows["ok"], {"i": 99})
-    worker.cancel(cancelled)
-    worker.wait(cancelled, timeout=DEADLINE)
+    made = run_some(sync_executor, flows, ok=3, bad=0)
+    cancelled = sync_executor.submit(flows["ok"], {"i": 99})
+    sync_executor.cancel(cancelled)
+    sync_executor.wait(cancelled, timeout=DEADLINE)
     ui = serve()
     history = ui.ok(f"workflows/{quote(flows['ok'].name, safe='')}")
     assert history["name"] == flows["ok"].name
@@ -238,12 +238,12 @@ def test_workflow_history(serve: Callable[..., Running], worker: cloacina.SyncEx
     assert ui.get("workflows/x?limit=0").status == 400
 
 
-def test_workers_and_schedules(serve: Callable[..., Running], worker: cloacina.SyncExecutor,
+def test_workers_and_schedules(serve: Callable[..., Running], sync_executor: cloacina.SyncExecutor,
                                flows: Dict[str, Any], ids: Any) -> None:
-    worker.schedule(flows["ok"], "0 3 * * *", name=ids("nightly"))
+    sync_executor.schedule(flows["ok"], "0 3 * * *", name=ids("nightly"))
     ui = serve()
     workers = ui.ok("workers")["workers"]
-    assert workers == json.loads(json.dumps(worker.list_workers()))
+    assert workers == json.loads(json.dumps(sync_executor.list_workers()))
     assert any(w["pid"] == os.getpid() and w["alive"] for w in workers)
     schedules = ui.ok("schedules")["schedules"]
     assert [s["name"] for s in schedules] == [ids("nightly")] and schedules[0]["cron"] == "0 3 * * *"
@@ -252,14 +252,14 @@ def test_workers_and_schedules(serve: Callable[..., Running], worker: cloacina.S
 # --- read only ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
-def test_only_get_and_head_are_allowed(serve: Callable[..., Running], worker: cloacina.SyncExecutor,
+def test_only_get_and_head_are_allowed(serve: Callable[..., Running], sync_executor: cloacina.SyncExecutor,
                                        flows: Dict[str, Any], method: str) -> None:
-    (execution_id,) = run_some(worker, flows, ok=1, bad=0)
+    (execution_id,) = run_some(sync_executor, flows, ok=1, bad=0)
     ui = serve()
     response = ui.get(f"executions/{execution_id}", method=method, data=b"{}" if method != "OPTIONS" else None)
     assert response.status == 405 and response.headers["Allow"] == "GET, HEAD"
     assert "read-only" in response.json()["error"]
-    assert worker.get_execution(execution_id)["status"] == "Completed"
+    assert sync_executor.get_execution(execution_id)["status"] == "Completed"
     head = ui.get("health", method="HEAD")
     assert head.status == 200 and head.body == b"" and int(head.headers["Content-Length"]) > 0
 
@@ -307,11 +307,11 @@ def test_a_foreign_host_header_is_refused_without_a_token(serve: Callable[..., R
     assert ui.get("health", headers={"Host": f"localhost:{ui.server.port}"}).status == 200
 
 
-def test_no_body_or_log_holds_the_database_url(serve: Callable[..., Running], worker: cloacina.SyncExecutor,
+def test_no_body_or_log_holds_the_database_url(serve: Callable[..., Running], sync_executor: cloacina.SyncExecutor,
                                                flows: Dict[str, Any], database_url: str,
                                                caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="cloacina.ui")
-    run_some(worker, flows, ok=1, bad=1)
+    run_some(sync_executor, flows, ok=1, bad=1)
     ui = serve(token="tok-abc")
     auth = {"Authorization": "Bearer tok-abc"}
     for path in ("", "health", "executions", "executions/nope", f"executions/{uuid.uuid4()}", "workers",

@@ -20,7 +20,7 @@ import pytest
 
 import cloacina
 from backend import BACKEND
-from ui_server import Running, serve, worker  # noqa: F401
+from ui_server import Running, serve  # noqa: F401
 
 CHROMIUM = os.environ.get("CLOACINA_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CLOACINA_TEST_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -110,7 +110,7 @@ def badge_text(driver: WebDriver, selector: str) -> str:
 
 # --- tests -------------------------------------------------------------------------------------
 
-def test_executions_page_lists_executions_with_statuses(serve: Callable[..., Running], worker: cloacina.SyncExecutor,
+def test_executions_page_lists_executions_with_statuses(serve: Callable[..., Running], sync_executor: cloacina.SyncExecutor,
                                                         browser: WebDriver, ids: Any, shots: Path) -> None:
     @cloacina.task(ids("fine"))
     def fine(ctx: Dict[str, Any]) -> Dict[str, Any]:
@@ -120,8 +120,8 @@ def test_executions_page_lists_executions_with_statuses(serve: Callable[..., Run
     def explode(ctx: Dict[str, Any]) -> Dict[str, Any]:
         raise ValueError("boom")
 
-    good = worker.execute(cloacina.Workflow(ids.wf("good"), [fine]), timeout=DEADLINE)["execution_id"]
-    bad = worker.execute(cloacina.Workflow(ids.wf("bad"), [explode]), timeout=DEADLINE)["execution_id"]
+    good = sync_executor.execute(cloacina.Workflow(ids.wf("good"), [fine]), timeout=DEADLINE)["execution_id"]
+    bad = sync_executor.execute(cloacina.Workflow(ids.wf("bad"), [explode]), timeout=DEADLINE)["execution_id"]
     ui = serve()
     browser.get(ui.page("/"))
 
@@ -153,7 +153,7 @@ def test_executions_page_lists_executions_with_statuses(serve: Callable[..., Run
 
 
 def test_graph_has_one_node_per_task_and_details_on_click(serve: Callable[..., Running],
-                                                          worker: cloacina.SyncExecutor, browser: WebDriver,
+                                                          sync_executor: cloacina.SyncExecutor, browser: WebDriver,
                                                           ids: Any, shots: Path) -> None:
     @cloacina.task(ids("extract"))
     def extract(ctx: Dict[str, Any]) -> Dict[str, Any]:
@@ -171,7 +171,7 @@ def test_graph_has_one_node_per_task_and_details_on_click(serve: Callable[..., R
     def load(ctx: Dict[str, Any]) -> Dict[str, Any]:
         raise RuntimeError("disk full")
 
-    result = worker.execute(cloacina.Workflow(ids.wf(), [load]), timeout=DEADLINE)
+    result = sync_executor.execute(cloacina.Workflow(ids.wf(), [load]), timeout=DEADLINE)
     assert result["status"] == "Failed"
     ui = serve()
     browser.get(ui.page(f"/executions/{result['execution_id']}"))
@@ -205,7 +205,7 @@ def test_graph_has_one_node_per_task_and_details_on_click(serve: Callable[..., R
 
 
 def test_running_execution_turns_completed_without_reload(serve: Callable[..., Running],
-                                                          worker: cloacina.SyncExecutor, browser: WebDriver,
+                                                          sync_executor: cloacina.SyncExecutor, browser: WebDriver,
                                                           ids: Any, tmp_path: Path, shots: Path) -> None:
     gate = tmp_path / "go"
 
@@ -222,7 +222,7 @@ def test_running_execution_turns_completed_without_reload(serve: Callable[..., R
     def after(ctx: Dict[str, Any]) -> Dict[str, Any]:
         return {"after": True}
 
-    execution_id = worker.submit(cloacina.Workflow(ids.wf(), [after]))
+    execution_id = sync_executor.submit(cloacina.Workflow(ids.wf(), [after]))
     try:
         ui = serve()
         browser.get(ui.page(f"/executions/{execution_id}"))
@@ -240,7 +240,7 @@ def test_running_execution_turns_completed_without_reload(serve: Callable[..., R
 
 
 def test_timeline_shows_each_attempt_of_a_retried_task(serve: Callable[..., Running],
-                                                       worker: cloacina.SyncExecutor, browser: WebDriver,
+                                                       sync_executor: cloacina.SyncExecutor, browser: WebDriver,
                                                        ids: Any, shots: Path) -> None:
     calls: List[int] = []
 
@@ -251,7 +251,7 @@ def test_timeline_shows_each_attempt_of_a_retried_task(serve: Callable[..., Runn
             raise ConnectionError("first try fails")
         return {"ok": True}
 
-    result = worker.execute(cloacina.Workflow(ids.wf(), [flaky]), timeout=DEADLINE)
+    result = sync_executor.execute(cloacina.Workflow(ids.wf(), [flaky]), timeout=DEADLINE)
     assert result["status"] == "Completed"
     ui = serve()
     browser.get(ui.page(f"/executions/{result['execution_id']}"))
@@ -264,7 +264,7 @@ def test_timeline_shows_each_attempt_of_a_retried_task(serve: Callable[..., Runn
 
 
 def test_markup_in_task_ids_and_values_is_shown_as_text(serve: Callable[..., Running],
-                                                        worker: cloacina.SyncExecutor, browser: WebDriver,
+                                                        sync_executor: cloacina.SyncExecutor, browser: WebDriver,
                                                         ids: Any, shots: Path) -> None:
     task_id = XSS + ids("t")
 
@@ -273,7 +273,7 @@ def test_markup_in_task_ids_and_values_is_shown_as_text(serve: Callable[..., Run
         raise ValueError(XSS)
 
     name = XSS + ids.wf()
-    result = worker.execute(cloacina.Workflow(name, [markup]), {"label": XSS}, timeout=DEADLINE)
+    result = sync_executor.execute(cloacina.Workflow(name, [markup]), {"label": XSS}, timeout=DEADLINE)
     ui = serve()
     browser.get(ui.page("/"))
     wait(browser, lambda d: XSS in d.find_element(By.TAG_NAME, "body").text, "the workflow name as text")
@@ -302,7 +302,7 @@ def nav(driver: WebDriver) -> Dict[str, str]:
 
 
 def test_workers_page_shows_the_worker_alive_with_its_pid(serve: Callable[..., Running],
-                                                         worker: cloacina.SyncExecutor, browser: WebDriver,
+                                                         sync_executor: cloacina.SyncExecutor, browser: WebDriver,
                                                          shots: Path) -> None:
     ui = serve()
     browser.get(ui.page("/workers"))
@@ -321,16 +321,16 @@ def test_workers_page_shows_the_worker_alive_with_its_pid(serve: Callable[..., R
 
 
 def test_schedules_page_lists_schedules_and_shows_markup_as_text(serve: Callable[..., Running],
-                                                                 worker: cloacina.SyncExecutor,
+                                                                 sync_executor: cloacina.SyncExecutor,
                                                                  browser: WebDriver, ids: Any, shots: Path) -> None:
     @cloacina.task(ids("tick"))
     def tick(ctx: Dict[str, Any]) -> Dict[str, Any]:
         return {}
 
     flow = cloacina.Workflow(ids.wf(), [tick])
-    worker.schedule(flow, "0 3 * * *", name=ids("nightly"))
+    sync_executor.schedule(flow, "0 3 * * *", name=ids("nightly"))
     marked = XSS + ids("m")
-    worker.schedule(flow, "*/5 * * * *", name=marked)
+    sync_executor.schedule(flow, "*/5 * * * *", name=marked)
     ui = serve()
     browser.get(ui.page("/schedules"))
 
@@ -372,13 +372,13 @@ def test_pages_have_types_and_a_strict_csp(serve: Callable[..., Running]) -> Non
         assert caught.value.code == 404
 
 
-def test_token_protects_pages_and_is_passed_on(serve: Callable[..., Running], worker: cloacina.SyncExecutor,
+def test_token_protects_pages_and_is_passed_on(serve: Callable[..., Running], sync_executor: cloacina.SyncExecutor,
                                                browser: WebDriver, ids: Any) -> None:
     @cloacina.task(ids("one"))
     def one(ctx: Dict[str, Any]) -> Dict[str, Any]:
         return {}
 
-    done = worker.execute(cloacina.Workflow(ids.wf(), [one]), timeout=DEADLINE)["execution_id"]
+    done = sync_executor.execute(cloacina.Workflow(ids.wf(), [one]), timeout=DEADLINE)["execution_id"]
     ui = serve(host="0.0.0.0", token="s3cret-token")
     for path in ("/", f"/executions/{done}", "/api/executions"):
         with pytest.raises(urllib.error.HTTPError) as caught:

@@ -1,8 +1,8 @@
 """A dashboard server run in a thread for tests, shared by the API and browser tests.
 
-``from ui_server import serve, worker  # noqa: F401`` brings the fixtures: ``serve(**kwargs)``
-starts a server on the test's database (port 0 unless given), every one stopped afterwards;
-``worker`` is a working ``SyncExecutor`` on the same database.
+``from ui_server import serve  # noqa: F401`` brings the fixture ``serve(**kwargs)``: it starts
+a server on the test's database (port 0 unless given), every one stopped afterwards. The
+``sync_executor`` fixture (conftest.py) makes the executions it shows.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
 
-import cloacina
 from cloacina.ui import make_server
 from cloacina.ui.server import DashboardServer
 
@@ -91,13 +90,3 @@ def serve(database_url: str) -> Iterator[Callable[..., Running]]:
     finally:
         for running in started:
             running.stop()
-
-
-@pytest.fixture
-def worker(database_url: str) -> Iterator[cloacina.SyncExecutor]:
-    executor = cloacina.SyncExecutor()
-    executor.initialize(database_url)
-    try:
-        yield executor
-    finally:
-        executor.shutdown()
