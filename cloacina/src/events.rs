@@ -63,6 +63,11 @@ pub enum Event<'a> {
         attempt: AttemptRef<'a>,
         delay: Duration,
     },
+    /// An attempt's result was thrown away: its claim had been given back while it ran.
+    AttemptDiscarded {
+        attempt: AttemptRef<'a>,
+        reason: &'a str,
+    },
 }
 
 impl Event<'_> {
@@ -77,7 +82,7 @@ impl Event<'_> {
             Event::AttemptStarted(_) => Level::Debug,
             Event::AttemptEnded { status, .. } if *status == TaskStatus::Failed => Level::Warning,
             Event::AttemptEnded { .. } => Level::Debug,
-            Event::RetryScheduled { .. } => Level::Warning,
+            Event::RetryScheduled { .. } | Event::AttemptDiscarded { .. } => Level::Warning,
         }
     }
 
@@ -86,7 +91,8 @@ impl Event<'_> {
         match self {
             Event::AttemptStarted(a)
             | Event::AttemptEnded { attempt: a, .. }
-            | Event::RetryScheduled { attempt: a, .. } => Some(a),
+            | Event::RetryScheduled { attempt: a, .. }
+            | Event::AttemptDiscarded { attempt: a, .. } => Some(a),
             _ => None,
         }
     }
@@ -105,7 +111,8 @@ impl Event<'_> {
             } => (*execution_id, workflow_name),
             Event::AttemptStarted(a)
             | Event::AttemptEnded { attempt: a, .. }
-            | Event::RetryScheduled { attempt: a, .. } => (a.execution_id, a.workflow_name),
+            | Event::RetryScheduled { attempt: a, .. }
+            | Event::AttemptDiscarded { attempt: a, .. } => (a.execution_id, a.workflow_name),
         }
     }
 
@@ -150,6 +157,10 @@ impl Event<'_> {
                 a.task_id,
                 a.attempt + 1,
                 delay.as_secs_f64()
+            ),
+            Event::AttemptDiscarded { attempt: a, reason } => format!(
+                "task '{}' attempt {} result discarded: {reason}",
+                a.task_id, a.attempt
             ),
         }
     }

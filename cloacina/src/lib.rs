@@ -6,6 +6,7 @@ pub mod database;
 pub mod error;
 pub mod events;
 pub mod executor;
+mod host;
 pub mod limits;
 pub mod model;
 pub mod policy;

@@ -2,7 +2,9 @@
 //!
 //! A claim makes a ready task Running under one worker, atomically: `FOR UPDATE SKIP LOCKED` on
 //! PostgreSQL, an immediate transaction on SQLite. Every write a worker makes about a claimed
-//! task is fenced by its worker id, so a worker declared dead cannot overwrite the task's rerun.
+//! task is fenced by its worker id and the task's attempt number: each claim and each retry
+//! stores a higher number and giving a claim back never lowers it, so a stale attempt (of a
+//! worker declared dead, or of this worker before it claimed the task again) writes nothing.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -61,6 +63,8 @@ impl TaskOutcome {
 /// A claimed task that ended, with its last attempt (earlier ones were stored as they failed).
 pub(crate) struct EndedTask {
     pub position: usize,
+    /// The task's attempt number as its runner last stored it: the fencing token of its claim.
+    pub fence: u32,
     pub outcome: TaskOutcome,
     pub last_attempt: Option<AttemptRecord>,
 }
@@ -81,8 +85,8 @@ pub(crate) struct Committed {
     pub claimed: Vec<Claim>,
     /// Tasks skipped by their trigger rule, in the order decided.
     pub skipped: Vec<usize>,
-    /// Ended tasks this worker no longer owned (it was declared dead): their results were dropped.
-    pub lost: Vec<usize>,
+    /// Ended tasks (position, attempt) whose claim had been given back: their results were dropped.
+    pub lost: Vec<(usize, u32)>,
     /// The execution's final status, if the batch ended it.
     pub finished: Option<ExecutionStatus>,
     /// Set when the execution has been asked to stop.
@@ -126,7 +130,7 @@ impl Database {
                 for task in ended.iter() {
                     let planned = &plan.tasks()[task.position];
                     let o = &task.outcome;
-                    // Fenced: a worker presumed dead no longer owns the task and writes nothing.
+                    // Fenced: a stale claim (its worker presumed dead) no longer owns the task.
                     let owned = Cached::new(
                         &[
                             "UPDATE task_executions SET status = ",
@@ -140,6 +144,7 @@ impl Database {
                             ", worker_id = NULL WHERE execution_id = ",
                             " AND task_id = ",
                             " AND worker_id = ",
+                            " AND attempt = ",
                             " AND status = 'Running'",
                         ],
                         vec![
@@ -154,11 +159,12 @@ impl Database {
                             Bind::Text(Some(&id)),
                             Bind::Text(Some(&planned.id)),
                             Bind::Text(Some(&worker)),
+                            Bind::Int(task.fence as i32),
                         ],
                     )
                     .execute(conn)?;
                     if owned == 0 {
-                        committed.lost.push(task.position);
+                        committed.lost.push((task.position, o.attempt));
                         continue;
                     }
                     if let Some(attempt) = &task.last_attempt {
@@ -233,11 +239,13 @@ impl Database {
         .await
     }
 
-    /// Stores a failed attempt that will be retried; false if `worker` lost the task meanwhile.
+    /// Stores a failed attempt that will be retried; false if the claim fenced by `worker` and
+    /// `fence` (the attempt number last stored for it) was given back meanwhile.
     pub(crate) async fn record_retry(
         &self,
         execution: Uuid,
         worker: String,
+        fence: u32,
         task_id: String,
         failed: AttemptRecord,
     ) -> Result<bool> {
@@ -247,7 +255,9 @@ impl Database {
                 let owned = diesel::update(
                     task_executions::table
                         .find((&id, &task_id))
-                        .filter(task_executions::worker_id.eq(&worker)),
+                        .filter(task_executions::worker_id.eq(&worker))
+                        .filter(task_executions::attempt.eq(fence as i32))
+                        .filter(task_executions::status.eq(TaskStatus::Running.as_str())),
                 )
                 .set(task_executions::attempt.eq(failed.attempt as i32 + 1))
                 .execute(conn)?;
@@ -260,11 +270,12 @@ impl Database {
         .await
     }
 
-    /// Stores when a retry started, fenced by the worker that owns the task.
+    /// Stores when a retry started, fenced by `worker` and `fence` as in `record_retry`.
     pub(crate) async fn record_retry_start(
         &self,
         execution: Uuid,
         worker: String,
+        fence: u32,
         task_id: String,
         started_at: DateTime<Utc>,
     ) -> Result<()> {
@@ -274,7 +285,9 @@ impl Database {
                 diesel::update(
                     task_executions::table
                         .find((&id, &task_id))
-                        .filter(task_executions::worker_id.eq(&worker)),
+                        .filter(task_executions::worker_id.eq(&worker))
+                        .filter(task_executions::attempt.eq(fence as i32))
+                        .filter(task_executions::status.eq(TaskStatus::Running.as_str())),
                 )
                 .set(task_executions::started_at.eq(Some(started_at.naive_utc())))
                 .execute(conn)?;

@@ -1,8 +1,14 @@
 //! Worker leases: heartbeats, finding dead workers, and giving their claimed tasks back.
 //!
 //! Each worker has a row in `workers` whose `heartbeat_at` it refreshes. A worker is dead when
-//! its heartbeat is older than the lease timeout, or at once when it ran on this host and its
-//! process no longer exists. Times come from each process's clock: keep hosts' clocks in sync.
+//! its heartbeat is older than the lease timeout, or at once when it ran in this process's
+//! kernel and PID namespace and its process no longer exists (see `host.rs`). Heartbeats are
+//! written and judged by the database server's clock on PostgreSQL, so a worker whose clock
+//! runs ahead cannot reap the others; on SQLite, by the clock of the one host sharing the file.
+//!
+//! Giving tasks back never waits on a lock another process holds: an execution whose row is
+//! locked (its worker frozen inside a commit, say) is skipped and given back on a later beat,
+//! once PostgreSQL has ended the frozen session (see `IDLE_IN_TRANSACTION_LIMIT`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -17,6 +23,7 @@ use super::signals::Signal;
 use super::store::{Dialect, Store};
 use super::{with_connection, write_transaction, Database};
 use crate::error::Result;
+use crate::host::ProcessKey;
 use crate::model::{now, AttemptRecord, ExecutionStatus, TaskStatus};
 
 /// Who a worker is, as its row records it.
@@ -25,6 +32,28 @@ pub(crate) struct WorkerIdentity {
     pub id: String,
     pub hostname: String,
     pub pid: i32,
+    /// Its process beyond the pid, where that can be told.
+    pub process: Option<ProcessKey>,
+}
+
+impl WorkerIdentity {
+    /// A new worker of this process.
+    pub(crate) fn of_this_process(id: String) -> Self {
+        Self {
+            id,
+            hostname: crate::host::hostname(),
+            pid: std::process::id() as i32,
+            process: ProcessKey::of_this_process(),
+        }
+    }
+
+    /// Whether this worker's process is known to be gone, as `observer` sees it.
+    fn is_gone(&self, observer: &WorkerIdentity) -> bool {
+        match (&self.process, &observer.process) {
+            (Some(process), Some(observer)) => process.is_gone(self.pid, observer),
+            _ => false,
+        }
+    }
 }
 
 /// A worker as `list_workers` reports it.
@@ -48,39 +77,19 @@ pub struct WorkerInfo {
     pub running: Vec<(Uuid, String)>,
 }
 
-/// This machine's host name, as workers record it.
-pub(crate) fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .or_else(|| std::env::var("COMPUTERNAME").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown".into())
-}
-
-/// Whether a process on this machine still exists; true where that cannot be told.
-fn process_alive(pid: i32) -> bool {
-    if pid == std::process::id() as i32 {
-        return true;
-    }
-    let proc = std::path::Path::new("/proc");
-    if !proc.join("self").exists() {
-        return true;
-    }
-    proc.join(pid.to_string()).exists()
-}
+/// A worker's row as reaping reads it: id, host, pid, process key and last heartbeat.
+type WorkerRow = (String, String, i32, Option<String>, NaiveDateTime);
 
 impl Database {
     /// Records a live worker, or refreshes its heartbeat and task ids; a worker whose row was
     /// removed (it was presumed dead) registers again.
     pub(crate) async fn heartbeat(&self, worker: WorkerIdentity, task_ids: String) -> Result<()> {
         self.run(move |pool| {
-            let now = now().naive_utc();
             with_connection!(pool, |conn| {
+                let beat = conn.lease_clock()?;
                 let updated = diesel::update(workers::table.find(&worker.id))
                     .set((
-                        workers::heartbeat_at.eq(now),
+                        workers::heartbeat_at.eq(beat),
                         workers::task_ids.eq(&task_ids),
                     ))
                     .execute(conn)?;
@@ -90,9 +99,10 @@ impl Database {
                             workers::id.eq(&worker.id),
                             workers::hostname.eq(&worker.hostname),
                             workers::pid.eq(worker.pid),
+                            workers::process_key.eq(worker.process.as_ref().map(|p| p.to_text())),
                             workers::task_ids.eq(&task_ids),
-                            workers::started_at.eq(now),
-                            workers::heartbeat_at.eq(now),
+                            workers::started_at.eq(now().naive_utc()),
+                            workers::heartbeat_at.eq(beat),
                         ))
                         .execute(conn)?;
                 }
@@ -115,7 +125,8 @@ impl Database {
 
     /// Finds dead workers (and claims of workers without a row) and gives their claimed tasks
     /// back: a Lost attempt in the task's history, then ready again (or Cancelled, if its
-    /// execution was asked to stop). Returns how many tasks were given back.
+    /// execution was asked to stop). Executions locked by another transaction are left for a
+    /// later call, and so is the dead worker's row. Returns how many tasks were given back.
     pub(crate) async fn reap_dead_workers(
         &self,
         me: WorkerIdentity,
@@ -123,35 +134,41 @@ impl Database {
     ) -> Result<usize> {
         self.run(move |pool| {
             let now = now().naive_utc();
-            let expired = now - chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
-            // Claims of workers that have no row: stopped after a failed commit, or reaped
-            // halfway. Read before the rows: a worker registers before it claims anything.
-            let claimants: Vec<String> = with_connection!(pool, |conn| {
-                task_executions::table
+            let (claimants, rows, clock) = with_connection!(pool, |conn| {
+                // Claims of workers that have no row: stopped after a failed commit, or reaped
+                // halfway. Read before the rows: a worker registers before it claims anything.
+                let claimants: Vec<String> = task_executions::table
                     .filter(task_executions::worker_id.is_not_null())
                     .filter(task_executions::status.eq(TaskStatus::Running.as_str()))
                     .select(task_executions::worker_id.assume_not_null())
                     .distinct()
-                    .load(conn)?
-            });
-            let rows: Vec<(String, String, i32, NaiveDateTime)> = with_connection!(pool, |conn| {
-                workers::table
+                    .load(conn)?;
+                let rows: Vec<WorkerRow> = workers::table
                     .select((
                         workers::id,
                         workers::hostname,
                         workers::pid,
+                        workers::process_key,
                         workers::heartbeat_at,
                     ))
-                    .load(conn)?
+                    .load(conn)?;
+                (claimants, rows, conn.lease_clock()?)
             });
+            let expired =
+                clock - chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
             let registered: HashSet<String> = rows.iter().map(|r| r.0.clone()).collect();
             let mut dead: Vec<WorkerIdentity> = rows
                 .into_iter()
-                .filter(|(id, host, pid, heartbeat)| {
-                    *id != me.id
-                        && (*heartbeat < expired || (*host == me.hostname && !process_alive(*pid)))
+                .filter(|row| row.0 != me.id)
+                .filter_map(|(id, hostname, pid, process, heartbeat)| {
+                    let worker = WorkerIdentity {
+                        id,
+                        hostname,
+                        pid,
+                        process: process.as_deref().and_then(ProcessKey::parse),
+                    };
+                    (heartbeat < expired || worker.is_gone(&me)).then_some(worker)
                 })
-                .map(|(id, hostname, pid, _)| WorkerIdentity { id, hostname, pid })
                 .collect();
             dead.extend(
                 claimants
@@ -161,6 +178,7 @@ impl Database {
                         id,
                         hostname: "unknown".into(),
                         pid: 0,
+                        process: None,
                     }),
             );
             let mut requeued = 0;
@@ -172,14 +190,21 @@ impl Database {
                         .distinct()
                         .load(conn)?
                 });
+                let mut left = false;
                 for execution in claimed {
-                    requeued += write_transaction!(pool, |conn| {
-                        conn.give_back(&execution, &dead, now)
-                    })?;
+                    let given =
+                        write_transaction!(pool, |conn| conn.give_back(&execution, &dead, now));
+                    match given {
+                        Ok(Some(n)) => requeued += n,
+                        // Locked (or failing) now: the next beat tries again.
+                        Ok(None) | Err(_) => left = true,
+                    }
                 }
-                with_connection!(pool, |conn| {
-                    diesel::delete(workers::table.find(&dead.id)).execute(conn)?
-                });
+                if !left {
+                    with_connection!(pool, |conn| {
+                        diesel::delete(workers::table.find(&dead.id)).execute(conn)?
+                    });
+                }
             }
             Ok(requeued)
         })
@@ -189,9 +214,9 @@ impl Database {
     /// Every registered worker, most recent heartbeat first, with the tasks it runs.
     pub(crate) async fn list_workers(&self, lease: Duration) -> Result<Vec<WorkerInfo>> {
         self.run(move |pool| {
-            let expired = now().naive_utc()
-                - chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
             with_connection!(pool, |conn| {
+                let expired = conn.lease_clock()?
+                    - chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
                 type Row = (String, String, i32, String, NaiveDateTime, NaiveDateTime);
                 let rows: Vec<Row> = workers::table
                     .order(workers::heartbeat_at.desc())
@@ -245,23 +270,8 @@ impl Database {
 
     /// Task ids that some live worker runs.
     pub(crate) async fn live_task_ids(&self, lease: Duration) -> Result<HashSet<String>> {
-        self.run(move |pool| {
-            let expired = now().naive_utc()
-                - chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
-            let lists: Vec<String> = with_connection!(pool, |conn| {
-                workers::table
-                    .filter(workers::heartbeat_at.ge(expired))
-                    .select(workers::task_ids)
-                    .load(conn)?
-            });
-            let mut ids = HashSet::new();
-            for list in lists {
-                let parsed: Vec<String> = serde_json::from_str(&list).unwrap_or_default();
-                ids.extend(parsed);
-            }
-            Ok(ids)
-        })
-        .await
+        self.run(move |pool| with_connection!(pool, |conn| conn.live_task_ids(lease)))
+            .await
     }
 
     /// Sets a visible reason on executions whose ready tasks no live worker runs.
@@ -325,7 +335,7 @@ macro_rules! impl_lease_steps {
     ($conn:ty) => {
         impl LeaseSteps for $conn {
             fn live_task_ids(&mut self, lease: Duration) -> Result<HashSet<String>> {
-                let expired = now().naive_utc()
+                let expired = self.lease_clock()?
                     - chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
                 let lists: Vec<String> = workers::table
                     .filter(workers::heartbeat_at.ge(expired))
@@ -344,9 +354,13 @@ macro_rules! impl_lease_steps {
                 execution: &str,
                 dead: &WorkerIdentity,
                 now: NaiveDateTime,
-            ) -> Result<usize> {
-                let Some(locked) = self.lock_execution(execution)? else {
-                    return Ok(0);
+            ) -> Result<Option<usize>> {
+                let Some(locked) = self.try_lock_execution(execution)? else {
+                    let exists = diesel::select(diesel::dsl::exists(
+                        workflow_executions::table.find(execution),
+                    ))
+                    .get_result::<bool>(self)?;
+                    return Ok((!exists).then_some(0));
                 };
                 let held: Vec<(String, i32, Option<NaiveDateTime>)> = task_executions::table
                     .filter(task_executions::execution_id.eq(execution))
@@ -394,7 +408,7 @@ macro_rules! impl_lease_steps {
                     self.announce(Signal::Ready)?;
                     self.finish_from_storage(execution, &locked, now)?;
                 }
-                Ok(held.len())
+                Ok(Some(held.len()))
             }
         }
     };
@@ -404,12 +418,13 @@ macro_rules! impl_lease_steps {
 pub(crate) trait LeaseSteps {
     /// Task ids registered by workers whose heartbeat is younger than `lease`.
     fn live_task_ids(&mut self, lease: Duration) -> Result<HashSet<String>>;
-    /// Gives back the tasks `dead` held in one execution; returns how many.
+    /// Gives back the tasks `dead` held in one execution; returns how many, or None when
+    /// another transaction holds the execution's row.
     fn give_back(
         &mut self,
         execution: &str,
         dead: &WorkerIdentity,
         now: NaiveDateTime,
-    ) -> Result<usize>;
+    ) -> Result<Option<usize>>;
 }
 super::for_each_backend!(impl_lease_steps);

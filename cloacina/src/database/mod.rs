@@ -240,7 +240,14 @@ pub struct PoolOptions {
     pub max_size: Option<u32>,
     /// PostgreSQL schema holding all tables (created if missing); `None` uses the search path.
     pub schema: Option<String>,
+    /// PostgreSQL: how long a session may sit idle inside a transaction before the server ends
+    /// it, freeing its locks (a worker frozen mid-commit blocks nobody for longer); `None`:
+    /// [`DEFAULT_IDLE_IN_TRANSACTION_LIMIT`], or an executor's choice (see `ExecutorConfig`).
+    pub idle_in_transaction_limit: Option<Duration>,
 }
+
+/// The idle-in-transaction limit of a pool that sets none.
+pub const DEFAULT_IDLE_IN_TRANSACTION_LIMIT: Duration = Duration::from_secs(30);
 
 impl PoolOptions {
     /// Checks the options against the database they are for, before connecting.
@@ -445,13 +452,26 @@ mod postgres {
     /// Advisory lock key that serialises concurrent migrations ("cloacina" in ASCII).
     const MIGRATION_LOCK_KEY: i64 = 0x636c_6f61_6369_6e61;
 
-    /// Puts every connection of a tenant's pool in that tenant's schema.
+    /// Settings of every pooled session: the tenant's schema, and how long it may sit idle
+    /// inside a transaction.
     #[derive(Debug)]
-    struct SearchPath(String);
+    struct Session {
+        schema: Option<String>,
+        idle_in_transaction: Duration,
+    }
 
-    impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SearchPath {
+    impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for Session {
         fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
-            set_search_path(conn, &self.0).map_err(diesel::r2d2::Error::QueryError)
+            if let Some(schema) = &self.schema {
+                set_search_path(conn, schema).map_err(diesel::r2d2::Error::QueryError)?;
+            }
+            conn.batch_execute(&format!(
+                "SET idle_in_transaction_session_timeout = {}",
+                self.idle_in_transaction
+                    .as_millis()
+                    .clamp(1, i32::MAX as u128)
+            ))
+            .map_err(diesel::r2d2::Error::QueryError)
         }
     }
 
@@ -489,14 +509,16 @@ mod postgres {
             migrate(&mut conn, options.schema.as_deref())?;
         }
         let connect_timeout = u64::from(super::url::connect_timeout_secs(url)).max(1);
-        let mut builder = diesel::r2d2::Pool::builder()
+        let pool = diesel::r2d2::Pool::builder()
             .max_size(options.max_size.unwrap_or(DEFAULT_POSTGRES_POOL_SIZE))
             .min_idle(Some(1))
-            .connection_timeout(Duration::from_secs(connect_timeout + 1));
-        if let Some(schema) = &options.schema {
-            builder = builder.connection_customizer(Box::new(SearchPath(schema.clone())));
-        }
-        let pool = builder
+            .connection_timeout(Duration::from_secs(connect_timeout + 1))
+            .connection_customizer(Box::new(Session {
+                schema: options.schema.clone(),
+                idle_in_transaction: options
+                    .idle_in_transaction_limit
+                    .unwrap_or(DEFAULT_IDLE_IN_TRANSACTION_LIMIT),
+            }))
             .build(ConnectionManager::new(url))
             .map_err(|e| open_error(&e))?;
         Ok(Pool::Postgres(pool))

@@ -65,6 +65,7 @@ diesel::table! {
         task_ids -> Text,
         started_at -> Timestamp,
         heartbeat_at -> Timestamp,
+        process_key -> Nullable<Text>,
     }
 }
 

@@ -87,6 +87,11 @@ impl ContextSource for StoredOutputs {
 pub(crate) trait Dialect {
     /// Locks an execution's row until the transaction ends; None if there is no such execution.
     fn lock_execution(&mut self, id: &str) -> QueryResult<Option<LockedExecution>>;
+    /// Like `lock_execution`, but None at once when another transaction holds the row.
+    fn try_lock_execution(&mut self, id: &str) -> QueryResult<Option<LockedExecution>>;
+    /// The time leases are written and judged by: the database server's clock on PostgreSQL
+    /// (workers' clocks may differ), this process's on SQLite (all its workers share one host).
+    fn lease_clock(&mut self) -> QueryResult<NaiveDateTime>;
     /// Tells other processes of `signal` when the transaction commits.
     fn announce(&mut self, signal: Signal) -> QueryResult<()>;
     /// Makes Running under `worker` those of `tasks` (position, id, attempt so far) that are
@@ -195,6 +200,14 @@ impl Dialect for diesel::sqlite::SqliteConnection {
         read_execution(self, id)
     }
 
+    fn try_lock_execution(&mut self, id: &str) -> QueryResult<Option<LockedExecution>> {
+        read_execution(self, id)
+    }
+
+    fn lease_clock(&mut self) -> QueryResult<NaiveDateTime> {
+        Ok(crate::model::now().naive_utc())
+    }
+
     fn count_ended_upstream(
         &mut self,
         execution: &str,
@@ -267,6 +280,28 @@ impl Dialect for diesel::pg::PgConnection {
             .first::<ExecutionLockRow>(self)
             .optional()
             .map(|row| row.map(locked))
+    }
+
+    fn try_lock_execution(&mut self, id: &str) -> QueryResult<Option<LockedExecution>> {
+        workflow_executions::table
+            .find(id)
+            .select((
+                workflow_executions::status,
+                workflow_executions::cancel_reason,
+                workflow_executions::reason,
+            ))
+            .for_update()
+            .skip_locked()
+            .first::<ExecutionLockRow>(self)
+            .optional()
+            .map(|row| row.map(locked))
+    }
+
+    fn lease_clock(&mut self) -> QueryResult<NaiveDateTime> {
+        diesel::select(diesel::dsl::sql::<Timestamp>(
+            "CAST(now() AT TIME ZONE 'UTC' AS timestamp)",
+        ))
+        .get_result(self)
     }
 
     fn count_ended_upstream(

@@ -131,6 +131,8 @@ impl Drop for SlotLent {
 /// How a task ended, as the scheduler needs it; the scheduler stores it with its next batch.
 pub(crate) struct TaskEnd {
     pub output: Option<Output>,
+    /// The task's attempt number as this runner last stored it: the fencing token of its claim.
+    pub fence: u32,
     /// The final status and what to store for it.
     pub outcome: TaskOutcome,
     /// The last attempt, not yet stored (earlier attempts were stored when they failed).
@@ -138,6 +140,9 @@ pub(crate) struct TaskEnd {
     /// The slot the task ran in, kept so the commit can claim the next task into it.
     pub permit: Option<OwnedSemaphorePermit>,
 }
+
+/// Why a stale attempt's result is thrown away, as the log says it.
+pub(crate) const GIVEN_BACK: &str = "its claim was given back while it ran (this worker was presumed dead, paused or cut off for longer than the lease); the task runs again under a new claim";
 
 /// How one attempt ended.
 enum AttemptEnd {
@@ -162,6 +167,7 @@ pub(crate) async fn run_task(
     let task_id = runner.task.id().to_string();
     let mut failures = 0u32;
     let mut attempt = first_attempt;
+    let mut fence = first_attempt;
     let mut permit = Some(permit);
 
     let mut started_at = first_start;
@@ -259,25 +265,38 @@ pub(crate) async fn run_task(
         if let Some((outcome, output)) = end {
             return Some(TaskEnd {
                 output,
+                fence,
                 outcome,
                 last_attempt: Some(attempt_record),
                 permit,
             });
         }
         failures += 1;
-        // A database error here only loses this attempt's history row; ownership is checked again
-        // when the task's outcome is committed.
+        // A database error here only loses this attempt's history row (the fence stays as it
+        // was); ownership is checked again when the task's outcome is committed.
         let owned = runner
             .db
             .record_retry(
                 runner.execution_id,
                 runner.worker_id.clone(),
+                fence,
                 task_id.clone(),
                 attempt_record,
             )
             .await;
-        if matches!(owned, Ok(false)) {
-            return None;
+        match owned {
+            Ok(true) => fence = attempt + 1,
+            Ok(false) => {
+                report(
+                    &runner.observer,
+                    Event::AttemptDiscarded {
+                        attempt: runner.attempt_ref(attempt),
+                        reason: GIVEN_BACK,
+                    },
+                );
+                return None;
+            }
+            Err(_) => {}
         }
         // Free the slot while waiting, so other tasks run during the delay.
         drop(permit.take());
@@ -312,6 +331,7 @@ pub(crate) async fn run_task(
                     .record_retry_start(
                         runner.execution_id,
                         runner.worker_id.clone(),
+                        fence,
                         task_id.clone(),
                         started_at,
                     )
@@ -320,6 +340,7 @@ pub(crate) async fn run_task(
             Err(reason) => {
                 return Some(TaskEnd {
                     output: None,
+                    fence,
                     outcome: TaskOutcome {
                         reason: Some(reason),
                         ..TaskOutcome::new(TaskStatus::Cancelled, attempt - 1, started_at, now())

@@ -133,7 +133,11 @@ impl UnifiedExecutor {
     pub async fn connect(url: DatabaseUrl, config: ExecutorConfig) -> Result<Self> {
         limits::MAX_CONCURRENCY.check(config.max_concurrency as u64)?;
         limits::LEASE_TIMEOUT.check(config.lease_timeout)?;
-        let db = Database::connect(url, config.pool).await?;
+        let mut pool = config.pool;
+        pool.idle_in_transaction_limit = pool
+            .idle_in_transaction_limit
+            .or(Some(idle_in_transaction_limit(config.lease_timeout)));
+        let db = Database::connect(url, pool).await?;
         let registry = config
             .registry
             .unwrap_or_else(|| Arc::new(SubmittedTasks::default()));
@@ -150,6 +154,7 @@ impl UnifiedExecutor {
         if let Some(worker) = &worker {
             // Registered (and dead workers' tasks given back) before the first claim.
             worker.beat().await;
+            worker.reap().await;
             background.push(tokio::spawn(worker.clone().claim_loop()));
             background.push(tokio::spawn(worker.clone().maintenance_loop()));
             background.push(tokio::spawn(worker.clone().fire_loop()));
@@ -422,6 +427,16 @@ impl UnifiedExecutor {
         self.inner.worker.as_ref().map(|w| w.identity.id.as_str())
     }
 }
+
+/// How long a worker's session may sit idle inside a transaction (PostgreSQL): the lease, so
+/// a worker frozen mid-commit holds its locks no longer than it keeps its claims, but at least
+/// [`MIN_IDLE_IN_TRANSACTION`] so that building a large final context is never cut short.
+pub fn idle_in_transaction_limit(lease: Duration) -> Duration {
+    lease.max(MIN_IDLE_IN_TRANSACTION)
+}
+
+/// The shortest idle-in-transaction limit an executor sets.
+pub const MIN_IDLE_IN_TRANSACTION: Duration = Duration::from_secs(10);
 
 pub(crate) fn shut_down() -> Error {
     Error::ShutDown("the executor is shut down".into())

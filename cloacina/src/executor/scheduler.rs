@@ -8,14 +8,14 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use super::attempt::{run_task, TaskEnd, TaskRunner};
+use super::attempt::{run_task, TaskEnd, TaskRunner, GIVEN_BACK};
 use super::lineage::{FinalContext, Lineage, INPUT};
 use super::worker::{Backoff, CancelSender, Worker};
 use crate::context::{Context, Output};
 use crate::database::claims::{Claim, Committed, EndedTask, SharedContext, TaskOutcome};
 use crate::database::signals::Signal;
 use crate::error::{Error, Result};
-use crate::events::{report, Event};
+use crate::events::{report, AttemptRef, Event};
 use crate::model::{now, ExecutionPlan, TaskStatus};
 
 /// Commits of one execution's batches in flight at once: a second one overlaps the first's
@@ -46,6 +46,8 @@ pub(crate) struct Preloaded {
 /// What a finished task runner hands back.
 struct Finished {
     position: usize,
+    /// The attempt number of the claim it ran under.
+    claimed: u32,
     /// The task's input lineage, kept when it has dependents.
     input: Option<Lineage>,
     /// None when this worker lost the task while running it.
@@ -65,6 +67,9 @@ struct Scheduler {
     lineages: Vec<Option<Lineage>>,
     /// Dependents of each task that have not taken their input here yet.
     unconsumed: Vec<usize>,
+    /// The attempt number of each task's latest claim here (0: none); a runner of an older
+    /// claim of the same task is stale.
+    claims: Vec<u32>,
     final_context: Arc<Mutex<FinalContext>>,
     running: JoinSet<Finished>,
     /// Ended tasks not committed yet; committed together once the commit in flight lands.
@@ -105,6 +110,7 @@ pub(crate) async fn drive(
         input: lineage,
         lineages: vec![None; n],
         unconsumed: (0..n).map(|p| plan.dependents_of(p).len()).collect(),
+        claims: vec![0; n],
         plan,
         running: JoinSet::new(),
         batch: Vec::new(),
@@ -206,6 +212,7 @@ impl Scheduler {
         if self.plan.tasks().get(position).map(|t| t.id.as_str()) != Some(claim.task_id.as_str()) {
             return; // a corrupt claim: left Running, given back when this worker stops
         }
+        self.claims[position] = claim.attempt;
         let input = self.take_input(position);
         let keep_input = !self.plan.dependents_of(position).is_empty();
         let task = self.worker.registry.get(&claim.task_id);
@@ -253,6 +260,7 @@ impl Scheduler {
             };
             Finished {
                 position,
+                claimed: claim.attempt,
                 input: input.filter(|_| keep_input),
                 end,
             }
@@ -262,10 +270,17 @@ impl Scheduler {
     fn on_finished(&mut self, finished: Finished) {
         let Finished {
             position,
+            claimed,
             input,
             end,
         } = finished;
+        // None: the runner found its claim given back, and said so.
         let Some(mut end) = end else { return };
+        if claimed != self.claims[position] {
+            // This worker claimed the task again while this older run went on.
+            self.discard(position, end.outcome.attempt);
+            return;
+        }
         self.batch_permits.extend(end.permit.take());
         if let Some(output) = &end.output {
             self.final_context
@@ -281,9 +296,26 @@ impl Scheduler {
         }
         self.batch.push(EndedTask {
             position,
+            fence: end.fence,
             outcome: end.outcome,
             last_attempt: end.last_attempt,
         });
+    }
+
+    /// Logs that the result of `attempt` of the task at `position` was thrown away.
+    fn discard(&self, position: usize, attempt: u32) {
+        report(
+            &self.worker.observer,
+            Event::AttemptDiscarded {
+                attempt: AttemptRef {
+                    execution_id: self.execution,
+                    workflow_name: &self.workflow_name,
+                    task_id: &self.plan.tasks()[position].id,
+                    attempt,
+                },
+                reason: GIVEN_BACK,
+            },
+        );
     }
 
     /// Commits the ended tasks in the background, at most [`COMMITS_IN_FLIGHT`] at a time;
@@ -321,6 +353,14 @@ impl Scheduler {
         // On an error the tasks stay Running under this worker, given back once it stops.
         let Ok(committed) = committed else { return };
         let signals = self.worker.db.signals();
+        for &(position, attempt) in &committed.lost {
+            self.discard(position, attempt);
+            // What this run handed on in memory is stale: dependents read inputs from the
+            // database, and the final context is rebuilt from it.
+            self.lineages[position] = None;
+            *self.final_context.lock().unwrap_or_else(|p| p.into_inner()) =
+                FinalContext::new(&self.input, self.plan.len());
+        }
         for position in committed.skipped {
             let deps = self.plan.dependencies_of(position);
             if deps.iter().all(|&d| self.lineages[d].is_some())
@@ -460,6 +500,7 @@ fn failed(claim: &Claim, message: String) -> TaskEnd {
     let completed_at = now();
     TaskEnd {
         output: None,
+        fence: claim.attempt,
         outcome: TaskOutcome {
             error: Some(message.clone()),
             ..TaskOutcome::new(

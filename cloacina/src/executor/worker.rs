@@ -3,8 +3,8 @@
 //!
 //! New work is found when this process finishes a task (its commit claims what it unblocks),
 //! when another process announces it (see `database::signals`), and by a safety poll every
-//! [`SAFETY_POLL`]. Each heartbeat also gives back the tasks of dead workers and cancels
-//! executions past their deadline.
+//! [`SAFETY_POLL`]. Beside its heartbeat, and never waiting on it, a worker gives back the
+//! tasks of dead workers, cancels executions past their deadline and relays cancellations.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +20,7 @@ use super::registry::TaskRegistry;
 use super::scheduler::{self, Claimed, Preloaded};
 use crate::database::claims::{Claim, ClaimRequest, Registered};
 use crate::database::control::timed_out_reason;
-use crate::database::leases::{hostname, WorkerIdentity};
+use crate::database::leases::WorkerIdentity;
 use crate::database::signals::Signal;
 use crate::database::Database;
 use crate::events::Observers;
@@ -92,11 +92,7 @@ impl Worker {
     ) -> Arc<Self> {
         Arc::new(Self {
             db,
-            identity: WorkerIdentity {
-                id: Uuid::new_v4().to_string(),
-                hostname: hostname(),
-                pid: std::process::id() as i32,
-            },
+            identity: WorkerIdentity::of_this_process(Uuid::new_v4().to_string()),
             permits,
             registry,
             lease,
@@ -326,30 +322,55 @@ impl Worker {
     }
 
     /// Heartbeats, gives back dead workers' tasks, enforces deadlines, explains stuck work and
-    /// relays cancellations from other processes, until shutdown.
+    /// relays cancellations from other processes, until shutdown. Each runs on its own, so
+    /// none waits on another: a reap stuck behind a peer's lock delays no heartbeat and no
+    /// cancellation.
     pub(crate) async fn maintenance_loop(self: Arc<Self>) {
-        let beat = (self.lease / 3).clamp(Duration::from_millis(50), Duration::from_secs(10));
-        let mut cancelled = self.db.signals().subscribe(Signal::Cancelled);
-        let mut next_beat = tokio::time::Instant::now();
-        let mut next_explain = tokio::time::Instant::now() + UNCLAIMED_GRACE;
+        let beat = self.beat_interval();
+        tokio::join!(
+            self.every(beat, |w| Box::pin(w.beat())),
+            self.every(beat, |w| Box::pin(w.reap())),
+            self.every(UNCLAIMED_GRACE, |w| Box::pin(w.explain_unclaimed())),
+            self.relay_loop(beat),
+        );
+    }
+
+    /// How often a worker heartbeats: three times per lease.
+    fn beat_interval(&self) -> Duration {
+        (self.lease / 3).clamp(Duration::from_millis(50), Duration::from_secs(10))
+    }
+
+    /// Runs `step` every `period` (after it ends) until shutdown.
+    async fn every<F>(&self, period: Duration, step: F)
+    where
+        F: for<'a> Fn(
+            &'a Self,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>,
+    {
         while !self.is_closed() {
+            step(self).await;
             tokio::select! {
-                () = tokio::time::sleep_until(next_beat) => {
-                    next_beat = tokio::time::Instant::now() + beat;
-                    self.beat().await;
-                    if tokio::time::Instant::now() >= next_explain {
-                        next_explain = tokio::time::Instant::now() + UNCLAIMED_GRACE;
-                        self.explain_unclaimed().await;
-                    }
-                    self.relay_cancellations().await;
-                }
-                _ = cancelled.changed() => self.relay_cancellations().await,
+                () = tokio::time::sleep(period) => {}
                 () = self.closing.notified() => return,
             }
         }
     }
 
-    /// One heartbeat: refresh the lease, give back dead workers' tasks, cancel late executions.
+    /// Relays cancellations from other processes as they are announced, and every beat.
+    async fn relay_loop(&self, beat: Duration) {
+        let mut cancelled = self.db.signals().subscribe(Signal::Cancelled);
+        while !self.is_closed() {
+            tokio::select! {
+                _ = cancelled.changed() => {}
+                () = tokio::time::sleep(beat) => {}
+                () = self.closing.notified() => return,
+            }
+            self.relay_cancellations().await;
+        }
+    }
+
+    /// Refreshes this worker's lease.
     pub(crate) async fn beat(&self) {
         if self
             .db
@@ -360,6 +381,10 @@ impl Worker {
             *self.last_beat.lock().unwrap_or_else(|p| p.into_inner()) =
                 Some(tokio::time::Instant::now());
         }
+    }
+
+    /// Gives back dead workers' tasks and cancels executions past their deadline.
+    pub(crate) async fn reap(&self) {
         if let Ok(requeued) = self
             .db
             .reap_dead_workers(self.identity.clone(), self.lease)

@@ -73,7 +73,7 @@ pub(crate) fn end_execution(py: Python<'_>, execution_id: Uuid, status: &str, er
 /// Turns an engine event into span starts, ends and events.
 pub(crate) fn trace(py: Python<'_>, event: &Event<'_>) {
     match event {
-        Event::ExecutionSubmitted { .. } => {}
+        Event::ExecutionSubmitted { .. } | Event::AttemptDiscarded { .. } => {}
         Event::ExecutionEnded {
             execution_id,
             status,
