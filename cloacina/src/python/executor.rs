@@ -364,6 +364,7 @@ impl PyUnifiedExecutor {
                 .transpose()?
                 .map(|n| n as u32),
             schema,
+            ..PoolOptions::default()
         };
         pool.validate(&url).map_err(to_py_err)?;
         let lease_timeout = args::optional_seconds(&limits::LEASE_TIMEOUT, lease_timeout)?
