@@ -159,6 +159,7 @@ def test_filters(serve: Callable[..., Running], sync_executor: cloacina.SyncExec
 @pytest.mark.parametrize("query, fragment", [
     ("limit=0", "limit"), ("limit=201", "limit"), ("limit=ten", "limit"), ("offset=-1", "offset"),
     ("offset=1.5", "offset"), ("status=done", "status"), ("limit=5&limit=6", "limit"),
+    ("offset=1000000001", "parameter offset=1000000001 is out of range: must be an int between 0 and 1000000000"),
 ])
 def test_bad_parameters_are_400(serve: Callable[..., Running], query: str, fragment: str) -> None:
     response = serve().get(f"executions?{query}")
@@ -319,6 +320,8 @@ def test_no_body_or_log_holds_the_database_url(serve: Callable[..., Running], sy
         ui.get(path, headers=auth)
     ui.get("executions", method="DELETE", headers=auth)
     ui.get("health?token=tok-abc")
+    for key in ("TOKEN", "Token"):  # no credential in another case, but the token all the same
+        ui.get(f"health?{key}=tok-abc", headers=auth)
     parts = urlsplit(database_url)
     secrets = [database_url, parts.password or "", parts.path if parts.scheme.startswith("sqlite") else ""]
     secrets = [s for s in secrets if s and len(s) > 3]

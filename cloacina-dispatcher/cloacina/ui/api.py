@@ -125,7 +125,10 @@ def executions(executor: cloacina.SyncExecutor, query: Query) -> Payload:
     limit = _int_param(query, "limit", PAGE_LIMIT_DEFAULT, 1, PAGE_LIMIT_MAX)
     offset = _int_param(query, "offset", 0, 0)
     # One more than the page tells whether a next page exists.
-    found = executor.list_executions(workflow, status, limit + 1, offset)
+    try:
+        found = executor.list_executions(workflow, status, limit + 1, offset)
+    except ValueError as exc:  # out of the engine's range (offset), which its message names
+        raise ApiError(400, f"parameter {exc}") from None
     page = found[:limit]
     return {"executions": [records.compact_execution(r) for r in page], "limit": limit, "offset": offset,
             "next_offset": offset + limit if len(found) > limit else None}

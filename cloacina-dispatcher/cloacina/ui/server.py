@@ -294,7 +294,8 @@ class DashboardHandler(BaseHTTPRequestHandler):
         parts = urlsplit(path)
         if not parts.query:
             return parts.path
-        pairs: List[Tuple[str, str]] = [(k, "***" if k == "token" else v)
+        # Any case: ?TOKEN= is no credential here, but may well be the token.
+        pairs: List[Tuple[str, str]] = [(k, "***" if k.strip().lower() == "token" else v)
                                         for k, v in parse_qsl(parts.query, keep_blank_values=True)]
         return f"{parts.path}?{urlencode(pairs)}"
 
