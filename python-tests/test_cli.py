@@ -79,6 +79,9 @@ not_a_workflow = 42
 
 PASSWORD = "S3cretPw0rd"
 
+# A task module that ends the process while being imported: its tasks never register.
+EXITS = "import sys\nsys.exit(0)\n"
+
 
 # --- helpers -----------------------------------------------------------------------------------
 
@@ -218,10 +221,13 @@ def test_run_rejects_a_bad_context(tmp_path, env, database_url, flows, args, fra
     ("flows:missing", ["module 'flows' has no attribute 'missing'", "broken, gated, pipeline"]),
     ("flows", ["expected MODULE:WORKFLOW"]),
     ("raises:wf", ["cannot import module 'raises': RuntimeError: refusing to import"]),
+    ("exits:wf", ["cannot import module 'exits': it called sys.exit(0) while being imported"]),
     ("flows.py:pipeline", []),
-], ids=["unknown-module", "not-a-workflow", "missing-attribute", "no-colon", "raising-module", "py-path"])
+], ids=["unknown-module", "not-a-workflow", "missing-attribute", "no-colon", "raising-module", "exiting-module",
+        "py-path"])
 def test_run_targets(tmp_path, env, database_url, flows, target, fragments):
     (tmp_path / "raises.py").write_text("raise RuntimeError('refusing to import')\n")
+    (tmp_path / "exits.py").write_text(EXITS)
     proc = cli("--db", database_url, "run", target, "--context", '{"n": 1}', cwd=tmp_path, env=env)
     if not fragments:  # a path to a .py file works as the module
         assert proc.returncode == 0, describe(proc)
@@ -479,6 +485,10 @@ async def test_a_second_signal_stops_the_worker_at_once_and_the_task_runs_again(
 def test_worker_with_a_bad_module_exits_2(tmp_path, env, database_url):
     assert_user_error(cli("--db", database_url, "worker", "no_such_tasks_module", cwd=tmp_path, env=env),
                       "cannot import module 'no_such_tasks_module'")
+    (tmp_path / "exits.py").write_text(EXITS)
+    for module in ("exits", "exits.py"):
+        assert_user_error(cli("--db", database_url, "worker", module, cwd=tmp_path, env=env),
+                          f"cannot import module '{module}': it called sys.exit(0) while being imported")
 
 
 # --- graph, version, entry point ----------------------------------------------------------------

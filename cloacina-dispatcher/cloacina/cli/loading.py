@@ -39,6 +39,9 @@ def import_module(name: str) -> ModuleType:
         raise CliError(f"cannot import module {name!r}: SyntaxError: {exc}") from None
     except Exception as exc:  # the module's own code raised while being imported
         raise CliError(f"cannot import module {name!r}: {type(exc).__name__}: {exc}") from None
+    except SystemExit as exc:  # sys.exit() in the module: its tasks never registered
+        raise CliError(f"cannot import module {name!r}: it called sys.exit({exc.code!r}) while being "
+                       f"imported") from None
 
 
 def load_workflow(target: str) -> cloacina.Workflow:
