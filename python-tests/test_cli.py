@@ -14,6 +14,7 @@ import importlib.metadata
 import json
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -82,6 +83,29 @@ PASSWORD = "S3cretPw0rd"
 # A task module that ends the process while being imported: its tasks never register.
 EXITS = "import sys\nsys.exit(0)\n"
 
+# Tasks whose error and skip reason hold terminal control sequences: a window title, clear
+# screen, an OSC 8 hyperlink, a C1 CSI and DEL. The source is ASCII; Python reads the escapes.
+HOSTILE = r'''
+from cloacina import SkipTask, Workflow, task
+
+TEXT = "title\x1b]0;pwned\x07 clear\x1b[2J link\x1b]8;;http://evil\x1b\\link\x1b]8;;\x1b\\ csi\x9b31m del\x7f"
+
+
+@task(task_id="PREFIX.fails")
+def fails(context):
+    raise ValueError(TEXT + "\nsecond\tline\x1b[0m")
+
+
+@task(task_id="PREFIX.skips")
+def skips(context):
+    raise SkipTask(TEXT)
+
+
+hostile = Workflow("PREFIX.hostile", tasks=["PREFIX.fails", "PREFIX.skips"])
+'''
+# What the terminal must never receive from stored text: C0 but newline and tab, DEL, C1.
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
 
 # --- helpers -----------------------------------------------------------------------------------
 
@@ -101,11 +125,19 @@ def flows(tmp_path: Path, ids: Any) -> str:
 
 
 @pytest.fixture
-def cli_procs(procs: Any, env: Dict[str, str], tmp_path: Path, flows: str) -> Any:
-    """The test's :class:`procs.Procs` with the child environment of :func:`env`, and ``flows.py`` in
-    their working directory."""
+def hostile(tmp_path: Path, flows: str) -> str:
+    """Writes the task module ``hostile.py`` (:data:`HOSTILE`) beside ``flows.py``; returns the prefix."""
+    (tmp_path / "hostile.py").write_text(HOSTILE.replace("PREFIX", flows))
+    return flows
+
+
+@pytest.fixture
+def cli_procs(procs: Any, env: Dict[str, str], tmp_path: Path, hostile: str) -> Any:
+    """The test's :class:`procs.Procs` with the child environment of :func:`env`, and ``flows.py``
+    and ``hostile.py`` in their working directory."""
     procs.env = dict(env)
-    (procs.workdir / "flows.py").write_text((tmp_path / "flows.py").read_text())
+    for module in ("flows.py", "hostile.py"):
+        (procs.workdir / module).write_text((tmp_path / module).read_text())
     return procs
 
 
@@ -423,6 +455,51 @@ async def test_cancel_resume_and_wait(cli_procs, client, database_url, env, tmp_
     assert await stopped(worker) == 0, worker.describe()
 
 
+# --- stored text on a terminal -----------------------------------------------------------------
+
+def assert_printable(proc: "subprocess.CompletedProcess[str]") -> None:
+    """No control character but newline and tab in the output; the hostile text shows, escaped."""
+    text = proc.stdout + proc.stderr
+    assert not CONTROL.search(text), describe(proc)
+    assert r"title\x1b]0;pwned\x07 clear\x1b[2J link\x1b]8;;http://evil\x1b\link" in text, describe(proc)
+
+
+def test_stored_errors_and_reasons_are_printed_escaped(tmp_path, env, database_url, hostile):
+    """Errors and skip reasons holding terminal escapes (a window title, clear screen, an OSC 8
+    link, C1, DEL) come out as visible escapes in every text output; JSON keeps the text as is."""
+    ran = cli("--db", database_url, "run", "hostile:hostile", cwd=tmp_path, env=env)
+    assert ran.returncode == 1, describe(ran)
+    assert_printable(ran)
+    assert r"csi\x9b31m del\x7f" in ran.stdout, describe(ran)
+    execution_id = ran.stdout.split()[1]
+    for args in (["executions", "show", execution_id], ["executions", "wait", execution_id]):
+        proc = cli("--db", database_url, *args, cwd=tmp_path, env=env)
+        assert proc.returncode in (0, 1), describe(proc)
+        assert_printable(proc)
+    show = cli("--db", database_url, "executions", "show", execution_id, cwd=tmp_path, env=env)
+    assert "second\tline\\x1b[0m" in show.stdout, "multi-line errors keep their lines and tabs"
+
+    shown = cli("--db", database_url, "--json", "executions", "show", execution_id, cwd=tmp_path, env=env)
+    assert shown.returncode == 0, describe(shown)
+    tasks = {t["task_id"]: t for t in json.loads(shown.stdout)["task_results"]}
+    assert "\x1b]0;pwned\x07" in tasks[f"{hostile}.fails"]["error"]
+    assert tasks[f"{hostile}.skips"]["reason"].startswith("title\x1b]0;pwned\x07 clear\x1b[2J")
+
+
+async def test_the_worker_log_escapes_task_errors(cli_procs, client, database_url, hostile):
+    procs = cli_procs
+    worker = procs.start(["-m", "cloacina", "--db", database_url, "worker", "hostile"], name="worker")
+    await until(lambda: "worker started" in worker.stderr(), what="worker started", watch=[worker])
+    workflow = load_in_process(procs.workdir / "hostile.py")["hostile"]
+    result = await finished(client, await client.submit(workflow), procs=procs)
+    assert result["status"] == "Failed", result
+    await until(lambda: "attempt 1 Failed" in worker.stderr(), what="the failure logged", watch=[worker])
+    assert await stopped(worker) == 0, worker.describe()
+    log = worker.stderr()
+    assert not CONTROL.search(log), repr(log)
+    assert r"title\x1b]0;pwned\x07 clear\x1b[2J" in log, log
+
+
 # --- worker ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -619,3 +696,18 @@ def test_task_lines_and_tables_rendering(render):
     long_error = _task("x", "Failed", error="E" * 200)
     row = tasks_table([long_error]).splitlines()[1]
     assert row.endswith("E" * 57 + "...") and len(row.split()[-1]) == 60
+
+
+def test_printable_rendering(render):
+    printable = render.printable
+    hostile = "a\x1b]0;t\x07b\x00\r\x7f\x9b\x85\u00a0\u00e9\n\tz"
+    assert printable(hostile) == r"a\x1b]0;t\x07b\x00\x0d\x7f\x9b\x85" + "\u00a0\u00e9" + r"\x0a\x09z"
+    assert printable(hostile, keep_lines=True) == r"a\x1b]0;t\x07b\x00\x0d\x7f\x9b\x85" + "\u00a0\u00e9\n\tz"
+    assert printable(printable(hostile)) == printable(hostile)
+    task = _task("t\x1b[2J", "Failed", error="boom \x1b]8;;http://evil\x1b\\x\x1b]8;;\x1b\\")
+    assert render.task_line(task) == r"task t\x1b[2J Failed boom \x1b]8;;http://evil\x1b\x\x1b]8;;\x1b" + "\\"
+    assert render.tasks_table([task]).splitlines()[1].split()[0] == r"t\x1b[2J"
+    summary = render.execution_summary({"execution_id": "e", "status": "Failed", "error": "one\x1b[2J\ntwo",
+                                        "reason": "r\x07", "final_context": {"k": "\x1b"}})
+    assert summary.splitlines()[1:] == [r"error: one\x1b[2J", "       two", r"reason: r\x07",
+                                        'final context: {"k": "\\u001b"}']

@@ -1,16 +1,20 @@
 """What every command shares: exit codes, the user-error exception, the database URL and the
-executor's lifetime, and stop signals."""
+executor's lifetime, logging, and stop signals."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import signal
+import sys
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Callable, Optional, Sequence
 
 import cloacina
+
+from cloacina.cli import render
 
 EXIT_OK = 0
 EXIT_NOT_COMPLETED = 1  # the execution run or waited for ended Failed or Cancelled (or did not end)
@@ -20,6 +24,7 @@ EXIT_BROKEN_PIPE = 141  # as a shell reports a process killed by SIGPIPE
 
 DATABASE_ENV = "CLOACINA_DATABASE_URL"
 POLL_SECONDS = 0.15
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class CliError(Exception):
@@ -56,6 +61,22 @@ async def open_executor(
         yield executor
     finally:
         await executor.shutdown()
+
+
+class PrintableFormatter(logging.Formatter):
+    """Log lines with control characters escaped (:func:`render.printable`): the engine's
+    messages carry task errors, which may hold terminal escape sequences."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return render.printable(super().format(record), keep_lines=True)
+
+
+def configure_logging(level: str) -> None:
+    """Log records from ``level`` up on stderr, one line each (plus tracebacks), escaped. The
+    library never configures logging; the long-running commands (``worker``, ``ui``) do."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 def one_line(message: str) -> str:

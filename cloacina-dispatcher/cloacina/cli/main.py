@@ -15,7 +15,7 @@ from typing import Callable, Optional, Sequence
 
 import cloacina
 
-from cloacina.cli import executions, graph, run, ui, worker
+from cloacina.cli import executions, graph, render, run, ui, worker
 from cloacina.cli.common import DATABASE_ENV, EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE, CliError, one_line
 
 PROG = "cloacina"
@@ -81,5 +81,5 @@ def _add_common(parser: argparse.ArgumentParser, *, suppress_defaults: bool) -> 
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"{PROG}: error: {one_line(message)}", file=sys.stderr)
+    print(f"{PROG}: error: {render.printable(one_line(message))}", file=sys.stderr)
     return code

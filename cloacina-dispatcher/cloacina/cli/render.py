@@ -2,11 +2,16 @@
 
 Every function here is pure (records in, text out), so the output formats are tested without a
 terminal or a database. Records are the dicts the Python API returns (``get_execution`` etc.).
+
+Stored text (errors, reasons, names) may hold terminal control sequences: every text format
+passes through :func:`printable`, which writes control characters as visible escapes. JSON
+output needs nothing: ``json.dumps`` escapes them.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Any, Mapping, Optional, Sequence
 
@@ -19,6 +24,19 @@ CLEAR_LINE = "\r\x1b[2K"
 
 BAR_WIDTH = 20
 ERROR_WIDTH = 60
+
+# Characters a terminal acts on rather than shows: C0 (ESC among them), DEL and C1.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# The same but newline and tab, which multi-line text keeps.
+_CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str, *, keep_lines: bool = False) -> str:
+    """``text`` with each control character written as a visible escape (``\\x1b``, ``\\x9b``),
+    so stored text cannot retitle a terminal, clear it or plant a link; with ``keep_lines``,
+    newlines and tabs stay. Already printable text comes back unchanged."""
+    pattern = _CONTROL_BUT_LINES if keep_lines else _CONTROL
+    return pattern.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
 def to_json(value: Any) -> str:
@@ -67,15 +85,18 @@ def duration_of(record: Mapping[str, Any]) -> Optional[float]:
 
 
 def first_line(text: Optional[str], width: int = ERROR_WIDTH) -> str:
-    """The first non-empty line of ``text``, cut to ``width`` characters (ending ``...`` if cut)."""
+    """The first non-empty line of ``text``, :func:`printable`, cut to ``width`` characters (ending
+    ``...`` if cut)."""
     if not text:
         return ""
-    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    line = printable(next((part.strip() for part in text.splitlines() if part.strip()), ""))
     return line if len(line) <= width else line[: max(width - 3, 0)] + "..."
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Columns left-aligned, two spaces apart; the last column is not padded."""
+    """Columns left-aligned, two spaces apart; the last column is not padded. Cells are
+    :func:`printable`."""
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         for index, cell in enumerate(row):
@@ -134,7 +155,7 @@ def execution_header(record: Mapping[str, Any]) -> str:
     fields.append(("input", json.dumps(record.get("input_context"))))
     if record.get("final_context") is not None:
         fields.append(("final", json.dumps(record.get("final_context"))))
-    return "\n".join(f"{name:<10} {value}" for name, value in fields)
+    return printable("\n".join(f"{name:<10} {value}" for name, value in fields), keep_lines=True)
 
 
 def execution_summary(record: Mapping[str, Any]) -> str:
@@ -145,13 +166,13 @@ def execution_summary(record: Mapping[str, Any]) -> str:
     if record.get("reason"):
         lines.append(f"reason: {record['reason']}")
     lines.append("final context: " + json.dumps(record.get("final_context")))
-    return "\n".join(lines)
+    return printable("\n".join(lines), keep_lines=True)
 
 
 def task_line(task: Mapping[str, Any]) -> str:
     """One task that reached a final status: ``task extract Completed 0.01s``, then the error or
     reason, and the attempt count when it took more than one."""
-    parts = [f"task {task['task_id']} {task['status']}"]
+    parts = [printable(f"task {task['task_id']} {task['status']}")]
     duration = duration_of(task)
     if duration is not None:
         parts.append(format_duration(duration))
@@ -173,7 +194,7 @@ def progress_line(tasks: Sequence[Mapping[str, Any]], *, elapsed: float, width: 
     total = len(tasks)
     done = sum(1 for t in tasks if t.get("status") in FINAL_TASK_STATUSES)
     failed = sum(1 for t in tasks if t.get("status") == "Failed")
-    running = [str(t["task_id"]) for t in tasks if t.get("status") == "Running"]
+    running = [printable(str(t["task_id"])) for t in tasks if t.get("status") == "Running"]
     filled = BAR_WIDTH * done // total if total else BAR_WIDTH
     text = f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {done}/{total} done"
     if failed:

@@ -76,7 +76,7 @@ class Progress:
 
     def note(self, message: str) -> None:
         if self.stream is not None:
-            self.stream.write((render.CLEAR_LINE if self.live else "") + message + "\n")
+            self.stream.write((render.CLEAR_LINE if self.live else "") + render.printable(message) + "\n")
             self.stream.flush()
 
     def finish(self) -> None:

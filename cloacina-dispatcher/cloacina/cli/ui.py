@@ -8,15 +8,13 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import sys
 import threading
 from types import FrameType
 from typing import Callable, Dict, Optional, Union
 
-from cloacina.cli.common import EXIT_OK, CliError, database_source, database_url
+from cloacina.cli.common import EXIT_OK, LOG_LEVELS, CliError, configure_logging, database_source, database_url
 from cloacina.ui.server import DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV, UiConfigError, make_server
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 log = logging.getLogger("cloacina.ui")
 
@@ -44,8 +42,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)
     stop = threading.Event()
     previous: Dict[signal.Signals, _Handler] = {}
 

@@ -1,6 +1,6 @@
 """``cloacina worker MODULE ...``: import task modules and work for the database until stopped.
 
-This is the one place Cloacina configures logging (``logging.basicConfig`` on stderr); the library
+It configures logging (:func:`~cloacina.cli.common.configure_logging`, on stderr); the library
 itself never does.
 """
 
@@ -15,10 +15,17 @@ import sys
 
 import cloacina
 
-from cloacina.cli.common import EXIT_INTERRUPTED, EXIT_OK, StopSignals, database_source, open_executor
+from cloacina.cli.common import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    LOG_LEVELS,
+    StopSignals,
+    configure_logging,
+    database_source,
+    open_executor,
+)
 from cloacina.cli.loading import import_module
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 log = logging.getLogger("cloacina.worker")
 
 
@@ -42,8 +49,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def _work(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)
     for name in args.modules:
         import_module(name)
     return asyncio.run(_serve(args))
