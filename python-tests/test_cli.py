@@ -86,6 +86,9 @@ EXITS = "import sys\nsys.exit(0)\n"
 # Tasks whose error and skip reason hold terminal control sequences: a window title, clear
 # screen, an OSC 8 hyperlink, a C1 CSI and DEL. The source is ASCII; Python reads the escapes.
 HOSTILE = r'''
+import time
+from pathlib import Path
+
 from cloacina import SkipTask, Workflow, task
 
 TEXT = "title\x1b]0;pwned\x07 clear\x1b[2J link\x1b]8;;http://evil\x1b\\link\x1b]8;;\x1b\\ csi\x9b31m del\x7f"
@@ -101,7 +104,17 @@ def skips(context):
     raise SkipTask(TEXT)
 
 
+@task(task_id="PREFIX.stuck")
+def stuck(context):
+    """Writes context["started"], then blocks (a sync task ignores its cancellation)."""
+    Path(context["started"]).write_text("started")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 hostile = Workflow("PREFIX.hostile", tasks=["PREFIX.fails", "PREFIX.skips"])
+stuck_wf = Workflow("PREFIX.stuck", tasks=["PREFIX.stuck"])
 '''
 # What the terminal must never receive from stored text: C0 but newline and tab, DEL, C1.
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -333,6 +346,21 @@ async def test_ctrl_c_cancels_the_execution_run(cli_procs, client, database_url,
     assert f"task {flows}.gate Cancelled" in out and f"execution {execution_id} Cancelled in " in out, out
     record = await client.get_execution(execution_id)
     assert record is not None and record["status"] == "Cancelled"
+
+
+async def test_a_second_ctrl_c_stops_the_run_at_once(cli_procs, database_url, tmp_path, hostile):
+    """The first Ctrl-C cancels; the task, sync, keeps its thread, so the process would wait 10 s
+    for it at exit and end with status 1. A second Ctrl-C, here during that wait, ends it at once."""
+    procs = cli_procs
+    started = tmp_path / "started"
+    running = procs.start(["-m", "cloacina", "--db", database_url, "run", "hostile:stuck_wf",
+                           "--context", json.dumps({"started": str(started)})], name="run")
+    await until(started.exists, what="the stuck task runs", watch=[running])
+    os.kill(running.pid, signal.SIGINT)
+    await until(lambda: " Cancelled in " in running.stdout(), what="the execution ended Cancelled", watch=[running])
+    os.kill(running.pid, signal.SIGINT)
+    assert await exited(running) == 130, running.describe()
+    assert "SIGINT received again: stopping at once" in running.stdout(), running.describe()
 
 
 # --- executions --------------------------------------------------------------------------------

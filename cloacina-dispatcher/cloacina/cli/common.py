@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable, Optional, Sequence
+from typing import AsyncIterator, Callable, NoReturn, Optional, Sequence
 
 import cloacina
 
@@ -79,6 +79,16 @@ def configure_logging(level: str) -> None:
     logging.basicConfig(level=level, handlers=[handler])
 
 
+def exit_now(code: int = EXIT_INTERRUPTED) -> NoReturn:
+    """Ends the process at once with ``code``, once logs and output are flushed: no cleanup, no
+    wait for running tasks (as after a crash, their claims are given back)."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def one_line(message: str) -> str:
     """A possibly multi-line message (a libpq error, say) folded onto one line."""
     return " ".join(part.strip() for part in message.splitlines() if part.strip())
@@ -88,9 +98,11 @@ class StopSignals:
     """SIGINT and SIGTERM set :attr:`event` (on the running loop) instead of stopping the process.
 
     A signal the process was started ignoring stays ignored. After the first signal, a repeated
-    one calls ``on_repeat(signal name)`` if given; otherwise the first signal puts the default
-    handlers back, so a second Ctrl-C interrupts at once (KeyboardInterrupt) and a second SIGTERM
-    terminates. Use as ``with StopSignals() as stop:`` inside a coroutine.
+    one calls ``on_repeat(signal name)`` if given, also after the ``with`` block, until the process
+    ends (the engine runs signal handlers while it waits for task threads at exit); without
+    ``on_repeat`` the first signal puts the default handlers back, so a second Ctrl-C interrupts
+    at once (KeyboardInterrupt) and a second SIGTERM terminates. Use as
+    ``with StopSignals() as stop:`` inside a coroutine.
     """
 
     SIGNALS: Sequence[signal.Signals] = (signal.SIGINT, signal.SIGTERM)
@@ -101,16 +113,22 @@ class StopSignals:
         self._on_repeat = on_repeat
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._restore: list[Callable[[], None]] = []
+        self._handled: list[signal.Signals] = []
 
     def __enter__(self) -> "StopSignals":
         self._loop = asyncio.get_running_loop()
         for sig in self.SIGNALS:
             if signal.getsignal(sig) is not signal.SIG_IGN:  # ignored, e.g. SIGINT of a shell's `&` job
                 self._restore.append(self._install(self._loop, sig))
+                self._handled.append(sig)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._uninstall()
+        on_repeat = self._on_repeat
+        if self.received is not None and on_repeat is not None:
+            for sig in self._handled:  # out of the loop now: plain handlers, for good
+                signal.signal(sig, lambda number, frame: on_repeat(signal.Signals(number).name))
 
     def _install(self, loop: asyncio.AbstractEventLoop, sig: signal.Signals) -> Callable[[], None]:
         """Routes ``sig`` to :meth:`_received`; returns what puts the previous handler back."""

@@ -23,6 +23,7 @@ from cloacina.cli.common import (
     POLL_SECONDS,
     CliError,
     StopSignals,
+    exit_now,
     open_executor,
 )
 from cloacina.cli.loading import load_workflow, parse_context
@@ -35,7 +36,8 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
         description="Import MODULE (from the working directory first, like `python -m`; a path "
                     "ending in .py works too), submit its Workflow named WORKFLOW and run it in "
                     "this process, showing each task as it ends. Exit code 0 if the execution "
-                    "Completed, 1 if it ended Failed or Cancelled. Ctrl-C cancels the execution.")
+                    "Completed, 1 if it ended Failed or Cancelled. Ctrl-C (or SIGTERM) cancels the "
+                    "execution; a second one stops at once (exit code 130).")
     parser.add_argument("target", metavar="MODULE:WORKFLOW", help="e.g. etl:pipeline or jobs/etl.py:pipeline")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--context", metavar="JSON", help="the input context, a JSON object")
@@ -96,7 +98,7 @@ async def _run(args: argparse.Namespace) -> int:
         async with open_executor(args, worker=True, max_concurrency=args.max_concurrency) as executor:
             execution_id = await executor.submit(workflow, context)
             progress.note(f"execution {execution_id} started: workflow {workflow.name}, {len(workflow)} tasks")
-            with StopSignals() as stop:
+            with StopSignals(on_repeat=lambda name: _stop_now(progress, name)) as stop:
                 record = await _follow(executor, execution_id, progress, stop)
     finally:
         progress.finish()
@@ -121,3 +123,10 @@ async def _follow(executor: cloacina.UnifiedExecutor, execution_id: str, progres
             await executor.cancel(execution_id)
             continue
         await asyncio.sleep(POLL_SECONDS)
+
+
+def _stop_now(progress: Progress, signal_name: str) -> None:
+    """A second signal: exit at once (130), without waiting for the execution's cancelled tasks
+    or for the task threads still running."""
+    progress.note(f"{signal_name} received again: stopping at once")
+    exit_now()

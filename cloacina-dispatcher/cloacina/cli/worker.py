@@ -11,7 +11,6 @@ import asyncio
 import logging
 import os
 import socket
-import sys
 
 import cloacina
 
@@ -22,6 +21,7 @@ from cloacina.cli.common import (
     StopSignals,
     configure_logging,
     database_source,
+    exit_now,
     open_executor,
 )
 from cloacina.cli.loading import import_module
@@ -75,7 +75,4 @@ def _stop_now(signal_name: str) -> None:
     timeout); their executions are not cancelled."""
     log.warning("%s received again: stopping at once; the tasks running here will run again on a live worker",
                 signal_name)
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-    sys.stdout.flush()
-    os._exit(EXIT_INTERRUPTED)
+    exit_now(EXIT_INTERRUPTED)

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use once_cell::sync::OnceCell;
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use pyo3_asyncio_0_21::TaskLocals;
@@ -42,34 +42,77 @@ pub(crate) fn with_python<T>(f: impl FnOnce(Python<'_>) -> T) -> Option<T> {
 /// `atexit` hook: lets no new Rust thread into Python and waits for those inside. A thread
 /// still inside after [`EXIT_GRACE`] (a sync task that ignored its cancellation) would be
 /// unwound through Rust frames by the interpreter's finalization, which aborts the process;
-/// the process exits with status 1 and says why instead.
+/// the process exits with status 1 and says why instead. Signal handlers run meanwhile, so a
+/// Ctrl-C (KeyboardInterrupt) ends the wait at once, with status 130.
 #[pyfunction]
 fn _close_python_gate(py: Python<'_>) -> PyResult<()> {
     GATE.fetch_or(CLOSED, Ordering::SeqCst);
-    let stuck = py.allow_threads(|| {
-        let deadline = Instant::now() + EXIT_GRACE;
-        while GATE.load(Ordering::SeqCst) & !CLOSED != 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
+    let deadline = Instant::now() + EXIT_GRACE;
+    let mut stuck = threads_inside();
+    while stuck != 0 && Instant::now() < deadline {
+        stuck =
+            py.allow_threads(|| wait_for_threads((Instant::now() + SIGNAL_CHECK).min(deadline)));
+        // Python runs signal handlers only in the main thread, with the GIL: here.
+        if let Err(err) = py.check_signals() {
+            let interrupted = err.is_instance_of::<PyKeyboardInterrupt>(py);
+            let reason = if interrupted {
+                "KeyboardInterrupt".to_string()
+            } else {
+                err.to_string()
+            };
+            return exit_unfinalized(
+                py,
+                if interrupted { 130 } else { 1 },
+                &format!(
+                    "interrupted ({reason}) while {stuck} task thread(s) still ran Python code"
+                ),
+            );
         }
-        GATE.load(Ordering::SeqCst) & !CLOSED
-    });
+    }
     if stuck == 0 {
         return Ok(());
     }
+    exit_unfinalized(
+        py,
+        1,
+        &format!(
+            "{stuck} task thread(s) still running Python code {} s after the program ended (a \
+             sync task that ignores cancellation?)",
+            EXIT_GRACE.as_secs()
+        ),
+    )
+}
+
+/// Longest the exit hook goes without running signal handlers.
+const SIGNAL_CHECK: Duration = Duration::from_millis(50);
+
+/// How many Rust threads are inside [`with_python`].
+fn threads_inside() -> usize {
+    GATE.load(Ordering::SeqCst) & !CLOSED
+}
+
+/// Waits until no Rust thread is inside [`with_python`] or `until` passes; returns how many are.
+fn wait_for_threads(until: Instant) -> usize {
+    while threads_inside() != 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    threads_inside()
+}
+
+/// Writes `cloacina: <why>; exiting with status <code> without finalizing the interpreter` on
+/// stderr and ends the process with `code`.
+fn exit_unfinalized(py: Python<'_>, code: i32, why: &str) -> PyResult<()> {
     let sys = py.import_bound("sys")?;
     let stderr = sys.getattr("stderr")?;
     let _ = sys.getattr("stdout")?.call_method0("flush");
     let _ = stderr.call_method1(
         "write",
         (format!(
-            "cloacina: {stuck} task thread(s) still running Python code {} s after the program \
-             ended (a sync task that ignores cancellation?); exiting with status 1 without \
-             finalizing the interpreter\n",
-            EXIT_GRACE.as_secs()
+            "cloacina: {why}; exiting with status {code} without finalizing the interpreter\n"
         ),),
     );
     let _ = stderr.call_method0("flush");
-    py.import_bound("os")?.call_method1("_exit", (1,))?;
+    py.import_bound("os")?.call_method1("_exit", (code,))?;
     Ok(())
 }
 
