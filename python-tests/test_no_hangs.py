@@ -59,7 +59,11 @@ async def test_tasks_awaiting_nested_executions_do_not_hold_the_slots_those_need
     assert {k: v for k, v in result["final_context"].items()} == {f"p{i}": 2 * i for i in range(parents)}
 
 
-async def test_a_sync_task_waiting_on_a_nested_execution_through_the_loop_lends_its_slot(database_url, ids):
+@pytest.mark.parametrize("form", ["readme", "wrapped"])
+async def test_a_sync_task_waiting_on_a_nested_execution_through_the_loop_lends_its_slot(database_url, ids, form):
+    """The README's form, `run_coroutine_threadsafe(executor.execute(wf), loop).result()`, calls
+    `execute` off the loop (it returns a coroutine that starts once the loop runs it); the
+    wrapped form calls it on the loop."""
     executor = cl.UnifiedExecutor(max_concurrency=1)
     await executor.initialize(database_url)
     nested = child_workflow(ids)
@@ -70,7 +74,8 @@ async def test_a_sync_task_waiting_on_a_nested_execution_through_the_loop_lends_
 
     @cl.task(ids("parent"))
     def parent(ctx):
-        future = asyncio.run_coroutine_threadsafe(run_nested(), loop)
+        coroutine = executor.execute(nested, {"n": 21}) if form == "readme" else run_nested()
+        future = asyncio.run_coroutine_threadsafe(coroutine, loop)
         return {"answer": future.result(timeout=60)["final_context"]["doubled"]}
 
     try:
@@ -79,6 +84,29 @@ async def test_a_sync_task_waiting_on_a_nested_execution_through_the_loop_lends_
         await executor.shutdown()
     assert result["status"] == "Completed", result
     assert result["final_context"] == {"answer": 42}
+
+
+async def test_called_off_the_loop_the_executor_methods_start_only_once_a_loop_runs_them(database_url, ids):
+    executor = cl.UnifiedExecutor()
+    await executor.initialize(database_url)
+    loop = asyncio.get_running_loop()
+    workflow = child_workflow(ids)
+
+    def off_the_loop() -> Dict[str, Any]:
+        dropped = executor.submit(workflow, {"n": 1})
+        assert asyncio.iscoroutine(dropped)
+        dropped.close()  # never run: nothing submitted
+        execution_id = asyncio.run_coroutine_threadsafe(executor.submit(workflow, {"n": 2}), loop).result(60)
+        record: Dict[str, Any] = asyncio.run_coroutine_threadsafe(executor.wait(execution_id), loop).result(60)
+        return record
+
+    try:
+        record = await asyncio.wait_for(asyncio.to_thread(off_the_loop), 60)
+        listed = await executor.list_executions()
+    finally:
+        await executor.shutdown()
+    assert record["status"] == "Completed" and record["final_context"] == {"n": 2, "doubled": 4}, record
+    assert [r["execution_id"] for r in listed] == [record["execution_id"]]
 
 
 # --- blocked sync task threads -----------------------------------------------------------------

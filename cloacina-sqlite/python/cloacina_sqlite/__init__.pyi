@@ -228,6 +228,11 @@ class UnifiedExecutor:
     whose task ids are registered in this process, so processes importing the same task
     module share the work. Completed tasks never run again; a task interrupted by a worker's
     death runs again (at least once), so its side effects should be idempotent.
+
+    The methods are awaited. Called where an event loop runs, they start their work at once;
+    called from a thread without one (a sync task's), all but ``initialize`` return a coroutine
+    that starts once a loop runs it, e.g. in a sync task
+    ``asyncio.run_coroutine_threadsafe(executor.execute(wf), loop).result()``.
     """
 
     def __new__(cls, max_concurrency: int = 8) -> UnifiedExecutor:

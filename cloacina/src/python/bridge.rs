@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use once_cell::sync::OnceCell;
 use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::sync::GILOnceCell;
+use pyo3::types::{PyCFunction, PyDict, PyTuple};
 use pyo3_asyncio_0_21::TaskLocals;
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
@@ -360,7 +361,67 @@ pub(crate) fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
 
 /// Runs `work` on the tokio runtime and returns an asyncio future for its result; a panic in
 /// `work` raises CloacinaError on the future.
+///
+/// Called in a thread that runs no event loop (a sync task's, say), returns instead a coroutine
+/// that starts `work` when a loop first runs it, on that loop; so a sync task can hand
+/// `executor.execute(...)` to `asyncio.run_coroutine_threadsafe(..., loop)`.
 pub(crate) fn awaitable<'py, F, T>(py: Python<'py>, work: F) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = Result<T, Error>> + Send + 'static,
+    T: IntoPy<PyObject> + Send + 'static,
+{
+    if has_running_loop(py)? {
+        started(py, work)
+    } else {
+        deferred(py, work)
+    }
+}
+
+/// Whether an asyncio loop runs in this thread.
+fn has_running_loop(py: Python<'_>) -> PyResult<bool> {
+    Ok(!py
+        .import_bound("asyncio")?
+        .call_method0("_get_running_loop")?
+        .is_none())
+}
+
+/// Source of the coroutine [`deferred`] returns: it awaits what `start()` returns, calling it
+/// only once a loop runs the coroutine.
+const DEFERRED_SOURCE: &str = "async def deferred_call(start):\n    return await start()\n";
+static DEFERRED_CALL: GILOnceCell<PyObject> = GILOnceCell::new();
+
+/// A coroutine that starts `work` (as [`started`]) on the loop that first runs it.
+fn deferred<'py, F, T>(py: Python<'py>, work: F) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = Result<T, Error>> + Send + 'static,
+    T: IntoPy<PyObject> + Send + 'static,
+{
+    let work = Mutex::new(Some(work));
+    let start = PyCFunction::new_closure_bound(
+        py,
+        None,
+        None,
+        move |args: &Bound<'_, PyTuple>, _: Option<&Bound<'_, PyDict>>| {
+            let work = work.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let work = work
+                .ok_or_else(|| PyRuntimeError::new_err("cannot reuse already awaited coroutine"))?;
+            started(args.py(), work).map(Bound::unbind)
+        },
+    )?;
+    let deferred_call = DEFERRED_CALL.get_or_try_init(py, || {
+        let module = PyModule::from_code_bound(
+            py,
+            DEFERRED_SOURCE,
+            "<cloacina bridge>",
+            "_cloacina_bridge",
+        )?;
+        PyResult::Ok(module.getattr("deferred_call")?.unbind())
+    })?;
+    deferred_call.bind(py).call1((start,))
+}
+
+/// [`awaitable`] on the loop running in this thread (a RuntimeError if none does).
+fn started<'py, F, T>(py: Python<'py>, work: F) -> PyResult<Bound<'py, PyAny>>
 where
     F: Future<Output = Result<T, Error>> + Send + 'static,
     T: IntoPy<PyObject> + Send + 'static,
