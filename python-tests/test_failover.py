@@ -116,7 +116,7 @@ class RowLock:
         separator = "&" if "?" in url else "?"
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         self.proc = subprocess.Popen([pg_admin.PSQL, "-X", "-q", "-d", f"{url}{separator}application_name={self.APP}"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      env=env, text=True)
         assert self.proc.stdin is not None
         self.proc.stdin.write(f"BEGIN;\n{select_for_update};\n")
