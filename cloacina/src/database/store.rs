@@ -271,11 +271,7 @@ impl Dialect for diesel::pg::PgConnection {
     fn lock_execution(&mut self, id: &str) -> QueryResult<Option<LockedExecution>> {
         workflow_executions::table
             .find(id)
-            .select((
-                workflow_executions::status,
-                workflow_executions::cancel_reason,
-                workflow_executions::reason,
-            ))
+            .select(LOCK_COLUMNS)
             .for_update()
             .first::<ExecutionLockRow>(self)
             .optional()
@@ -285,11 +281,7 @@ impl Dialect for diesel::pg::PgConnection {
     fn try_lock_execution(&mut self, id: &str) -> QueryResult<Option<LockedExecution>> {
         workflow_executions::table
             .find(id)
-            .select((
-                workflow_executions::status,
-                workflow_executions::cancel_reason,
-                workflow_executions::reason,
-            ))
+            .select(LOCK_COLUMNS)
             .for_update()
             .skip_locked()
             .first::<ExecutionLockRow>(self)
@@ -333,15 +325,22 @@ fn read_execution(
     // `LIMIT ?` again every time it runs.
     workflow_executions::table
         .find(id)
-        .select((
-            workflow_executions::status,
-            workflow_executions::cancel_reason,
-            workflow_executions::reason,
-        ))
+        .select(LOCK_COLUMNS)
         .get_result::<ExecutionLockRow>(conn)
         .optional()
         .map(|row| row.map(locked))
 }
+
+/// What locking an execution reads of it: status, cancel request and why it waits.
+const LOCK_COLUMNS: (
+    workflow_executions::status,
+    workflow_executions::cancel_reason,
+    workflow_executions::reason,
+) = (
+    workflow_executions::status,
+    workflow_executions::cancel_reason,
+    workflow_executions::reason,
+);
 
 type ExecutionLockRow = (String, Option<String>, Option<String>);
 
