@@ -3,8 +3,9 @@
 //!
 //! New work is found when this process finishes a task (its commit claims what it unblocks),
 //! when another process announces it (see `database::signals`), and by a safety poll every
-//! [`SAFETY_POLL`]. Beside its heartbeat, and never waiting on it, a worker gives back the
-//! tasks of dead workers, cancels executions past their deadline and relays cancellations.
+//! [`SAFETY_POLL`]. Its heartbeats and other upkeep live in `maintenance`.
+
+mod maintenance;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +20,6 @@ use super::finals::Finals;
 use super::registry::TaskRegistry;
 use super::scheduler::{self, Claimed, Preloaded};
 use crate::database::claims::{Claim, ClaimRequest, Registered};
-use crate::database::control::timed_out_reason;
 use crate::database::leases::WorkerIdentity;
 use crate::database::signals::Signal;
 use crate::database::Database;
@@ -30,8 +30,6 @@ use crate::spawn::panic_message;
 pub const SAFETY_POLL: Duration = Duration::from_secs(1);
 /// Most tasks claimed in one query.
 const CLAIM_BATCH: usize = 64;
-/// How long a ready task waits unclaimed before its execution shows why.
-const UNCLAIMED_GRACE: Duration = Duration::from_secs(1);
 
 /// Waits between retries of a database write that failed: 50 ms, doubling up to 5 s.
 pub(crate) struct Backoff(Duration);
@@ -129,12 +127,6 @@ impl Worker {
         let stalled = self.stalled.lock().unwrap_or_else(|p| p.into_inner());
         let (error, at) = stalled.get(&execution)?;
         (*at > since).then(|| error.clone())
-    }
-
-    /// Whether a heartbeat wrote to the database after `since`: it accepts writes.
-    pub(crate) fn wrote_since(&self, since: tokio::time::Instant) -> bool {
-        let last = *self.last_beat.lock().unwrap_or_else(|p| p.into_inner());
-        last.is_some_and(|beat| beat > since)
     }
 
     /// Whether shutdown has begun.
@@ -317,109 +309,6 @@ impl Worker {
                 _ = ready.changed() => {}
                 () = tokio::time::sleep(SAFETY_POLL) => {}
                 () = self.closing.notified() => return,
-            }
-        }
-    }
-
-    /// Heartbeats, gives back dead workers' tasks, enforces deadlines, explains stuck work and
-    /// relays cancellations from other processes, until shutdown. Each runs on its own, so
-    /// none waits on another: a reap stuck behind a peer's lock delays no heartbeat and no
-    /// cancellation.
-    pub(crate) async fn maintenance_loop(self: Arc<Self>) {
-        let beat = self.beat_interval();
-        tokio::join!(
-            self.every(beat, |w| Box::pin(w.beat())),
-            self.every(beat, |w| Box::pin(w.reap())),
-            self.every(UNCLAIMED_GRACE, |w| Box::pin(w.explain_unclaimed())),
-            self.relay_loop(beat),
-        );
-    }
-
-    /// How often a worker heartbeats: three times per lease.
-    fn beat_interval(&self) -> Duration {
-        (self.lease / 3).clamp(Duration::from_millis(50), Duration::from_secs(10))
-    }
-
-    /// Runs `step` every `period` (after it ends) until shutdown.
-    async fn every<F>(&self, period: Duration, step: F)
-    where
-        F: for<'a> Fn(
-            &'a Self,
-        )
-            -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>,
-    {
-        while !self.is_closed() {
-            step(self).await;
-            tokio::select! {
-                () = tokio::time::sleep(period) => {}
-                () = self.closing.notified() => return,
-            }
-        }
-    }
-
-    /// Relays cancellations from other processes as they are announced, and every beat.
-    async fn relay_loop(&self, beat: Duration) {
-        let mut cancelled = self.db.signals().subscribe(Signal::Cancelled);
-        while !self.is_closed() {
-            tokio::select! {
-                _ = cancelled.changed() => {}
-                () = tokio::time::sleep(beat) => {}
-                () = self.closing.notified() => return,
-            }
-            self.relay_cancellations().await;
-        }
-    }
-
-    /// Refreshes this worker's lease.
-    pub(crate) async fn beat(&self) {
-        if self
-            .db
-            .heartbeat(self.identity.clone(), self.task_ids_json())
-            .await
-            .is_ok()
-        {
-            *self.last_beat.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some(tokio::time::Instant::now());
-        }
-    }
-
-    /// Gives back dead workers' tasks and cancels executions past their deadline.
-    pub(crate) async fn reap(&self) {
-        if let Ok(requeued) = self
-            .db
-            .reap_dead_workers(self.identity.clone(), self.lease)
-            .await
-        {
-            if requeued > 0 {
-                self.db.signals().raise(Signal::Ready);
-            }
-        }
-        if let Ok(expired) = self.db.expired_deadlines().await {
-            for (execution, seconds) in expired {
-                let _ = self.db.cancel(execution, timed_out_reason(seconds)).await;
-                self.cancel_local(execution, &timed_out_reason(seconds));
-            }
-        }
-    }
-
-    fn task_ids_json(&self) -> String {
-        serde_json::to_string(&self.registry.ids()).expect("strings serialise")
-    }
-
-    async fn explain_unclaimed(&self) {
-        if let Ok(live) = self.db.live_task_ids(self.lease).await {
-            let _ = self.db.explain_unclaimed(live, UNCLAIMED_GRACE).await;
-        }
-    }
-
-    async fn relay_cancellations(&self) {
-        let running: Vec<Uuid> = self.sessions().keys().copied().collect();
-        if running.is_empty() {
-            return;
-        }
-        if let Ok(requests) = self.db.cancel_requests(running).await {
-            for (execution, reason) in requests {
-                self.cancel_local(execution, &reason);
             }
         }
     }
