@@ -22,13 +22,13 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import pytest
 
-from backend import by_task
+from backend import by_task, parse_ts
 from failover_worker import define
 from procs import (Proc, Procs, client, control, effects, finished, has_event, procs, read_events,  # noqa: F401
                    ready, select, summary, until)
 
 FAILOVER_SCRIPT = Path(__file__).resolve().parent / "failover_worker.py"
-LEASE = 2.0
+LEASE = 1.5
 # The idle-in-transaction limit an executor with LEASE sets (max(lease, 10 s)).
 IDLE_IN_TRANSACTION_LIMIT = 10.0
 
@@ -173,20 +173,21 @@ async def test_a_worker_frozen_inside_its_commit_stalls_no_other_worker(
         frozen_at = time.monotonic()
         frozen_pids = backends(postgres_database, "state = 'idle in transaction'")
 
-        # A cancellation reaches B's task while A still holds its execution's row.
+        # B's heartbeat stays fresh for three leases, while B's reaping of A finds A's row locked.
+        async def b_beats() -> bool:
+            workers = {w["pid"]: w for w in await client.list_workers()}
+            age = time.time() - parse_ts(workers[b.pid]["heartbeat_at"]).timestamp()
+            assert age < LEASE, f"B's heartbeat is {age:.1f} s old (lease {LEASE} s): {workers[b.pid]}"
+            return time.monotonic() - frozen_at > 3 * LEASE
+
+        await until(b_beats, what="three leases pass with B's heartbeat fresh", watch=[b])
+
+        # Then a cancellation reaches B's task while A still holds its execution's row.
         assert await client.cancel(second)
         await until(has_event(effects, task=long, kind="cancelled", pid=b.pid),
                     what="B's task hears of the cancellation", watch=[b])
         assert set(frozen_pids) & set(backends(postgres_database, "state = 'idle in transaction'")), \
             "A's frozen session ended before the cancellation arrived: the test proves nothing"
-
-        # B's heartbeat stays fresh for three leases, while B's reaping of A finds A's row locked.
-        async def b_alive() -> bool:
-            workers = {w["pid"]: w for w in await client.list_workers()}
-            assert workers[b.pid]["alive"], f"B's heartbeat went stale: {workers[b.pid]}"
-            return time.monotonic() - frozen_at > 3 * LEASE
-
-        await until(b_alive, what="three leases pass with B alive", watch=[b])
 
         # The server ends A's frozen session within the idle-in-transaction limit.
         await until(lambda: not set(frozen_pids) & set(backends(postgres_database, "true")),
@@ -226,17 +227,26 @@ async def test_workers_with_one_hostname_in_two_pid_namespaces_do_not_reap_each_
     refusal = unshare_refusal()
     if refusal:
         pytest.skip(refusal)
-    # In its namespace A's python is pid 1 and B's a higher pid, which does not exist in A's.
+    # In its namespace A's python is pid 1 (its threads take the next ids); B's comes after 400
+    # short-lived processes, a pid that names nothing in A's namespace.
+    b = start(procs, database_url, ids.prefix, effects, control, name="b", tasks="nap",
+              wrapper=namespaced('hostname cloacina-twin && i=0 && while [ $i -lt 400 ]; do /bin/true; '
+                                 'i=$((i + 1)); done && "$@"'))
+    await ready(b)
+    workflow = define(ids.prefix, str(effects), str(control))["nap"]
+
+    async def run(i: int) -> str:
+        execution = await client.submit(workflow, {"run": f"r{i}", "nap": 8})
+        await until(has_event(effects, run=f"r{i}", kind="started"), what=f"r{i} starts", watch=procs.alive())
+        return execution
+
+    executions = [await run(0), await run(1)]  # on B
     a = start(procs, database_url, ids.prefix, effects, control, name="a", tasks="nap",
               wrapper=namespaced('hostname cloacina-twin && exec "$@"'))
-    b = start(procs, database_url, ids.prefix, effects, control, name="b", tasks="nap",
-              wrapper=namespaced('hostname cloacina-twin && /bin/true && /bin/true && "$@"'))
-    await ready(a, b)
+    await ready(a)
     workers = await client.list_workers()
-    assert {w["hostname"] for w in workers} == {"cloacina-twin"}, workers
-    assert len(workers) == 2, workers
-    workflow = define(ids.prefix, str(effects), str(control))["nap"]
-    executions = [await client.submit(workflow, {"run": f"r{i}", "nap": 8}) for i in range(4)]
+    assert [w["hostname"] for w in workers] == ["cloacina-twin"] * 2, workers
+    executions += [await run(2), await run(3)]
     records = await asyncio.gather(*(finished(client, e, procs=procs, timeout=90) for e in executions))
     events = read_events(effects)
     for i, record in enumerate(records):
