@@ -9,7 +9,7 @@ use uuid::Uuid;
 use std::time::Duration;
 
 use super::claims::{Claim, ClaimRequest};
-use super::leases::{unregistered_reason, LeaseSteps};
+use super::leases::LeaseSteps;
 use super::queries::new_execution_rows;
 use super::schema::{task_executions, workflow_executions};
 use super::signals::Signal;
@@ -17,6 +17,7 @@ use super::store::{Dialect, LockedExecution, Store, StoredOutputs, TaskState, CH
 use super::{with_connection, write_transaction, Database};
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::model::decide::unregistered_reason;
 use crate::model::{now, ExecutionPlan, ExecutionResult, ExecutionStatus, TaskStatus};
 
 /// What `submit` did.
@@ -280,9 +281,7 @@ impl Database {
 }
 
 /// The message of a cancelled execution that ran past its deadline.
-pub(crate) fn timed_out_reason(seconds: f64) -> String {
-    format!("execution timed out after {seconds} s")
-}
+pub(crate) use crate::model::decide::timed_out_reason;
 
 fn not_found(execution: Uuid) -> Error {
     Error::NotFound(format!("no execution with id {execution} in this database"))

@@ -24,6 +24,7 @@ use super::store::{Dialect, Store};
 use super::{with_connection, write_transaction, Database};
 use crate::error::Result;
 use crate::host::ProcessKey;
+use crate::model::decide::{lost_attempt_error, unregistered_reason};
 use crate::model::{now, AttemptRecord, ExecutionStatus, TaskStatus};
 
 /// Who a worker is, as its row records it.
@@ -318,19 +319,6 @@ impl Database {
     }
 }
 
-/// Why an execution waits when no live worker runs some of its ready tasks.
-pub(crate) fn unregistered_reason(task_ids: &[String]) -> String {
-    let listed = task_ids
-        .iter()
-        .take(5)
-        .map(|t| format!("'{t}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "waiting: no live worker has registered ready task(s) {listed}; start a worker that imports them"
-    )
-}
-
 macro_rules! impl_lease_steps {
     ($conn:ty) => {
         impl LeaseSteps for $conn {
@@ -372,10 +360,7 @@ macro_rules! impl_lease_steps {
                         task_executions::started_at,
                     ))
                     .load(self)?;
-                let error = format!(
-                    "worker {} (host {}, pid {}) was lost while running this attempt",
-                    dead.id, dead.hostname, dead.pid
-                );
+                let error = lost_attempt_error(&dead.id, &dead.hostname, dead.pid);
                 for (task_id, attempt, started_at) in &held {
                     let lost = AttemptRecord {
                         attempt: (*attempt).max(1) as u32,

@@ -18,8 +18,8 @@ use super::schema::{task_attempts, task_executions, workflow_executions};
 use super::signals::Signal;
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::model::decide::{execution_end, readiness, Readiness, Unsuccessful, Upstream};
 use crate::model::{AttemptRecord, ExecutionPlan, ExecutionStatus, TaskStatus};
-use crate::policy::UpstreamOutcome;
 
 /// Positions per `IN (...)` list, well under every backend's bound-parameter limit.
 pub(crate) const CHUNK: usize = 1_000;
@@ -576,24 +576,20 @@ macro_rules! impl_store {
                         .collect::<Vec<_>>();
                     self.load_states(execution, needed, states)?;
                     for candidate in unblocked {
-                        let deps = plan.dependencies_of(candidate);
-                        let upstream: Vec<UpstreamOutcome> = deps
+                        let upstream: Vec<Upstream<'_>> = plan
+                            .dependencies_of(candidate)
                             .iter()
-                            .map(|d| upstream_outcome(states[d].status))
+                            .map(|d| Upstream {
+                                task_id: &states[d].task_id,
+                                status: states[d].status,
+                            })
                             .collect();
                         let rule = plan.tasks()[candidate].options.trigger_rule;
-                        if rule.is_met(&upstream) {
+                        let Readiness::Skipped(reason) = readiness(rule, &upstream) else {
                             states.get_mut(&candidate).expect("loaded above").ready = true;
                             settled.ready.push(candidate);
                             continue;
-                        }
-                        let described = deps
-                            .iter()
-                            .map(|d| format!("'{}' {}", states[d].task_id, states[d].status))
-                            .collect::<Vec<_>>()
-                            .join(", ");
-                        let reason =
-                            format!("trigger rule '{}' not met: {described}", rule.as_str());
+                        };
                         diesel::update(
                             task_executions::table
                                 .filter(task_executions::execution_id.eq(execution))
@@ -723,8 +719,6 @@ macro_rules! impl_store {
                 if open > 0 {
                     return Ok(None);
                 }
-                // Failed tasks, and Cancelled ones: without a cancel request, a task was stopped
-                // from outside the engine (its event loop closed), which cancels the execution.
                 let unsuccessful: Vec<(String, String, Option<String>, Option<String>)> =
                     task_executions::table
                         .filter(task_executions::execution_id.eq(execution))
@@ -742,42 +736,16 @@ macro_rules! impl_store {
                             task_executions::reason,
                         ))
                         .load(self)?;
-                let (cancelled, failed): (Vec<_>, Vec<_>) = unsuccessful
+                let unsuccessful: Vec<Unsuccessful> = unsuccessful
                     .into_iter()
-                    .partition(|(_, status, _, _)| status == TaskStatus::Cancelled.as_str());
-                let failures: Vec<(String, Option<String>)> = failed
-                    .into_iter()
-                    .map(|(task_id, _, error, _)| (task_id, error))
+                    .map(|(task_id, status, error, reason)| Unsuccessful {
+                        task_id,
+                        status: TaskStatus::parse(&status).unwrap_or(TaskStatus::Failed),
+                        error,
+                        reason,
+                    })
                     .collect();
-                let (status, error) = match (&locked.cancel_reason, failures.first()) {
-                    (Some(reason), _) => (
-                        ExecutionStatus::Cancelled,
-                        Some(format!("cancelled: {reason}")),
-                    ),
-                    (None, None) => match cancelled.first() {
-                        None => (ExecutionStatus::Completed, None),
-                        Some((task_id, _, _, reason)) => (
-                            ExecutionStatus::Cancelled,
-                            Some(format!(
-                                "cancelled: task '{task_id}': {}",
-                                reason.as_deref().unwrap_or("cancelled")
-                            )),
-                        ),
-                    },
-                    (None, Some((task_id, error))) => {
-                        let mut message = format!(
-                            "task '{task_id}' failed: {}",
-                            error.as_deref().unwrap_or("unknown error")
-                        );
-                        if failures.len() > 1 {
-                            message.push_str(&format!(
-                                " (and {} more failed tasks)",
-                                failures.len() - 1
-                            ));
-                        }
-                        (ExecutionStatus::Failed, Some(message))
-                    }
-                };
+                let (status, error) = execution_end(locked.cancel_reason.as_deref(), &unsuccessful);
                 let completed: Vec<i32> = task_executions::table
                     .filter(task_executions::execution_id.eq(execution))
                     .filter(task_executions::status.eq(TaskStatus::Completed.as_str()))
@@ -819,11 +787,3 @@ macro_rules! impl_store {
     };
 }
 super::for_each_backend!(impl_store);
-
-fn upstream_outcome(status: TaskStatus) -> UpstreamOutcome {
-    match status {
-        TaskStatus::Completed => UpstreamOutcome::Completed,
-        TaskStatus::Failed => UpstreamOutcome::Failed,
-        _ => UpstreamOutcome::Skipped,
-    }
-}

@@ -1,5 +1,6 @@
 //! The execution model shared by the database and the executor: statuses, results and plans.
 
+pub(crate) mod decide;
 mod plan;
 mod result;
 
