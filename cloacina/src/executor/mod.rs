@@ -150,15 +150,10 @@ impl UnifiedExecutor {
                 config.observer.clone(),
             )
         });
-        let mut background = Vec::new();
-        if let Some(worker) = &worker {
-            // Registered (and dead workers' tasks given back) before the first claim.
-            worker.beat().await;
-            worker.reap().await;
-            background.push(tokio::spawn(worker.clone().claim_loop()));
-            background.push(tokio::spawn(worker.clone().maintenance_loop()));
-            background.push(tokio::spawn(worker.clone().fire_loop()));
-        }
+        let background = match &worker {
+            Some(worker) => worker.start().await,
+            None => Vec::new(),
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
@@ -218,7 +213,7 @@ impl UnifiedExecutor {
             Some(worker) => {
                 let permits = worker.reserve(roots);
                 let request = worker.claim_request(permits.len());
-                (permits, Some((worker.identity.id.clone(), request)))
+                (permits, Some((worker.id().to_string(), request)))
             }
             None => (Vec::new(), None),
         };
@@ -291,7 +286,7 @@ impl UnifiedExecutor {
             .inner
             .worker
             .as_ref()
-            .map(|w| w.finals.expect(execution));
+            .map(|w| w.expect_final(execution));
         loop {
             done.borrow_and_update();
             let shut_down = *lifecycle.borrow_and_update() == Lifecycle::ShutDown;
@@ -396,11 +391,7 @@ impl UnifiedExecutor {
             {
                 handle.abort();
             }
-            let _ = self
-                .inner
-                .db
-                .remove_worker(worker.identity.id.clone())
-                .await;
+            let _ = self.inner.db.remove_worker(worker.id().to_string()).await;
         }
         let db = self.inner.db.clone();
         let _ = tokio::task::spawn_blocking(move || db.signals().stop_listening()).await;
@@ -424,7 +415,7 @@ impl UnifiedExecutor {
 
     /// This executor's worker id, if it runs tasks.
     pub fn worker_id(&self) -> Option<&str> {
-        self.inner.worker.as_ref().map(|w| w.identity.id.as_str())
+        self.inner.worker.as_ref().map(|w| w.id())
     }
 }
 

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::attempt::{run_task, TaskEnd, TaskRunner, GIVEN_BACK};
 use super::lineage::{FinalContext, Lineage, INPUT};
-use super::worker::{Backoff, CancelSender, Worker};
+use super::worker::{Backoff, CancelSender, WorkerHandle};
 use crate::context::{Context, Output};
 use crate::database::claims::{Claim, Committed, EndedTask, SharedContext, TaskOutcome};
 use crate::database::signals::Signal;
@@ -58,7 +58,7 @@ struct Finished {
 type CommitEnd = (Result<Committed>, Vec<OwnedSemaphorePermit>);
 
 struct Scheduler {
-    worker: Arc<Worker>,
+    worker: WorkerHandle,
     execution: Uuid,
     workflow_name: Arc<str>,
     plan: Arc<ExecutionPlan>,
@@ -82,18 +82,16 @@ struct Scheduler {
 
 /// Drives the claimed tasks of `execution` until none is left running or uncommitted.
 pub(crate) async fn drive(
-    worker: Arc<Worker>,
-    execution: Uuid,
+    worker: WorkerHandle,
     first: Vec<Claimed>,
     mut receiver: mpsc::UnboundedReceiver<Vec<Claimed>>,
     cancel: Arc<CancelSender>,
     preloaded: Option<Preloaded>,
 ) {
-    let Some((workflow_name, plan, input, cancel_reason)) =
-        load(&worker, execution, preloaded).await
-    else {
+    let execution = worker.execution();
+    let Some((workflow_name, plan, input, cancel_reason)) = load(&worker, preloaded).await else {
         // The claims stay Running under this worker; they are given back once it stops.
-        while worker.end_session(execution, &mut receiver).is_some() {}
+        while worker.end_session(&mut receiver).is_some() {}
         return;
     };
     if let Some(reason) = cancel_reason {
@@ -127,8 +125,7 @@ pub(crate) async fn drive(
 /// The workflow name, plan, input and cancel request of an execution, retrying while the
 /// database fails.
 async fn load(
-    worker: &Worker,
-    execution: Uuid,
+    worker: &WorkerHandle,
     preloaded: Option<Preloaded>,
 ) -> Option<(Arc<str>, Arc<ExecutionPlan>, Context, Option<String>)> {
     if let Some(p) = preloaded {
@@ -136,7 +133,7 @@ async fn load(
     }
     let mut backoff = Backoff::default();
     loop {
-        match worker.db.load_stored(execution).await {
+        match worker.db().load_stored(worker.execution()).await {
             Ok(Some(stored)) => {
                 return Some((
                     stored.workflow_name.into(),
@@ -160,7 +157,7 @@ impl Scheduler {
                     self.flush();
                     continue;
                 }
-                match self.worker.end_session(self.execution, &mut receiver) {
+                match self.worker.end_session(&mut receiver) {
                     Some(more) => more.into_iter().for_each(|c| self.start(c)),
                     None => return,
                 }
@@ -215,19 +212,19 @@ impl Scheduler {
         self.claims[position] = claim.attempt;
         let input = self.take_input(position);
         let keep_input = !self.plan.dependents_of(position).is_empty();
-        let task = self.worker.registry.get(&claim.task_id);
+        let task = self.worker.task(&claim.task_id);
         let runner = task.map(|task| TaskRunner {
-            db: self.worker.db.clone(),
+            db: self.worker.db().clone(),
             execution_id: self.execution,
             workflow_name: self.workflow_name.clone(),
-            worker_id: self.worker.identity.id.clone(),
-            observer: self.worker.observer.clone(),
+            worker_id: self.worker.worker_id().to_string(),
+            observer: self.worker.observer().clone(),
             task,
             options: self.plan.tasks()[position].options.clone(),
-            permits: self.worker.permits.clone(),
+            permits: self.worker.permits().clone(),
             cancel: self.cancel.subscribe(),
         });
-        let db = self.worker.db.clone();
+        let db = self.worker.db().clone();
         let plan = self.plan.clone();
         let base = self.input.clone();
         let execution = self.execution;
@@ -305,7 +302,7 @@ impl Scheduler {
     /// Logs that the result of `attempt` of the task at `position` was thrown away.
     fn discard(&self, position: usize, attempt: u32) {
         report(
-            &self.worker.observer,
+            self.worker.observer(),
             Event::AttemptDiscarded {
                 attempt: AttemptRef {
                     execution_id: self.execution,
@@ -340,11 +337,10 @@ impl Scheduler {
         }
         let worker = self.worker.clone();
         let plan = self.plan.clone();
-        let execution = self.execution;
         let context: SharedContext = self.final_context.clone();
         self.commits.spawn(async move {
             let claim = permits.len();
-            let stored = store_batch(&worker, execution, plan, ended, claim, context).await;
+            let stored = store_batch(&worker, plan, ended, claim, context).await;
             (stored, permits)
         });
     }
@@ -352,7 +348,7 @@ impl Scheduler {
     fn on_committed(&mut self, (committed, mut permits): CommitEnd) {
         // On an error the tasks stay Running under this worker, given back once it stops.
         let Ok(committed) = committed else { return };
-        let signals = self.worker.db.signals();
+        let signals = self.worker.db().signals();
         for &(position, attempt) in &committed.lost {
             self.discard(position, attempt);
             // What this run handed on in memory is stale: dependents read inputs from the
@@ -381,7 +377,7 @@ impl Scheduler {
         }
         if let Some(status) = committed.finished {
             report(
-                &self.worker.observer,
+                self.worker.observer(),
                 Event::ExecutionEnded {
                     execution_id: self.execution,
                     workflow_name: &self.workflow_name,
@@ -394,7 +390,7 @@ impl Scheduler {
                 .unwrap_or_else(|p| p.into_inner())
                 .finished();
             if let Some(context) = finished {
-                self.worker.finals.deposit(self.execution, context);
+                self.worker.deposit_final(context);
             }
             signals.raise(Signal::Done);
         }
@@ -412,8 +408,7 @@ impl Scheduler {
 /// refused value, or commits failing while heartbeats succeed — the execution is failed with
 /// the database's message instead, so it never stays Running with nobody able to finish it.
 async fn store_batch(
-    worker: &Arc<Worker>,
-    execution: Uuid,
+    worker: &WorkerHandle,
     plan: Arc<ExecutionPlan>,
     ended: Arc<Vec<EndedTask>>,
     claim: usize,
@@ -424,11 +419,11 @@ async fn store_batch(
     let failing_since = tokio::time::Instant::now();
     loop {
         let committed = worker
-            .db
+            .db()
             .commit_ended(
-                execution,
+                worker.execution(),
                 plan.clone(),
-                worker.identity.id.clone(),
+                worker.worker_id().to_string(),
                 ended.clone(),
                 worker.claim_request(claim),
                 context.clone(),
@@ -437,7 +432,7 @@ async fn store_batch(
         let error = match committed {
             Ok(committed) => {
                 if failures > 0 {
-                    worker.set_stalled(execution, None);
+                    worker.set_stalled(None);
                 }
                 return Ok(committed);
             }
@@ -451,14 +446,14 @@ async fn store_batch(
         if refused {
             let message = format!("could not store the execution's results: {error}");
             if worker
-                .db
-                .fail_execution(execution, message.clone())
+                .db()
+                .fail_execution(worker.execution(), message.clone())
                 .await
                 .is_ok()
             {
-                worker.set_stalled(execution, None);
-                worker.cancel_local(execution, &message);
-                worker.db.signals().raise(Signal::Done);
+                worker.set_stalled(None);
+                worker.cancel(&message);
+                worker.db().signals().raise(Signal::Done);
                 return Err(error);
             }
         }
@@ -466,7 +461,7 @@ async fn store_batch(
             return Err(error);
         }
         if failures >= STALLED_AFTER {
-            worker.set_stalled(execution, Some(error.to_string()));
+            worker.set_stalled(Some(error.to_string()));
         }
         backoff.wait().await;
     }

@@ -112,9 +112,9 @@ impl UnifiedExecutor {
 impl Worker {
     /// Sleeps until the next schedule is due (woken early when schedules change), makes its
     /// fires, and repeats until shutdown.
-    pub(crate) async fn fire_loop(self: Arc<Self>) {
+    pub(super) async fn fire_loop(self: Arc<Self>) {
         let watching_since = now();
-        let mut changed = self.db.signals().subscribe(Signal::Schedules);
+        let mut changed = self.db().signals().subscribe(Signal::Schedules);
         let mut backoff = Backoff::default();
         while !self.is_closed() {
             changed.borrow_and_update();
@@ -144,7 +144,7 @@ impl Worker {
 
     /// Makes the fires due now, if any; returns how long to sleep before looking again.
     async fn fire_due(&self, watching_since: DateTime<Utc>) -> Result<Duration> {
-        let Some(at) = self.db.next_schedule_fire().await? else {
+        let Some(at) = self.db().next_schedule_fire().await? else {
             return Ok(LONGEST_SLEEP);
         };
         if let Ok(until) = (at - Utc::now()).to_std() {
@@ -153,22 +153,22 @@ impl Worker {
             }
         }
         let pass = self
-            .db
-            .fire_due_schedules(watching_since, self.lease)
+            .db()
+            .fire_due_schedules(watching_since, self.lease())
             .await?;
         if pass.submitted.is_empty() {
             return Ok(HELD_ELSEWHERE);
         }
         for (execution_id, workflow_name) in &pass.submitted {
             report(
-                &self.observer,
+                self.observer(),
                 Event::ExecutionSubmitted {
                     execution_id: *execution_id,
                     workflow_name,
                 },
             );
         }
-        self.db.signals().raise(Signal::Ready);
+        self.db().signals().raise(Signal::Ready);
         Ok(Duration::ZERO)
     }
 }

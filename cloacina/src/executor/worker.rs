@@ -16,15 +16,17 @@ use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::finals::Finals;
+use super::finals::{Expected, Finals};
 use super::registry::TaskRegistry;
 use super::scheduler::{self, Claimed, Preloaded};
+use crate::context::StoredContext;
 use crate::database::claims::{Claim, ClaimRequest, Registered};
 use crate::database::leases::WorkerIdentity;
 use crate::database::signals::Signal;
 use crate::database::Database;
 use crate::events::Observers;
 use crate::spawn::panic_message;
+use crate::task::Task;
 
 /// How often a worker looks for ready work even when nothing announced any.
 pub const SAFETY_POLL: Duration = Duration::from_secs(1);
@@ -52,22 +54,22 @@ impl Backoff {
 pub(crate) type CancelSender = watch::Sender<Option<String>>;
 
 /// The scheduler of an execution this worker is running tasks of.
-pub(crate) struct Session {
-    pub claims: mpsc::UnboundedSender<Vec<Claimed>>,
-    pub cancel: Arc<CancelSender>,
+struct Session {
+    claims: mpsc::UnboundedSender<Vec<Claimed>>,
+    cancel: Arc<CancelSender>,
 }
 
 /// One executor's worker: its identity, capacity, registered tasks and running sessions.
 pub(crate) struct Worker {
-    pub db: Database,
-    pub identity: WorkerIdentity,
-    pub permits: Arc<Semaphore>,
-    pub registry: Arc<dyn TaskRegistry>,
-    pub lease: Duration,
+    db: Database,
+    identity: WorkerIdentity,
+    permits: Arc<Semaphore>,
+    registry: Arc<dyn TaskRegistry>,
+    lease: Duration,
     /// Final contexts of executions ended here, for this process's `wait` calls.
-    pub finals: Arc<Finals>,
+    finals: Arc<Finals>,
     /// Who hears of executions ending and task attempts.
-    pub observer: Observers,
+    observer: Observers,
     sessions: Mutex<HashMap<Uuid, Session>>,
     /// Executions whose results this worker cannot store right now: the database's error and
     /// when it last failed.
@@ -81,6 +83,7 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
+    /// A worker with a new id, running at most as many tasks at once as `permits` holds.
     pub(crate) fn new(
         db: Database,
         permits: Arc<Semaphore>,
@@ -105,12 +108,50 @@ impl Worker {
         })
     }
 
+    /// Registers this worker, gives back dead workers' tasks, then starts claiming, upkeep and
+    /// schedule fires in the background; returns their tasks.
+    pub(crate) async fn start(self: &Arc<Self>) -> Vec<JoinHandle<()>> {
+        // Registered (and dead workers' tasks given back) before the first claim.
+        self.beat().await;
+        self.reap().await;
+        vec![
+            tokio::spawn(self.clone().claim_loop()),
+            tokio::spawn(self.clone().maintenance_loop()),
+            tokio::spawn(self.clone().fire_loop()),
+        ]
+    }
+
+    /// This worker's id, as its claims and its row in `workers` record it.
+    pub(crate) fn id(&self) -> &str {
+        &self.identity.id
+    }
+
+    /// The database this worker runs the tasks of.
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// How long after its last heartbeat a worker is presumed dead.
+    pub(crate) fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// Who hears of executions ending and task attempts.
+    pub(crate) fn observer(&self) -> &Observers {
+        &self.observer
+    }
+
+    /// Registers a waiter for the final context of `execution`, should it end here.
+    pub(crate) fn expect_final(&self, execution: Uuid) -> Expected {
+        self.finals.expect(execution)
+    }
+
     fn sessions(&self) -> MutexGuard<'_, HashMap<Uuid, Session>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Records that storing results of `execution` just failed with `error`, or (None) works.
-    pub(crate) fn set_stalled(&self, execution: Uuid, error: Option<String>) {
+    fn set_stalled(&self, execution: Uuid, error: Option<String>) {
         let mut stalled = self.stalled.lock().unwrap_or_else(|p| p.into_inner());
         match error {
             Some(error) => stalled.insert(execution, (error, tokio::time::Instant::now())),
@@ -135,7 +176,7 @@ impl Worker {
     }
 
     /// Which task ids this worker claims, for the claiming transactions.
-    pub(crate) fn registered(&self) -> Registered {
+    fn registered(&self) -> Registered {
         let registry = self.registry.clone();
         Arc::new(move |id: &str| registry.contains(id))
     }
@@ -196,13 +237,12 @@ impl Worker {
                 },
             );
             let preloaded = preloaded.clone().filter(|p| p.execution_id == execution);
-            let driving = tokio::spawn(scheduler::drive(
-                self.clone(),
+            let handle = WorkerHandle {
+                worker: self.clone(),
                 execution,
-                claimed,
-                receiver,
-                cancel,
-                preloaded,
+            };
+            let driving = tokio::spawn(scheduler::drive(
+                handle, claimed, receiver, cancel, preloaded,
             ));
             tokio::spawn(self.clone().supervise(execution, driving));
         }
@@ -228,7 +268,7 @@ impl Worker {
     }
 
     /// Removes a session whose work is done, unless claims arrived for it meanwhile.
-    pub(crate) fn end_session(
+    fn end_session(
         &self,
         execution: Uuid,
         receiver: &mut mpsc::UnboundedReceiver<Vec<Claimed>>,
@@ -281,7 +321,7 @@ impl Worker {
     }
 
     /// Claims ready tasks whenever slots are free and work may be waiting, until shutdown.
-    pub(crate) async fn claim_loop(self: Arc<Self>) {
+    async fn claim_loop(self: Arc<Self>) {
         let mut ready = self.db.signals().subscribe(Signal::Ready);
         while !self.is_closed() {
             let first = tokio::select! {
@@ -311,5 +351,88 @@ impl Worker {
                 () = self.closing.notified() => return,
             }
         }
+    }
+}
+
+/// The part of a worker that the scheduler of one execution uses: shared resources for its
+/// task runners, slots for the tasks its commits claim, and its session's bookkeeping.
+#[derive(Clone)]
+pub(crate) struct WorkerHandle {
+    worker: Arc<Worker>,
+    execution: Uuid,
+}
+
+impl WorkerHandle {
+    /// The execution whose scheduler holds this handle.
+    pub(crate) fn execution(&self) -> Uuid {
+        self.execution
+    }
+
+    /// The worker's id, which fences its writes about the tasks it claimed.
+    pub(crate) fn worker_id(&self) -> &str {
+        self.worker.id()
+    }
+
+    /// The database the execution is stored in.
+    pub(crate) fn db(&self) -> &Database {
+        &self.worker.db
+    }
+
+    /// Who hears of the execution ending and of task attempts.
+    pub(crate) fn observer(&self) -> &Observers {
+        &self.worker.observer
+    }
+
+    /// The worker's concurrency slots, which a task re-takes for each retry.
+    pub(crate) fn permits(&self) -> &Arc<Semaphore> {
+        &self.worker.permits
+    }
+
+    /// The task registered under `id` in this process.
+    pub(crate) fn task(&self, id: &str) -> Option<Arc<dyn Task>> {
+        self.worker.registry.get(id)
+    }
+
+    /// Whether shutdown has begun.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.worker.is_closed()
+    }
+
+    /// Takes as many free slots as are available, up to `wanted`, for claims made in a commit.
+    pub(crate) fn reserve(&self, wanted: usize) -> Vec<OwnedSemaphorePermit> {
+        self.worker.reserve(wanted)
+    }
+
+    /// A claim request for `permits` slots.
+    pub(crate) fn claim_request(&self, permits: usize) -> ClaimRequest {
+        self.worker.claim_request(permits)
+    }
+
+    /// Whether a heartbeat wrote to the database after `since`: it accepts writes.
+    pub(crate) fn wrote_since(&self, since: tokio::time::Instant) -> bool {
+        self.worker.wrote_since(since)
+    }
+
+    /// Records that storing the execution's results just failed with `error`, or (None) works.
+    pub(crate) fn set_stalled(&self, error: Option<String>) {
+        self.worker.set_stalled(self.execution, error);
+    }
+
+    /// Tells the runners of the execution's tasks in this process to stop.
+    pub(crate) fn cancel(&self, reason: &str) {
+        self.worker.cancel_local(self.execution, reason);
+    }
+
+    /// Leaves the execution's final context for this process's `wait` calls.
+    pub(crate) fn deposit_final(&self, context: StoredContext) {
+        self.worker.finals.deposit(self.execution, context);
+    }
+
+    /// Ends the session once its work is done, unless claims arrived for it meanwhile.
+    pub(crate) fn end_session(
+        &self,
+        receiver: &mut mpsc::UnboundedReceiver<Vec<Claimed>>,
+    ) -> Option<Vec<Claimed>> {
+        self.worker.end_session(self.execution, receiver)
     }
 }

@@ -18,7 +18,7 @@ impl Worker {
     /// relays cancellations from other processes, until shutdown. Each runs on its own, so
     /// none waits on another: a reap stuck behind a peer's lock delays no heartbeat and no
     /// cancellation.
-    pub(crate) async fn maintenance_loop(self: std::sync::Arc<Self>) {
+    pub(super) async fn maintenance_loop(self: std::sync::Arc<Self>) {
         let beat = self.beat_interval();
         tokio::join!(
             self.every(beat, |w| Box::pin(w.beat())),
@@ -64,7 +64,7 @@ impl Worker {
     }
 
     /// Refreshes this worker's lease.
-    pub(crate) async fn beat(&self) {
+    pub(super) async fn beat(&self) {
         if self
             .db
             .heartbeat(self.identity.clone(), self.task_ids_json())
@@ -77,13 +77,13 @@ impl Worker {
     }
 
     /// Whether a heartbeat wrote to the database after `since`: it accepts writes.
-    pub(crate) fn wrote_since(&self, since: tokio::time::Instant) -> bool {
+    pub(super) fn wrote_since(&self, since: tokio::time::Instant) -> bool {
         let last = *self.last_beat.lock().unwrap_or_else(|p| p.into_inner());
         last.is_some_and(|beat| beat > since)
     }
 
     /// Gives back dead workers' tasks and cancels executions past their deadline.
-    pub(crate) async fn reap(&self) {
+    pub(super) async fn reap(&self) {
         if let Ok(requeued) = self
             .db
             .reap_dead_workers(self.identity.clone(), self.lease)
