@@ -23,7 +23,7 @@ pub use schedules::ScheduleOptions;
 pub use worker::SAFETY_POLL;
 
 use crate::context::Context;
-use crate::database::control::CancelOutcome;
+use crate::database::control::{CancelOutcome, Submitted};
 use crate::database::leases::WorkerInfo;
 use crate::database::queries::ExecutionFilter;
 use crate::database::signals::Signal;
@@ -34,7 +34,6 @@ use crate::events::{report, Event, Observer, Observers};
 use crate::limits;
 use crate::model::{now, ExecutionPlan, ExecutionResult};
 use crate::workflow::Workflow;
-use scheduler::Preloaded;
 use worker::Worker;
 
 /// Default number of tasks one executor runs at once.
@@ -206,54 +205,36 @@ impl UnifiedExecutor {
             ),
             None => None,
         };
-        let roots = (0..plan.len())
-            .filter(|&p| plan.dependencies_of(p).is_empty())
-            .count();
-        let (permits, claim) = match &self.inner.worker {
+        let submitted = match &self.inner.worker {
             Some(worker) => {
-                let permits = worker.reserve(roots);
-                let request = worker.claim_request(permits.len());
-                (permits, Some((worker.id().to_string(), request)))
+                let key = options.idempotency_key;
+                worker.submit(record, plan, input, key, deadline).await?
             }
-            None => (Vec::new(), None),
+            None => {
+                let submitted = self
+                    .inner
+                    .db
+                    .submit(
+                        record,
+                        (*plan).clone(),
+                        options.idempotency_key,
+                        deadline,
+                        None,
+                        self.inner.lease,
+                    )
+                    .await?;
+                let roots = root_count(&plan);
+                let observer = &self.inner.observer;
+                announce_submitted(observer, &self.inner.db, &submitted, workflow.name(), roots);
+                submitted
+            }
         };
-        let submitted = self
-            .inner
-            .db
-            .submit(
-                record,
-                (*plan).clone(),
-                options.idempotency_key,
-                deadline,
-                claim,
-                self.inner.lease,
-            )
-            .await?;
         let id = submitted.execution_id;
         if submitted.created {
-            report(
-                &self.inner.observer,
-                Event::ExecutionSubmitted {
-                    execution_id: id,
-                    workflow_name: workflow.name(),
-                },
-            );
             self.submitted().insert(id);
             if let Some(timeout) = options.timeout {
                 self.cancel_at(id, timeout);
             }
-            if submitted.claimed.len() < roots {
-                self.inner.db.signals().raise(Signal::Ready);
-            }
-        }
-        if let Some(worker) = &self.inner.worker {
-            let preloaded = Preloaded {
-                execution_id: id,
-                workflow_name: workflow.name().into(),
-                plan,
-                input,
-            };
-            worker.dispatch(submitted.claimed, permits, Some(preloaded));
         }
         Ok(id)
     }
@@ -428,6 +409,37 @@ pub fn idle_in_transaction_limit(lease: Duration) -> Duration {
 
 /// The shortest idle-in-transaction limit an executor sets.
 pub const MIN_IDLE_IN_TRANSACTION: Duration = Duration::from_secs(10);
+
+/// Tells observers of a newly stored execution, and other workers of the root tasks its
+/// submitter did not claim.
+fn announce_submitted(
+    observer: &Observers,
+    db: &Database,
+    submitted: &Submitted,
+    workflow_name: &str,
+    roots: usize,
+) {
+    if !submitted.created {
+        return;
+    }
+    report(
+        observer,
+        Event::ExecutionSubmitted {
+            execution_id: submitted.execution_id,
+            workflow_name,
+        },
+    );
+    if submitted.claimed.len() < roots {
+        db.signals().raise(Signal::Ready);
+    }
+}
+
+/// How many tasks of `plan` depend on none: those ready as soon as it is submitted.
+fn root_count(plan: &ExecutionPlan) -> usize {
+    (0..plan.len())
+        .filter(|&p| plan.dependencies_of(p).is_empty())
+        .count()
+}
 
 pub(crate) fn shut_down() -> Error {
     Error::ShutDown("the executor is shut down".into())

@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -19,12 +21,16 @@ use uuid::Uuid;
 use super::finals::{Expected, Finals};
 use super::registry::TaskRegistry;
 use super::scheduler::{self, Claimed, Preloaded};
-use crate::context::StoredContext;
+use super::{announce_submitted, root_count};
+use crate::context::{Context, StoredContext};
 use crate::database::claims::{Claim, ClaimRequest, Registered};
+use crate::database::control::Submitted;
 use crate::database::leases::WorkerIdentity;
 use crate::database::signals::Signal;
 use crate::database::Database;
+use crate::error::Result;
 use crate::events::Observers;
+use crate::model::{ExecutionPlan, ExecutionResult};
 use crate::spawn::panic_message;
 use crate::task::Task;
 
@@ -197,15 +203,53 @@ impl Worker {
     }
 
     /// A claim request for `permits` slots.
-    pub(crate) fn claim_request(&self, permits: usize) -> ClaimRequest {
+    fn claim_request(&self, permits: usize) -> ClaimRequest {
         ClaimRequest {
             limit: permits,
             registered: self.registered(),
         }
     }
 
+    /// Stores a new execution, claiming in the same transaction the root tasks it has free
+    /// slots for, and starts them; returns what was stored, its claims handed on.
+    pub(crate) async fn submit(
+        self: &Arc<Self>,
+        record: ExecutionResult,
+        plan: Arc<ExecutionPlan>,
+        input: Context,
+        idempotency_key: Option<String>,
+        deadline: Option<DateTime<Utc>>,
+    ) -> Result<Submitted> {
+        let workflow_name: Arc<str> = record.workflow_name.as_str().into();
+        let roots = root_count(&plan);
+        let permits = self.reserve(roots);
+        let claim = (self.id().to_string(), self.claim_request(permits.len()));
+        let stored = (*plan).clone();
+        let mut submitted = self
+            .db
+            .submit(
+                record,
+                stored,
+                idempotency_key,
+                deadline,
+                Some(claim),
+                self.lease,
+            )
+            .await?;
+        announce_submitted(&self.observer, &self.db, &submitted, &workflow_name, roots);
+        let preloaded = Preloaded {
+            execution_id: submitted.execution_id,
+            workflow_name,
+            plan,
+            input,
+        };
+        let claimed = std::mem::take(&mut submitted.claimed);
+        self.dispatch(claimed, permits, Some(preloaded));
+        Ok(submitted)
+    }
+
     /// Hands claimed tasks to their execution's scheduler, starting one if needed.
-    pub(crate) fn dispatch(
+    fn dispatch(
         self: &Arc<Self>,
         claims: Vec<Claim>,
         permits: Vec<OwnedSemaphorePermit>,
