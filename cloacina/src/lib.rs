@@ -1,8 +1,10 @@
 //! Cloacina: an embedded workflow engine that runs DAGs of async tasks and records every
 //! execution in SQLite or PostgreSQL, so work survives a crash.
+//!
+//! The crate's API is what this file re-exports; storage (`database`) is internal.
 
 pub mod context;
-pub mod database;
+pub(crate) mod database;
 pub mod error;
 pub mod events;
 pub mod executor;
@@ -19,9 +21,14 @@ pub mod workflow;
 pub mod python;
 
 pub use context::{Context, Handoff, InputValue, Output, SharedInput, SharedValue, StoredContext};
+pub use database::leases::WorkerInfo;
 pub use database::queries::ExecutionFilter;
+pub use database::schedules::Schedule;
 pub use database::url::{BackendKind, DatabaseUrl};
-pub use database::PoolOptions;
+pub use database::{
+    PoolOptions, DEFAULT_IDLE_IN_TRANSACTION_LIMIT, DEFAULT_POSTGRES_POOL_SIZE,
+    DEFAULT_SQLITE_POOL_SIZE,
+};
 pub use error::{Error, Result, WorkflowError};
 pub use executor::{
     ExecutorConfig, ScheduleOptions, SubmitOptions, SubmittedTasks, TaskRegistry, UnifiedExecutor,
