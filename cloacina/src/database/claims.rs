@@ -25,9 +25,13 @@ use super::{write_transaction, Database, Pool};
 use crate::error::{Error, Result};
 use crate::model::{now, AttemptRecord, ExecutionPlan, ExecutionStatus, TaskStatus};
 
-/// How a task ended, ready to store.
-#[derive(Debug, Clone)]
-pub(crate) struct TaskOutcome {
+/// A claimed task that ended, ready to store: its final status with what goes with it, the
+/// fence of its claim, and its last attempt (earlier ones were stored as they failed).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct EndedTask {
+    pub position: usize,
+    /// The task's attempt number as its runner last stored it: the fencing token of its claim.
+    pub fence: u32,
     pub status: TaskStatus,
     /// The number of the last attempt, and when it started.
     pub attempt: u32,
@@ -37,17 +41,23 @@ pub(crate) struct TaskOutcome {
     pub traceback: Option<String>,
     pub reason: Option<String>,
     pub completed_at: DateTime<Utc>,
+    /// The last attempt, not stored yet; None when the task was cancelled between attempts.
+    pub last_attempt: Option<AttemptRecord>,
 }
 
-impl TaskOutcome {
-    /// An outcome with no output, error or reason; struct update syntax adds those.
+impl EndedTask {
+    /// An end with no output, error, reason or attempt record; struct update syntax adds those.
     pub(crate) fn new(
+        position: usize,
+        fence: u32,
         status: TaskStatus,
         attempt: u32,
         started_at: DateTime<Utc>,
         completed_at: DateTime<Utc>,
     ) -> Self {
         Self {
+            position,
+            fence,
             status,
             attempt,
             started_at: Some(started_at),
@@ -56,17 +66,9 @@ impl TaskOutcome {
             traceback: None,
             reason: None,
             completed_at,
+            last_attempt: None,
         }
     }
-}
-
-/// A claimed task that ended, with its last attempt (earlier ones were stored as they failed).
-pub(crate) struct EndedTask {
-    pub position: usize,
-    /// The task's attempt number as its runner last stored it: the fencing token of its claim.
-    pub fence: u32,
-    pub outcome: TaskOutcome,
-    pub last_attempt: Option<AttemptRecord>,
 }
 
 /// The queue every task is in until named queues arrive.
@@ -129,7 +131,6 @@ impl Database {
                 let mut attempts = Vec::with_capacity(ended.len());
                 for task in ended.iter() {
                     let planned = &plan.tasks()[task.position];
-                    let o = &task.outcome;
                     // Fenced: a stale claim (its worker presumed dead) no longer owns the task.
                     let owned = Cached::new(
                         &[
@@ -148,14 +149,14 @@ impl Database {
                             " AND status = 'Running'",
                         ],
                         vec![
-                            Bind::Text(Some(o.status.as_str())),
-                            Bind::Int(o.attempt as i32),
-                            Bind::Time(o.started_at.map(|t| t.naive_utc())),
-                            Bind::Text(o.output_json.as_deref()),
-                            Bind::Text(o.error.as_deref()),
-                            Bind::Text(o.traceback.as_deref()),
-                            Bind::Text(o.reason.as_deref()),
-                            Bind::Time(Some(o.completed_at.naive_utc())),
+                            Bind::Text(Some(task.status.as_str())),
+                            Bind::Int(task.attempt as i32),
+                            Bind::Time(task.started_at.map(|t| t.naive_utc())),
+                            Bind::Text(task.output_json.as_deref()),
+                            Bind::Text(task.error.as_deref()),
+                            Bind::Text(task.traceback.as_deref()),
+                            Bind::Text(task.reason.as_deref()),
+                            Bind::Time(Some(task.completed_at.naive_utc())),
                             Bind::Text(Some(&id)),
                             Bind::Text(Some(&planned.id)),
                             Bind::Text(Some(&worker)),
@@ -164,7 +165,7 @@ impl Database {
                     )
                     .execute(conn)?;
                     if owned == 0 {
-                        committed.lost.push((task.position, o.attempt));
+                        committed.lost.push((task.position, task.attempt));
                         continue;
                     }
                     if let Some(attempt) = &task.last_attempt {
@@ -174,8 +175,8 @@ impl Database {
                         task.position,
                         TaskState {
                             task_id: planned.id.clone(),
-                            status: o.status,
-                            attempt: o.attempt,
+                            status: task.status,
+                            attempt: task.attempt,
                             ready: false,
                         },
                     );
@@ -484,12 +485,8 @@ mod tests {
     /// Attempt `fence` of task 0, ended Completed with output `{"attempt": fence}`.
     fn completed(fence: u32) -> Arc<Vec<EndedTask>> {
         let at = now();
-        let mut outcome = TaskOutcome::new(TaskStatus::Completed, fence, at, at);
-        outcome.output_json = Some(format!("{{\"attempt\": {fence}}}"));
         Arc::new(vec![EndedTask {
-            position: 0,
-            fence,
-            outcome,
+            output_json: Some(format!("{{\"attempt\": {fence}}}")),
             last_attempt: Some(AttemptRecord {
                 attempt: fence,
                 status: TaskStatus::Completed,
@@ -497,6 +494,7 @@ mod tests {
                 started_at: at,
                 completed_at: at,
             }),
+            ..EndedTask::new(0, fence, TaskStatus::Completed, fence, at, at)
         }])
     }
 

@@ -1,5 +1,6 @@
 //! Runs one task to its end: attempts, timeouts, retries with backoff, skips and cancellation,
-//! recording every attempt as it finishes.
+//! recording every attempt as it finishes. What an attempt's end means for its task is decided
+//! by [`conclude`], a pure function; the rest is the waiting around it.
 
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use crate::context::{Output, SharedInput};
-use crate::database::claims::TaskOutcome;
+use crate::database::claims::EndedTask;
 use crate::database::Database;
 use crate::events::{report, AttemptRef, Event, Observers};
 use crate::model::{now, storable_text, AttemptRecord, TaskStatus};
@@ -22,6 +23,8 @@ pub(crate) const MAX_OUTPUT_BYTES: usize = 1_000_000_000;
 
 /// Everything a task runner needs, detached from the scheduler.
 pub(crate) struct TaskRunner {
+    /// The task's place in its execution's plan.
+    pub position: usize,
     pub db: Database,
     pub execution_id: Uuid,
     pub workflow_name: Arc<str>,
@@ -45,20 +48,129 @@ impl TaskRunner {
         }
     }
 
-    /// Reports the end of attempt `attempt`, begun at `started_at`.
-    fn report_end(&self, attempt: u32, record: &AttemptRecord, started_at: DateTime<Utc>) {
+    /// Reports the end of an attempt.
+    fn report_end(&self, record: &AttemptRecord) {
         report(
             &self.observer,
             Event::AttemptEnded {
-                attempt: self.attempt_ref(attempt),
+                attempt: self.attempt_ref(record.attempt),
                 status: record.status,
                 error: record.error.as_deref(),
-                seconds: (record.completed_at - started_at)
+                seconds: (record.completed_at - record.started_at)
                     .num_microseconds()
                     .unwrap_or(0) as f64
                     / 1e6,
             },
         );
+    }
+
+    /// Runs attempt `attempt` on `input` until it ends or the execution is cancelled; how it
+    /// ended, and its output if it completed.
+    async fn attempt(&mut self, input: SharedInput, attempt: u32) -> (AttemptEnd, Option<Output>) {
+        let current = self.current(attempt);
+        report(
+            &self.observer,
+            Event::AttemptStarted(self.attempt_ref(attempt)),
+        );
+        let result = tokio::select! {
+            biased;
+            reason = cancelled(&mut self.cancel) => return (AttemptEnd::Cancelled(reason), None),
+            result = run_attempt(&self.task, &self.options, input, current) => result,
+        };
+        let output = match result {
+            Ok(output) => output,
+            Err(error) => {
+                let error = TaskError {
+                    message: storable_text(error.message),
+                    traceback: error.traceback.map(storable_text),
+                    ..error
+                };
+                return (AttemptEnd::Failed(error), None);
+            }
+        };
+        match stored_json(self.task.id(), &output) {
+            Ok(json) => (AttemptEnd::Completed(json), Some(output)),
+            Err(error) => (AttemptEnd::Failed(error), None),
+        }
+    }
+
+    /// Stores a failed attempt that will be retried; the claim's new fence, or None (reported)
+    /// if the claim fenced by `fence` was given back meanwhile.
+    async fn store_failed(&self, fence: u32, failed: AttemptRecord) -> Option<u32> {
+        let attempt = failed.attempt;
+        let owned = self
+            .db
+            .record_retry(
+                self.execution_id,
+                self.worker_id.clone(),
+                fence,
+                self.task.id().to_string(),
+                failed,
+            )
+            .await;
+        match owned {
+            Ok(true) => Some(attempt + 1),
+            Ok(false) => {
+                report(
+                    &self.observer,
+                    Event::AttemptDiscarded {
+                        attempt: self.attempt_ref(attempt),
+                        reason: GIVEN_BACK,
+                    },
+                );
+                None
+            }
+            // This only loses the attempt's history row (the fence stays as it was); ownership
+            // is checked again when the task's end is committed.
+            Err(_) => Some(fence),
+        }
+    }
+
+    /// Gives up the task's slot, waits out the delay before retry number `failures` (after
+    /// attempt `attempt`) and takes a slot again; `Err` with the reason if the execution is
+    /// cancelled meanwhile.
+    async fn wait_to_retry(
+        &mut self,
+        failures: u32,
+        attempt: u32,
+        slot: &mut Option<OwnedSemaphorePermit>,
+    ) -> Result<(), String> {
+        // Free the slot while waiting, so other tasks run during the delay.
+        drop(slot.take());
+        let delay = self.options.retry.delay_before(failures, unit_random());
+        report(
+            &self.observer,
+            Event::RetryScheduled {
+                attempt: self.attempt_ref(attempt),
+                delay,
+            },
+        );
+        tokio::select! {
+            biased;
+            reason = cancelled(&mut self.cancel) => return Err(reason),
+            () = tokio::time::sleep(delay) => {}
+        }
+        let permit = tokio::select! {
+            biased;
+            reason = cancelled(&mut self.cancel) => return Err(reason),
+            permit = self.permits.clone().acquire_owned() => permit.expect("the executor never closes its semaphore"),
+        };
+        *slot = Some(permit);
+        Ok(())
+    }
+
+    /// Stores when a retry started, fenced as `store_failed`.
+    async fn store_retry_start(&self, fence: u32, started_at: DateTime<Utc>) {
+        let _ = self
+            .db
+            .record_retry_start(
+                self.execution_id,
+                self.worker_id.clone(),
+                fence,
+                self.task.id().to_string(),
+                started_at,
+            )
+            .await;
     }
 
     /// What the task's code sees of its attempt number `attempt`.
@@ -128,228 +240,140 @@ impl Drop for SlotLent {
     }
 }
 
-/// How a task ended, as the scheduler needs it; the scheduler stores it with its next batch.
-pub(crate) struct TaskEnd {
-    pub output: Option<Output>,
-    /// The task's attempt number as this runner last stored it: the fencing token of its claim.
-    pub fence: u32,
-    /// The final status and what to store for it.
-    pub outcome: TaskOutcome,
-    /// The last attempt, not yet stored (earlier attempts were stored when they failed).
-    pub last_attempt: Option<AttemptRecord>,
-    /// The slot the task ran in, kept so the commit can claim the next task into it.
-    pub permit: Option<OwnedSemaphorePermit>,
-}
-
 /// Why a stale attempt's result is thrown away, as the log says it.
 pub(crate) const GIVEN_BACK: &str = "its claim was given back while it ran (this worker was presumed dead, paused or cut off for longer than the lease); the task runs again under a new claim";
 
-/// How one attempt ended.
-enum AttemptEnd {
-    /// The output and its JSON.
-    Output(Output, String),
-    Error(TaskError),
+/// How one attempt of a task ended.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum AttemptEnd {
+    /// It returned an output, stored as this JSON.
+    Completed(String),
+    /// It failed, asked to be skipped or said it was cancelled, timed out, or returned more
+    /// than a database stores.
+    Failed(TaskError),
+    /// Its execution was cancelled, for this reason.
     Cancelled(String),
 }
 
+/// What attempt `attempt` of the task at `position` ending as `ended` means for the task (its
+/// claim fenced by `fence`, the attempt run from `started_at` to `completed_at`): `Ok` with
+/// the task's end to store, this attempt its last; `Err` with the failed attempt to store
+/// before the task is retried, when it failed retryably and `retries_left`.
+pub(crate) fn conclude(
+    ended: AttemptEnd,
+    retries_left: bool,
+    position: usize,
+    fence: u32,
+    attempt: u32,
+    started_at: DateTime<Utc>,
+    completed_at: DateTime<Utc>,
+) -> Result<EndedTask, AttemptRecord> {
+    let record = |status, error| AttemptRecord {
+        attempt,
+        status,
+        error,
+        started_at,
+        completed_at,
+    };
+    let end = |status, error: Option<&String>| EndedTask {
+        last_attempt: Some(record(status, error.cloned())),
+        ..EndedTask::new(position, fence, status, attempt, started_at, completed_at)
+    };
+    // A task that says it was cancelled ends as a cancellation from outside does.
+    let ended = match ended {
+        AttemptEnd::Failed(error) if error.kind == TaskErrorKind::Cancelled => {
+            AttemptEnd::Cancelled(error.message)
+        }
+        ended => ended,
+    };
+    Ok(match ended {
+        AttemptEnd::Completed(json) => EndedTask {
+            output_json: Some(json),
+            ..end(TaskStatus::Completed, None)
+        },
+        AttemptEnd::Cancelled(reason) => EndedTask {
+            reason: Some(reason.clone()),
+            ..end(TaskStatus::Cancelled, Some(&reason))
+        },
+        AttemptEnd::Failed(error) => match error.kind {
+            TaskErrorKind::Skip => EndedTask {
+                reason: Some(error.message.clone()),
+                ..end(TaskStatus::Skipped, Some(&error.message))
+            },
+            TaskErrorKind::Retryable if retries_left => {
+                return Err(record(TaskStatus::Failed, Some(error.message)))
+            }
+            _ => EndedTask {
+                error: Some(error.message.clone()),
+                traceback: error.traceback,
+                ..end(TaskStatus::Failed, Some(&error.message))
+            },
+        },
+    })
+}
+
 /// Runs attempts from `first_attempt` (claimed at `first_start`) until one succeeds, skips,
-/// fails for good or the execution is cancelled. A failed attempt that will be retried is
-/// stored as it happens; the rest is stored by the scheduler. None if this worker lost the
-/// task meanwhile (it was presumed dead and the task given to another worker).
+/// fails for good or the execution is cancelled; `slot` holds the task's concurrency slot,
+/// given up while it waits to retry. A failed attempt that will be retried is stored as it
+/// happens; the rest is stored by the scheduler. Returns the task's end with its output, or
+/// None if this worker lost the task meanwhile (its claim was given back).
 pub(crate) async fn run_task(
     mut runner: TaskRunner,
     input: SharedInput,
-    permit: OwnedSemaphorePermit,
+    slot: &mut Option<OwnedSemaphorePermit>,
     first_attempt: u32,
     first_start: DateTime<Utc>,
-) -> Option<TaskEnd> {
-    let options = runner.options.clone();
-    let task_id = runner.task.id().to_string();
+) -> Option<(EndedTask, Option<Output>)> {
+    let retries = runner.options.retry.retries;
     let mut failures = 0u32;
     let mut attempt = first_attempt;
+    // The attempt number as last stored: the fencing token of every write about this claim.
     let mut fence = first_attempt;
-    let mut permit = Some(permit);
-
     let mut started_at = first_start;
     loop {
-        let retries_left = failures < options.retry.retries;
         // Each attempt gets the input afresh; its values are shared, not copied.
-        let attempt_input = input.clone();
-        let current = runner.current(attempt);
-        report(
-            &runner.observer,
-            Event::AttemptStarted(runner.attempt_ref(attempt)),
-        );
-        let ended = tokio::select! {
-            biased;
-            reason = cancelled(&mut runner.cancel) => AttemptEnd::Cancelled(reason),
-            result = run_attempt(&runner.task, &options, attempt_input, current) => match result {
-                Ok(output) => stored_output(&task_id, output),
-                Err(error) if error.kind == TaskErrorKind::Cancelled => {
-                    AttemptEnd::Cancelled(storable_text(error.message))
-                }
-                Err(error) => AttemptEnd::Error(TaskError {
-                    message: storable_text(error.message),
-                    traceback: error.traceback.map(storable_text),
-                    ..error
-                }),
-            },
-        };
-        let completed_at = now();
-        let record = |status: TaskStatus, error: Option<String>| AttemptRecord {
+        let (ended, output) = runner.attempt(input.clone(), attempt).await;
+        let (retries_left, position, ended_at) = (failures < retries, runner.position, now());
+        let concluded = conclude(
+            ended,
+            retries_left,
+            position,
+            fence,
             attempt,
-            status,
-            error,
             started_at,
-            completed_at,
-        };
-        let outcome = |status, output_json, error, traceback, reason| TaskOutcome {
-            output_json,
-            error,
-            traceback,
-            reason,
-            ..TaskOutcome::new(status, attempt, started_at, completed_at)
-        };
-        let (end, attempt_record) = match ended {
-            AttemptEnd::Output(output, json) => (
-                Some((
-                    outcome(TaskStatus::Completed, Some(json), None, None, None),
-                    Some(output),
-                )),
-                record(TaskStatus::Completed, None),
-            ),
-            AttemptEnd::Cancelled(reason) => (
-                Some((
-                    outcome(
-                        TaskStatus::Cancelled,
-                        None,
-                        None,
-                        None,
-                        Some(reason.clone()),
-                    ),
-                    None,
-                )),
-                record(TaskStatus::Cancelled, Some(reason)),
-            ),
-            AttemptEnd::Error(error) if error.kind == TaskErrorKind::Skip => (
-                Some((
-                    outcome(
-                        TaskStatus::Skipped,
-                        None,
-                        None,
-                        None,
-                        Some(error.message.clone()),
-                    ),
-                    None,
-                )),
-                record(TaskStatus::Skipped, Some(error.message)),
-            ),
-            AttemptEnd::Error(error) if error.kind == TaskErrorKind::Retryable && retries_left => {
-                (None, record(TaskStatus::Failed, Some(error.message)))
-            }
-            AttemptEnd::Error(error) => (
-                Some((
-                    outcome(
-                        TaskStatus::Failed,
-                        None,
-                        Some(error.message.clone()),
-                        error.traceback,
-                        None,
-                    ),
-                    None,
-                )),
-                record(TaskStatus::Failed, Some(error.message)),
-            ),
-        };
-        runner.report_end(attempt, &attempt_record, started_at);
-        if let Some((outcome, output)) = end {
-            return Some(TaskEnd {
-                output,
-                fence,
-                outcome,
-                last_attempt: Some(attempt_record),
-                permit,
-            });
-        }
-        failures += 1;
-        // A database error here only loses this attempt's history row (the fence stays as it
-        // was); ownership is checked again when the task's outcome is committed.
-        let owned = runner
-            .db
-            .record_retry(
-                runner.execution_id,
-                runner.worker_id.clone(),
-                fence,
-                task_id.clone(),
-                attempt_record,
-            )
-            .await;
-        match owned {
-            Ok(true) => fence = attempt + 1,
-            Ok(false) => {
-                report(
-                    &runner.observer,
-                    Event::AttemptDiscarded {
-                        attempt: runner.attempt_ref(attempt),
-                        reason: GIVEN_BACK,
-                    },
-                );
-                return None;
-            }
-            Err(_) => {}
-        }
-        // Free the slot while waiting, so other tasks run during the delay.
-        drop(permit.take());
-        let delay = options.retry.delay_before(failures, unit_random());
-        report(
-            &runner.observer,
-            Event::RetryScheduled {
-                attempt: runner.attempt_ref(attempt),
-                delay,
-            },
+            ended_at,
         );
-        let resumed = tokio::select! {
-            biased;
-            reason = cancelled(&mut runner.cancel) => Err(reason),
-            () = tokio::time::sleep(delay) => Ok(()),
+        let failed = match concluded {
+            Ok(end) => {
+                if let Some(last) = &end.last_attempt {
+                    runner.report_end(last);
+                }
+                return Some((end, output));
+            }
+            Err(failed) => failed,
         };
-        let reacquired = match resumed {
-            Ok(()) => tokio::select! {
-                biased;
-                reason = cancelled(&mut runner.cancel) => Err(reason),
-                permit = runner.permits.clone().acquire_owned() => Ok(permit.expect("the executor never closes its semaphore")),
-            },
-            Err(reason) => Err(reason),
-        };
-        attempt += 1;
-        match reacquired {
-            Ok(p) => {
-                permit = Some(p);
-                started_at = now();
-                let _ = runner
-                    .db
-                    .record_retry_start(
-                        runner.execution_id,
-                        runner.worker_id.clone(),
+        runner.report_end(&failed);
+        failures += 1;
+        fence = runner.store_failed(fence, failed).await?;
+        if let Err(reason) = runner.wait_to_retry(failures, attempt, slot).await {
+            return Some((
+                EndedTask {
+                    reason: Some(reason),
+                    ..EndedTask::new(
+                        position,
                         fence,
-                        task_id.clone(),
+                        TaskStatus::Cancelled,
+                        attempt,
                         started_at,
+                        now(),
                     )
-                    .await;
-            }
-            Err(reason) => {
-                return Some(TaskEnd {
-                    output: None,
-                    fence,
-                    outcome: TaskOutcome {
-                        reason: Some(reason),
-                        ..TaskOutcome::new(TaskStatus::Cancelled, attempt - 1, started_at, now())
-                    },
-                    last_attempt: None,
-                    permit: None,
-                });
-            }
+                },
+                None,
+            ));
         }
+        attempt += 1;
+        started_at = now();
+        runner.store_retry_start(fence, started_at).await;
     }
 }
 
@@ -385,13 +409,13 @@ async fn run_attempt(
     joined.unwrap_or_else(|e| Err(TaskError::new(panic_message(e))))
 }
 
-/// A task's output as stored, or a failure if it is larger than a database stores.
-fn stored_output(task_id: &str, output: Output) -> AttemptEnd {
+/// A task's output as the JSON stored, or a failure if it is larger than a database stores.
+fn stored_json(task_id: &str, output: &Output) -> Result<String, TaskError> {
     let json = output.to_json();
     if json.len() <= MAX_OUTPUT_BYTES {
-        return AttemptEnd::Output(output, json);
+        return Ok(json);
     }
-    AttemptEnd::Error(TaskError::fatal(format!(
+    Err(TaskError::fatal(format!(
         "ValueError: task '{task_id}' returned {} bytes of JSON; a task's output is stored in one database value of at most {MAX_OUTPUT_BYTES} bytes",
         json.len()
     )))
@@ -413,4 +437,106 @@ async fn cancelled(cancel: &mut watch::Receiver<Option<String>>) -> String {
 fn unit_random() -> f64 {
     let bits = (Uuid::new_v4().as_u128() >> 75) as u64; // 53 random bits
     (bits as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POSITION: usize = 3;
+    const FENCE: u32 = 2;
+    const ATTEMPT: u32 = 4;
+
+    /// `conclude` for attempt [`ATTEMPT`] of the task at [`POSITION`] under fence [`FENCE`].
+    fn conclude_now(ended: AttemptEnd, retries_left: bool) -> Result<EndedTask, AttemptRecord> {
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        conclude(ended, retries_left, POSITION, FENCE, ATTEMPT, at, at)
+    }
+
+    /// The record of attempt [`ATTEMPT`] as `conclude_now` makes it.
+    fn record(status: TaskStatus, error: Option<&str>) -> AttemptRecord {
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        AttemptRecord {
+            attempt: ATTEMPT,
+            status,
+            error: error.map(String::from),
+            started_at: at,
+            completed_at: at,
+        }
+    }
+
+    /// The end `conclude_now` makes with `status`, its attempt recorded with `error`.
+    fn ended(status: TaskStatus, error: Option<&str>) -> EndedTask {
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        EndedTask {
+            last_attempt: Some(record(status, error)),
+            ..EndedTask::new(POSITION, FENCE, status, ATTEMPT, at, at)
+        }
+    }
+
+    fn error(kind: TaskErrorKind) -> TaskError {
+        TaskError {
+            message: "ValueError: boom".into(),
+            traceback: Some("Traceback: here".into()),
+            kind,
+        }
+    }
+
+    #[test]
+    fn an_output_completes_the_task_with_its_json() {
+        let end = conclude_now(AttemptEnd::Completed("{\"a\":1}".into()), true);
+        let expected = EndedTask {
+            output_json: Some("{\"a\":1}".into()),
+            ..ended(TaskStatus::Completed, None)
+        };
+        assert_eq!(end, Ok(expected));
+    }
+
+    #[test]
+    fn a_retryable_failure_with_retries_left_is_stored_and_retried() {
+        let end = conclude_now(AttemptEnd::Failed(error(TaskErrorKind::Retryable)), true);
+        assert_eq!(
+            end,
+            Err(record(TaskStatus::Failed, Some("ValueError: boom")))
+        );
+    }
+
+    #[test]
+    fn a_failure_not_retried_fails_the_task_with_its_traceback() {
+        for (kind, retries_left) in [
+            (TaskErrorKind::Retryable, false),
+            (TaskErrorKind::Fatal, true),
+            (TaskErrorKind::Fatal, false),
+        ] {
+            let end = conclude_now(AttemptEnd::Failed(error(kind)), retries_left);
+            let expected = EndedTask {
+                error: Some("ValueError: boom".into()),
+                traceback: Some("Traceback: here".into()),
+                ..ended(TaskStatus::Failed, Some("ValueError: boom"))
+            };
+            assert_eq!(end, Ok(expected), "{kind:?}, retries left: {retries_left}");
+        }
+    }
+
+    #[test]
+    fn a_skip_ends_the_task_skipped_with_its_message_as_reason_even_with_retries_left() {
+        let end = conclude_now(AttemptEnd::Failed(error(TaskErrorKind::Skip)), true);
+        let expected = EndedTask {
+            reason: Some("ValueError: boom".into()),
+            ..ended(TaskStatus::Skipped, Some("ValueError: boom"))
+        };
+        assert_eq!(end, Ok(expected));
+    }
+
+    #[test]
+    fn a_cancellation_from_outside_or_from_the_task_ends_it_cancelled_with_the_reason() {
+        let expected = EndedTask {
+            reason: Some("ValueError: boom".into()),
+            ..ended(TaskStatus::Cancelled, Some("ValueError: boom"))
+        };
+        let outside = conclude_now(AttemptEnd::Cancelled("ValueError: boom".into()), true);
+        assert_eq!(outside, Ok(expected.clone()));
+        let inside = conclude_now(AttemptEnd::Failed(error(TaskErrorKind::Cancelled)), true);
+        assert_eq!(inside, Ok(expected), "the task's traceback is not kept");
+    }
 }

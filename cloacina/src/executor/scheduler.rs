@@ -8,15 +8,16 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use super::attempt::{run_task, TaskEnd, TaskRunner, GIVEN_BACK};
+use super::attempt::{conclude, run_task, AttemptEnd, TaskRunner, GIVEN_BACK};
 use super::lineage::{FinalContext, Lineage, INPUT};
 use super::worker::{Backoff, CancelSender, WorkerHandle};
 use crate::context::{Context, Output};
-use crate::database::claims::{Claim, Committed, EndedTask, SharedContext, TaskOutcome};
+use crate::database::claims::{Claim, Committed, EndedTask, SharedContext};
 use crate::database::signals::Signal;
 use crate::error::{Error, Result};
 use crate::events::{report, AttemptRef, Event};
-use crate::model::{now, ExecutionPlan, TaskStatus};
+use crate::model::{now, ExecutionPlan};
+use crate::task::TaskError;
 
 /// Commits of one execution's batches in flight at once: a second one overlaps the first's
 /// round trip (they serialize on the execution's row, in claim order) so tasks ending
@@ -43,15 +44,16 @@ pub(crate) struct Preloaded {
     pub input: Context,
 }
 
-/// What a finished task runner hands back.
-struct Finished {
-    position: usize,
-    /// The attempt number of the claim it ran under.
-    claimed: u32,
+/// What a task runner hands back to its scheduler.
+struct Ran {
+    /// The claim it ran under.
+    claim: Claim,
     /// The task's input lineage, kept when it has dependents.
     input: Option<Lineage>,
-    /// None when this worker lost the task while running it.
-    end: Option<TaskEnd>,
+    /// The task's end and its output; None when its claim was given back while it ran.
+    end: Option<(EndedTask, Option<Output>)>,
+    /// The slot the task ran in, kept so the commit can claim the next task into it.
+    slot: Option<OwnedSemaphorePermit>,
 }
 
 /// A commit's result and the slots reserved for the tasks it claims.
@@ -71,7 +73,7 @@ struct Scheduler {
     /// claim of the same task is stale.
     claims: Vec<u32>,
     final_context: Arc<Mutex<FinalContext>>,
-    running: JoinSet<Finished>,
+    running: JoinSet<Ran>,
     /// Ended tasks not committed yet; committed together once the commit in flight lands.
     batch: Vec<EndedTask>,
     /// The slots the batch's tasks ran in, for the tasks its commit claims.
@@ -214,6 +216,7 @@ impl Scheduler {
         let keep_input = !self.plan.dependents_of(position).is_empty();
         let task = self.worker.task(&claim.task_id);
         let runner = task.map(|task| TaskRunner {
+            position,
             db: self.worker.db().clone(),
             execution_id: self.execution,
             workflow_name: self.workflow_name.clone(),
@@ -233,70 +236,66 @@ impl Scheduler {
                 Some(input) => Ok(input),
                 None => stored_input(&db, execution, &plan, position, base).await,
             };
-            let (input, end) = match (input, runner) {
+            let (input, end, slot) = match (input, runner) {
                 (Ok(input), Some(runner)) => {
                     let context = input.to_shared();
-                    let end =
-                        run_task(runner, context, permit, claim.attempt, claim.started_at).await;
-                    (Some(input), end)
+                    let mut slot = Some(permit);
+                    let (attempt, start) = (claim.attempt, claim.started_at);
+                    let end = run_task(runner, context, &mut slot, attempt, start).await;
+                    // A lost claim's slot is freed at once.
+                    let slot = slot.filter(|_| end.is_some());
+                    (Some(input), end, slot)
                 }
                 (Ok(input), None) => {
                     let message = format!(
                         "RuntimeError: task '{}' is not registered in this process",
                         claim.task_id
                     );
-                    (Some(input), Some(failed(&claim, message)))
+                    (Some(input), Some(failed(&claim, message)), None)
                 }
-                (Err(e), _) => (
-                    None,
-                    Some(failed(
-                        &claim,
-                        format!("could not read the task's input: {e}"),
-                    )),
-                ),
+                (Err(e), _) => {
+                    let message = format!("could not read the task's input: {e}");
+                    (None, Some(failed(&claim, message)), None)
+                }
             };
-            Finished {
-                position,
-                claimed: claim.attempt,
+            Ran {
+                claim,
                 input: input.filter(|_| keep_input),
                 end,
+                slot,
             }
         });
     }
 
-    fn on_finished(&mut self, finished: Finished) {
-        let Finished {
-            position,
-            claimed,
+    fn on_finished(&mut self, ran: Ran) {
+        let Ran {
+            claim,
             input,
             end,
-        } = finished;
+            slot,
+        } = ran;
+        let position = claim.position;
         // None: the runner found its claim given back, and said so.
-        let Some(mut end) = end else { return };
-        if claimed != self.claims[position] {
+        let Some((end, output)) = end else { return };
+        if claim.attempt != self.claims[position] {
             // This worker claimed the task again while this older run went on.
-            self.discard(position, end.outcome.attempt);
+            self.discard(position, end.attempt);
             return;
         }
-        self.batch_permits.extend(end.permit.take());
-        if let Some(output) = &end.output {
+        self.batch_permits.extend(slot);
+        if let Some(output) = &output {
             self.final_context
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .absorb(position, output);
         }
         if let Some(mut lineage) = input {
-            if let Some(output) = &end.output {
+            if let Some(output) = &output {
                 lineage.absorb(position as i64, output);
             }
             self.lineages[position] = Some(lineage);
         }
-        self.batch.push(EndedTask {
-            position,
-            fence: end.fence,
-            outcome: end.outcome,
-            last_attempt: end.last_attempt,
-        });
+        self.batch.push(end);
     }
 
     /// Logs that the result of `attempt` of the task at `position` was thrown away.
@@ -490,28 +489,13 @@ async fn stored_input(
     Ok(input)
 }
 
-/// An end for a claimed task that could not run.
-fn failed(claim: &Claim, message: String) -> TaskEnd {
-    let completed_at = now();
-    TaskEnd {
-        output: None,
-        fence: claim.attempt,
-        outcome: TaskOutcome {
-            error: Some(message.clone()),
-            ..TaskOutcome::new(
-                TaskStatus::Failed,
-                claim.attempt,
-                claim.started_at,
-                completed_at,
-            )
-        },
-        last_attempt: Some(crate::model::AttemptRecord {
-            attempt: claim.attempt,
-            status: TaskStatus::Failed,
-            error: Some(message),
-            started_at: claim.started_at,
-            completed_at,
-        }),
-        permit: None,
-    }
+/// The end of a claimed task that could not run, with `message` as its error.
+fn failed(claim: &Claim, message: String) -> (EndedTask, Option<Output>) {
+    let ended = AttemptEnd::Failed(TaskError::fatal(message));
+    let (position, attempt, started_at) = (claim.position, claim.attempt, claim.started_at);
+    let end = conclude(ended, false, position, attempt, attempt, started_at, now());
+    (
+        end.expect("without retries left, no attempt is retried"),
+        None,
+    )
 }
