@@ -118,6 +118,12 @@ impl Database {
     ) -> Result<Committed> {
         self.run(move |pool| {
             let id = execution.to_string();
+            let batch = Batch {
+                id: &id,
+                plan: &plan,
+                worker: &worker,
+                claim: &claim,
+            };
             let now_utc = now();
             let now = now_utc.naive_utc();
             write_transaction!(pool, |conn| {
@@ -130,88 +136,30 @@ impl Database {
                 let mut settled_from = Vec::new();
                 let mut attempts = Vec::with_capacity(ended.len());
                 for task in ended.iter() {
-                    let planned = &plan.tasks()[task.position];
+                    let task_id = batch.task_id(task.position);
                     // Fenced: a stale claim (its worker presumed dead) no longer owns the task.
-                    let owned = Cached::new(
-                        &[
-                            "UPDATE task_executions SET status = ",
-                            ", attempt = ",
-                            ", started_at = ",
-                            ", output = ",
-                            ", error = ",
-                            ", traceback = ",
-                            ", reason = ",
-                            ", completed_at = ",
-                            ", worker_id = NULL WHERE execution_id = ",
-                            " AND task_id = ",
-                            " AND worker_id = ",
-                            " AND attempt = ",
-                            " AND status = 'Running'",
-                        ],
-                        vec![
-                            Bind::Text(Some(task.status.as_str())),
-                            Bind::Int(task.attempt as i32),
-                            Bind::Time(task.started_at.map(|t| t.naive_utc())),
-                            Bind::Text(task.output_json.as_deref()),
-                            Bind::Text(task.error.as_deref()),
-                            Bind::Text(task.traceback.as_deref()),
-                            Bind::Text(task.reason.as_deref()),
-                            Bind::Time(Some(task.completed_at.naive_utc())),
-                            Bind::Text(Some(&id)),
-                            Bind::Text(Some(&planned.id)),
-                            Bind::Text(Some(&worker)),
-                            Bind::Int(task.fence as i32),
-                        ],
-                    )
-                    .execute(conn)?;
-                    if owned == 0 {
+                    if batch.fenced_end(task).execute(conn)? == 0 {
                         committed.lost.push((task.position, task.attempt));
                         continue;
                     }
                     if let Some(attempt) = &task.last_attempt {
-                        attempts.push(AttemptRow::new(&id, &planned.id, attempt));
+                        attempts.push(AttemptRow::new(&id, task_id, attempt));
                     }
-                    states.insert(
-                        task.position,
-                        TaskState {
-                            task_id: planned.id.clone(),
-                            status: task.status,
-                            attempt: task.attempt,
-                            ready: false,
-                        },
-                    );
+                    states.insert(task.position, batch.state_of(task));
                     settled_from.push(task.position);
                 }
                 conn.insert_attempts(&attempts)?;
                 let mut open = false;
                 if locked.cancel_reason.is_none() && !settled_from.is_empty() {
                     let settled = conn.settle(&id, &plan, &settled_from, &mut states, now)?;
-                    let registered = |p: &usize| (claim.registered)(&plan.tasks()[*p].id);
-                    let mut mine: Vec<usize> = settled
-                        .ready
-                        .iter()
-                        .copied()
-                        .filter(registered)
-                        .take(claim.limit)
-                        .collect();
-                    let others: Vec<usize> = settled
-                        .ready
-                        .iter()
-                        .copied()
-                        .filter(|p| !mine.contains(p))
-                        .collect();
+                    let (mut mine, others) = batch.split_ready(&settled.ready);
                     conn.mark_ready(&id, &others, now)?;
                     // Slots left over take other ready tasks of this execution (a fan-out's).
                     if mine.len() < claim.limit {
                         let wanted = claim.limit - mine.len();
                         let waiting =
                             conn.ready_tasks(&id, wanted + settled.ready.len(), &mut states)?;
-                        let extra: Vec<usize> = waiting
-                            .into_iter()
-                            .filter(|p| !mine.contains(p) && registered(p))
-                            .take(wanted)
-                            .collect();
-                        mine.extend(extra);
+                        mine.extend(batch.more_to_claim(waiting, &mine, wanted));
                     }
                     committed.claimed =
                         conn.claim_positions(execution, &worker, &mine, &states, now_utc)?;
@@ -220,10 +168,7 @@ impl Database {
                     {
                         conn.mark_running(&committed.claimed)?;
                     }
-                    committed.made_ready = settled
-                        .ready
-                        .iter()
-                        .any(|p| !committed.claimed.iter().any(|c| c.position == *p));
+                    committed.made_ready = any_unclaimed(&settled.ready, &committed.claimed);
                     if committed.made_ready {
                         conn.announce(Signal::Ready)?;
                     }
@@ -328,6 +273,108 @@ fn gone(execution: Uuid) -> Error {
     Error::Database(format!(
         "execution {execution} is no longer in the database"
     ))
+}
+
+/// One batch of ended tasks being committed: its execution, plan, worker, and the claim its
+/// worker makes on what it unblocks. (The transaction's steps stay in `commit_ended`, which
+/// holds the connection of each backend.)
+struct Batch<'a> {
+    id: &'a str,
+    plan: &'a ExecutionPlan,
+    worker: &'a str,
+    claim: &'a ClaimRequest,
+}
+
+impl Batch<'_> {
+    /// The id of the task at `position`.
+    fn task_id(&self, position: usize) -> &str {
+        &self.plan.tasks()[position].id
+    }
+
+    /// Whether the committing worker runs the task at `position`.
+    fn runs(&self, position: usize) -> bool {
+        (self.claim.registered)(self.task_id(position))
+    }
+
+    /// What the transaction knows of `task` once its end is stored.
+    fn state_of(&self, task: &EndedTask) -> TaskState {
+        TaskState {
+            task_id: self.task_id(task.position).to_string(),
+            status: task.status,
+            attempt: task.attempt,
+            ready: false,
+        }
+    }
+
+    /// The statement storing `task`'s end, changing nothing unless the claim fenced by its
+    /// worker and attempt number is still the task's.
+    fn fenced_end<'q>(&'q self, task: &'q EndedTask) -> Cached<'q> {
+        Cached::new(
+            &[
+                "UPDATE task_executions SET status = ",
+                ", attempt = ",
+                ", started_at = ",
+                ", output = ",
+                ", error = ",
+                ", traceback = ",
+                ", reason = ",
+                ", completed_at = ",
+                ", worker_id = NULL WHERE execution_id = ",
+                " AND task_id = ",
+                " AND worker_id = ",
+                " AND attempt = ",
+                " AND status = 'Running'",
+            ],
+            vec![
+                Bind::Text(Some(task.status.as_str())),
+                Bind::Int(task.attempt as i32),
+                Bind::Time(task.started_at.map(|t| t.naive_utc())),
+                Bind::Text(task.output_json.as_deref()),
+                Bind::Text(task.error.as_deref()),
+                Bind::Text(task.traceback.as_deref()),
+                Bind::Text(task.reason.as_deref()),
+                Bind::Time(Some(task.completed_at.naive_utc())),
+                Bind::Text(Some(self.id)),
+                Bind::Text(Some(self.task_id(task.position))),
+                Bind::Text(Some(self.worker)),
+                Bind::Int(task.fence as i32),
+            ],
+        )
+    }
+
+    /// Splits newly `ready` tasks into those the worker claims (that it runs, up to its limit)
+    /// and those left ready for any worker.
+    fn split_ready(&self, ready: &[usize]) -> (Vec<usize>, Vec<usize>) {
+        let mine: Vec<usize> = ready
+            .iter()
+            .copied()
+            .filter(|&p| self.runs(p))
+            .take(self.claim.limit)
+            .collect();
+        let others = ready
+            .iter()
+            .copied()
+            .filter(|p| !mine.contains(p))
+            .collect();
+        (mine, others)
+    }
+
+    /// Up to `wanted` of the execution's `waiting` ready tasks that the worker runs and does not
+    /// claim already.
+    fn more_to_claim(&self, waiting: Vec<usize>, mine: &[usize], wanted: usize) -> Vec<usize> {
+        waiting
+            .into_iter()
+            .filter(|p| !mine.contains(p) && self.runs(*p))
+            .take(wanted)
+            .collect()
+    }
+}
+
+/// Whether any of the tasks at `ready` is not among `claimed`.
+fn any_unclaimed(ready: &[usize], claimed: &[Claim]) -> bool {
+    ready
+        .iter()
+        .any(|p| !claimed.iter().any(|c| c.position == *p))
 }
 
 /// A ready task row as the claim queries read it.
