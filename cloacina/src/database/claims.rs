@@ -29,17 +29,25 @@ use crate::model::{now, AttemptRecord, ExecutionPlan, ExecutionStatus, TaskStatu
 /// fence of its claim, and its last attempt (earlier ones were stored as they failed).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct EndedTask {
+    /// The task's place in its execution's plan.
     pub position: usize,
     /// The task's attempt number as its runner last stored it: the fencing token of its claim.
     pub fence: u32,
+    /// The task's final status.
     pub status: TaskStatus,
     /// The number of the last attempt, and when it started.
     pub attempt: u32,
+    /// When the last attempt started.
     pub started_at: Option<DateTime<Utc>>,
+    /// The output's JSON, when the task completed.
     pub output_json: Option<String>,
+    /// The failure's message, when it failed.
     pub error: Option<String>,
+    /// The failure's traceback, when the task's language gave one.
     pub traceback: Option<String>,
+    /// Why it was skipped or cancelled.
     pub reason: Option<String>,
+    /// When it ended.
     pub completed_at: DateTime<Utc>,
     /// The last attempt, not stored yet; None when the task was cancelled between attempts.
     pub last_attempt: Option<AttemptRecord>,
@@ -99,7 +107,9 @@ pub(crate) struct Committed {
 
 /// The claim a committing worker makes on the tasks its batch unblocks.
 pub(crate) struct ClaimRequest {
+    /// Most tasks to claim: the free slots the worker reserved.
     pub limit: usize,
+    /// Which task ids the worker runs.
     pub registered: Registered,
 }
 

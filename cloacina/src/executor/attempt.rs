@@ -8,10 +8,10 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
+use super::worker::WorkerHandle;
 use crate::context::{Output, SharedInput};
 use crate::database::claims::EndedTask;
-use crate::database::Database;
-use crate::events::{report, AttemptRef, Event, Observers};
+use crate::events::{report, AttemptRef, Event};
 use crate::model::{now, storable_text, AttemptRecord, TaskStatus};
 use crate::policy::TaskOptions;
 use crate::spawn::{panic_message, AbortOnDrop};
@@ -23,17 +23,17 @@ pub(crate) const MAX_OUTPUT_BYTES: usize = 1_000_000_000;
 
 /// Everything a task runner needs, detached from the scheduler.
 pub(crate) struct TaskRunner {
+    /// The worker running the task, as the task's execution sees it.
+    pub worker: WorkerHandle,
     /// The task's place in its execution's plan.
     pub position: usize,
-    pub db: Database,
-    pub execution_id: Uuid,
+    /// The name of the execution's workflow, as events give it.
     pub workflow_name: Arc<str>,
-    pub worker_id: String,
-    pub observer: Observers,
+    /// The task's function.
     pub task: Arc<dyn Task>,
     /// The options stored with the execution (they win over the function's current ones).
     pub options: TaskOptions,
-    pub permits: Arc<Semaphore>,
+    /// Holds the reason once the execution is cancelled.
     pub cancel: watch::Receiver<Option<String>>,
 }
 
@@ -41,7 +41,7 @@ impl TaskRunner {
     /// Attempt `attempt` of this task, as events name it.
     fn attempt_ref(&self, attempt: u32) -> AttemptRef<'_> {
         AttemptRef {
-            execution_id: self.execution_id,
+            execution_id: self.worker.execution(),
             workflow_name: &self.workflow_name,
             task_id: self.task.id(),
             attempt,
@@ -51,7 +51,7 @@ impl TaskRunner {
     /// Reports the end of an attempt.
     fn report_end(&self, record: &AttemptRecord) {
         report(
-            &self.observer,
+            self.worker.observer(),
             Event::AttemptEnded {
                 attempt: self.attempt_ref(record.attempt),
                 status: record.status,
@@ -69,7 +69,7 @@ impl TaskRunner {
     async fn attempt(&mut self, input: SharedInput, attempt: u32) -> (AttemptEnd, Option<Output>) {
         let current = self.current(attempt);
         report(
-            &self.observer,
+            self.worker.observer(),
             Event::AttemptStarted(self.attempt_ref(attempt)),
         );
         let result = tokio::select! {
@@ -99,10 +99,11 @@ impl TaskRunner {
     async fn store_failed(&self, fence: u32, failed: AttemptRecord) -> Option<u32> {
         let attempt = failed.attempt;
         let owned = self
-            .db
+            .worker
+            .db()
             .record_retry(
-                self.execution_id,
-                self.worker_id.clone(),
+                self.worker.execution(),
+                self.worker.worker_id().to_string(),
                 fence,
                 self.task.id().to_string(),
                 failed,
@@ -112,7 +113,7 @@ impl TaskRunner {
             Ok(true) => Some(attempt + 1),
             Ok(false) => {
                 report(
-                    &self.observer,
+                    self.worker.observer(),
                     Event::AttemptDiscarded {
                         attempt: self.attempt_ref(attempt),
                         reason: GIVEN_BACK,
@@ -139,7 +140,7 @@ impl TaskRunner {
         drop(slot.take());
         let delay = self.options.retry.delay_before(failures, unit_random());
         report(
-            &self.observer,
+            self.worker.observer(),
             Event::RetryScheduled {
                 attempt: self.attempt_ref(attempt),
                 delay,
@@ -153,7 +154,7 @@ impl TaskRunner {
         let permit = tokio::select! {
             biased;
             reason = cancelled(&mut self.cancel) => return Err(reason),
-            permit = self.permits.clone().acquire_owned() => permit.expect("the executor never closes its semaphore"),
+            permit = self.worker.permits().clone().acquire_owned() => permit.expect("the executor never closes its semaphore"),
         };
         *slot = Some(permit);
         Ok(())
@@ -162,10 +163,11 @@ impl TaskRunner {
     /// Stores when a retry started, fenced as `store_failed`.
     async fn store_retry_start(&self, fence: u32, started_at: DateTime<Utc>) {
         let _ = self
-            .db
+            .worker
+            .db()
             .record_retry_start(
-                self.execution_id,
-                self.worker_id.clone(),
+                self.worker.execution(),
+                self.worker.worker_id().to_string(),
                 fence,
                 self.task.id().to_string(),
                 started_at,
@@ -176,11 +178,11 @@ impl TaskRunner {
     /// What the task's code sees of its attempt number `attempt`.
     fn current(&self, attempt: u32) -> CurrentAttempt {
         CurrentAttempt {
-            execution_id: self.execution_id,
+            execution_id: self.worker.execution(),
             workflow_name: self.workflow_name.clone(),
             task_id: self.task.id().to_string(),
             attempt,
-            permits: self.permits.clone(),
+            permits: self.worker.permits().clone(),
         }
     }
 }

@@ -441,6 +441,7 @@ fn root_count(plan: &ExecutionPlan) -> usize {
         .count()
 }
 
+/// The error of a call made after shutdown began.
 pub(crate) fn shut_down() -> Error {
     Error::ShutDown("the executor is shut down".into())
 }

@@ -31,16 +31,22 @@ const STALLED_AFTER: u32 = 3;
 
 /// A claimed task with the concurrency slot it runs in.
 pub(crate) struct Claimed {
+    /// The task and the claim's attempt number.
     pub claim: Claim,
+    /// The slot it runs in.
     pub permit: OwnedSemaphorePermit,
 }
 
 /// An execution's plan and input, when the worker has them at hand (it just submitted it).
 #[derive(Clone)]
 pub(crate) struct Preloaded {
+    /// The execution's id.
     pub execution_id: Uuid,
+    /// The name of its workflow.
     pub workflow_name: Arc<str>,
+    /// Its tasks and their dependencies.
     pub plan: Arc<ExecutionPlan>,
+    /// The context it started with.
     pub input: Context,
 }
 
@@ -216,15 +222,11 @@ impl Scheduler {
         let keep_input = !self.plan.dependents_of(position).is_empty();
         let task = self.worker.task(&claim.task_id);
         let runner = task.map(|task| TaskRunner {
+            worker: self.worker.clone(),
             position,
-            db: self.worker.db().clone(),
-            execution_id: self.execution,
             workflow_name: self.workflow_name.clone(),
-            worker_id: self.worker.worker_id().to_string(),
-            observer: self.worker.observer().clone(),
             task,
             options: self.plan.tasks()[position].options.clone(),
-            permits: self.worker.permits().clone(),
             cancel: self.cancel.subscribe(),
         });
         let db = self.worker.db().clone();

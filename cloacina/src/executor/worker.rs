@@ -188,7 +188,7 @@ impl Worker {
     }
 
     /// Takes as many free slots as are available, up to `wanted`, for claims made in a commit.
-    pub(crate) fn reserve(&self, wanted: usize) -> Vec<OwnedSemaphorePermit> {
+    fn reserve(&self, wanted: usize) -> Vec<OwnedSemaphorePermit> {
         if self.is_closed() {
             return Vec::new();
         }
