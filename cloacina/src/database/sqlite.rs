@@ -119,11 +119,16 @@ impl std::ops::Deref for SqlitePool {
 /// Opens the SQLite database file at `path`, which must exist: a helper thread reconnecting after
 /// the file was deleted must not create an empty one in its place.
 pub(crate) fn open_existing_sqlite(path: &str) -> diesel::ConnectionResult<SqliteConnection> {
+    SqliteConnection::establish(&existing_file_uri(path))
+}
+
+/// A URI that opens the file at `path` only if it exists (`mode=rw`), never creating it.
+fn existing_file_uri(path: &str) -> String {
     let escaped = path
         .replace('%', "%25")
         .replace('?', "%3f")
         .replace('#', "%23");
-    SqliteConnection::establish(&format!("file:{escaped}?mode=rw"))
+    format!("file:{escaped}?mode=rw")
 }
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -200,7 +205,9 @@ pub(super) fn open_file(path: &Path, options: &PoolOptions) -> Result<Pool> {
         // A connection to a local file does not go stale; skip the `SELECT 1` per checkout.
         .test_on_check_out(false)
         .connection_customizer(Box::new(pragmas))
-        .build(ConnectionManager::new(location.clone()))
+        // The file exists now; a connection the pool opens later (after it was deleted) fails
+        // rather than creating an empty database in its place.
+        .build(ConnectionManager::new(existing_file_uri(&location)))
         .map_err(|e| open_error(&e))?;
     Ok(Pool::Sqlite(SqlitePool::new(
         pool,
