@@ -183,43 +183,7 @@ impl Database {
                         "execution {execution} was recorded by a version of cloacina that did not store its plan; it cannot be resumed"
                     ))
                 })?)?;
-                diesel::update(
-                    task_executions::table
-                        .filter(task_executions::execution_id.eq(&id))
-                        .filter(task_executions::status.ne(TaskStatus::Completed.as_str())),
-                )
-                .set((
-                    task_executions::status.eq(TaskStatus::Pending.as_str()),
-                    task_executions::output.eq(None::<String>),
-                    task_executions::error.eq(None::<String>),
-                    task_executions::traceback.eq(None::<String>),
-                    task_executions::reason.eq(None::<String>),
-                    task_executions::completed_at.eq(None::<NaiveDateTime>),
-                    task_executions::ready_at.eq(None::<NaiveDateTime>),
-                    task_executions::worker_id.eq(None::<String>),
-                ))
-                .execute(conn)?;
-                diesel::update(workflow_executions::table.find(&id))
-                    .set((
-                        workflow_executions::status.eq(ExecutionStatus::Pending.as_str()),
-                        workflow_executions::cancel_reason.eq(None::<String>),
-                        workflow_executions::error.eq(None::<String>),
-                        workflow_executions::final_context.eq(None::<String>),
-                        workflow_executions::completed_at.eq(None::<NaiveDateTime>),
-                        workflow_executions::deadline.eq(None::<NaiveDateTime>),
-                        workflow_executions::reason.eq(None::<String>),
-                    ))
-                    .execute(conn)?;
-                for (position, task) in plan.tasks().iter().enumerate() {
-                    diesel::update(
-                        task_executions::table
-                            .filter(task_executions::execution_id.eq(&id))
-                            .filter(task_executions::position.eq(position as i32))
-                            .filter(task_executions::status.ne(TaskStatus::Completed.as_str())),
-                    )
-                    .set(task_executions::waiting_on.eq(task.dependencies.len() as i32))
-                    .execute(conn)?;
-                }
+                conn.reopen(&id, &plan)?;
                 let mut states = BTreeMap::new();
                 conn.load_states(&id, 0..plan.len(), &mut states)?;
                 let completed: Vec<usize> = states
@@ -378,6 +342,47 @@ macro_rules! impl_lifecycle_steps {
                 Ok(id.and_then(|id| Uuid::parse_str(&id).ok()))
             }
 
+            fn reopen(&mut self, id: &str, plan: &ExecutionPlan) -> Result<()> {
+                diesel::update(
+                    task_executions::table
+                        .filter(task_executions::execution_id.eq(id))
+                        .filter(task_executions::status.ne(TaskStatus::Completed.as_str())),
+                )
+                .set((
+                    task_executions::status.eq(TaskStatus::Pending.as_str()),
+                    task_executions::output.eq(None::<String>),
+                    task_executions::error.eq(None::<String>),
+                    task_executions::traceback.eq(None::<String>),
+                    task_executions::reason.eq(None::<String>),
+                    task_executions::completed_at.eq(None::<NaiveDateTime>),
+                    task_executions::ready_at.eq(None::<NaiveDateTime>),
+                    task_executions::worker_id.eq(None::<String>),
+                ))
+                .execute(self)?;
+                diesel::update(workflow_executions::table.find(id))
+                    .set((
+                        workflow_executions::status.eq(ExecutionStatus::Pending.as_str()),
+                        workflow_executions::cancel_reason.eq(None::<String>),
+                        workflow_executions::error.eq(None::<String>),
+                        workflow_executions::final_context.eq(None::<String>),
+                        workflow_executions::completed_at.eq(None::<NaiveDateTime>),
+                        workflow_executions::deadline.eq(None::<NaiveDateTime>),
+                        workflow_executions::reason.eq(None::<String>),
+                    ))
+                    .execute(self)?;
+                for (position, task) in plan.tasks().iter().enumerate() {
+                    diesel::update(
+                        task_executions::table
+                            .filter(task_executions::execution_id.eq(id))
+                            .filter(task_executions::position.eq(position as i32))
+                            .filter(task_executions::status.ne(TaskStatus::Completed.as_str())),
+                    )
+                    .set(task_executions::waiting_on.eq(task.dependencies.len() as i32))
+                    .execute(self)?;
+                }
+                Ok(())
+            }
+
             fn cancel_pending(
                 &mut self,
                 id: &str,
@@ -430,6 +435,9 @@ pub(crate) trait LifecycleSteps: Store {
     ) -> Result<Submitted>;
     /// The execution submitted with `key`, if any.
     fn find_by_key(&mut self, key: Option<&str>) -> Result<Option<Uuid>>;
+    /// Puts an ended execution and its unfinished tasks back to Pending (Completed tasks and
+    /// every attempt's history kept), each task waiting on all its upstream tasks again.
+    fn reopen(&mut self, id: &str, plan: &ExecutionPlan) -> Result<()>;
     /// Marks every Pending task of the execution Cancelled.
     fn cancel_pending(&mut self, id: &str, reason: Option<&str>, now: NaiveDateTime) -> Result<()>;
     /// Ends the execution if nothing is left to run, its final context read from storage.

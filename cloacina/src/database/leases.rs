@@ -81,6 +81,44 @@ pub struct WorkerInfo {
 /// A worker's row as reaping reads it: id, host, pid, process key and last heartbeat.
 type WorkerRow = (String, String, i32, Option<String>, NaiveDateTime);
 
+/// The workers `me` takes for dead at `clock`: those whose heartbeat is older than `lease`
+/// or whose process `me` can see is gone, and claimants without a row (never `me`).
+fn dead_workers(
+    me: &WorkerIdentity,
+    rows: Vec<WorkerRow>,
+    claimants: Vec<String>,
+    clock: NaiveDateTime,
+    lease: Duration,
+) -> Vec<WorkerIdentity> {
+    let expired = clock - chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+    let registered: HashSet<String> = rows.iter().map(|r| r.0.clone()).collect();
+    let mut dead: Vec<WorkerIdentity> = rows
+        .into_iter()
+        .filter(|row| row.0 != me.id)
+        .filter_map(|(id, hostname, pid, process, heartbeat)| {
+            let worker = WorkerIdentity {
+                id,
+                hostname,
+                pid,
+                process: process.as_deref().and_then(ProcessKey::parse),
+            };
+            (heartbeat < expired || worker.is_gone(me)).then_some(worker)
+        })
+        .collect();
+    dead.extend(
+        claimants
+            .into_iter()
+            .filter(|id| !registered.contains(id) && *id != me.id)
+            .map(|id| WorkerIdentity {
+                id,
+                hostname: "unknown".into(),
+                pid: 0,
+                process: None,
+            }),
+    );
+    dead
+}
+
 impl Database {
     /// Records a live worker, or refreshes its heartbeat and task ids; a worker whose row was
     /// removed (it was presumed dead) registers again.
@@ -155,33 +193,7 @@ impl Database {
                     .load(conn)?;
                 (claimants, rows, conn.lease_clock()?)
             });
-            let expired =
-                clock - chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
-            let registered: HashSet<String> = rows.iter().map(|r| r.0.clone()).collect();
-            let mut dead: Vec<WorkerIdentity> = rows
-                .into_iter()
-                .filter(|row| row.0 != me.id)
-                .filter_map(|(id, hostname, pid, process, heartbeat)| {
-                    let worker = WorkerIdentity {
-                        id,
-                        hostname,
-                        pid,
-                        process: process.as_deref().and_then(ProcessKey::parse),
-                    };
-                    (heartbeat < expired || worker.is_gone(&me)).then_some(worker)
-                })
-                .collect();
-            dead.extend(
-                claimants
-                    .into_iter()
-                    .filter(|id| !registered.contains(id) && *id != me.id)
-                    .map(|id| WorkerIdentity {
-                        id,
-                        hostname: "unknown".into(),
-                        pid: 0,
-                        process: None,
-                    }),
-            );
+            let dead = dead_workers(&me, rows, claimants, clock, lease);
             let mut requeued = 0;
             for dead in dead {
                 let claimed: Vec<String> = with_connection!(pool, |conn| {
@@ -413,3 +425,52 @@ pub(crate) trait LeaseSteps {
     ) -> Result<Option<usize>>;
 }
 super::for_each_backend!(impl_lease_steps);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, pid: i32, process: Option<String>, beat: NaiveDateTime) -> WorkerRow {
+        (id.into(), "host".into(), pid, process, beat)
+    }
+
+    #[test]
+    fn stale_heartbeats_and_rowless_claimants_are_dead_but_never_oneself() {
+        let me = WorkerIdentity::of_this_process("me".into());
+        let clock = now().naive_utc();
+        let lease = Duration::from_secs(30);
+        let old = clock - chrono::Duration::seconds(31);
+        let rows = vec![
+            row("me", me.pid, None, old),
+            row("fresh", 1, None, clock),
+            row("stale", 1, None, old),
+        ];
+        let claimants = vec!["me".into(), "fresh".into(), "gone".into()];
+        let dead: Vec<String> = dead_workers(&me, rows, claimants, clock, lease)
+            .into_iter()
+            .map(|w| w.id)
+            .collect();
+        assert_eq!(dead, ["stale", "gone"]);
+    }
+
+    #[test]
+    fn a_fresh_worker_whose_process_is_gone_is_dead_only_in_the_same_pid_space() {
+        let me = WorkerIdentity::of_this_process("me".into());
+        let Some(mine) = me.process.as_ref().map(ProcessKey::to_text) else {
+            return; // no /proc here
+        };
+        let clock = now().naive_utc();
+        let (space, _) = mine.rsplit_once('/').unwrap();
+        let rows = vec![
+            // Beyond the kernel's largest pid: no process has it.
+            row("here", i32::MAX, Some(format!("{space}/1")), clock),
+            row("elsewhere", i32::MAX, Some("other-boot/1/1".into()), clock),
+            row("unknown", i32::MAX, None, clock),
+        ];
+        let dead: Vec<String> = dead_workers(&me, rows, vec![], clock, Duration::from_secs(30))
+            .into_iter()
+            .map(|w| w.id)
+            .collect();
+        assert_eq!(dead, ["here"]);
+    }
+}

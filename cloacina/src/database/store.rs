@@ -386,6 +386,16 @@ pub(crate) trait Store: Dialect {
         states: &mut BTreeMap<usize, TaskState>,
     ) -> Result<()>;
 
+    /// Counts the end of each task in `ended` on its dependents; returns the dependents it
+    /// leaves with no upstream task to wait for, in position order, loaded into `states`.
+    fn count_ends(
+        &mut self,
+        execution: &str,
+        plan: &ExecutionPlan,
+        ended: &[usize],
+        states: &mut BTreeMap<usize, TaskState>,
+    ) -> Result<Vec<usize>>;
+
     /// Counts the end of each task in `ended` on its dependents and decides those with no
     /// upstream task left running: ready when the trigger rule is met, otherwise Skipped (which
     /// in turn counts on its own dependents).
@@ -423,6 +433,14 @@ pub(crate) trait Store: Dialect {
         limit: usize,
         states: &mut BTreeMap<usize, TaskState>,
     ) -> Result<Vec<usize>>;
+
+    /// The execution's final context: `context` completed with the stored outputs of the
+    /// completed tasks it does not hold.
+    fn final_context_json(
+        &mut self,
+        execution: &str,
+        context: &mut dyn ContextSource,
+    ) -> Result<String>;
 
     /// Records the execution's end if none of its tasks is Pending or Running any more.
     fn finish_if_done(
@@ -528,6 +546,44 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            fn count_ends(
+                &mut self,
+                execution: &str,
+                plan: &ExecutionPlan,
+                ended: &[usize],
+                states: &mut BTreeMap<usize, TaskState>,
+            ) -> Result<Vec<usize>> {
+                // Each dependent waits on one upstream task fewer per upstream that ended.
+                let mut ended_upstream: BTreeMap<usize, i32> = BTreeMap::new();
+                for &p in ended {
+                    for &d in plan.dependents_of(p) {
+                        *ended_upstream.entry(d).or_default() += 1;
+                    }
+                }
+                let mut unblocked: Vec<usize> = Vec::new();
+                for (&dependent, &n) in &ended_upstream {
+                    let (task_id, status, attempt, ready_at, waiting_on) =
+                        self.count_ended_upstream(execution, dependent, n)?;
+                    let status = TaskStatus::parse(&status).ok_or_else(|| {
+                        Error::Database(format!("stored task status {status:?} is not valid"))
+                    })?;
+                    if waiting_on <= 0 && status == TaskStatus::Pending && ready_at.is_none() {
+                        unblocked.push(dependent);
+                    }
+                    states.insert(
+                        dependent,
+                        TaskState {
+                            task_id,
+                            status,
+                            attempt: attempt.max(0) as u32,
+                            ready: ready_at.is_some(),
+                        },
+                    );
+                }
+                unblocked.sort_unstable();
+                Ok(unblocked)
+            }
+
             fn settle(
                 &mut self,
                 execution: &str,
@@ -539,35 +595,8 @@ macro_rules! impl_store {
                 let mut settled = Settled::default();
                 let mut frontier: Vec<usize> = ended.to_vec();
                 while !frontier.is_empty() {
-                    // Each dependent waits on one upstream task fewer per upstream that ended.
-                    let mut ended_upstream: BTreeMap<usize, i32> = BTreeMap::new();
-                    for &p in &frontier {
-                        for &d in plan.dependents_of(p) {
-                            *ended_upstream.entry(d).or_default() += 1;
-                        }
-                    }
+                    let unblocked = self.count_ends(execution, plan, &frontier, states)?;
                     frontier.clear();
-                    let mut unblocked: Vec<usize> = Vec::new();
-                    for (&dependent, &n) in &ended_upstream {
-                        let (task_id, status, attempt, ready_at, waiting_on) =
-                            self.count_ended_upstream(execution, dependent, n)?;
-                        let status = TaskStatus::parse(&status).ok_or_else(|| {
-                            Error::Database(format!("stored task status {status:?} is not valid"))
-                        })?;
-                        if waiting_on <= 0 && status == TaskStatus::Pending && ready_at.is_none() {
-                            unblocked.push(dependent);
-                        }
-                        states.insert(
-                            dependent,
-                            TaskState {
-                                task_id,
-                                status,
-                                attempt: attempt.max(0) as u32,
-                                ready: ready_at.is_some(),
-                            },
-                        );
-                    }
-                    unblocked.sort_unstable();
                     let needed = unblocked
                         .iter()
                         .flat_map(|&c| {
@@ -698,6 +727,38 @@ macro_rules! impl_store {
                     .collect())
             }
 
+            fn final_context_json(
+                &mut self,
+                execution: &str,
+                context: &mut dyn ContextSource,
+            ) -> Result<String> {
+                let completed: Vec<i32> = task_executions::table
+                    .filter(task_executions::execution_id.eq(execution))
+                    .filter(task_executions::status.eq(TaskStatus::Completed.as_str()))
+                    .select(task_executions::position)
+                    .load(self)?;
+                let missing: Vec<i32> = completed
+                    .into_iter()
+                    .filter(|&p| !context.holds(p as usize))
+                    .collect();
+                let mut loaded = Vec::with_capacity(missing.len());
+                for chunk in missing.chunks(CHUNK) {
+                    let rows: Vec<(i32, Option<String>)> = task_executions::table
+                        .filter(task_executions::execution_id.eq(execution))
+                        .filter(task_executions::position.eq_any(chunk))
+                        .select((task_executions::position, task_executions::output))
+                        .load(self)?;
+                    for (position, output) in rows {
+                        let output = match output {
+                            Some(json) => Context::from_json(&json)?,
+                            None => Context::new(),
+                        };
+                        loaded.push((position as usize, output));
+                    }
+                }
+                Ok(context.build_json(loaded))
+            }
+
             fn finish_if_done(
                 &mut self,
                 execution: &str,
@@ -746,31 +807,7 @@ macro_rules! impl_store {
                     })
                     .collect();
                 let (status, error) = execution_end(locked.cancel_reason.as_deref(), &unsuccessful);
-                let completed: Vec<i32> = task_executions::table
-                    .filter(task_executions::execution_id.eq(execution))
-                    .filter(task_executions::status.eq(TaskStatus::Completed.as_str()))
-                    .select(task_executions::position)
-                    .load(self)?;
-                let missing: Vec<i32> = completed
-                    .into_iter()
-                    .filter(|&p| !context.holds(p as usize))
-                    .collect();
-                let mut loaded = Vec::with_capacity(missing.len());
-                for chunk in missing.chunks(CHUNK) {
-                    let rows: Vec<(i32, Option<String>)> = task_executions::table
-                        .filter(task_executions::execution_id.eq(execution))
-                        .filter(task_executions::position.eq_any(chunk))
-                        .select((task_executions::position, task_executions::output))
-                        .load(self)?;
-                    for (position, output) in rows {
-                        let output = match output {
-                            Some(json) => Context::from_json(&json)?,
-                            None => Context::new(),
-                        };
-                        loaded.push((position as usize, output));
-                    }
-                }
-                let final_context = context.build_json(loaded);
+                let final_context = self.final_context_json(execution, context)?;
                 diesel::update(workflow_executions::table.find(execution))
                     .set((
                         workflow_executions::status.eq(status.as_str()),
