@@ -14,13 +14,14 @@ use diesel::prelude::*;
 use uuid::Uuid;
 
 use super::cached::{Bind, Cached};
+use super::dialect::Dialect;
 #[cfg(feature = "sqlite")]
 use super::literal::Pending;
 use super::queries::AttemptRow;
 use super::schema::task_executions;
 use super::signals::Signal;
 pub use super::store::Claim;
-use super::store::{ContextSource, Dialect, Store, TaskState};
+use super::store::{ContextSource, Store, TaskState};
 use super::{write_transaction, Database, Pool};
 use crate::error::{Error, Result};
 use crate::model::{now, AttemptRecord, ExecutionPlan, ExecutionStatus, TaskStatus};

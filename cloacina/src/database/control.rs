@@ -9,11 +9,12 @@ use uuid::Uuid;
 use std::time::Duration;
 
 use super::claims::{Claim, ClaimRequest};
+use super::dialect::{Dialect, LockedExecution};
 use super::leases::LeaseSteps;
 use super::queries::new_execution_rows;
 use super::schema::{task_executions, workflow_executions};
 use super::signals::Signal;
-use super::store::{Dialect, LockedExecution, Store, StoredOutputs, TaskState, CHUNK};
+use super::store::{Store, StoredOutputs, TaskState, CHUNK};
 use super::{with_connection, write_transaction, Database};
 use crate::context::Context;
 use crate::error::{Error, Result};

@@ -18,9 +18,10 @@ use diesel::prelude::*;
 use uuid::Uuid;
 
 use super::control::LifecycleSteps;
+use super::dialect::Dialect;
 use super::schema::{task_executions, workers, workflow_executions};
 use super::signals::Signal;
-use super::store::{Dialect, Store};
+use super::store::Store;
 use super::{with_connection, write_transaction, Database};
 use crate::error::Result;
 use crate::host::ProcessKey;

@@ -3,7 +3,7 @@
 //! Queries are written once against the shared schema; `with_connection!` and `write_transaction!`
 //! expand them for each compiled-in backend, and `for_each_backend!` implements the shared
 //! transaction steps (`store.rs`) for each connection type. Only opening and migrating
-//! (`sqlite.rs`, `postgres.rs`), row locks and notifications (the `Dialect` in `store.rs`),
+//! (`sqlite.rs`, `postgres.rs`), row locks, the lease clock and notifications (`dialect.rs`),
 //! claiming (`claims.rs`) and signalling (`signals.rs`) differ per backend.
 
 mod cached;
@@ -11,6 +11,7 @@ mod cached;
 mod checkpoint;
 pub mod claims;
 pub mod control;
+pub(crate) mod dialect;
 pub mod leases;
 mod literal;
 pub mod queries;
@@ -31,8 +32,6 @@ pub(crate) use sqlite::{open_existing_sqlite, SqlitePool, WriteTurn};
 use std::sync::Arc;
 
 use std::time::Duration;
-
-use diesel::r2d2::ConnectionManager;
 
 use crate::error::{Error, Result};
 use crate::limits;
@@ -55,7 +54,7 @@ pub(crate) enum Pool {
     #[cfg(feature = "sqlite")]
     Sqlite(SqlitePool),
     #[cfg(feature = "postgres")]
-    Postgres(diesel::r2d2::Pool<ConnectionManager<PgConnection>>),
+    Postgres(diesel::r2d2::Pool<diesel::r2d2::ConnectionManager<PgConnection>>),
 }
 
 impl Pool {

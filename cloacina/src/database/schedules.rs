@@ -13,9 +13,9 @@ use diesel::prelude::*;
 use uuid::Uuid;
 
 use super::control::LifecycleSteps;
+use super::dialect::Dialect;
 use super::schema::{schedules, workers};
 use super::signals::Signal;
-use super::store::Dialect;
 use super::{with_connection, write_transaction, Database, Pool};
 use crate::context::Context;
 use crate::error::{Error, Result};

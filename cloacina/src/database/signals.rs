@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use super::url::DatabaseUrl;
 
 /// How often a process checks a SQLite file's signal counters for other processes' events.
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
 pub const SQLITE_POLL_INTERVAL: Duration = Duration::from_millis(25);
 /// The NOTIFY channel of the current schema: a digest keeps any schema name within 63 bytes.
 #[cfg(feature = "postgres")]
@@ -39,6 +40,7 @@ fn listener_url(url: &str) -> String {
 }
 
 /// How often the PostgreSQL listener reads notifications that have arrived.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub const LISTEN_INTERVAL: Duration = Duration::from_millis(5);
 
 /// How many kinds of [`Signal`] there are.

@@ -279,6 +279,7 @@ fn parse_postgres(url: &str) -> Result<DatabaseUrl> {
 }
 
 /// The `connect_timeout` a PostgreSQL URL asks for, in seconds.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub fn connect_timeout_secs(url: &str) -> u32 {
     url.split_once('?')
         .map(|(_, query)| query)
