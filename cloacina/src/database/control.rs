@@ -14,9 +14,8 @@ use super::leases::LeaseSteps;
 use super::queries::new_execution_rows;
 use super::schema::{task_executions, workflow_executions};
 use super::signals::Signal;
-use super::store::{Store, StoredOutputs, TaskState, CHUNK};
+use super::store::{Store, TaskState, CHUNK};
 use super::{with_connection, write_transaction, Database};
-use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::model::decide::unregistered_reason;
 use crate::model::{now, ExecutionPlan, ExecutionResult, ExecutionStatus, TaskStatus};
@@ -403,20 +402,6 @@ macro_rules! impl_lifecycle_steps {
                 .execute(self)?;
                 Ok(())
             }
-
-            fn finish_from_storage(
-                &mut self,
-                id: &str,
-                locked: &LockedExecution,
-                now: NaiveDateTime,
-            ) -> Result<Option<ExecutionStatus>> {
-                let input: String = workflow_executions::table
-                    .find(id)
-                    .select(workflow_executions::input_context)
-                    .get_result(self)?;
-                let mut stored = StoredOutputs(Context::from_json(&input)?);
-                self.finish_if_done(id, locked, &mut stored, now)
-            }
         }
     };
 }
@@ -441,12 +426,5 @@ pub(crate) trait LifecycleSteps: Store {
     fn reopen(&mut self, id: &str, plan: &ExecutionPlan) -> Result<()>;
     /// Marks every Pending task of the execution Cancelled.
     fn cancel_pending(&mut self, id: &str, reason: Option<&str>, now: NaiveDateTime) -> Result<()>;
-    /// Ends the execution if nothing is left to run, its final context read from storage.
-    fn finish_from_storage(
-        &mut self,
-        id: &str,
-        locked: &LockedExecution,
-        now: NaiveDateTime,
-    ) -> Result<Option<ExecutionStatus>>;
 }
 super::for_each_backend!(impl_lifecycle_steps);

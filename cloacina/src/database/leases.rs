@@ -17,7 +17,6 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use uuid::Uuid;
 
-use super::control::LifecycleSteps;
 use super::dialect::Dialect;
 use super::schema::{task_executions, workers, workflow_executions};
 use super::signals::Signal;

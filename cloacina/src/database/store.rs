@@ -172,6 +172,14 @@ pub(crate) trait Store: Dialect {
         context: &mut dyn ContextSource,
         now: NaiveDateTime,
     ) -> Result<Option<ExecutionStatus>>;
+
+    /// Ends the execution if nothing is left to run, its final context read from storage.
+    fn finish_from_storage(
+        &mut self,
+        id: &str,
+        locked: &LockedExecution,
+        now: NaiveDateTime,
+    ) -> Result<Option<ExecutionStatus>>;
 }
 
 macro_rules! impl_store {
@@ -541,6 +549,20 @@ macro_rules! impl_store {
                     .execute(self)?;
                 self.announce(Signal::Done)?;
                 Ok(Some(status))
+            }
+
+            fn finish_from_storage(
+                &mut self,
+                id: &str,
+                locked: &LockedExecution,
+                now: NaiveDateTime,
+            ) -> Result<Option<ExecutionStatus>> {
+                let input: String = workflow_executions::table
+                    .find(id)
+                    .select(workflow_executions::input_context)
+                    .get_result(self)?;
+                let mut stored = StoredOutputs(Context::from_json(&input)?);
+                self.finish_if_done(id, locked, &mut stored, now)
             }
         }
     };
