@@ -50,8 +50,8 @@ pub(crate) struct Preloaded {
     pub input: Context,
 }
 
-/// What a task runner hands back to its scheduler.
-struct Ran {
+/// A task runner's run of one claim, as it hands it back to its scheduler.
+struct FinishedRun {
     /// The claim it ran under.
     claim: Claim,
     /// The task's input lineage, kept when it has dependents.
@@ -79,7 +79,7 @@ struct Scheduler {
     /// claim of the same task is stale.
     claims: Vec<u32>,
     final_context: Arc<Mutex<FinalContext>>,
-    running: JoinSet<Ran>,
+    running: JoinSet<FinishedRun>,
     /// Ended tasks not committed yet; committed together once the commit in flight lands.
     batch: Vec<EndedTask>,
     /// The slots the batch's tasks ran in, for the tasks its commit claims.
@@ -260,7 +260,7 @@ impl Scheduler {
                     (None, Some(failed(&claim, message)), None)
                 }
             };
-            Ran {
+            FinishedRun {
                 claim,
                 input: input.filter(|_| keep_input),
                 end,
@@ -269,13 +269,13 @@ impl Scheduler {
         });
     }
 
-    fn on_finished(&mut self, ran: Ran) {
-        let Ran {
+    fn on_finished(&mut self, run: FinishedRun) {
+        let FinishedRun {
             claim,
             input,
             end,
             slot,
-        } = ran;
+        } = run;
         let position = claim.position;
         // None: the runner found its claim given back, and said so.
         let Some((end, output)) = end else { return };
