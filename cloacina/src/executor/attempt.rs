@@ -281,23 +281,19 @@ pub(crate) fn conclude(
         last_attempt: Some(record(status, error.cloned())),
         ..EndedTask::new(position, fence, status, attempt, started_at, completed_at)
     };
-    // A task that says it was cancelled ends as a cancellation from outside does.
-    let ended = match ended {
-        AttemptEnd::Failed(error) if error.kind == TaskErrorKind::Cancelled => {
-            AttemptEnd::Cancelled(error.message)
-        }
-        ended => ended,
+    let cancelled = |reason: String| EndedTask {
+        reason: Some(reason.clone()),
+        ..end(TaskStatus::Cancelled, Some(&reason))
     };
     Ok(match ended {
         AttemptEnd::Completed(json) => EndedTask {
             output_json: Some(json),
             ..end(TaskStatus::Completed, None)
         },
-        AttemptEnd::Cancelled(reason) => EndedTask {
-            reason: Some(reason.clone()),
-            ..end(TaskStatus::Cancelled, Some(&reason))
-        },
+        AttemptEnd::Cancelled(reason) => cancelled(reason),
         AttemptEnd::Failed(error) => match error.kind {
+            // A task that says it was cancelled ends as a cancellation from outside does.
+            TaskErrorKind::Cancelled => cancelled(error.message),
             TaskErrorKind::Skip => EndedTask {
                 reason: Some(error.message.clone()),
                 ..end(TaskStatus::Skipped, Some(&error.message))
@@ -305,7 +301,7 @@ pub(crate) fn conclude(
             TaskErrorKind::Retryable if retries_left => {
                 return Err(record(TaskStatus::Failed, Some(error.message)))
             }
-            _ => EndedTask {
+            TaskErrorKind::Retryable | TaskErrorKind::Fatal => EndedTask {
                 error: Some(error.message.clone()),
                 traceback: error.traceback,
                 ..end(TaskStatus::Failed, Some(&error.message))
