@@ -8,7 +8,8 @@ subprocess.
 
 Databases: on SQLite each test gets a file in its tmp_path; on PostgreSQL a new
 database ``t_<hex>`` created through psql against ``CLOACINA_TEST_POSTGRES_URL``
-and dropped (``WITH (FORCE)``) after the test.
+ahead of the test and dropped (``WITH (FORCE)``) behind it, on a background
+thread (``pg_admin.spares``), all dropped by the end of the session.
 
 Markers: ``sqlite_only`` and ``postgres_only`` tests are skipped on the other
 backend.
@@ -41,6 +42,14 @@ def pytest_report_header(config: pytest.Config) -> str:
         where = f", server {pg_admin.server_address() or '(CLOACINA_TEST_POSTGRES_URL not set)'}"
         where += ", managed by the harness" if pg_admin.MANAGED else ""
     return f"cloacina backend under test: {BACKEND} ({cl.__name__} {cl.__version__}{where})"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Drops the PostgreSQL test databases made ahead or still to be dropped."""
+    if IS_POSTGRES:
+        import pg_admin
+
+        pg_admin.spares.close()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
@@ -81,11 +90,11 @@ def postgres_database() -> Iterator[str]:
 
     if not pg_admin.ADMIN_URL:
         pytest.skip("set CLOACINA_TEST_POSTGRES_URL (a superuser URL) to test the postgres backend")
-    name = pg_admin.create_database()
+    name = pg_admin.spares.take()
     try:
         yield name
     finally:
-        pg_admin.drop_database(name)
+        pg_admin.spares.give_back(name)
 
 
 @pytest.fixture
