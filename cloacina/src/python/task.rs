@@ -175,75 +175,83 @@ impl Task for PythonTask {
                 .unwrap_or_else(|e| Err(TaskError::fatal(format!("RuntimeError: {e}"))))
             });
         }
-        let event_loop = self.event_loop.clone();
-        Box::pin(async move {
-            let Some(EventLoop { locals, closed, .. }) = event_loop else {
-                return Err(TaskError::fatal(
-                    "RuntimeError: async task run without an event loop",
-                ));
-            };
-            // Converting the context, calling the function and reading its result all happen on
-            // the loop thread. Dropping `running` (timeout, cancellation) cancels the coroutine.
-            let input: Arc<Mutex<Option<Py<PyDict>>>> = Arc::default();
-            let (start_def, finish_def, kept) =
-                (definition.clone(), definition.clone(), input.clone());
-            let loop_for_call = locals.clone();
-            let running = with_python(move |py| {
-                let scope = current.map(|current| scope(py, current)).transpose()?;
-                run_on_loop(
-                    py,
-                    &loop_for_call,
-                    scope,
-                    move |py| {
-                        let dict = values_to_py(py, &context)?;
-                        *kept.lock().unwrap_or_else(|p| p.into_inner()) =
-                            Some(dict.clone().unbind());
-                        start_def.function.call1(py, (dict,))
-                    },
-                    move |py, returned| {
-                        if let Err(err) = &returned {
-                            if err.is_instance_of::<CancelledError>(py) {
-                                return Err(stopped_outside(
-                                    "its coroutine was cancelled (is its event loop shutting down?)",
-                                ));
-                            }
-                        }
-                        let dict = input.lock().unwrap_or_else(|p| p.into_inner()).take();
-                        match (dict, returned) {
-                            (Some(dict), returned) => {
-                                task_output(py, &finish_def, returned, dict.bind(py))
-                            }
-                            (None, Err(err)) => Err(python_error(py, &finish_def, &err)),
-                            (None, Ok(_)) => Err(TaskError::fatal(
-                                "RuntimeError: task started without its context",
-                            )),
-                        }
-                    },
-                )
-            })
-            .unwrap_or_else(|| Err(PyRuntimeError::new_err("the Python interpreter is exiting")))
-            .map_err(|e| {
-                with_python(|py| {
-                    let is_closed = locals
-                        .event_loop(py)
-                        .call_method0("is_closed")
-                        .and_then(|c| c.is_truthy())
-                        .unwrap_or(false);
-                    if is_closed {
-                        // This executor can run no async task any more: stop claiming them.
-                        closed.store(true, Ordering::SeqCst);
-                        return stopped_outside("its event loop is closed");
-                    }
-                    python_error(py, &definition, &e)
-                })
-                .unwrap_or_else(interpreter_exiting)
-            })?;
-            running
-                .result()
-                .await
-                .unwrap_or_else(|| Err(stopped_outside("the event loop running it stopped")))
-        })
+        Box::pin(run_async(
+            definition,
+            self.event_loop.clone(),
+            context,
+            current,
+        ))
     }
+}
+
+/// Runs an `async def` task's coroutine on its event loop and reads its result there.
+async fn run_async(
+    definition: Arc<TaskDefinition>,
+    event_loop: Option<EventLoop>,
+    context: SharedInput,
+    current: Option<CurrentAttempt>,
+) -> Result<Output, TaskError> {
+    let Some(EventLoop { locals, closed, .. }) = event_loop else {
+        return Err(TaskError::fatal(
+            "RuntimeError: async task run without an event loop",
+        ));
+    };
+    // Converting the context, calling the function and reading its result all happen on
+    // the loop thread. Dropping `running` (timeout, cancellation) cancels the coroutine.
+    let input: Arc<Mutex<Option<Py<PyDict>>>> = Arc::default();
+    let (start_def, finish_def, kept) = (definition.clone(), definition.clone(), input.clone());
+    let loop_for_call = locals.clone();
+    let running = with_python(move |py| {
+        let scope = current.map(|current| scope(py, current)).transpose()?;
+        run_on_loop(
+            py,
+            &loop_for_call,
+            scope,
+            move |py| {
+                let dict = values_to_py(py, &context)?;
+                *kept.lock().unwrap_or_else(|p| p.into_inner()) = Some(dict.clone().unbind());
+                start_def.function.call1(py, (dict,))
+            },
+            move |py, returned| {
+                if let Err(err) = &returned {
+                    if err.is_instance_of::<CancelledError>(py) {
+                        return Err(stopped_outside(
+                            "its coroutine was cancelled (is its event loop shutting down?)",
+                        ));
+                    }
+                }
+                let dict = input.lock().unwrap_or_else(|p| p.into_inner()).take();
+                match (dict, returned) {
+                    (Some(dict), returned) => task_output(py, &finish_def, returned, dict.bind(py)),
+                    (None, Err(err)) => Err(python_error(py, &finish_def, &err)),
+                    (None, Ok(_)) => Err(TaskError::fatal(
+                        "RuntimeError: task started without its context",
+                    )),
+                }
+            },
+        )
+    })
+    .unwrap_or_else(|| Err(PyRuntimeError::new_err("the Python interpreter is exiting")))
+    .map_err(|e| {
+        with_python(|py| {
+            let is_closed = locals
+                .event_loop(py)
+                .call_method0("is_closed")
+                .and_then(|c| c.is_truthy())
+                .unwrap_or(false);
+            if is_closed {
+                // This executor can run no async task any more: stop claiming them.
+                closed.store(true, Ordering::SeqCst);
+                return stopped_outside("its event loop is closed");
+            }
+            python_error(py, &definition, &e)
+        })
+        .unwrap_or_else(interpreter_exiting)
+    })?;
+    running
+        .result()
+        .await
+        .unwrap_or_else(|| Err(stopped_outside("the event loop running it stopped")))
 }
 
 /// The task attempt whose code is running in this asyncio context, if any.
