@@ -81,3 +81,24 @@ async def test_of_task_runs_one_task_alone_with_its_options(executor, ids):
     assert cl.Workflow.of_task(ids("flaky"), name="custom").name == "custom"
     with pytest.raises(cl.WorkflowError, match="unknown task"):
         cl.Workflow.of_task(ids("never-registered"))
+
+
+# --- the facts the native module exports for every consumer -------------------------------------
+
+def test_status_names_and_defaults_come_from_the_native_module():
+    import inspect
+
+    import cloacina
+
+    assert cl.EXECUTION_STATUSES == ("Pending", "Running", "Completed", "Failed", "Cancelled")
+    assert cl.FINAL_EXECUTION_STATUSES == ("Completed", "Failed", "Cancelled")
+    assert cl.TASK_STATUSES == ("Pending", "Running", "Completed", "Failed", "Skipped", "Cancelled", "Lost")
+    assert cl.FINAL_TASK_STATUSES == ("Completed", "Failed", "Skipped", "Cancelled")
+    assert cl.UnifiedExecutor().max_concurrency == cl.DEFAULT_MAX_CONCURRENCY == 8
+    assert cl.DEFAULT_LEASE_TIMEOUT == 30.0
+    assert cl.DEFAULT_LIST_LIMIT == 50
+    # The pure-Python layer reads them from there instead of repeating them.
+    limit = inspect.signature(cloacina.SyncExecutor.list_executions).parameters["limit"].default
+    assert limit == cl.DEFAULT_LIST_LIMIT
+    concurrency = inspect.signature(cloacina.SyncExecutor.__init__).parameters["max_concurrency"].default
+    assert concurrency == cl.DEFAULT_MAX_CONCURRENCY

@@ -34,6 +34,8 @@ EXPORTED = [
     "task", "Workflow", "UnifiedExecutor", "CloacinaError", "DatabaseError", "WorkflowError",
     "ConfigurationError", "NotInitializedError", "ContextError", "SkipTask",
     "ExecutionNotFoundError", "ExecutionStateError", "ScheduleNotFoundError", "current_task",
+    "EXECUTION_STATUSES", "FINAL_EXECUTION_STATUSES", "TASK_STATUSES", "FINAL_TASK_STATUSES",
+    "DEFAULT_MAX_CONCURRENCY", "DEFAULT_LEASE_TIMEOUT", "DEFAULT_LIST_LIMIT",
 ]
 
 SITECUSTOMIZE = textwrap.dedent(
@@ -81,6 +83,10 @@ FAKE_POSTGRES = textwrap.dedent(
 
     class UnifiedExecutor:
         pass
+
+    EXECUTION_STATUSES = FINAL_EXECUTION_STATUSES = TASK_STATUSES = FINAL_TASK_STATUSES = ()
+    DEFAULT_MAX_CONCURRENCY = DEFAULT_LIST_LIMIT = 1
+    DEFAULT_LEASE_TIMEOUT = 1.0
     """
 )
 

@@ -29,6 +29,13 @@ ExecutionStateError = _backend_module.ExecutionStateError
 ScheduleNotFoundError = _backend_module.ScheduleNotFoundError
 SkipTask = _backend_module.SkipTask
 ContextError = _backend_module.ContextError
+EXECUTION_STATUSES: "tuple[str, ...]" = _backend_module.EXECUTION_STATUSES
+FINAL_EXECUTION_STATUSES: "tuple[str, ...]" = _backend_module.FINAL_EXECUTION_STATUSES
+TASK_STATUSES: "tuple[str, ...]" = _backend_module.TASK_STATUSES
+FINAL_TASK_STATUSES: "tuple[str, ...]" = _backend_module.FINAL_TASK_STATUSES
+DEFAULT_MAX_CONCURRENCY: int = _backend_module.DEFAULT_MAX_CONCURRENCY
+DEFAULT_LEASE_TIMEOUT: float = _backend_module.DEFAULT_LEASE_TIMEOUT
+DEFAULT_LIST_LIMIT: int = _backend_module.DEFAULT_LIST_LIMIT
 
 del _backend_module
 
@@ -51,6 +58,13 @@ __all__ = [
     "ScheduleNotFoundError",
     "SkipTask",
     "ContextError",
+    "DEFAULT_LEASE_TIMEOUT",
+    "DEFAULT_LIST_LIMIT",
+    "DEFAULT_MAX_CONCURRENCY",
+    "EXECUTION_STATUSES",
+    "FINAL_EXECUTION_STATUSES",
+    "FINAL_TASK_STATUSES",
+    "TASK_STATUSES",
     "backend",
     "backend_version",
     "available_backends",

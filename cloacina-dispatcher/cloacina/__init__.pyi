@@ -14,6 +14,13 @@ from cloacina_sqlite import Workflow as Workflow
 from cloacina_sqlite import WorkflowError as WorkflowError
 from cloacina_sqlite import task as task
 from cloacina_sqlite import current_task as current_task
+from cloacina_sqlite import EXECUTION_STATUSES as EXECUTION_STATUSES
+from cloacina_sqlite import FINAL_EXECUTION_STATUSES as FINAL_EXECUTION_STATUSES
+from cloacina_sqlite import TASK_STATUSES as TASK_STATUSES
+from cloacina_sqlite import FINAL_TASK_STATUSES as FINAL_TASK_STATUSES
+from cloacina_sqlite import DEFAULT_MAX_CONCURRENCY as DEFAULT_MAX_CONCURRENCY
+from cloacina_sqlite import DEFAULT_LEASE_TIMEOUT as DEFAULT_LEASE_TIMEOUT
+from cloacina_sqlite import DEFAULT_LIST_LIMIT as DEFAULT_LIST_LIMIT
 from cloacina.sync import SyncExecutor as SyncExecutor
 
 __version__: str
@@ -38,6 +45,13 @@ __all__ = [
     "ScheduleNotFoundError",
     "SkipTask",
     "ContextError",
+    "DEFAULT_LEASE_TIMEOUT",
+    "DEFAULT_LIST_LIMIT",
+    "DEFAULT_MAX_CONCURRENCY",
+    "EXECUTION_STATUSES",
+    "FINAL_EXECUTION_STATUSES",
+    "FINAL_TASK_STATUSES",
+    "TASK_STATUSES",
     "backend",
     "backend_version",
     "available_backends",

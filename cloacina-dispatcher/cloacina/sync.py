@@ -121,7 +121,7 @@ class SyncExecutor:
       for its running tasks (unfinished executions stay in the database for the next worker).
     """
 
-    def __init__(self, max_concurrency: int = 8) -> None:
+    def __init__(self, max_concurrency: int = cloacina.DEFAULT_MAX_CONCURRENCY) -> None:
         """``max_concurrency`` (an int from 1 to 100000) is the most tasks this executor runs at once."""
         self._executor = cloacina.UnifiedExecutor(max_concurrency)
         self._lock = threading.Lock()
@@ -369,7 +369,7 @@ class SyncExecutor:
         return self._call("get_execution", lambda: executor.get_execution(execution_id))
 
     def list_executions(
-        self, workflow: Optional[str] = None, status: Optional[str] = None, limit: int = 50, offset: int = 0
+        self, workflow: Optional[str] = None, status: Optional[str] = None, limit: int = cloacina.DEFAULT_LIST_LIMIT, offset: int = 0
     ) -> List[_ExecutionDict]:
         """List recorded executions, newest first, filtered by workflow name and status;
         ``offset`` skips that many of the newest (pages)."""

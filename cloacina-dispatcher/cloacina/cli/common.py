@@ -52,7 +52,7 @@ def database_source(args: argparse.Namespace) -> str:
 
 @asynccontextmanager
 async def open_executor(
-    args: argparse.Namespace, *, worker: bool, max_concurrency: int = 8
+    args: argparse.Namespace, *, worker: bool, max_concurrency: int = cloacina.DEFAULT_MAX_CONCURRENCY
 ) -> AsyncIterator[cloacina.UnifiedExecutor]:
     """An initialized executor on the chosen database, shut down on the way out."""
     executor = cloacina.UnifiedExecutor(max_concurrency)

@@ -15,7 +15,6 @@ import cloacina
 from cloacina.cli import render
 from cloacina.cli.common import EXIT_NOT_COMPLETED, EXIT_OK, CliError, open_executor
 
-EXECUTION_STATUSES = ("Pending", "Running", "Completed", "Failed", "Cancelled")
 
 Handler = Callable[[cloacina.UnifiedExecutor, argparse.Namespace], Coroutine[Any, Any, int]]
 
@@ -32,8 +31,8 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
                                  description="List executions, newest first.")
     listing.add_argument("--workflow", metavar="NAME", help="only executions of this workflow")
     listing.add_argument("--status", type=_status, metavar="STATUS",
-                         help=f"only executions in this status ({', '.join(EXECUTION_STATUSES)})")
-    listing.add_argument("--limit", type=int, default=50, metavar="N",
+                         help=f"only executions in this status ({', '.join(cloacina.EXECUTION_STATUSES)})")
+    listing.add_argument("--limit", type=int, default=cloacina.DEFAULT_LIST_LIMIT, metavar="N",
                          help="at most N executions (1 to 10000; default 50)")
     listing.set_defaults(handler=_command(_list))
 
@@ -80,10 +79,10 @@ def _command(handler: Handler) -> Callable[[argparse.Namespace], int]:
 
 
 def _status(text: str) -> str:
-    for status in EXECUTION_STATUSES:
+    for status in cloacina.EXECUTION_STATUSES:
         if text.lower() == status.lower():
             return status
-    raise argparse.ArgumentTypeError(f"unknown status {text!r}; choose from {', '.join(EXECUTION_STATUSES)}")
+    raise argparse.ArgumentTypeError(f"unknown status {text!r}; choose from {', '.join(cloacina.EXECUTION_STATUSES)}")
 
 
 async def _list(executor: cloacina.UnifiedExecutor, args: argparse.Namespace) -> int:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
 from typing import Any, Mapping, Optional, Sequence
 
+import cloacina
+from cloacina._records import parse_timestamp
+
 # Statuses after which an execution or a task changes no more (until a resume).
-FINAL_EXECUTION_STATUSES = frozenset({"Completed", "Failed", "Cancelled"})
-FINAL_TASK_STATUSES = frozenset({"Completed", "Failed", "Skipped", "Cancelled"})
 
 # ANSI: carriage return then "erase the whole line", so the progress line redraws in place.
 CLEAR_LINE = "\r\x1b[2K"
@@ -44,20 +44,9 @@ def to_json(value: Any) -> str:
     return json.dumps(value, indent=2)
 
 
-def parse_time(value: Optional[str]) -> Optional[datetime]:
-    """An ISO 8601 time from a record (``None`` and unreadable values give ``None``)."""
-    if not value:
-        return None
-    text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        return None
-
-
 def format_time(value: Optional[str]) -> str:
     """A record's time in the local time zone, to the second; ``-`` when there is none."""
-    parsed = parse_time(value)
+    parsed = parse_timestamp(value)
     if parsed is None:
         return "-"
     return parsed.astimezone().strftime("%Y-%m-%d %H:%M:%S")
@@ -78,7 +67,7 @@ def format_duration(seconds: Optional[float]) -> str:
 
 def duration_of(record: Mapping[str, Any]) -> Optional[float]:
     """Seconds from ``started_at`` to ``completed_at`` of an execution or task; None if unfinished."""
-    started, completed = parse_time(record.get("started_at")), parse_time(record.get("completed_at"))
+    started, completed = parse_timestamp(record.get("started_at")), parse_timestamp(record.get("completed_at"))
     if started is None or completed is None:
         return None
     return (completed - started).total_seconds()
@@ -192,7 +181,7 @@ def progress_line(tasks: Sequence[Mapping[str, Any]], *, elapsed: float, width: 
     ``[##########----------] 1/2 done  0.42s  running: load``
     """
     total = len(tasks)
-    done = sum(1 for t in tasks if t.get("status") in FINAL_TASK_STATUSES)
+    done = sum(1 for t in tasks if t.get("status") in cloacina.FINAL_TASK_STATUSES)
     failed = sum(1 for t in tasks if t.get("status") == "Failed")
     running = [printable(str(t["task_id"])) for t in tasks if t.get("status") == "Running"]
     filled = BAR_WIDTH * done // total if total else BAR_WIDTH

@@ -42,7 +42,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--context", metavar="JSON", help="the input context, a JSON object")
     source.add_argument("--context-file", metavar="FILE", help="read the input context from FILE (- for stdin)")
-    parser.add_argument("--max-concurrency", type=int, default=8, metavar="N",
+    parser.add_argument("--max-concurrency", type=int, default=cloacina.DEFAULT_MAX_CONCURRENCY, metavar="N",
                         help="run at most N tasks at once in this process (default 8)")
     parser.set_defaults(handler=lambda args: asyncio.run(_run(args)))
 
@@ -66,7 +66,7 @@ class Progress:
         tasks = record["task_results"]
         out = render.CLEAR_LINE if self.live else ""
         for task in tasks:
-            if task["status"] in render.FINAL_TASK_STATUSES and task["task_id"] not in self._reported:
+            if task["status"] in cloacina.FINAL_TASK_STATUSES and task["task_id"] not in self._reported:
                 self._reported.add(task["task_id"])
                 out += render.task_line(task) + "\n"
         if self.live:
@@ -115,7 +115,7 @@ async def _follow(executor: cloacina.UnifiedExecutor, execution_id: str, progres
         if record is None:
             raise CliError(f"execution {execution_id} disappeared from the database")
         progress.update(record)
-        if record["status"] in render.FINAL_EXECUTION_STATUSES:
+        if record["status"] in cloacina.FINAL_EXECUTION_STATUSES:
             return record
         if stop.event.is_set() and not cancel_sent:
             cancel_sent = True

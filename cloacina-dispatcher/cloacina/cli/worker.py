@@ -43,7 +43,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
                              "or a .py path")
     parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO",
                         help="log messages from this level up, on stderr (default INFO)")
-    parser.add_argument("--max-concurrency", type=int, default=8, metavar="N",
+    parser.add_argument("--max-concurrency", type=int, default=cloacina.DEFAULT_MAX_CONCURRENCY, metavar="N",
                         help="run at most N tasks at once (default 8)")
     parser.set_defaults(handler=_work)
 

@@ -15,8 +15,7 @@ import cloacina
 
 from cloacina.ui import records
 
-STATUSES = ("Pending", "Running", "Completed", "Failed", "Cancelled")
-PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX = 50, 200
+PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX = cloacina.DEFAULT_LIST_LIMIT, 200
 WORKFLOW_LIMIT_DEFAULT, WORKFLOW_LIMIT_MAX = 100, 500
 
 Query = Mapping[str, Sequence[str]]
@@ -46,7 +45,7 @@ ENDPOINTS: Tuple[Endpoint, ...] = (
     Endpoint("/api/health", "whether the database answers, and the backend in use", {}),
     Endpoint("/api/executions", "one page of executions, newest first, without contexts or task results",
              {"workflow": "only this workflow's executions",
-              "status": "only executions in this status: " + ", ".join(STATUSES),
+              "status": "only executions in this status: " + ", ".join(cloacina.EXECUTION_STATUSES),
               "limit": f"page size, 1 to {PAGE_LIMIT_MAX} (default {PAGE_LIMIT_DEFAULT})",
               "offset": "skip this many of the newest (default 0); next_offset gives the next page"}),
     Endpoint("/api/executions/<execution_id>",
@@ -88,8 +87,8 @@ def _int_param(query: Query, name: str, default: int, low: int, high: Optional[i
 
 def _status_param(query: Query) -> Optional[str]:
     status = _param(query, "status") or None
-    if status is not None and status not in STATUSES:
-        raise ApiError(400, f"parameter 'status' must be one of {', '.join(STATUSES)}, got {status[:40]!r}")
+    if status is not None and status not in cloacina.EXECUTION_STATUSES:
+        raise ApiError(400, f"parameter 'status' must be one of {', '.join(cloacina.EXECUTION_STATUSES)}, got {status[:40]!r}")
     return status
 
 

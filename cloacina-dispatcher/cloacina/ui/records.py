@@ -4,33 +4,18 @@ rates, and context values cut down to a preview when they are large."""
 from __future__ import annotations
 
 import json
-import re
-from datetime import datetime, timezone
 from typing import Any, Dict, List, Mapping, Optional
+
+import cloacina
+from cloacina._records import parse_timestamp
 
 # A context value whose JSON text is longer than this is replaced by a preview.
 MAX_VALUE_CHARS = 10_000
 PREVIEW_CHARS = 200
 
-FINAL_STATUSES = ("Completed", "Failed", "Cancelled")
 
 # Fields of an execution record left out of list items (they can be large).
 _HEAVY_FIELDS = ("input_context", "final_context", "task_results")
-_LONG_FRACTION = re.compile(r"(\.\d{6})\d+")
-
-
-def parse_timestamp(value: Optional[str]) -> Optional[datetime]:
-    """An engine timestamp (ISO 8601, maybe with ``Z`` or nanoseconds) as an aware datetime."""
-    if not value:
-        return None
-    text = _LONG_FRACTION.sub(r"\1", value.strip())
-    if text[-1:] in ("Z", "z"):
-        text = text[:-1] + "+00:00"
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
 
 
 def duration_seconds(record: Mapping[str, Any]) -> Optional[float]:
@@ -87,7 +72,7 @@ def full_execution(record: Mapping[str, Any]) -> Dict[str, Any]:
 
 def success_rate(records: List[Mapping[str, Any]]) -> Optional[float]:
     """Completed / (Completed + Failed + Cancelled) among ``records``; None if none has ended."""
-    ended = [r for r in records if r.get("status") in FINAL_STATUSES]
+    ended = [r for r in records if r.get("status") in cloacina.FINAL_EXECUTION_STATUSES]
     if not ended:
         return None
     return sum(1 for r in ended if r.get("status") == "Completed") / len(ended)

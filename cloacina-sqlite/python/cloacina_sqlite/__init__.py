@@ -6,6 +6,13 @@ its own native extension; ``backend`` names which one this is. Import through th
 """
 
 from ._native import (
+    DEFAULT_LEASE_TIMEOUT,
+    DEFAULT_LIST_LIMIT,
+    DEFAULT_MAX_CONCURRENCY,
+    EXECUTION_STATUSES,
+    FINAL_EXECUTION_STATUSES,
+    FINAL_TASK_STATUSES,
+    TASK_STATUSES,
     CloacinaError,
     ConfigurationError,
     ContextError,
@@ -25,6 +32,13 @@ from ._native import (
 )
 
 __all__ = [
+    "DEFAULT_LEASE_TIMEOUT",
+    "DEFAULT_LIST_LIMIT",
+    "DEFAULT_MAX_CONCURRENCY",
+    "EXECUTION_STATUSES",
+    "FINAL_EXECUTION_STATUSES",
+    "FINAL_TASK_STATUSES",
+    "TASK_STATUSES",
     "CloacinaError",
     "ConfigurationError",
     "ContextError",

@@ -3,6 +3,13 @@
 from typing import Any, Tuple, Type, final, Awaitable, Callable, Dict, List, Literal, Optional, Sequence, TypedDict, TypeVar, Union, overload
 
 __all__ = [
+    "DEFAULT_LEASE_TIMEOUT",
+    "DEFAULT_LIST_LIMIT",
+    "DEFAULT_MAX_CONCURRENCY",
+    "EXECUTION_STATUSES",
+    "FINAL_EXECUTION_STATUSES",
+    "FINAL_TASK_STATUSES",
+    "TASK_STATUSES",
     "CloacinaError",
     "ConfigurationError",
     "ContextError",
@@ -23,6 +30,21 @@ __all__ = [
 
 __version__: str
 backend: str
+
+#: Every execution status, in the order an execution moves through them.
+EXECUTION_STATUSES: Tuple[str, ...]
+#: The statuses of an execution that has ended.
+FINAL_EXECUTION_STATUSES: Tuple[str, ...]
+#: Every task status (``Lost`` appears only in a task's history).
+TASK_STATUSES: Tuple[str, ...]
+#: The statuses of a task that will not change again.
+FINAL_TASK_STATUSES: Tuple[str, ...]
+#: ``UnifiedExecutor(max_concurrency=)`` when not given.
+DEFAULT_MAX_CONCURRENCY: int
+#: ``initialize(lease_timeout=)`` when not given, in seconds.
+DEFAULT_LEASE_TIMEOUT: float
+#: ``list_executions(limit=)`` when not given.
+DEFAULT_LIST_LIMIT: int
 
 _Context = Dict[str, Any]
 _TaskFunction = Callable[[_Context], Union[Optional[_Context], Awaitable[Optional[_Context]]]]

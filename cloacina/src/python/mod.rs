@@ -20,6 +20,7 @@ mod workflow;
 
 use once_cell::sync::OnceCell;
 use pyo3::prelude::*;
+use pyo3::types::PyTuple;
 
 use crate::database::url::BackendKind;
 
@@ -30,6 +31,41 @@ pub(crate) fn backend() -> BackendKind {
     *BACKEND
         .get()
         .expect("the module registers its backend on import")
+}
+
+/// The facts every consumer (CLI, dashboard, SyncExecutor, stubs, tests) reads from here:
+/// status names and defaults.
+fn add_facts(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    use crate::model::{ExecutionStatus, TaskStatus};
+    let py = module.py();
+    let names = |statuses: &[&str]| PyTuple::new_bound(py, statuses.iter().copied());
+    let execution_final: Vec<&str> = ExecutionStatus::names()
+        .iter()
+        .copied()
+        .filter(|n| ExecutionStatus::parse(n).is_some_and(ExecutionStatus::is_terminal))
+        .collect();
+    let task_final: Vec<&str> = TaskStatus::names()
+        .iter()
+        .copied()
+        .filter(|n| TaskStatus::parse(n).is_some_and(TaskStatus::is_terminal))
+        .collect();
+    module.add("EXECUTION_STATUSES", names(ExecutionStatus::names()))?;
+    module.add("FINAL_EXECUTION_STATUSES", names(&execution_final))?;
+    module.add("TASK_STATUSES", names(TaskStatus::names()))?;
+    module.add("FINAL_TASK_STATUSES", names(&task_final))?;
+    module.add(
+        "DEFAULT_MAX_CONCURRENCY",
+        crate::executor::DEFAULT_MAX_CONCURRENCY,
+    )?;
+    module.add(
+        "DEFAULT_LEASE_TIMEOUT",
+        crate::executor::DEFAULT_LEASE_TIMEOUT.as_secs_f64(),
+    )?;
+    module.add(
+        "DEFAULT_LIST_LIMIT",
+        crate::database::queries::ExecutionFilter::default().limit,
+    )?;
+    Ok(())
 }
 
 /// Fills a backend wheel's native module with the public API.
@@ -44,6 +80,7 @@ pub fn register(module: &Bound<'_, PyModule>, backend: BackendKind) -> PyResult<
     logs::install_null_handler(module.py())?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     module.add("backend", backend.name())?;
+    add_facts(module)?;
     bridge::install_exit_hook(module)?;
     Ok(())
 }
