@@ -22,7 +22,7 @@ from urllib.parse import quote, urlsplit
 import pytest
 
 import cloacina
-from backend import BACKEND
+from backend import BACKEND, cl
 from cloacina.ui import UiConfigError, make_server
 from ui_server import DEADLINE, Response, Running, request, serve  # noqa: F401
 
@@ -95,6 +95,9 @@ def test_index_lists_every_endpoint(serve: Callable[..., Running]) -> None:
 def test_health(serve: Callable[..., Running]) -> None:
     body = serve().ok("health")
     assert body["ok"] is True and body["backend"] == BACKEND
+    # The pages take the status names from here: the engine's, not a copy.
+    assert body["execution_statuses"] == list(cl.EXECUTION_STATUSES)
+    assert body["final_execution_statuses"] == list(cl.FINAL_EXECUTION_STATUSES)
 
 
 def test_every_response_is_json_with_nosniff_and_no_store(serve: Callable[..., Running]) -> None:

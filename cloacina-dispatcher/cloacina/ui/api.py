@@ -42,7 +42,7 @@ class Endpoint:
 
 ENDPOINTS: Tuple[Endpoint, ...] = (
     Endpoint("/api/", "this list of endpoints", {}),
-    Endpoint("/api/health", "whether the database answers, and the backend in use", {}),
+    Endpoint("/api/health", "whether the database answers, the backend in use and the status names", {}),
     Endpoint("/api/executions", "one page of executions, newest first, without contexts or task results",
              {"workflow": "only this workflow's executions",
               "status": "only executions in this status: " + ", ".join(cloacina.EXECUTION_STATUSES),
@@ -108,11 +108,13 @@ def index(executor: cloacina.SyncExecutor, query: Query) -> Payload:
 
 
 def health(executor: cloacina.SyncExecutor, query: Query) -> Payload:
-    """``GET /api/health``: ``{"ok": true, "backend", "backend_version", "version"}`` once the
-    database has answered a one-row read."""
+    """``GET /api/health``: ``{"ok": true, "backend", "backend_version", "version",
+    "execution_statuses", "final_execution_statuses"}`` once the database has answered a one-row
+    read (the pages take the status names from here)."""
     executor.list_executions(limit=1)
     return {"ok": True, "backend": cloacina.backend, "backend_version": cloacina.backend_version,
-            "version": cloacina.__version__}
+            "version": cloacina.__version__, "execution_statuses": list(cloacina.EXECUTION_STATUSES),
+            "final_execution_statuses": list(cloacina.FINAL_EXECUTION_STATUSES)}
 
 
 def executions(executor: cloacina.SyncExecutor, query: Query) -> Payload:

@@ -4,8 +4,9 @@
 
 (function () {
   const SVG_NS = "http://www.w3.org/2000/svg";
-  const FINAL = ["Completed", "Failed", "Cancelled"];
-  const STATUSES = ["Pending", "Running", "Completed", "Failed", "Cancelled"];
+  // Status names come from the engine (GET /api/health) before the first page is drawn.
+  let FINAL = [];
+  let STATUSES = [];
   const COLORS = { Pending: "#9ca3af", Running: "#3b82f6", Completed: "#16a34a", Failed: "#dc2626",
                    Cancelled: "#a16207", Skipped: "#c4b5fd", Lost: "#f97316" };
   const PAGE_SIZE = 25;
@@ -553,5 +554,16 @@
     else executionsPage();
   }
 
-  route();
+  async function start() {
+    try {
+      const health = await api("health");
+      STATUSES = health.execution_statuses;
+      FINAL = health.final_execution_statuses;
+    } catch (error) {
+      // The page's own requests fail the same way and show why.
+    }
+    route();
+  }
+
+  start();
 })();
