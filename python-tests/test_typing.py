@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -28,3 +30,53 @@ def test_package_is_typed():
 
     assert resources.files(cl.__name__).joinpath("py.typed").is_file()
     assert resources.files("cloacina").joinpath("py.typed").is_file()
+
+
+USER_CODE = '''
+from typing import List
+
+import cloacina
+from cloacina import AttemptRecord, CurrentTask, ExecutionResult, ScheduleInfo, TaskResult, WorkerInfo
+
+
+@cloacina.task
+def one(context: dict) -> dict:  # type: ignore[type-arg]
+    current: CurrentTask = cloacina.current_task()
+    return {"attempt": current["attempt"]}
+
+
+async def main() -> None:
+    executor = cloacina.UnifiedExecutor()
+    await executor.initialize("sqlite:///typed.db")
+    result: ExecutionResult = await executor.execute(cloacina.Workflow("typed", [one]))
+    tasks: List[TaskResult] = result["task_results"]
+    history: List[AttemptRecord] = tasks[0]["history"]
+    workers: List[WorkerInfo] = await executor.list_workers()
+    schedules: List[ScheduleInfo] = await executor.list_schedules()
+    print(result["status"], len(history), len(workers), len(schedules))
+'''
+
+
+def test_result_types_are_public_at_run_time():
+    import cloacina
+
+    for name in ("ExecutionResult", "TaskResult", "AttemptRecord", "WorkerInfo", "ScheduleInfo", "CurrentTask",
+                 "RunningTask"):
+        kind = getattr(cloacina, name)
+        assert kind is getattr(cl, name) and kind.__annotations__, name
+    assert "history" in cloacina.TaskResult.__annotations__
+
+
+def test_user_annotations_type_check_with_no_backend_package_in_sight(tmp_path):
+    """mypy --strict sees only the `cloacina` package: no stub reaches into cloacina_sqlite, so an
+    install with the PostgreSQL backend alone type-checks the same."""
+    from importlib import resources
+
+    path = tmp_path / "path"
+    path.mkdir()
+    (path / "cloacina").symlink_to(Path(str(resources.files("cloacina"))))
+    (tmp_path / "user.py").write_text(USER_CODE)
+    env = dict(os.environ, MYPYPATH=str(path))
+    proc = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-site-packages", "--no-incremental",
+                           "user.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -36,6 +36,13 @@ FINAL_TASK_STATUSES: "tuple[str, ...]" = _backend_module.FINAL_TASK_STATUSES
 DEFAULT_MAX_CONCURRENCY: int = _backend_module.DEFAULT_MAX_CONCURRENCY
 DEFAULT_LEASE_TIMEOUT: float = _backend_module.DEFAULT_LEASE_TIMEOUT
 DEFAULT_LIST_LIMIT: int = _backend_module.DEFAULT_LIST_LIMIT
+AttemptRecord = _backend_module.AttemptRecord
+CurrentTask = _backend_module.CurrentTask
+ExecutionResult = _backend_module.ExecutionResult
+RunningTask = _backend_module.RunningTask
+ScheduleInfo = _backend_module.ScheduleInfo
+TaskResult = _backend_module.TaskResult
+WorkerInfo = _backend_module.WorkerInfo
 
 del _backend_module
 
@@ -65,6 +72,13 @@ __all__ = [
     "FINAL_EXECUTION_STATUSES",
     "FINAL_TASK_STATUSES",
     "TASK_STATUSES",
+    "AttemptRecord",
+    "CurrentTask",
+    "ExecutionResult",
+    "RunningTask",
+    "ScheduleInfo",
+    "TaskResult",
+    "WorkerInfo",
     "backend",
     "backend_version",
     "available_backends",

@@ -1,26 +1,34 @@
-# Type view of the dispatcher: the API is the bound backend's; every backend
-# mirrors cloacina_sqlite's surface, so type checkers read it from there.
-from cloacina_sqlite import CloacinaError as CloacinaError
-from cloacina_sqlite import ConfigurationError as ConfigurationError
-from cloacina_sqlite import ContextError as ContextError
-from cloacina_sqlite import DatabaseError as DatabaseError
-from cloacina_sqlite import ExecutionNotFoundError as ExecutionNotFoundError
-from cloacina_sqlite import ExecutionStateError as ExecutionStateError
-from cloacina_sqlite import NotInitializedError as NotInitializedError
-from cloacina_sqlite import ScheduleNotFoundError as ScheduleNotFoundError
-from cloacina_sqlite import SkipTask as SkipTask
-from cloacina_sqlite import UnifiedExecutor as UnifiedExecutor
-from cloacina_sqlite import Workflow as Workflow
-from cloacina_sqlite import WorkflowError as WorkflowError
-from cloacina_sqlite import task as task
-from cloacina_sqlite import current_task as current_task
-from cloacina_sqlite import EXECUTION_STATUSES as EXECUTION_STATUSES
-from cloacina_sqlite import FINAL_EXECUTION_STATUSES as FINAL_EXECUTION_STATUSES
-from cloacina_sqlite import TASK_STATUSES as TASK_STATUSES
-from cloacina_sqlite import FINAL_TASK_STATUSES as FINAL_TASK_STATUSES
-from cloacina_sqlite import DEFAULT_MAX_CONCURRENCY as DEFAULT_MAX_CONCURRENCY
-from cloacina_sqlite import DEFAULT_LEASE_TIMEOUT as DEFAULT_LEASE_TIMEOUT
-from cloacina_sqlite import DEFAULT_LIST_LIMIT as DEFAULT_LIST_LIMIT
+# Type view of the dispatcher: the API is the bound backend's. Every backend has the same
+# surface, and `_backend.pyi` is a copy of it (a link to the backends' one stub), so this
+# type-checks with either backend installed alone.
+from cloacina._backend import CloacinaError as CloacinaError
+from cloacina._backend import ConfigurationError as ConfigurationError
+from cloacina._backend import ContextError as ContextError
+from cloacina._backend import DatabaseError as DatabaseError
+from cloacina._backend import ExecutionNotFoundError as ExecutionNotFoundError
+from cloacina._backend import ExecutionStateError as ExecutionStateError
+from cloacina._backend import NotInitializedError as NotInitializedError
+from cloacina._backend import ScheduleNotFoundError as ScheduleNotFoundError
+from cloacina._backend import SkipTask as SkipTask
+from cloacina._backend import UnifiedExecutor as UnifiedExecutor
+from cloacina._backend import Workflow as Workflow
+from cloacina._backend import WorkflowError as WorkflowError
+from cloacina._backend import task as task
+from cloacina._backend import current_task as current_task
+from cloacina._backend import EXECUTION_STATUSES as EXECUTION_STATUSES
+from cloacina._backend import FINAL_EXECUTION_STATUSES as FINAL_EXECUTION_STATUSES
+from cloacina._backend import TASK_STATUSES as TASK_STATUSES
+from cloacina._backend import FINAL_TASK_STATUSES as FINAL_TASK_STATUSES
+from cloacina._backend import DEFAULT_MAX_CONCURRENCY as DEFAULT_MAX_CONCURRENCY
+from cloacina._backend import DEFAULT_LEASE_TIMEOUT as DEFAULT_LEASE_TIMEOUT
+from cloacina._backend import DEFAULT_LIST_LIMIT as DEFAULT_LIST_LIMIT
+from cloacina._backend import AttemptRecord as AttemptRecord
+from cloacina._backend import CurrentTask as CurrentTask
+from cloacina._backend import ExecutionResult as ExecutionResult
+from cloacina._backend import RunningTask as RunningTask
+from cloacina._backend import ScheduleInfo as ScheduleInfo
+from cloacina._backend import TaskResult as TaskResult
+from cloacina._backend import WorkerInfo as WorkerInfo
 from cloacina.sync import SyncExecutor as SyncExecutor
 
 __version__: str
@@ -52,6 +60,13 @@ __all__ = [
     "FINAL_EXECUTION_STATUSES",
     "FINAL_TASK_STATUSES",
     "TASK_STATUSES",
+    "AttemptRecord",
+    "CurrentTask",
+    "ExecutionResult",
+    "RunningTask",
+    "ScheduleInfo",
+    "TaskResult",
+    "WorkerInfo",
     "backend",
     "backend_version",
     "available_backends",

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, AsyncIterator, Iterator
 import pytest
 
 if TYPE_CHECKING:
-    from cloacina_sqlite import UnifiedExecutor
+    from cloacina._backend import UnifiedExecutor
 
     from cloacina.sync import SyncExecutor
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, List, Optional
 import cloacina
 
 if TYPE_CHECKING:
-    from cloacina_sqlite import Workflow, _Catchup, _ExecutionDict, _ScheduleDict, _WorkerDict
+    from cloacina._backend import ExecutionResult, ScheduleInfo, WorkerInfo, Workflow, _Catchup
 
 __all__ = ["SyncExecutor"]
 
@@ -289,7 +289,7 @@ class SyncExecutor:
             lambda: executor.submit(workflow, context, idempotency_key=idempotency_key, timeout=timeout),
         )
 
-    def wait(self, execution_id: str, *, timeout: Optional[float] = None) -> _ExecutionDict:
+    def wait(self, execution_id: str, *, timeout: Optional[float] = None) -> ExecutionResult:
         """Block until any execution in the database ends and return its result dict.
 
         Raises TimeoutError once ``timeout`` seconds pass (the execution goes on), and
@@ -300,7 +300,7 @@ class SyncExecutor:
 
     def execute(
         self, workflow: Workflow, context: Optional[_Context] = None, *, timeout: Optional[float] = None
-    ) -> _ExecutionDict:
+    ) -> ExecutionResult:
         """Submit ``workflow`` and block until its result; a failing task gives a Failed result.
 
         Past ``timeout`` seconds the execution is cancelled and its result is "Cancelled".
@@ -312,7 +312,7 @@ class SyncExecutor:
         # execution whose submission was under way.
         submissions: List[asyncio.Future[str]] = []
 
-        async def submit_and_wait() -> _ExecutionDict:
+        async def submit_and_wait() -> ExecutionResult:
             submission = asyncio.ensure_future(executor.submit(workflow, context, timeout=timeout))
             submissions.append(submission)
             execution_id = await asyncio.shield(submission)
@@ -363,14 +363,14 @@ class SyncExecutor:
         executor = self._executor
         return self._call("resume", lambda: executor.resume(execution_id))
 
-    def get_execution(self, execution_id: str) -> Optional[_ExecutionDict]:
+    def get_execution(self, execution_id: str) -> Optional[ExecutionResult]:
         """Read a recorded execution back; None if the id is unknown."""
         executor = self._executor
         return self._call("get_execution", lambda: executor.get_execution(execution_id))
 
     def list_executions(
         self, workflow: Optional[str] = None, status: Optional[str] = None, limit: int = cloacina.DEFAULT_LIST_LIMIT, offset: int = 0
-    ) -> List[_ExecutionDict]:
+    ) -> List[ExecutionResult]:
         """List recorded executions, newest first, filtered by workflow name and status;
         ``offset`` skips that many of the newest (pages)."""
         executor = self._executor
@@ -398,12 +398,12 @@ class SyncExecutor:
             ),
         )
 
-    def list_workers(self) -> List[_WorkerDict]:
+    def list_workers(self) -> List[WorkerInfo]:
         """Every worker registered in the database: its heartbeat and the tasks it runs."""
         executor = self._executor
         return self._call("list_workers", lambda: executor.list_workers())
 
-    def list_schedules(self) -> List[_ScheduleDict]:
+    def list_schedules(self) -> List[ScheduleInfo]:
         """Every schedule in the database, by name, with its next and last fire."""
         executor = self._executor
         return self._call("list_schedules", lambda: executor.list_schedules())

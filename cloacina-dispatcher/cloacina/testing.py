@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Union
 import cloacina
 
 if TYPE_CHECKING:
-    from cloacina_sqlite import UnifiedExecutor, _ExecutionDict
+    from cloacina._backend import ExecutionResult, UnifiedExecutor
 
     from cloacina.sync import SyncExecutor
 
@@ -48,7 +48,7 @@ async def run_task(
     context: Optional[_Context] = None,
     *,
     timeout: Optional[float] = None,
-) -> _ExecutionDict:
+) -> ExecutionResult:
     """Run the registered ``task`` (its function or its id) alone on ``context``; return the
     execution's result dict.
 
@@ -66,6 +66,6 @@ def run_task_sync(
     context: Optional[_Context] = None,
     *,
     timeout: Optional[float] = None,
-) -> _ExecutionDict:
+) -> ExecutionResult:
     """:func:`run_task` for a :class:`cloacina.SyncExecutor`: blocks until the result."""
     return executor.execute(cloacina.Workflow.of_task(task), context, timeout=timeout)

@@ -31,7 +31,24 @@ from ._native import (
     task,
 )
 
+from ._types import (
+    AttemptRecord,
+    CurrentTask,
+    ExecutionResult,
+    RunningTask,
+    ScheduleInfo,
+    TaskResult,
+    WorkerInfo,
+)
+
 __all__ = [
+    "AttemptRecord",
+    "CurrentTask",
+    "ExecutionResult",
+    "RunningTask",
+    "ScheduleInfo",
+    "TaskResult",
+    "WorkerInfo",
     "DEFAULT_LEASE_TIMEOUT",
     "DEFAULT_LIST_LIMIT",
     "DEFAULT_MAX_CONCURRENCY",

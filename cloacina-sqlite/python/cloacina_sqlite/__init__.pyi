@@ -3,6 +3,13 @@
 from typing import Any, Tuple, Type, final, Awaitable, Callable, Dict, List, Literal, Optional, Sequence, TypedDict, TypeVar, Union, overload
 
 __all__ = [
+    "AttemptRecord",
+    "CurrentTask",
+    "ExecutionResult",
+    "RunningTask",
+    "ScheduleInfo",
+    "TaskResult",
+    "WorkerInfo",
     "DEFAULT_LEASE_TIMEOUT",
     "DEFAULT_LIST_LIMIT",
     "DEFAULT_MAX_CONCURRENCY",
@@ -51,83 +58,20 @@ _TaskFunction = Callable[[_Context], Union[Optional[_Context], Awaitable[Optiona
 _F = TypeVar("_F", bound=_TaskFunction)
 _TaskRef = Union[str, Callable[..., Any]]
 
-_TaskStatus = Literal["Pending", "Running", "Completed", "Failed", "Skipped", "Cancelled"]
-# An attempt's status: a task's, or "Lost" when the worker running it died.
-_AttemptStatus = Literal["Running", "Completed", "Failed", "Skipped", "Cancelled", "Lost"]
+from ._types import AttemptRecord as AttemptRecord
+from ._types import CurrentTask as CurrentTask
+from ._types import ExecutionResult as ExecutionResult
+from ._types import RunningTask as RunningTask
+from ._types import ScheduleInfo as ScheduleInfo
+from ._types import TaskResult as TaskResult
+from ._types import WorkerInfo as WorkerInfo
 _TriggerRule = Literal["all_success", "all_done", "one_success", "one_failed", "none_failed"]
-
-class _AttemptDict(TypedDict):
-    attempt: int
-    status: _AttemptStatus
-    error: Optional[str]
-    started_at: str
-    completed_at: str
-
-class _TaskResultDict(TypedDict):
-    task_id: str
-    dependencies: List[str]
-    status: _TaskStatus
-    attempts: int
-    error: Optional[str]
-    traceback: Optional[str]
-    reason: Optional[str]
-    started_at: Optional[str]
-    completed_at: Optional[str]
-    history: List[_AttemptDict]
-
-class _ExecutionDict(TypedDict):
-    execution_id: str
-    workflow_name: str
-    workflow_version: str
-    status: Literal["Pending", "Running", "Completed", "Failed", "Cancelled"]
-    input_context: _Context
-    final_context: Optional[_Context]
-    error: Optional[str]
-    reason: Optional[str]
-    started_at: str
-    completed_at: Optional[str]
-    task_results: List[_TaskResultDict]
-
 _Catchup = Literal["none", "latest", "all"]
 
-class _RunningTaskDict(TypedDict):
-    execution_id: str
-    task_id: str
-
-class _WorkerDict(TypedDict):
-    worker_id: str
-    hostname: str
-    pid: int
-    task_ids: List[str]
-    started_at: str
-    heartbeat_at: str
-    alive: bool
-    running: List[_RunningTaskDict]
-
-class _CurrentTaskDict(TypedDict):
-    execution_id: str
-    workflow_name: str
-    task_id: str
-    attempt: int
-
-def current_task() -> _CurrentTaskDict:
+def current_task() -> CurrentTask:
     """The running task attempt: its ``execution_id``, ``workflow_name``, ``task_id`` and
     ``attempt`` (from 1). Call it from a task's code, sync or async; outside a running task it
     raises RuntimeError."""
-
-class _ScheduleDict(TypedDict):
-    name: str
-    workflow_name: str
-    cron: str
-    timezone: str
-    catchup: _Catchup
-    context: _Context
-    paused: bool
-    next_fire_time: Optional[str]
-    last_fire_time: Optional[str]
-    last_execution_id: Optional[str]
-    created_at: str
-    updated_at: str
 
 class CloacinaError(Exception):
     """Base class of every error raised by the Cloacina engine."""
@@ -299,7 +243,7 @@ class UnifiedExecutor:
         execution's id and starts nothing. Past ``timeout`` seconds (above 0 and at most one
         year) the execution is cancelled.
         """
-    async def wait(self, execution_id: str, *, timeout: Optional[float] = None) -> _ExecutionDict:
+    async def wait(self, execution_id: str, *, timeout: Optional[float] = None) -> ExecutionResult:
         """Wait for any execution in the database to end and return its result dict.
 
         Raises TimeoutError once ``timeout`` seconds (above 0 and at most one year) pass (the
@@ -307,7 +251,7 @@ class UnifiedExecutor:
         """
     async def execute(
         self, workflow: Workflow, context: Optional[_Context] = None, *, timeout: Optional[float] = None
-    ) -> _ExecutionDict:
+    ) -> ExecutionResult:
         """Submit ``workflow`` and wait for its result; a failing task gives a Failed result.
 
         Past ``timeout`` seconds (above 0 and at most one year) the execution is cancelled and its
@@ -323,11 +267,11 @@ class UnifiedExecutor:
         Completed tasks keep their outputs and are not re-run; the others run again, with their
         history kept. Raises ExecutionStateError for an execution in another status.
         """
-    async def get_execution(self, execution_id: str) -> Optional[_ExecutionDict]:
+    async def get_execution(self, execution_id: str) -> Optional[ExecutionResult]:
         """Read a recorded execution back; None if the id is unknown."""
     async def list_executions(
         self, workflow: Optional[str] = None, status: Optional[str] = None, limit: int = 50, offset: int = 0
-    ) -> List[_ExecutionDict]:
+    ) -> List[ExecutionResult]:
         """List recorded executions, newest first, filtered by workflow name and status;
         ``limit`` is an int from 1 to 10000; ``offset`` skips that many of the newest (pages)."""
     async def schedule(
@@ -353,11 +297,11 @@ class UnifiedExecutor:
         Raises ConfigurationError (a ValueError) for a bad expression, time zone, name or
         catch-up mode, and ContextError for a context that is not JSON; nothing is stored then.
         """
-    async def list_workers(self) -> List[_WorkerDict]:
+    async def list_workers(self) -> List[WorkerInfo]:
         """Every worker registered in the database, most recent heartbeat first: its host and
         pid, its task ids, its heartbeat, whether it is alive (heartbeat younger than the
         lease) and the tasks it is running. Workers that stopped cleanly are not listed."""
-    async def list_schedules(self) -> List[_ScheduleDict]:
+    async def list_schedules(self) -> List[ScheduleInfo]:
         """Every schedule in the database, by name, with its next and last fire."""
     async def pause_schedule(self, name: str) -> None:
         """Stop ``name`` firing, in every worker, until ``resume_schedule``; raises

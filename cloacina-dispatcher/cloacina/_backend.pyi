@@ -1,0 +1,1 @@
+../../cloacina-sqlite/python/cloacina_sqlite/__init__.pyi

@@ -1,0 +1,100 @@
+"""The shapes of the dicts a Cloacina backend returns, for annotations in users' code.
+
+``from cloacina import ExecutionResult`` (or from a backend package) works at run time too;
+they are ``TypedDict`` classes, so a value is an ordinary dict.
+"""
+
+from typing import Any, Dict, List, Literal, Optional, TypedDict
+
+__all__ = ["AttemptRecord", "CurrentTask", "ExecutionResult", "RunningTask", "ScheduleInfo", "TaskResult",
+           "WorkerInfo"]
+
+
+_Context = Dict[str, Any]
+
+
+class AttemptRecord(TypedDict):
+    """One finished attempt of a task, as ``TaskResult["history"]`` lists them."""
+
+    attempt: int
+    status: Literal["Running", "Completed", "Failed", "Skipped", "Cancelled", "Lost"]
+    error: Optional[str]
+    started_at: str
+    completed_at: str
+
+
+class TaskResult(TypedDict):
+    """One task of an execution, as ``ExecutionResult["task_results"]`` lists them."""
+
+    task_id: str
+    dependencies: List[str]
+    status: Literal["Pending", "Running", "Completed", "Failed", "Skipped", "Cancelled"]
+    attempts: int
+    error: Optional[str]
+    traceback: Optional[str]
+    reason: Optional[str]
+    started_at: Optional[str]
+    completed_at: Optional[str]
+    history: List[AttemptRecord]
+
+
+class ExecutionResult(TypedDict):
+    """An execution as ``execute``, ``wait``, ``get_execution`` and ``list_executions`` return it."""
+
+    execution_id: str
+    workflow_name: str
+    workflow_version: str
+    status: Literal["Pending", "Running", "Completed", "Failed", "Cancelled"]
+    input_context: _Context
+    final_context: Optional[_Context]
+    error: Optional[str]
+    reason: Optional[str]
+    started_at: str
+    completed_at: Optional[str]
+    task_results: List[TaskResult]
+
+
+class RunningTask(TypedDict):
+    """A task a worker runs now, as ``WorkerInfo["running"]`` lists them."""
+
+    execution_id: str
+    task_id: str
+
+
+class WorkerInfo(TypedDict):
+    """A worker as ``list_workers`` returns it."""
+
+    worker_id: str
+    hostname: str
+    pid: int
+    task_ids: List[str]
+    started_at: str
+    heartbeat_at: str
+    alive: bool
+    running: List[RunningTask]
+
+
+class CurrentTask(TypedDict):
+    """The running task attempt, as ``current_task()`` returns it."""
+
+    execution_id: str
+    workflow_name: str
+    task_id: str
+    attempt: int
+
+
+class ScheduleInfo(TypedDict):
+    """A cron schedule as ``list_schedules`` returns it."""
+
+    name: str
+    workflow_name: str
+    cron: str
+    timezone: str
+    catchup: Literal["none", "latest", "all"]
+    context: _Context
+    paused: bool
+    next_fire_time: Optional[str]
+    last_fire_time: Optional[str]
+    last_execution_id: Optional[str]
+    created_at: str
+    updated_at: str
