@@ -19,6 +19,7 @@ import queue
 import shutil
 import subprocess
 import threading
+import time
 import uuid
 from typing import Any, Dict, List, Optional
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
@@ -114,16 +115,21 @@ class Spares:
     waits for neither (each costs two psql runs, ~0.15 s, on every PostgreSQL test).
 
     ``take()`` returns a new, empty database; ``give_back(name)`` drops it later; ``close()``
-    (at the end of the session) drops what is left and stops the thread.
+    (at the end of the session) drops what is left and stops the thread. While a test has the
+    server stopped (``ServerControl``), the thread waits (``hold``/``release``); a job that still
+    fails is tried again a few times.
     """
 
     AHEAD = 2
+    TRIES = 5
 
     def __init__(self) -> None:
         self._jobs: "queue.Queue[Optional[str]]" = queue.Queue()   # a name to drop, "" to create, None to stop
         self._made: "queue.Queue[object]" = queue.Queue()          # names made, or the error that stopped one
         self._thread: Optional[threading.Thread] = None
         self.drop_errors: List[str] = []
+        self._quiet = threading.Lock()   # held by each job, and by a test while the server is down
+        self._held = False
 
     def _work(self) -> None:
         while True:
@@ -131,15 +137,41 @@ class Spares:
             if job is None:
                 return
             try:
-                if job:
-                    drop_database(job)
-                else:
-                    self._made.put(create_database())
+                made = self._run(job)
+                if made is not None:
+                    self._made.put(made)
             except Exception as exc:
                 if job:
                     self.drop_errors.append(f"dropping {job}: {exc}")
                 else:
                     self._made.put(exc)  # the test waiting for this database fails with it
+
+    def _run(self, job: str) -> Optional[str]:
+        """Drops ``job`` (or, when empty, makes a database and returns its name), trying again
+        while the server refuses."""
+        for attempt in range(self.TRIES):
+            with self._quiet:
+                try:
+                    if job:
+                        drop_database(job)
+                        return None
+                    return create_database()
+                except PsqlError:
+                    if attempt == self.TRIES - 1:
+                        raise
+            time.sleep(1.0)
+        return None
+
+    def hold(self) -> None:
+        """Waits for the job in progress, then runs no other until ``release``."""
+        if not self._held:
+            self._quiet.acquire()
+            self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._quiet.release()
 
     def take(self) -> str:
         if self._thread is None:
@@ -207,10 +239,12 @@ class ServerControl:
         return proc.returncode == 0
 
     def stop(self, mode: str = "fast") -> None:
+        spares.hold()  # no test database is made or dropped while the server is down
         self._run(["-w", "-t", "60", "stop", "-m", mode])
 
     def start(self) -> None:
         self._run([*self.start_options, "start"])
+        spares.release()
 
 
 def server_control() -> Optional[ServerControl]:
