@@ -83,6 +83,8 @@ pub(crate) struct Worker {
     last_beat: Mutex<Option<tokio::time::Instant>>,
     /// Set by shutdown: claim nothing more.
     closed: AtomicBool,
+    /// Held from a claim's query until its tasks are dispatched, so `drain` never misses them.
+    claiming: tokio::sync::Mutex<()>,
     closing: Notify,
     idle: Notify,
 }
@@ -108,6 +110,7 @@ impl Worker {
             stalled: Mutex::default(),
             last_beat: Mutex::default(),
             closed: AtomicBool::new(false),
+            claiming: tokio::sync::Mutex::new(()),
             closing: Notify::new(),
             idle: Notify::new(),
         })
@@ -345,6 +348,8 @@ impl Worker {
     pub(crate) async fn drain(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.closing.notify_waiters();
+        // A claim already made in the database is dispatched (its session opened) first.
+        drop(self.claiming.lock().await);
         loop {
             let idle = self.idle.notified();
             if self.sessions().is_empty() {
@@ -371,6 +376,10 @@ impl Worker {
                 permit = self.permits.clone().acquire_owned() => permit.expect("the executor never closes its semaphore"),
                 () = self.closing.notified() => return,
             };
+            let claiming = self.claiming.lock().await;
+            if self.is_closed() {
+                return; // drain has begun: claim nothing more
+            }
             let mut permits = vec![first];
             permits.extend(self.reserve(CLAIM_BATCH - 1));
             ready.borrow_and_update();
@@ -384,6 +393,7 @@ impl Worker {
             let got = claims.len();
             let unused = permits.split_off(got.min(permits.len()));
             self.dispatch(claims, permits, None);
+            drop(claiming);
             drop(unused);
             if got == wanted {
                 continue;
