@@ -52,11 +52,24 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         pg_admin.spares.close()
 
 
+# Markers given by what a test uses, for a quick development loop that leaves them out
+# (``-m "not processes and not browser and not slow"``; see CONTRIBUTING.md).
+USES_MARKERS = {"procs": "processes", "browser": "browser"}
+# A test allowed more than the default 60 s (``@pytest.mark.timeout(N)``) is slow.
+SLOW_AFTER = 60
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
     for item in items:
         for marker, backend in BACKEND_MARKERS.items():
             if item.get_closest_marker(marker) is not None and BACKEND != backend:
                 item.add_marker(pytest.mark.skip(reason=f"{backend} only (testing {BACKEND})"))
+        for fixture, marker in USES_MARKERS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(marker)
+        timeout = item.get_closest_marker("timeout")
+        if timeout is not None and timeout.args and timeout.args[0] > SLOW_AFTER:
+            item.add_marker("slow")
 
 
 class Ids:
