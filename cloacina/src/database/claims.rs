@@ -212,9 +212,7 @@ impl Database {
                 let owned = diesel::update(
                     task_executions::table
                         .find((&id, &task_id))
-                        .filter(task_executions::worker_id.eq(&worker))
-                        .filter(task_executions::attempt.eq(fence as i32))
-                        .filter(task_executions::status.eq(TaskStatus::Running.as_str())),
+                        .filter(fenced(&worker, fence)),
                 )
                 .set(task_executions::attempt.eq(failed.attempt as i32 + 1))
                 .execute(conn)?;
@@ -242,9 +240,7 @@ impl Database {
                 diesel::update(
                     task_executions::table
                         .find((&id, &task_id))
-                        .filter(task_executions::worker_id.eq(&worker))
-                        .filter(task_executions::attempt.eq(fence as i32))
-                        .filter(task_executions::status.eq(TaskStatus::Running.as_str())),
+                        .filter(fenced(&worker, fence)),
                 )
                 .set(task_executions::started_at.eq(Some(started_at.naive_utc())))
                 .execute(conn)?;
@@ -284,6 +280,24 @@ fn gone(execution: Uuid) -> Error {
     Error::Database(format!(
         "execution {execution} is no longer in the database"
     ))
+}
+
+/// The claim of `worker` whose attempt number is `fence`, if it is still the task's: the
+/// condition of every write about a claimed task (`Batch::fenced_end` spells it in its SQL).
+type Fenced<'a> = diesel::dsl::And<
+    diesel::dsl::And<
+        diesel::dsl::Eq<task_executions::worker_id, &'a str>,
+        diesel::dsl::Eq<task_executions::attempt, i32>,
+    >,
+    diesel::dsl::Eq<task_executions::status, &'static str>,
+>;
+
+/// See [`Fenced`].
+fn fenced(worker: &str, fence: u32) -> Fenced<'_> {
+    task_executions::worker_id
+        .eq(worker)
+        .and(task_executions::attempt.eq(fence as i32))
+        .and(task_executions::status.eq(TaskStatus::Running.as_str()))
 }
 
 /// One batch of ended tasks being committed: its execution, plan, worker, and the claim its

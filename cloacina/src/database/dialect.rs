@@ -34,6 +34,14 @@ pub(crate) trait Dialect {
     /// The time leases are written and judged by: the database server's clock on PostgreSQL
     /// (workers' clocks may differ), this process's on SQLite (all its workers share one host).
     fn lease_clock(&mut self) -> QueryResult<NaiveDateTime>;
+    /// The heartbeat time before which a worker's lease of length `lease` has run out, by the
+    /// lease clock.
+    fn lease_expiry(&mut self, lease: std::time::Duration) -> QueryResult<NaiveDateTime> {
+        Ok(
+            self.lease_clock()?
+                - chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX),
+        )
+    }
     /// Tells other processes of `signal` when the transaction commits.
     fn announce(&mut self, signal: Signal) -> QueryResult<()>;
     /// Makes Running under `worker` those of `tasks` (position, id, attempt so far) that are

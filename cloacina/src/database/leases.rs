@@ -8,7 +8,7 @@
 //!
 //! Giving tasks back never waits on a lock another process holds: an execution whose row is
 //! locked (its worker frozen inside a commit, say) is skipped and given back on a later beat,
-//! once PostgreSQL has ended the frozen session (see `IDLE_IN_TRANSACTION_LIMIT`).
+//! once PostgreSQL has ended the frozen session (see `PoolOptions::idle_in_transaction_limit`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -81,16 +81,14 @@ pub struct WorkerInfo {
 /// A worker's row as reaping reads it: id, host, pid, process key and last heartbeat.
 type WorkerRow = (String, String, i32, Option<String>, NaiveDateTime);
 
-/// The workers `me` takes for dead at `clock`: those whose heartbeat is older than `lease`
-/// or whose process `me` can see is gone, and claimants without a row (never `me`).
+/// The workers `me` takes for dead: those whose heartbeat is older than `expired` or whose
+/// process `me` can see is gone, and claimants without a row (never `me`).
 fn dead_workers(
     me: &WorkerIdentity,
     rows: Vec<WorkerRow>,
     claimants: Vec<String>,
-    clock: NaiveDateTime,
-    lease: Duration,
+    expired: NaiveDateTime,
 ) -> Vec<WorkerIdentity> {
-    let expired = clock - chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
     let registered: HashSet<String> = rows.iter().map(|r| r.0.clone()).collect();
     let mut dead: Vec<WorkerIdentity> = rows
         .into_iter()
@@ -173,7 +171,7 @@ impl Database {
     ) -> Result<usize> {
         self.run(move |pool| {
             let now = now().naive_utc();
-            let (claimants, rows, clock) = with_connection!(pool, |conn| {
+            let (claimants, rows, expired) = with_connection!(pool, |conn| {
                 // Claims of workers that have no row: stopped after a failed commit, or reaped
                 // halfway. Read before the rows: a worker registers before it claims anything.
                 let claimants: Vec<String> = task_executions::table
@@ -191,9 +189,9 @@ impl Database {
                         workers::heartbeat_at,
                     ))
                     .load(conn)?;
-                (claimants, rows, conn.lease_clock()?)
+                (claimants, rows, conn.lease_expiry(lease)?)
             });
-            let dead = dead_workers(&me, rows, claimants, clock, lease);
+            let dead = dead_workers(&me, rows, claimants, expired);
             let mut requeued = 0;
             for dead in dead {
                 let claimed: Vec<String> = with_connection!(pool, |conn| {
@@ -228,8 +226,7 @@ impl Database {
     pub(crate) async fn list_workers(&self, lease: Duration) -> Result<Vec<WorkerInfo>> {
         self.run(move |pool| {
             with_connection!(pool, |conn| {
-                let expired = conn.lease_clock()?
-                    - chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+                let expired = conn.lease_expiry(lease)?;
                 type Row = (String, String, i32, String, NaiveDateTime, NaiveDateTime);
                 let rows: Vec<Row> = workers::table
                     .order(workers::heartbeat_at.desc())
@@ -335,8 +332,7 @@ macro_rules! impl_lease_steps {
     ($conn:ty) => {
         impl LeaseSteps for $conn {
             fn live_task_ids(&mut self, lease: Duration) -> Result<HashSet<String>> {
-                let expired = self.lease_clock()?
-                    - chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+                let expired = self.lease_expiry(lease)?;
                 let lists: Vec<String> = workers::table
                     .filter(workers::heartbeat_at.ge(expired))
                     .select(workers::task_ids)
@@ -438,7 +434,7 @@ mod tests {
     fn stale_heartbeats_and_rowless_claimants_are_dead_but_never_oneself() {
         let me = WorkerIdentity::of_this_process("me".into());
         let clock = now().naive_utc();
-        let lease = Duration::from_secs(30);
+        let expired = clock - chrono::Duration::seconds(30);
         let old = clock - chrono::Duration::seconds(31);
         let rows = vec![
             row("me", me.pid, None, old),
@@ -446,7 +442,7 @@ mod tests {
             row("stale", 1, None, old),
         ];
         let claimants = vec!["me".into(), "fresh".into(), "gone".into()];
-        let dead: Vec<String> = dead_workers(&me, rows, claimants, clock, lease)
+        let dead: Vec<String> = dead_workers(&me, rows, claimants, expired)
             .into_iter()
             .map(|w| w.id)
             .collect();
@@ -467,10 +463,11 @@ mod tests {
             row("elsewhere", i32::MAX, Some("other-boot/1/1".into()), clock),
             row("unknown", i32::MAX, None, clock),
         ];
-        let dead: Vec<String> = dead_workers(&me, rows, vec![], clock, Duration::from_secs(30))
-            .into_iter()
-            .map(|w| w.id)
-            .collect();
+        let dead: Vec<String> =
+            dead_workers(&me, rows, vec![], clock - chrono::Duration::seconds(30))
+                .into_iter()
+                .map(|w| w.id)
+                .collect();
         assert_eq!(dead, ["here"]);
     }
 }

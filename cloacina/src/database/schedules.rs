@@ -342,8 +342,7 @@ macro_rules! impl_fire_steps {
                 let now_utc = now();
                 // Watched since the oldest live worker started, not only since this one did:
                 // a fire counts as missed only when no worker was running at its time.
-                let alive_after = self.lease_clock()?
-                    - chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+                let alive_after = self.lease_expiry(lease)?;
                 let oldest_live: Option<NaiveDateTime> = workers::table
                     .filter(workers::heartbeat_at.ge(alive_after))
                     .select(diesel::dsl::min(workers::started_at))

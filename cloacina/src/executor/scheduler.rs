@@ -67,7 +67,6 @@ type CommitEnd = (Result<Committed>, Vec<OwnedSemaphorePermit>);
 
 struct Scheduler {
     worker: WorkerHandle,
-    execution: Uuid,
     workflow_name: Arc<str>,
     plan: Arc<ExecutionPlan>,
     input: Lineage,
@@ -96,7 +95,6 @@ pub(crate) async fn drive(
     cancel: Arc<CancelSender>,
     preloaded: Option<Preloaded>,
 ) {
-    let execution = worker.execution();
     let Some((workflow_name, plan, input, cancel_reason)) = load(&worker, preloaded).await else {
         // The claims stay Running under this worker; they are given back once it stops.
         while worker.end_session(&mut receiver).is_some() {}
@@ -111,7 +109,6 @@ pub(crate) async fn drive(
     let mut scheduler = Scheduler {
         final_context: Arc::new(Mutex::new(FinalContext::new(&lineage, n))),
         worker,
-        execution,
         workflow_name,
         input: lineage,
         lineages: vec![None; n],
@@ -232,7 +229,7 @@ impl Scheduler {
         let db = self.worker.db().clone();
         let plan = self.plan.clone();
         let base = self.input.clone();
-        let execution = self.execution;
+        let execution = self.worker.execution();
         self.running.spawn(async move {
             let input = match input {
                 Some(input) => Ok(input),
@@ -306,7 +303,7 @@ impl Scheduler {
             self.worker.observer(),
             Event::AttemptDiscarded {
                 attempt: AttemptRef {
-                    execution_id: self.execution,
+                    execution_id: self.worker.execution(),
                     workflow_name: &self.workflow_name,
                     task_id: &self.plan.tasks()[position].id,
                     attempt,
@@ -380,7 +377,7 @@ impl Scheduler {
             report(
                 self.worker.observer(),
                 Event::ExecutionEnded {
-                    execution_id: self.execution,
+                    execution_id: self.worker.execution(),
                     workflow_name: &self.workflow_name,
                     status,
                 },
