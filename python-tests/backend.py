@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import importlib
 import os
-import re
 import subprocess
 import sys
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Dict, Optional
 
 BACKEND: str = os.environ.get("CLOACINA_TEST_BACKEND", "sqlite")
@@ -22,18 +21,16 @@ cl = importlib.import_module(f"cloacina_{BACKEND}")
 IS_SQLITE = BACKEND == "sqlite"
 IS_POSTGRES = BACKEND == "postgres"
 
-_FRACTION = re.compile(r"(\.\d{6})\d+")
 
 
 def parse_ts(value: Optional[str]) -> datetime:
-    """Parse an ISO-8601 timestamp as produced by the engine (aware, UTC if unzoned)."""
-    assert isinstance(value, str), f"expected ISO-8601 string, got {value!r}"
-    text = _FRACTION.sub(r"\1", value.strip())
-    if text.endswith("Z") or text.endswith("z"):
-        text = text[:-1] + "+00:00"
-    parsed = datetime.fromisoformat(text)
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
+    """A record's timestamp as :func:`cloacina._records.parse_timestamp` (the package's one
+    parser) reads it, asserting there is one and that it reads. Imported here, not above: the
+    child processes import this module too, and importing ``cloacina`` binds a backend."""
+    from cloacina._records import parse_timestamp
+
+    parsed = parse_timestamp(value)
+    assert parsed is not None, f"expected an ISO-8601 timestamp, got {value!r}"
     return parsed
 
 
