@@ -1,5 +1,6 @@
-"""What every command shares: exit codes, the user-error exception, the database URL and the
-executor's lifetime, logging, and stop signals."""
+"""What every command shares: exit codes, the user-error exception, the options more than one
+command takes (declared here once, as parent parsers), the database URL and the executor's
+lifetime, logging, and stop signals."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Callable, NoReturn, Optional, Sequence
 
@@ -33,6 +35,49 @@ class CliError(Exception):
     def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
         super().__init__(message)
         self.code = code
+
+
+# --- options more than one command takes -------------------------------------------------------
+# Each function returns a parent parser (``add_parser(..., parents=[...])``): a fresh one per call,
+# so that a parser never holds an option twice.
+
+def database_options(*, suppress_defaults: bool = True) -> argparse.ArgumentParser:
+    """``--db URL`` and ``--json``. They go before or after the command: the top-level parser
+    takes them with their defaults (``suppress_defaults=False``), a command's copy defaults to
+    SUPPRESS so that it keeps a value given before the command."""
+    parser = argparse.ArgumentParser(add_help=False)
+    db_default: Optional[str] = argparse.SUPPRESS if suppress_defaults else None
+    json_default: object = argparse.SUPPRESS if suppress_defaults else False
+    parser.add_argument("--db", metavar="URL", default=db_default,
+                        help=f"database URL (default: ${DATABASE_ENV}, else the backend's default)")
+    parser.add_argument("--json", action="store_true", default=json_default,
+                        help="print the records as JSON, the dicts the Python API returns")
+    return parser
+
+
+def workflow_target() -> argparse.ArgumentParser:
+    """The ``MODULE:WORKFLOW`` argument of ``run`` and ``graph``."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("target", metavar="MODULE:WORKFLOW", help="e.g. etl:pipeline or jobs/etl.py:pipeline")
+    return parser
+
+
+def concurrency_options() -> argparse.ArgumentParser:
+    """``--max-concurrency N`` of the commands that run tasks here (``run``, ``worker``)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--max-concurrency", type=int, default=cloacina.DEFAULT_MAX_CONCURRENCY, metavar="N",
+                        help=f"run at most N tasks at once in this process "
+                             f"(default {cloacina.DEFAULT_MAX_CONCURRENCY})")
+    return parser
+
+
+def logging_options() -> argparse.ArgumentParser:
+    """``--log-level`` of the long-running commands (``worker``, ``ui``); :func:`main` then sets
+    up logging (:func:`configure_logging`) before the command runs."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO",
+                        help="log messages from this level up, on stderr (default INFO)")
+    return parser
 
 
 def database_url(args: argparse.Namespace) -> Optional[str]:
@@ -71,12 +116,29 @@ class PrintableFormatter(logging.Formatter):
         return render.printable(super().format(record), keep_lines=True)
 
 
+_LOG_HANDLER = "cloacina-cli"
+
+
 def configure_logging(level: str) -> None:
     """Log records from ``level`` up on stderr, one line each (plus tracebacks), escaped. The
-    library never configures logging; the long-running commands (``worker``, ``ui``) do."""
+    library never configures logging; the commands with ``--log-level`` (``worker``, ``ui``) do,
+    for the rest of the process. Called again, it replaces its own handler, no other."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if h.get_name() == _LOG_HANDLER]:
+        root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(_LOG_HANDLER)
     handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=level, handlers=[handler])
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def start_logging(args: argparse.Namespace) -> None:
+    """Logging for a command that takes ``--log-level`` (:func:`logging_options`); the others
+    leave logging alone."""
+    level: Optional[str] = getattr(args, "log_level", None)
+    if level is not None:
+        configure_logging(level)
 
 
 def exit_now(code: int = EXIT_INTERRUPTED) -> NoReturn:
@@ -87,6 +149,17 @@ def exit_now(code: int = EXIT_INTERRUPTED) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def stop_at_once(log: logging.Logger, consequence: str) -> Callable[[str], None]:
+    """The ``on_repeat`` of :class:`StopSignals` for the long-running commands (``worker``,
+    ``ui``): logs ``SIGTERM received again: stopping at once; <consequence>`` and exits (130)."""
+
+    def on_repeat(signal_name: str) -> None:
+        log.warning("%s received again: stopping at once; %s", signal_name, consequence)
+        exit_now(EXIT_INTERRUPTED)
+
+    return on_repeat
 
 
 def one_line(message: str) -> str:
@@ -102,7 +175,8 @@ class StopSignals:
     ends (the engine runs signal handlers while it waits for task threads at exit); without
     ``on_repeat`` the first signal puts the default handlers back, so a second Ctrl-C interrupts
     at once (KeyboardInterrupt) and a second SIGTERM terminates. Use as
-    ``with StopSignals() as stop:`` inside a coroutine.
+    ``with StopSignals() as stop:`` inside a coroutine. Off the main thread (the command line
+    called from a thread) it handles nothing: Python runs signal handlers on the main thread only.
     """
 
     SIGNALS: Sequence[signal.Signals] = (signal.SIGINT, signal.SIGTERM)
@@ -117,6 +191,8 @@ class StopSignals:
 
     def __enter__(self) -> "StopSignals":
         self._loop = asyncio.get_running_loop()
+        if threading.current_thread() is not threading.main_thread():
+            return self
         for sig in self.SIGNALS:
             if signal.getsignal(sig) is not signal.SIG_IGN:  # ignored, e.g. SIGINT of a shell's `&` job
                 self._restore.append(self._install(self._loop, sig))

@@ -13,19 +13,19 @@ from typing import Any, Callable, Coroutine, Mapping
 import cloacina
 
 from cloacina.cli import render
-from cloacina.cli.common import EXIT_NOT_COMPLETED, EXIT_OK, CliError, open_executor
+from cloacina.cli.common import EXIT_NOT_COMPLETED, EXIT_OK, CliError, database_options, open_executor
 
 
 Handler = Callable[[cloacina.UnifiedExecutor, argparse.Namespace], Coroutine[Any, Any, int]]
 
 
-def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]",
-               common: argparse.ArgumentParser) -> None:
+def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     parser = subparsers.add_parser(
         "executions", help="list, inspect, cancel, resume or wait for executions",
         description="Read and manage the executions recorded in the database. These commands never "
                     "run tasks: a worker (`cloacina worker`) or a `cloacina run` does.")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    common = database_options()
 
     listing = actions.add_parser("list", parents=[common], help="list executions, newest first",
                                  description="List executions, newest first.")
@@ -33,7 +33,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     listing.add_argument("--status", type=_status, metavar="STATUS",
                          help=f"only executions in this status ({', '.join(cloacina.EXECUTION_STATUSES)})")
     listing.add_argument("--limit", type=int, default=cloacina.DEFAULT_LIST_LIMIT, metavar="N",
-                         help="at most N executions (1 to 10000; default 50)")
+                         help=f"at most N executions (1 to 10000; default {cloacina.DEFAULT_LIST_LIMIT})")
     listing.set_defaults(handler=_command(_list))
 
     show = actions.add_parser("show", parents=[common], help="one execution and its tasks",

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from cloacina.cli.common import EXIT_OK
+from cloacina.cli.common import EXIT_OK, workflow_target
 from cloacina.cli.loading import load_workflow
 
 
 def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     parser = subparsers.add_parser(
-        "graph", help="print a workflow's task graph (Mermaid or DOT)",
+        "graph", parents=[workflow_target()], help="print a workflow's task graph (Mermaid or DOT)",
         description="Import MODULE and print the task graph of its Workflow named WORKFLOW, as a "
                     "Mermaid flowchart (default) or in Graphviz DOT. Touches no database.")
-    parser.add_argument("target", metavar="MODULE:WORKFLOW", help="e.g. etl:pipeline or jobs/etl.py:pipeline")
     parser.add_argument("--format", choices=("mermaid", "dot"), default="mermaid",
                         help="output format (default mermaid)")
     parser.set_defaults(handler=_graph)

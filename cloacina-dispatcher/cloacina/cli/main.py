@@ -16,15 +16,25 @@ from typing import Callable, Optional, Sequence
 import cloacina
 
 from cloacina.cli import executions, graph, render, run, ui, worker
-from cloacina.cli.common import DATABASE_ENV, EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE, CliError, one_line
+from cloacina.cli.common import (
+    DATABASE_ENV,
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    CliError,
+    database_options,
+    one_line,
+    start_logging,
+)
 
 PROG = "cloacina"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The whole command line; ``--db`` and ``--json`` go before or after the command."""
+    """The whole command line; ``--db`` and ``--json`` go before or after the command. The
+    options more than one command takes are declared once, in :mod:`cloacina.cli.common`."""
     parser = argparse.ArgumentParser(
-        prog=PROG,
+        prog=PROG, parents=[database_options(suppress_defaults=False)],
         description="Cloacina, an embedded durable workflow engine: run workflows, work as a worker of "
                     "a database, and inspect or manage its executions.",
         epilog=f"The database is --db URL, else ${DATABASE_ENV}, else the backend's default (SQLite: "
@@ -33,15 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version",
                         version=f"{PROG} {cloacina.__version__} (backend {cloacina.backend} "
                                 f"{cloacina.backend_version})")
-    _add_common(parser, suppress_defaults=False)
-    # The same options after the command; SUPPRESS keeps a value given before it.
-    common = argparse.ArgumentParser(add_help=False)
-    _add_common(common, suppress_defaults=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    run.add_parser(commands, common)
-    executions.add_parser(commands, common)
-    worker.add_parser(commands, common)
-    ui.add_parser(commands, common)
+    run.add_parser(commands)
+    executions.add_parser(commands)
+    worker.add_parser(commands)
+    ui.add_parser(commands)
     graph.add_parser(commands)
     return parser
 
@@ -51,6 +57,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
+        start_logging(args)
         code = handler(args)
         sys.stdout.flush()  # here, so a closed pipe is reported below rather than at exit
         return code
@@ -69,15 +76,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _fail(str(exc) or type(exc).__name__, EXIT_USAGE)
     except Exception as exc:  # a bug: still one line, with the type to report
         return _fail(f"unexpected {type(exc).__name__}: {exc}", EXIT_USAGE)
-
-
-def _add_common(parser: argparse.ArgumentParser, *, suppress_defaults: bool) -> None:
-    db_default: Optional[str] = argparse.SUPPRESS if suppress_defaults else None
-    json_default: object = argparse.SUPPRESS if suppress_defaults else False
-    parser.add_argument("--db", metavar="URL", default=db_default,
-                        help=f"database URL (default: ${DATABASE_ENV}, else the backend's default)")
-    parser.add_argument("--json", action="store_true", default=json_default,
-                        help="print the records as JSON, the dicts the Python API returns")
 
 
 def _fail(message: str, code: int) -> int:

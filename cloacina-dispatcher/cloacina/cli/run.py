@@ -23,27 +23,26 @@ from cloacina.cli.common import (
     POLL_SECONDS,
     CliError,
     StopSignals,
+    concurrency_options,
+    database_options,
     exit_now,
     open_executor,
+    workflow_target,
 )
 from cloacina.cli.loading import load_workflow, parse_context
 
 
-def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]",
-               common: argparse.ArgumentParser) -> None:
+def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     parser = subparsers.add_parser(
-        "run", parents=[common], help="run a workflow here and show its progress",
+        "run", parents=[workflow_target(), database_options(), concurrency_options()], help="run a workflow here and show its progress",
         description="Import MODULE (from the working directory first, like `python -m`; a path "
                     "ending in .py works too), submit its Workflow named WORKFLOW and run it in "
                     "this process, showing each task as it ends. Exit code 0 if the execution "
                     "Completed, 1 if it ended Failed or Cancelled. Ctrl-C (or SIGTERM) cancels the "
                     "execution; a second one stops at once (exit code 130).")
-    parser.add_argument("target", metavar="MODULE:WORKFLOW", help="e.g. etl:pipeline or jobs/etl.py:pipeline")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--context", metavar="JSON", help="the input context, a JSON object")
     source.add_argument("--context-file", metavar="FILE", help="read the input context from FILE (- for stdin)")
-    parser.add_argument("--max-concurrency", type=int, default=cloacina.DEFAULT_MAX_CONCURRENCY, metavar="N",
-                        help="run at most N tasks at once in this process (default 8)")
     parser.set_defaults(handler=lambda args: asyncio.run(_run(args)))
 
 

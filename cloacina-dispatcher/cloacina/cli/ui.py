@@ -1,34 +1,43 @@
 """``cloacina ui``: serve the read-only dashboard API of a database until Ctrl-C or SIGTERM.
 
-Prints the URL it serves on stdout (never the database URL); logs requests on stderr.
+Prints the URL it serves on stdout (never the database URL); logs requests on stderr. It stops
+as ``worker`` does (:class:`~cloacina.cli.common.StopSignals`): the first signal stops it
+gracefully, a second one at once (exit code 130).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
-import signal
 import threading
-from types import FrameType
-from typing import Callable, Dict, Optional, Union
 
-from cloacina.cli.common import EXIT_OK, LOG_LEVELS, CliError, configure_logging, database_source, database_url
-from cloacina.ui.server import DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV, UiConfigError, make_server
+from cloacina.cli.common import (
+    EXIT_OK,
+    POLL_SECONDS,
+    CliError,
+    StopSignals,
+    database_options,
+    database_source,
+    database_url,
+    logging_options,
+    stop_at_once,
+)
+from cloacina.ui.server import DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV, DashboardServer, UiConfigError, make_server
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 log = logging.getLogger("cloacina.ui")
 
-_Handler = Union[Callable[[int, Optional[FrameType]], object], int, signal.Handlers, None]
 
-
-def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]",
-               common: argparse.ArgumentParser) -> None:
+def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     parser = subparsers.add_parser(
-        "ui", parents=[common], help="serve a read-only dashboard of the database's executions",
+        "ui", parents=[database_options(), logging_options()],
+        help="serve a read-only dashboard of the database's executions",
         description="Serve the read-only dashboard API (GET /api/ lists its endpoints) until Ctrl-C or "
-                    "SIGTERM. It only reads the database and never runs a task. It binds 127.0.0.1 by "
-                    f"default; any other address needs a token (--token or ${TOKEN_ENV}), which every "
-                    "request must then send as 'Authorization: Bearer <token>' or ?token=<token>.")
+                    "SIGTERM; a second signal stops it at once (exit code 130). It only reads the "
+                    "database and never runs a task, and logs one line per request at INFO. It binds "
+                    f"127.0.0.1 by default; any other address needs a token (--token or ${TOKEN_ENV}), "
+                    "which every request must then send as 'Authorization: Bearer <token>' or "
+                    "?token=<token>.")
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help=f"address to bind (default {DEFAULT_HOST}; others need a token)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT,
@@ -36,29 +45,14 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     parser.add_argument("--token", default=None,
                         help=f"require this token on every request (default ${TOKEN_ENV}; prefer the "
                              "variable: a command line is visible to other users)")
-    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO",
-                        help="log messages (one per request at INFO) from this level up, on stderr")
-    parser.set_defaults(handler=_serve)
+    parser.set_defaults(handler=lambda args: asyncio.run(_serve(args)))
 
 
-def _serve(args: argparse.Namespace) -> int:
-    configure_logging(args.log_level)
-    stop = threading.Event()
-    previous: Dict[signal.Signals, _Handler] = {}
-
-    def on_signal(number: int, frame: Optional[FrameType]) -> None:
-        # The first signal stops gracefully; the defaults come back so a second one stops at once.
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        log.info("%s received: stopping", signal.Signals(number).name)
-        stop.set()
-
-    for sig in STOP_SIGNALS:
-        if signal.getsignal(sig) is not signal.SIG_IGN:
-            previous[sig] = signal.signal(sig, on_signal)
-    try:
+async def _serve(args: argparse.Namespace) -> int:
+    # The server and its SyncExecutor block: they run on threads, never on this loop's.
+    with StopSignals(on_repeat=stop_at_once(log, "requests in flight are cut off")) as stop:
         try:
-            server = make_server(database_url(args), args.host, args.port, args.token)
+            server = await asyncio.to_thread(make_server, database_url(args), args.host, args.port, args.token)
         except UiConfigError as exc:
             raise CliError(str(exc)) from None
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
@@ -67,14 +61,18 @@ def _serve(args: argparse.Namespace) -> int:
         try:
             log.info("database from %s", database_source(args))
             print(f"cloacina ui: serving {server.url} (Ctrl-C to stop)", flush=True)
-            while not stop.wait(0.5) and thread.is_alive():
-                pass
+            while not stop.event.is_set() and thread.is_alive():
+                await asyncio.sleep(POLL_SECONDS)
+            if stop.received is not None:
+                log.info("%s received: stopping (signal again to stop at once)", stop.received)
         finally:
-            server.shutdown()
-            thread.join()
-            server.server_close()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            await asyncio.to_thread(_close, server, thread)
     log.info("stopped")
     return EXIT_OK
+
+
+def _close(server: DashboardServer, thread: threading.Thread) -> None:
+    """Stops serving, then closes the socket and the server's executor."""
+    server.shutdown()
+    thread.join()
+    server.server_close()

@@ -1,7 +1,7 @@
 """``cloacina worker MODULE ...``: import task modules and work for the database until stopped.
 
-It configures logging (:func:`~cloacina.cli.common.configure_logging`, on stderr); the library
-itself never does.
+Its ``--log-level`` sets up logging on stderr (:func:`~cloacina.cli.common.start_logging`); the
+library itself never does.
 """
 
 from __future__ import annotations
@@ -15,24 +15,24 @@ import socket
 import cloacina
 
 from cloacina.cli.common import (
-    EXIT_INTERRUPTED,
     EXIT_OK,
-    LOG_LEVELS,
     StopSignals,
-    configure_logging,
+    concurrency_options,
+    database_options,
     database_source,
-    exit_now,
+    logging_options,
     open_executor,
+    stop_at_once,
 )
 from cloacina.cli.loading import import_module
 
 log = logging.getLogger("cloacina.worker")
 
 
-def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]",
-               common: argparse.ArgumentParser) -> None:
+def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     parser = subparsers.add_parser(
-        "worker", parents=[common], help="run the tasks of a database's executions until stopped",
+        "worker", parents=[database_options(), logging_options(), concurrency_options()],
+        help="run the tasks of a database's executions until stopped",
         description="Import the task modules (which register their @task functions), then work as one "
                     "of the database's workers: run the ready tasks of any execution whose task ids "
                     "those modules registered. SIGTERM or Ctrl-C stops it gracefully: running tasks "
@@ -41,22 +41,20 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     parser.add_argument("modules", nargs="+", metavar="MODULE",
                         help="task module to import: a dotted name (from the working directory first) "
                              "or a .py path")
-    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO",
-                        help="log messages from this level up, on stderr (default INFO)")
-    parser.add_argument("--max-concurrency", type=int, default=cloacina.DEFAULT_MAX_CONCURRENCY, metavar="N",
-                        help="run at most N tasks at once (default 8)")
     parser.set_defaults(handler=_work)
 
 
 def _work(args: argparse.Namespace) -> int:
-    configure_logging(args.log_level)
     for name in args.modules:
         import_module(name)
     return asyncio.run(_serve(args))
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    with StopSignals(on_repeat=_stop_now) as stop:
+    # A second signal exits without waiting for running tasks. As after a crash, their claims are
+    # given back and a live worker runs them again (at once on this host, else after the lease
+    # timeout); their executions are not cancelled.
+    with StopSignals(on_repeat=stop_at_once(log, "the tasks running here will run again on a live worker")) as stop:
         async with open_executor(args, worker=True, max_concurrency=args.max_concurrency):
             log.info("worker started: pid %d on %s, backend %s %s, database from %s, max concurrency %d, "
                      "modules %s", os.getpid(), socket.gethostname(), cloacina.backend,
@@ -67,12 +65,3 @@ async def _serve(args: argparse.Namespace) -> int:
                      stop.received)
     log.info("worker stopped")
     return EXIT_OK
-
-
-def _stop_now(signal_name: str) -> None:
-    """A second signal: exit without waiting for running tasks. As after a crash, their claims
-    are given back and a live worker runs them again (at once on this host, else after the lease
-    timeout); their executions are not cancelled."""
-    log.warning("%s received again: stopping at once; the tasks running here will run again on a live worker",
-                signal_name)
-    exit_now(EXIT_INTERRUPTED)
