@@ -1,17 +1,25 @@
-"""The ``cloacina`` command line, run as a real child process on the test's database.
+"""The ``cloacina`` command line on the test's database.
 
-Every command runs as ``python -m cloacina --db <database_url> ...`` in the test's tmp_path,
-where the test writes a small task module (task ids and workflow names made unique by the
-``ids`` fixture). Nothing is mocked: the workflows run on the backend under test. Long-lived
-processes (workers) run through :mod:`procs`, which kills them by pid whatever happens.
+Every command runs as ``cloacina --db <database_url> ...`` in the test's tmp_path, where the
+test writes a small task module (task ids and workflow names made unique by the ``ids``
+fixture). Nothing is mocked: the workflows run on the backend under test.
+
+Most cases call the command line's ``main(argv)`` in this process (the ``cli`` fixture: its
+stdout, stderr and exit code captured, the environment and working directory given). Those
+whose point is a real process stay child processes: signals and second signals, exit status
+of a stopped process, a real terminal, the installed console script. Long-lived processes
+(workers) run through :mod:`procs`, which kills them by pid whatever happens.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import importlib.metadata
+import io
 import json
+import logging
 import os
 import pty
 import re
@@ -19,10 +27,11 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 import pytest
 
@@ -154,17 +163,108 @@ def cli_procs(procs: Any, env: Dict[str, str], tmp_path: Path, hostile: str) -> 
     return procs
 
 
-def cli(*args: str, cwd: Path, env: Dict[str, str],
-        timeout: float = DEADLINE) -> "subprocess.CompletedProcess[str]":
-    """``python -m cloacina args...``; subprocess.run kills the child if it outlives ``timeout``."""
-    return subprocess.run([sys.executable, "-m", "cloacina", *args], cwd=str(cwd), env=env,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+# Modules the tests write into the working directory: forgotten around each test, so that each
+# test imports its own (a command run in this process imports them as a child process would).
+TEST_MODULES = ("flows", "hostile", "raises", "exits")
+# One command line in this process at a time: it takes the process's stdout, stderr and environment.
+_IN_PROCESS = threading.Lock()
 
 
-async def acli(*args: str, cwd: Path, env: Dict[str, str],
-               timeout: float = DEADLINE) -> "subprocess.CompletedProcess[str]":
-    """:func:`cli` off the event loop (the test's executor keeps running meanwhile)."""
-    return await asyncio.to_thread(cli, *args, cwd=cwd, env=env, timeout=timeout)
+class Cli:
+    """Runs ``cloacina ARGS`` and returns its exit code, stdout and stderr as a
+    :class:`subprocess.CompletedProcess`.
+
+    In this process: ``cloacina.cli.main(ARGS)`` with stdout and stderr captured, stdin empty,
+    the test's tmp_path as working directory and no ``CLOACINA_DATABASE_URL`` but the one given
+    in ``env``; logging as in a new process (no handler on the root logger but the command's
+    own, so what a child would print on stderr lands in ``stderr``), restored afterwards. Where
+    this process's ``cloacina`` binds another backend than the one under test (both wheels
+    installed, ``CLOACINA_BACKEND`` unset), it runs ``python -m cloacina ARGS`` instead.
+    """
+
+    def __init__(self, workdir: Path, child_env: Dict[str, str]) -> None:
+        self.workdir = workdir
+        self.child_env = child_env
+        cloacina = importlib.import_module("cloacina")
+        self.in_process = cloacina.backend == BACKEND
+
+    def __call__(self, *args: str, env: Optional[Mapping[str, str]] = None) -> "subprocess.CompletedProcess[str]":
+        if not self.in_process:
+            return subprocess.run([sys.executable, "-m", "cloacina", *args], cwd=str(self.workdir),
+                                  env=dict(self.child_env, **(env or {})), stdin=subprocess.DEVNULL,
+                                  capture_output=True, text=True, timeout=DEADLINE)
+        with _IN_PROCESS, _environment(env or {}), _fresh_logging():
+            out, err = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), _stdin(io.StringIO()):
+                try:
+                    code = importlib.import_module("cloacina.cli").main(list(args))
+                except SystemExit as exc:  # argparse: --help, --version, usage errors
+                    code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+            return subprocess.CompletedProcess(["cloacina", *args], code, out.getvalue(), err.getvalue())
+
+    async def off_loop(self, *args: str, env: Optional[Mapping[str, str]] = None) -> "subprocess.CompletedProcess[str]":
+        """The same on a worker thread, for async tests (the command line runs its own loop)."""
+        return await asyncio.to_thread(self, *args, env=env)
+
+
+@contextlib.contextmanager
+def _environment(extra: Mapping[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
+def _fresh_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    for handler in handlers:
+        root.removeHandler(handler)
+    root.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
+
+
+@contextlib.contextmanager
+def _stdin(stream: io.StringIO) -> Iterator[None]:
+    saved, sys.stdin = sys.stdin, stream
+    try:
+        yield
+    finally:
+        sys.stdin = saved
+
+
+def _forget_test_modules() -> None:
+    for name in TEST_MODULES:
+        sys.modules.pop(name, None)
+    importlib.invalidate_caches()
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: Dict[str, str]) -> Iterator[Cli]:
+    """A :class:`Cli` working in tmp_path."""
+    monkeypatch.setenv("CLOACINA_BACKEND", BACKEND)  # binds the dispatcher if nothing did yet
+    monkeypatch.delenv("CLOACINA_DATABASE_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # a command puts the working directory first
+    _forget_test_modules()
+    try:
+        yield Cli(tmp_path, env)
+    finally:
+        _forget_test_modules()
 
 
 def describe(proc: "subprocess.CompletedProcess[str]") -> str:
@@ -196,8 +296,8 @@ def final_context_line(stdout: str) -> Dict[str, Any]:
     return value
 
 
-def run_json(database_url: str, target: str, context: str, *, cwd: Path, env: Dict[str, str]) -> Dict[str, Any]:
-    proc = cli("--db", database_url, "--json", "run", target, "--context", context, cwd=cwd, env=env)
+def run_json(cli: Cli, database_url: str, target: str, context: str) -> Dict[str, Any]:
+    proc = cli("--db", database_url, "--json", "run", target, "--context", context)
     assert proc.returncode in (0, 1), describe(proc)
     record: Dict[str, Any] = json.loads(proc.stdout)
     return record
@@ -205,8 +305,8 @@ def run_json(database_url: str, target: str, context: str, *, cwd: Path, env: Di
 
 # --- run ---------------------------------------------------------------------------------------
 
-def test_run_prints_each_task_then_the_result(tmp_path, env, database_url, flows):
-    proc = cli("--db", database_url, "run", "flows:pipeline", "--context", '{"n": 2}', cwd=tmp_path, env=env)
+def test_run_prints_each_task_then_the_result(cli, database_url, flows):
+    proc = cli("--db", database_url, "run", "flows:pipeline", "--context", '{"n": 2}')
     assert proc.returncode == 0, describe(proc)
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("execution ") and f"workflow {flows}.pipeline, 3 tasks" in lines[0], describe(proc)
@@ -221,8 +321,8 @@ def test_run_prints_each_task_then_the_result(tmp_path, env, database_url, flows
     assert proc.stderr == "", describe(proc)
 
 
-def test_run_json_prints_the_execution_dict(tmp_path, env, database_url, flows):
-    record = run_json(database_url, "flows:pipeline", '{"n": 3}', cwd=tmp_path, env=env)
+def test_run_json_prints_the_execution_dict(cli, database_url, flows):
+    record = run_json(cli, database_url, "flows:pipeline", '{"n": 3}')
     assert record["status"] == "Completed"
     assert record["workflow_name"] == f"{flows}.pipeline"
     assert record["input_context"] == {"n": 3}
@@ -232,15 +332,15 @@ def test_run_json_prints_the_execution_dict(tmp_path, env, database_url, flows):
     assert {t["status"] for t in record["task_results"]} == {"Completed"}
 
 
-def test_run_context_file(tmp_path, env, database_url, flows):
+def test_run_context_file(cli, tmp_path, database_url, flows):
     (tmp_path / "ctx.json").write_text('{"n": 4}')
-    proc = cli("run", "flows:pipeline", "--context-file", "ctx.json", "--db", database_url, cwd=tmp_path, env=env)
+    proc = cli("run", "flows:pipeline", "--context-file", "ctx.json", "--db", database_url)
     assert proc.returncode == 0, describe(proc)
     assert final_context_line(proc.stdout)["total"] == 12
 
 
-def test_run_failing_workflow_exits_1_and_shows_the_error(tmp_path, env, database_url, flows):
-    proc = cli("--db", database_url, "run", "flows:broken", "--context", '{"n": 2}', cwd=tmp_path, env=env)
+def test_run_failing_workflow_exits_1_and_shows_the_error(cli, database_url, flows):
+    proc = cli("--db", database_url, "run", "flows:broken", "--context", '{"n": 2}')
     assert proc.returncode == 1, describe(proc)
     assert f"task {flows}.explode Failed" in proc.stdout, describe(proc)
     assert "ValueError: boom: bad input" in proc.stdout, describe(proc)
@@ -254,8 +354,8 @@ def test_run_failing_workflow_exits_1_and_shows_the_error(tmp_path, env, databas
     (["--context", '"text"'], "--context must be a JSON object"),
     (["--context-file", "missing.json"], "cannot read --context-file missing.json"),
 ], ids=["truncated", "array", "string", "missing-file"])
-def test_run_rejects_a_bad_context(tmp_path, env, database_url, flows, args, fragment):
-    proc = cli("--db", database_url, "run", "flows:pipeline", *args, cwd=tmp_path, env=env)
+def test_run_rejects_a_bad_context(cli, database_url, flows, args, fragment):
+    proc = cli("--db", database_url, "run", "flows:pipeline", *args)
     assert_user_error(proc, fragment)
     assert proc.stdout == ""
 
@@ -270,10 +370,10 @@ def test_run_rejects_a_bad_context(tmp_path, env, database_url, flows, args, fra
     ("flows.py:pipeline", []),
 ], ids=["unknown-module", "not-a-workflow", "missing-attribute", "no-colon", "raising-module", "exiting-module",
         "py-path"])
-def test_run_targets(tmp_path, env, database_url, flows, target, fragments):
+def test_run_targets(cli, tmp_path, database_url, flows, target, fragments):
     (tmp_path / "raises.py").write_text("raise RuntimeError('refusing to import')\n")
     (tmp_path / "exits.py").write_text(EXITS)
-    proc = cli("--db", database_url, "run", target, "--context", '{"n": 1}', cwd=tmp_path, env=env)
+    proc = cli("--db", database_url, "run", target, "--context", '{"n": 1}')
     if not fragments:  # a path to a .py file works as the module
         assert proc.returncode == 0, describe(proc)
         return
@@ -281,8 +381,8 @@ def test_run_targets(tmp_path, env, database_url, flows, target, fragments):
 
 
 @pytest.mark.sqlite_only
-def test_run_without_db_uses_cloacina_db_in_the_working_directory(tmp_path, env, flows):
-    proc = cli("run", "flows:pipeline", "--context", '{"n": 1}', cwd=tmp_path, env=env)
+def test_run_without_db_uses_cloacina_db_in_the_working_directory(cli, tmp_path, flows):
+    proc = cli("run", "flows:pipeline", "--context", '{"n": 1}')
     assert proc.returncode == 0, describe(proc)
     assert (tmp_path / "cloacina.db").is_file()
 
@@ -365,12 +465,12 @@ async def test_a_second_ctrl_c_stops_the_run_at_once(cli_procs, database_url, tm
 
 # --- executions --------------------------------------------------------------------------------
 
-def test_executions_list_and_show(tmp_path, env, database_url, flows):
-    good = run_json(database_url, "flows:pipeline", '{"n": 2}', cwd=tmp_path, env=env)
-    bad = run_json(database_url, "flows:broken", '{"n": 2}', cwd=tmp_path, env=env)
+def test_executions_list_and_show(cli, database_url, flows):
+    good = run_json(cli, database_url, "flows:pipeline", '{"n": 2}')
+    bad = run_json(cli, database_url, "flows:broken", '{"n": 2}')
     assert (good["status"], bad["status"]) == ("Completed", "Failed")
 
-    table = cli("--db", database_url, "executions", "list", cwd=tmp_path, env=env)
+    table = cli("--db", database_url, "executions", "list")
     assert table.returncode == 0, describe(table)
     header, *rows = table.stdout.splitlines()
     assert header.split() == ["ID", "WORKFLOW", "STATUS", "STARTED", "DURATION"]
@@ -378,14 +478,14 @@ def test_executions_list_and_show(tmp_path, env, database_url, flows):
                                              [good["execution_id"], f"{flows}.pipeline", "Completed"]]
 
     # CLOACINA_DATABASE_URL instead of --db; --json after the command
-    listed = cli("executions", "list", "--json", cwd=tmp_path, env=dict(env, CLOACINA_DATABASE_URL=database_url))
+    listed = cli("executions", "list", "--json", env={"CLOACINA_DATABASE_URL": database_url})
     assert listed.returncode == 0, describe(listed)
     records = json.loads(listed.stdout)
     assert [r["execution_id"] for r in records] == [bad["execution_id"], good["execution_id"]]
     assert records[1]["final_context"] == good["final_context"]
 
     def ids_listed(*args: str) -> List[str]:
-        proc = cli("--db", database_url, "--json", "executions", "list", *args, cwd=tmp_path, env=env)
+        proc = cli("--db", database_url, "--json", "executions", "list", *args)
         assert proc.returncode == 0, describe(proc)
         return [r["execution_id"] for r in json.loads(proc.stdout)]
 
@@ -394,7 +494,7 @@ def test_executions_list_and_show(tmp_path, env, database_url, flows):
     assert ids_listed("--limit", "1") == [bad["execution_id"]]
     assert ids_listed("--workflow", "no such workflow") == []
 
-    show = cli("--db", database_url, "executions", "show", bad["execution_id"], cwd=tmp_path, env=env)
+    show = cli("--db", database_url, "executions", "show", bad["execution_id"])
     assert show.returncode == 0, describe(show)
     assert f"execution  {bad['execution_id']}" in show.stdout
     assert "status     Failed" in show.stdout
@@ -404,35 +504,35 @@ def test_executions_list_and_show(tmp_path, env, database_url, flows):
     assert task_rows[f"{flows}.explode"].split()[1:3] == ["Failed", "1"]
     assert task_rows[f"{flows}.explode"].endswith("ValueError: boom: bad input"), "first line of the error only"
 
-    shown = cli("--db", database_url, "executions", "show", good["execution_id"], "--json", cwd=tmp_path, env=env)
+    shown = cli("--db", database_url, "executions", "show", good["execution_id"], "--json")
     assert shown.returncode == 0, describe(shown)
     assert json.loads(shown.stdout) == good
 
 
-def test_unknown_or_malformed_execution_ids_are_user_errors(tmp_path, env, database_url):
+def test_unknown_or_malformed_execution_ids_are_user_errors(cli, database_url):
     unknown = str(uuid.uuid4())
     for action in ("show", "cancel", "resume", "wait"):
-        assert_user_error(cli("--db", database_url, "executions", action, unknown, cwd=tmp_path, env=env), unknown)
-    assert_user_error(cli("--db", database_url, "executions", "show", "not-an-id", cwd=tmp_path, env=env),
+        assert_user_error(cli("--db", database_url, "executions", action, unknown), unknown)
+    assert_user_error(cli("--db", database_url, "executions", "show", "not-an-id"),
                       "not a valid execution id")
 
 
-def test_executions_with_no_runs(tmp_path, env, database_url):
-    proc = cli("--db", database_url, "executions", "list", cwd=tmp_path, env=env)
+def test_executions_with_no_runs(cli, database_url):
+    proc = cli("--db", database_url, "executions", "list")
     assert (proc.returncode, proc.stdout) == (0, "no executions\n"), describe(proc)
-    proc = cli("--db", database_url, "executions", "list", "--json", cwd=tmp_path, env=env)
+    proc = cli("--db", database_url, "executions", "list", "--json")
     assert (proc.returncode, json.loads(proc.stdout)) == (0, []), describe(proc)
 
 
-def test_bad_arguments_exit_2(tmp_path, env):
+def test_bad_arguments_exit_2(cli):
     for args in (["executions"], ["executions", "list", "--limit", "many"], ["executions", "list", "--status", "Odd"],
                  [], ["frobnicate"]):
-        proc = cli(*args, cwd=tmp_path, env=env)
+        proc = cli(*args)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, describe(proc)
         assert "cloacina" in proc.stderr and "error:" in proc.stderr, describe(proc)
 
 
-async def test_cancel_resume_and_wait(cli_procs, client, database_url, env, tmp_path, flows):
+async def test_cancel_resume_and_wait(cli_procs, cli, client, database_url, tmp_path, flows):
     """A worker runs a workflow whose first task waits for a file: wait times out, cancel stops it,
     resume runs it again and wait sees it complete once the file is there."""
     procs = cli_procs
@@ -451,7 +551,7 @@ async def test_cancel_resume_and_wait(cli_procs, client, database_url, env, tmp_
     await until(gate_running, what="the gate task runs", watch=[worker])
 
     async def run(*args: str) -> "subprocess.CompletedProcess[str]":
-        return await acli("--db", database_url, "executions", *args, cwd=tmp_path, env=env)
+        return await cli.off_loop("--db", database_url, "executions", *args)
 
     still = await run("wait", execution_id, "--timeout", "0.3")
     assert still.returncode == 1, describe(still)
@@ -492,22 +592,22 @@ def assert_printable(proc: "subprocess.CompletedProcess[str]") -> None:
     assert r"title\x1b]0;pwned\x07 clear\x1b[2J link\x1b]8;;http://evil\x1b\link" in text, describe(proc)
 
 
-def test_stored_errors_and_reasons_are_printed_escaped(tmp_path, env, database_url, hostile):
+def test_stored_errors_and_reasons_are_printed_escaped(cli, database_url, hostile):
     """Errors and skip reasons holding terminal escapes (a window title, clear screen, an OSC 8
     link, C1, DEL) come out as visible escapes in every text output; JSON keeps the text as is."""
-    ran = cli("--db", database_url, "run", "hostile:hostile", cwd=tmp_path, env=env)
+    ran = cli("--db", database_url, "run", "hostile:hostile")
     assert ran.returncode == 1, describe(ran)
     assert_printable(ran)
     assert r"csi\x9b31m del\x7f" in ran.stdout, describe(ran)
     execution_id = ran.stdout.split()[1]
     for args in (["executions", "show", execution_id], ["executions", "wait", execution_id]):
-        proc = cli("--db", database_url, *args, cwd=tmp_path, env=env)
+        proc = cli("--db", database_url, *args)
         assert proc.returncode in (0, 1), describe(proc)
         assert_printable(proc)
-    show = cli("--db", database_url, "executions", "show", execution_id, cwd=tmp_path, env=env)
+    show = cli("--db", database_url, "executions", "show", execution_id)
     assert "second\tline\\x1b[0m" in show.stdout, "multi-line errors keep their lines and tabs"
 
-    shown = cli("--db", database_url, "--json", "executions", "show", execution_id, cwd=tmp_path, env=env)
+    shown = cli("--db", database_url, "--json", "executions", "show", execution_id)
     assert shown.returncode == 0, describe(shown)
     tasks = {t["task_id"]: t for t in json.loads(shown.stdout)["task_results"]}
     assert "\x1b]0;pwned\x07" in tasks[f"{hostile}.fails"]["error"]
@@ -587,45 +687,45 @@ async def test_a_second_signal_stops_the_worker_at_once_and_the_task_runs_again(
     assert await stopped(second) == 0, second.describe()
 
 
-def test_worker_with_a_bad_module_exits_2(tmp_path, env, database_url):
-    assert_user_error(cli("--db", database_url, "worker", "no_such_tasks_module", cwd=tmp_path, env=env),
+def test_worker_with_a_bad_module_exits_2(cli, tmp_path, database_url):
+    assert_user_error(cli("--db", database_url, "worker", "no_such_tasks_module"),
                       "cannot import module 'no_such_tasks_module'")
     (tmp_path / "exits.py").write_text(EXITS)
     for module in ("exits", "exits.py"):
-        assert_user_error(cli("--db", database_url, "worker", module, cwd=tmp_path, env=env),
+        assert_user_error(cli("--db", database_url, "worker", module),
                           f"cannot import module '{module}': it called sys.exit(0) while being imported")
 
 
 # --- graph, version, entry point ----------------------------------------------------------------
 
-def test_graph_in_both_formats(tmp_path, env, flows):
-    mermaid = cli("graph", "flows:broken", cwd=tmp_path, env=env)
+def test_graph_in_both_formats(cli, flows):
+    mermaid = cli("graph", "flows:broken")
     assert mermaid.returncode == 0, describe(mermaid)
     assert mermaid.stdout.startswith("flowchart TD"), describe(mermaid)
     assert f'["{flows}.explode"]' in mermaid.stdout and "-->" in mermaid.stdout
 
-    dot = cli("graph", "flows:broken", "--format", "dot", cwd=tmp_path, env=env)
+    dot = cli("graph", "flows:broken", "--format", "dot")
     assert dot.returncode == 0, describe(dot)
     assert dot.stdout.startswith(f'digraph "{flows}.broken"'), describe(dot)
     assert f'"{flows}.extract" -> "{flows}.explode";' in dot.stdout
 
-    assert_user_error(cli("graph", "flows:not_a_workflow", cwd=tmp_path, env=env), "not a cloacina.Workflow")
+    assert_user_error(cli("graph", "flows:not_a_workflow"), "not a cloacina.Workflow")
 
 
-def test_version(tmp_path, env):
-    proc = cli("--version", cwd=tmp_path, env=env)
+def test_version(cli):
+    proc = cli("--version")
     assert proc.returncode == 0, describe(proc)
     version = importlib.metadata.version("cloacina")
     assert proc.stdout.strip() == f"cloacina {version} (backend {BACKEND} {cl.__version__})"
 
 
-def test_help_describes_every_command(tmp_path, env):
-    proc = cli("--help", cwd=tmp_path, env=env)
+def test_help_describes_every_command(cli):
+    proc = cli("--help")
     assert proc.returncode == 0, describe(proc)
     for command in ("run", "executions", "worker", "graph", "CLOACINA_DATABASE_URL"):
         assert command in proc.stdout
     for command in (["run"], ["worker"], ["graph"], ["executions", "wait"]):
-        sub = cli(*command, "--help", cwd=tmp_path, env=env)
+        sub = cli(*command, "--help")
         assert sub.returncode == 0 and "usage: cloacina " + " ".join(command) in sub.stdout, describe(sub)
 
 
@@ -655,12 +755,12 @@ def _unreachable_url(free_port: int) -> str:
     ["worker", "flows"],
 ], ids=["list", "show", "run", "worker"])
 @pytest.mark.parametrize("via", ["--db", "env"])
-def test_a_password_in_the_url_is_never_printed(tmp_path, env, flows, free_port, command, via):
+def test_a_password_in_the_url_is_never_printed(cli, flows, free_port, command, via):
     url = _unreachable_url(free_port)
     if via == "--db":
-        proc = cli("--db", url, *command, cwd=tmp_path, env=env)
+        proc = cli("--db", url, *command)
     else:
-        proc = cli(*command, cwd=tmp_path, env=dict(env, CLOACINA_DATABASE_URL=url))
+        proc = cli(*command, env={"CLOACINA_DATABASE_URL": url})
     assert PASSWORD not in proc.stdout + proc.stderr, describe(proc)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("cloacina: error: ")]
     assert proc.returncode == 2 and len(errors) == 1, describe(proc)
@@ -668,9 +768,9 @@ def test_a_password_in_the_url_is_never_printed(tmp_path, env, flows, free_port,
 
 
 @pytest.mark.sqlite_only
-def test_a_database_file_that_cannot_be_opened(tmp_path, env):
+def test_a_database_file_that_cannot_be_opened(cli, tmp_path):
     missing = tmp_path / "no" / "such" / "dir" / "x.db"
-    assert_user_error(cli("--db", f"sqlite:///{missing}", "executions", "list", cwd=tmp_path, env=env),
+    assert_user_error(cli("--db", f"sqlite:///{missing}", "executions", "list"),
                       "could not open SQLite database")
 
 
