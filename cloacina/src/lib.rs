@@ -35,5 +35,8 @@ pub use executor::{
 };
 pub use model::{ExecutionPlan, ExecutionResult, ExecutionStatus, TaskResult, TaskStatus};
 pub use policy::{RetryPolicy, TaskOptions, TriggerRule, UpstreamOutcome};
-pub use task::{FnTask, OutputFuture, Task, TaskError, TaskErrorKind, TaskFuture};
+pub use task::{
+    name_engine_failures, EngineFailure, FnTask, OutputFuture, Task, TaskError, TaskErrorKind,
+    TaskFuture,
+};
 pub use workflow::Workflow;

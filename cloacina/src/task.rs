@@ -23,6 +23,44 @@ pub enum TaskErrorKind {
     Cancelled,
 }
 
+/// A failure the engine detects itself, rather than one raised by a task's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineFailure {
+    /// The attempt ran past the task's timeout.
+    TimedOut,
+    /// The task returned an output the engine cannot store.
+    InvalidOutput,
+    /// The task is not registered in the process that claimed it.
+    NotRegistered,
+}
+
+impl EngineFailure {
+    /// The default name of this failure in messages, e.g. `TimedOut`.
+    fn default_name(self) -> &'static str {
+        match self {
+            EngineFailure::TimedOut => "TimedOut",
+            EngineFailure::InvalidOutput => "InvalidOutput",
+            EngineFailure::NotRegistered => "NotRegistered",
+        }
+    }
+
+    /// The name this failure's messages start with, as the task language calls it.
+    pub fn name(self) -> &'static str {
+        FAILURE_NAMES
+            .get()
+            .map_or_else(|| self.default_name(), |name| name(self))
+    }
+}
+
+static FAILURE_NAMES: once_cell::sync::OnceCell<fn(EngineFailure) -> &'static str> =
+    once_cell::sync::OnceCell::new();
+
+/// Names engine failures in messages the way the task language names its errors (the Python
+/// layer: `TimeoutError`, `ValueError`, `RuntimeError`); the first call wins.
+pub fn name_engine_failures(names: fn(EngineFailure) -> &'static str) {
+    let _ = FAILURE_NAMES.set(names);
+}
+
 /// Why a task attempt did not produce an output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskError {
@@ -50,6 +88,11 @@ impl TaskError {
             kind: TaskErrorKind::Fatal,
             ..Self::new(message)
         }
+    }
+
+    /// A failure the engine detected, never retried; its message starts with the failure's name.
+    pub fn engine(failure: EngineFailure, message: impl std::fmt::Display) -> Self {
+        Self::fatal(format!("{}: {message}", failure.name()))
     }
 
     /// A request to skip the task, with a reason.
@@ -153,5 +196,25 @@ impl Task for FnTask {
 
     fn options(&self) -> &TaskOptions {
         &self.options
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_failures_are_fatal_and_named_first() {
+        let error = TaskError::engine(EngineFailure::TimedOut, "task 'a' timed out after 1 s");
+        assert_eq!(error.kind, TaskErrorKind::Fatal);
+        let name = EngineFailure::TimedOut.name();
+        assert_eq!(
+            error.message,
+            format!("{name}: task 'a' timed out after 1 s")
+        );
+        assert_ne!(
+            EngineFailure::InvalidOutput.name(),
+            EngineFailure::NotRegistered.name()
+        );
     }
 }

@@ -15,7 +15,7 @@ use crate::events::{report, AttemptRef, Event};
 use crate::model::{now, storable_text, AttemptRecord, TaskStatus};
 use crate::policy::TaskOptions;
 use crate::spawn::{panic_message, AbortOnDrop};
-use crate::task::{Task, TaskError, TaskErrorKind};
+use crate::task::{EngineFailure, Task, TaskError, TaskErrorKind};
 
 /// Largest output JSON a task may return: SQLite's default limit on one value (PostgreSQL's
 /// is slightly larger).
@@ -391,15 +391,19 @@ async fn run_attempt(
         Some(limit) => match tokio::time::timeout(limit, attempt).await {
             Ok(joined) => joined,
             Err(_) => {
-                let message = format!(
-                    "TimeoutError: task '{}' timed out after {} s",
+                let message = format_args!(
+                    "task '{}' timed out after {} s",
                     task.id(),
                     limit.as_secs_f64()
                 );
+                let error = TaskError::engine(EngineFailure::TimedOut, message);
                 return Err(if options.retry_timeouts {
-                    TaskError::new(message)
+                    TaskError {
+                        kind: TaskErrorKind::Retryable,
+                        ..error
+                    }
                 } else {
-                    TaskError::fatal(message)
+                    error
                 });
             }
         },
@@ -413,10 +417,13 @@ fn stored_json(task_id: &str, output: &Output) -> Result<String, TaskError> {
     if json.len() <= MAX_OUTPUT_BYTES {
         return Ok(json);
     }
-    Err(TaskError::fatal(format!(
-        "ValueError: task '{task_id}' returned {} bytes of JSON; a task's output is stored in one database value of at most {MAX_OUTPUT_BYTES} bytes",
-        json.len()
-    )))
+    Err(TaskError::engine(
+        EngineFailure::InvalidOutput,
+        format_args!(
+            "task '{task_id}' returned {} bytes of JSON; a task's output is stored in one database value of at most {MAX_OUTPUT_BYTES} bytes",
+            json.len()
+        ),
+    ))
 }
 
 /// Resolves with the reason once the execution is cancelled.

@@ -17,7 +17,7 @@ use crate::database::signals::Signal;
 use crate::error::{Error, Result};
 use crate::events::{report, AttemptRef, Event};
 use crate::model::{now, ExecutionPlan};
-use crate::task::TaskError;
+use crate::task::{EngineFailure, TaskError};
 
 /// Commits of one execution's batches in flight at once: a second one overlaps the first's
 /// round trip (they serialize on the execution's row, in claim order) so tasks ending
@@ -246,15 +246,15 @@ impl Scheduler {
                     (Some(input), end, slot)
                 }
                 (Ok(input), None) => {
-                    let message = format!(
-                        "RuntimeError: task '{}' is not registered in this process",
-                        claim.task_id
+                    let error = TaskError::engine(
+                        EngineFailure::NotRegistered,
+                        format_args!("task '{}' is not registered in this process", claim.task_id),
                     );
-                    (Some(input), Some(failed(&claim, message)), None)
+                    (Some(input), Some(failed(&claim, error)), None)
                 }
                 (Err(e), _) => {
-                    let message = format!("could not read the task's input: {e}");
-                    (None, Some(failed(&claim, message)), None)
+                    let error = TaskError::fatal(format!("could not read the task's input: {e}"));
+                    (None, Some(failed(&claim, error)), None)
                 }
             };
             FinishedRun {
@@ -488,9 +488,9 @@ async fn stored_input(
     Ok(input)
 }
 
-/// The end of a claimed task that could not run, with `message` as its error.
-fn failed(claim: &Claim, message: String) -> (EndedTask, Option<Output>) {
-    let ended = AttemptEnd::Failed(TaskError::fatal(message));
+/// The end of a claimed task that could not run, failed with `error`.
+fn failed(claim: &Claim, error: TaskError) -> (EndedTask, Option<Output>) {
+    let ended = AttemptEnd::Failed(error);
     let (position, attempt, started_at) = (claim.position, claim.attempt, claim.started_at);
     let end = conclude(ended, false, position, attempt, attempt, started_at, now());
     (

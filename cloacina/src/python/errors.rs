@@ -8,6 +8,7 @@ use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyDict, PyTuple, PyType};
 
 use crate::error::Error;
+use crate::task::EngineFailure;
 
 /// Module name shown in the exceptions' reprs: the public package name.
 const MODULE: &str = "cloacina";
@@ -178,6 +179,15 @@ pub(crate) fn to_py_err(err: Error) -> PyErr {
         Error::Timeout(message) => return PyTimeoutError::new_err(message.clone()),
     };
     new_err(kind, err.to_string())
+}
+
+/// The builtin Python exception that names an engine-detected task failure in its message.
+pub(crate) fn exception_name(failure: EngineFailure) -> &'static str {
+    match failure {
+        EngineFailure::TimedOut => "TimeoutError",
+        EngineFailure::InvalidOutput => "ValueError",
+        EngineFailure::NotRegistered => "RuntimeError",
+    }
 }
 
 /// Adds every exception class to the module.
