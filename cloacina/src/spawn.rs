@@ -12,20 +12,23 @@ use once_cell::sync::Lazy;
 use serde_json::Value;
 
 use crate::context::SharedValue;
-use tokio::task::{JoinError, JoinHandle};
+use tokio::task::JoinError;
 
 #[cfg(any(feature = "python", test))]
 use crate::error::Error;
 
 /// A spawned task that is aborted when its handle is dropped, so abandoned work stops.
-pub(crate) struct AbortOnDrop<T>(pub JoinHandle<T>);
+#[cfg(any(feature = "python", test))]
+pub(crate) struct AbortOnDrop<T>(pub tokio::task::JoinHandle<T>);
 
+#[cfg(any(feature = "python", test))]
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
 }
 
+#[cfg(any(feature = "python", test))]
 impl<T> Future for AbortOnDrop<T> {
     type Output = Result<T, JoinError>;
 
@@ -82,7 +85,11 @@ pub(crate) fn panic_message(err: JoinError) -> String {
     if !err.is_panic() {
         return "the engine task was aborted".into();
     }
-    let payload = err.into_panic();
+    payload_message(err.into_panic())
+}
+
+/// What a panic's payload says, as a failure message.
+fn payload_message(payload: Box<dyn std::any::Any + Send>) -> String {
     let text = payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -91,9 +98,37 @@ pub(crate) fn panic_message(err: JoinError) -> String {
     format!("the engine panicked: {text}")
 }
 
+/// A future run in place whose panic ends it with `Err` and the panic's message, as a spawned
+/// task's would, without the hand-off to another task.
+pub(crate) struct CatchUnwind<F: Future>(pub Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => Poll::Ready(Err(payload_message(payload))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panic_in_place_becomes_an_error() {
+        let ok = CatchUnwind(Box::pin(async { 7 })).await;
+        assert_eq!(ok, Ok(7));
+        let panicked = CatchUnwind(Box::pin(async { panic!("boom {}", 42) })).await;
+        assert_eq!(
+            panicked,
+            Err::<(), _>("the engine panicked: boom 42".into())
+        );
+    }
 
     #[tokio::test]
     async fn a_panic_becomes_an_internal_error() {

@@ -14,7 +14,7 @@ use crate::database::claims::EndedTask;
 use crate::events::{report, AttemptRef, Event};
 use crate::model::{now, storable_text, AttemptRecord, TaskStatus};
 use crate::policy::TaskOptions;
-use crate::spawn::{panic_message, AbortOnDrop};
+use crate::spawn::CatchUnwind;
 use crate::task::{EngineFailure, Task, TaskError, TaskErrorKind};
 
 /// Largest output JSON a task may return: SQLite's default limit on one value (PostgreSQL's
@@ -382,8 +382,10 @@ async fn run_attempt(
     input: SharedInput,
     current: CurrentAttempt,
 ) -> Result<Output, TaskError> {
+    // Run in place: dropping it (timeout, cancellation) stops it, as aborting a task would.
+    // The task's future is made inside the scope: making it may read the current attempt.
     let runner = task.clone();
-    let attempt = AbortOnDrop(tokio::spawn(
+    let attempt = CatchUnwind(Box::pin(
         CURRENT.scope(current, async move { runner.execute_shared(input).await }),
     ));
     let joined = match options.timeout {
@@ -408,7 +410,7 @@ async fn run_attempt(
             }
         },
     };
-    joined.unwrap_or_else(|e| Err(TaskError::new(panic_message(e))))
+    joined.unwrap_or_else(|message| Err(TaskError::new(message)))
 }
 
 /// A task's output as the JSON stored, or a failure if it is larger than a database stores.
