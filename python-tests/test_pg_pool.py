@@ -91,8 +91,9 @@ async def test_initialize_opens_at_most_pool_size_connections(make_postgres_data
     millisecond over a few initializations, since an overlap lasts only milliseconds.
 
     The migrating connection is closed before the pool opens, but the server may list its
-    backend for a moment after the client closed it; so each round keeps the lower peak of two
-    initializations: a connection really held beside the pool shows in both."""
+    backend for a moment after the client closed it (longer on a loaded machine); so each round
+    keeps the lowest peak of three initializations: a connection really held beside the pool
+    shows in all of them."""
 
     async def peak_of_one_initialize() -> int:
         app = f"pool_init_{uuid.uuid4().hex[:12]}"
@@ -104,7 +105,7 @@ async def test_initialize_opens_at_most_pool_size_connections(make_postgres_data
             await ex.shutdown()
         return sampler.peak
 
-    peaks = [min(await peak_of_one_initialize(), await peak_of_one_initialize()) for _ in range(8)]
+    peaks = [min([await peak_of_one_initialize() for _ in range(3)]) for _ in range(8)]
     assert max(peaks) <= 1, f"peak connections per initialize(pool_size=1): {peaks}"
 
 
