@@ -142,6 +142,19 @@ def test_cli_demo_example(tmp_path, subprocess_env, database_url):
     assert re.search(r"^cli_demo: execution [0-9a-f-]{36} Completed$", out, re.M), out
 
 
+def test_nightly_etl_example(tmp_path, subprocess_env, database_url):
+    """A fan-out, a retried task and a skipped branch; docs/dashboard-execution.png shows this run."""
+    out = run_example("nightly_etl.py", tmp_path, subprocess_env, database_url)
+    assert re.search(r"^status    Completed$", out, re.M), out
+    assert re.search(r"^  fetch_rates +Completed +attempts 1:Failed, 2:Completed +attempt 1: ConnectionError: "
+                     r"rates API timed out$", out, re.M), out
+    assert re.search(r"^  check_refunds +Skipped +attempts 1:Skipped +no refunds to apply tonight$", out, re.M), out
+    assert re.search(r"^  apply_refunds +Skipped +attempts never started +trigger rule 'all_success' not met", out,
+                     re.M), out
+    assert re.search(r"^  load_warehouse +Completed +attempts 1:Completed$", out, re.M), out
+    assert "report    6 orders, 627.11 EUR" in out
+
+
 def test_every_example_is_tested():
     """A new example cannot land without a test here that runs it."""
     if not EXAMPLES.is_dir():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -197,11 +196,6 @@ def test_graph_has_one_node_per_task_and_details_on_click(serve: Callable[..., R
     assert "truncated (" in output.text and "characters)" in output.text
     browser.execute_script("window.scrollTo(0, 0);")
     browser.save_screenshot(str(shots / "execution.png"))
-    if os.environ.get("CLOACINA_UPDATE_SCREENSHOT"):
-        # Refreshes the README's picture; the suite itself never writes into the checkout.
-        docs = REPO / "docs"
-        docs.mkdir(exist_ok=True)
-        shutil.copyfile(shots / "execution.png", docs / "dashboard-execution.png")
 
 
 def test_running_execution_turns_completed_without_reload(serve: Callable[..., Running],
