@@ -71,6 +71,7 @@ fn add_facts(module: &Bound<'_, PyModule>) -> PyResult<()> {
 /// Fills a backend wheel's native module with the public API.
 pub fn register(module: &Bound<'_, PyModule>, backend: BackendKind) -> PyResult<()> {
     let _ = BACKEND.set(backend);
+    bridge::configure_runtime();
     module.add_function(wrap_pyfunction!(decorator::task, module)?)?;
     module.add_class::<decorator::TaskDecorator>()?;
     module.add_class::<workflow::PyWorkflow>()?;
