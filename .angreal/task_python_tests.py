@@ -1,102 +1,172 @@
-"""`angreal task python_tests`: Rust tests, then the Python suite once per backend.
+"""`angreal task python_tests`: Rust tests, then the Python suite once per backend, on the release wheels.
 
-Steps, each streamed to the terminal:
-1. ``cargo test --workspace``.
-2. Per backend, a fresh venv under ``target/python-tests/venv-<backend>`` with the test tools.
-3. ``maturin build --release`` of each wheel the selected backends need, once, into
-   ``target/python-tests/wheels-<wheel>``.
-4. Installs: the sqlite venv gets ``cloacina-sqlite`` and the dispatcher; the postgres venv gets
-   both wheels and the dispatcher (for the cross-backend and "both installed" tests).
-5. ``pytest`` run by the venv's interpreter from ``python-tests/`` (so the installed packages, not
-   the source tree, are imported) with ``CLOACINA_TEST_BACKEND=<backend>``. For postgres the suite
-   uses ``CLOACINA_TEST_POSTGRES_URL`` when set; otherwise a throwaway server is started for the
-   run and always stopped afterwards (see ``postgres_server.py``).
+Steps, each timed; the ones in the foreground stream to the terminal, the ones beside them write to
+``target/python-tests/logs/`` (named when they start, their last lines printed if they fail) and
+run niced, so the foreground comes first for the CPU:
 
-The cargo target dir is the repo's ``target/`` for every step so builds are cached.
+1. ``cargo test --workspace``; beside it, the venvs: ``target/build-venv`` (maturin, setuptools) and,
+   per backend, ``target/python-tests/venv-<backend>`` with the test tools. A venv is reused when it
+   was made for the same tool list by the same interpreter and nothing was installed into it or
+   removed since (``build_steps.ensure_venv``); otherwise it is made afresh.
+2. The release wheels the first backend needs, built into ``dist/`` by the code of
+   ``angreal task wheels`` (``build_steps.build_release_wheel``, which checks tags and metadata). The
+   wheels only later backends need are built beside that backend's tests.
+3. Per backend: its venv gets exactly those wheel files (the sqlite venv: ``cloacina-sqlite`` and
+   the ``cloacina`` dispatcher; the postgres venv: both backend wheels and the dispatcher, for the
+   cross-backend and "both installed" tests), then ``pytest`` runs with the venv's interpreter from
+   ``python-tests/`` (so the installed packages, not the source tree, are imported; ``test_examples``
+   runs ``examples/quickstart.py`` on them) with ``CLOACINA_TEST_BACKEND=<backend>``. For postgres
+   the suite uses ``CLOACINA_TEST_POSTGRES_URL`` when set; otherwise a throwaway server is started
+   for the run and always stopped afterwards (see ``postgres_server.py``).
+
+A failed step does not stop the others that do not need it; the task then fails, naming every
+failed step, and prints the time of each step. The cargo target dir is the repo's ``target/``.
 """
 
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import angreal
 
-from build_steps import build_env, build_wheel, repo_root, run_step, venv_bin
+from build_steps import (PROJECT_DISTRIBUTIONS, Background, build_env, build_release_wheel, build_venv,
+                         ensure_venv, print_step_times, repo_root, run_step, say, stop_background, venv_bin)
 from postgres_server import INSTALL_HINT, PostgresUnavailable, find_binaries, throwaway_postgres
 
 task = angreal.command_group(name="task", about="Cloacina development tasks")
 
 BACKENDS = ("sqlite", "postgres")
-# Wheels installed in each backend's venv besides the dispatcher; the backend's own wheel first.
+# The wheels installed in each backend's venv: the backend's own first, the dispatcher last.
 WHEELS_FOR: Dict[str, Sequence[str]] = {
-    "sqlite": ("sqlite",),
-    "postgres": ("postgres", "sqlite"),
+    "sqlite": ("sqlite", "dispatcher"),
+    "postgres": ("postgres", "sqlite", "dispatcher"),
 }
-TEST_TOOLS = ("maturin>=1.5,<2", "pytest>=8", "pytest-asyncio>=0.24", "pytest-timeout>=2.3", "hypothesis>=6.100",
+TEST_TOOLS = ("pytest>=8", "pytest-asyncio>=0.24", "pytest-timeout>=2.3", "hypothesis>=6.100",
               "mypy>=1.10", "opentelemetry-api>=1.20", "opentelemetry-sdk>=1.20",
               "selenium>=4.10")
 
+class Run:
+    """One run of the task: its paths, environment, venvs, wheels and failed steps."""
 
-def _fresh_venv(root: Path, backend: str, env: Dict[str, str]) -> Optional[Path]:
-    venv = root / "target" / "python-tests" / f"venv-{backend}"
-    if venv.exists():
-        shutil.rmtree(venv)
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    if not run_step(f"venv ({backend})", [sys.executable, "-m", "venv", str(venv)], root, env):
-        return None
-    python = venv_bin(venv, "python")
-    if not run_step(f"test tools ({backend})", [python, "-m", "pip", "install", "--quiet", *TEST_TOOLS], root, env):
-        return None
-    return venv
+    def __init__(self, root: Path, selected: List[str]) -> None:
+        self.root = root
+        self.env = build_env(root)
+        self.selected = selected
+        self.work = root / "target" / "python-tests"
+        self.logs = self.work / "logs"
+        self.build_venv: Optional[Path] = None
+        self.venvs: Dict[str, Path] = {}
+        self.wheels: Dict[str, Path] = {}
+        self.attempted: set = set()
+        self.failed: List[str] = []
 
+    def log(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
 
-def _install(root: Path, venv: Path, backend: str, wheels: Sequence[Path], env: Dict[str, str]) -> bool:
-    cmd = [venv_bin(venv, "python"), "-m", "pip", "install", "--quiet", "--force-reinstall", "--no-deps",
-           *wheels, root / "cloacina-dispatcher"]
-    return run_step(f"install wheels ({backend})", cmd, root, env)
+    # --- venvs ----------------------------------------------------------------------------
 
+    def prepare_venvs(self) -> bool:
+        """The build venv and each selected backend's test venv (run beside cargo test)."""
+        self.build_venv = build_venv(self.root, self.env, self.log("venvs"))
+        for name in self.selected:
+            venv = ensure_venv(self.root, self.work / f"venv-{name}", TEST_TOOLS, name, self.env, self.log("venvs"))
+            if venv is not None:
+                self.venvs[name] = venv
+        return self.build_venv is not None and len(self.venvs) == len(self.selected)
 
-def _pytest(root: Path, venv: Path, backend: str, env: Dict[str, str], extra: Dict[str, str]) -> bool:
-    test_env = dict(env)
-    test_env.update(extra)
-    test_env["CLOACINA_TEST_BACKEND"] = backend
-    test_env.pop("CLOACINA_BACKEND", None)
-    cmd = [venv_bin(venv, "python"), "-m", "pytest", "-p", "no:cacheprovider", "--durations=5"]
-    return run_step(f"pytest ({backend})", cmd, root / "python-tests", test_env)
+    # --- wheels ---------------------------------------------------------------------------
 
+    def build(self, keys: Sequence[str], log: Optional[Path] = None) -> bool:
+        """Build those of ``keys`` not tried yet into dist/; True if all of ``keys`` are built."""
+        for key in keys:
+            if key in self.attempted or self.build_venv is None:
+                continue
+            self.attempted.add(key)
+            wheel = build_release_wheel(self.root, self.build_venv, key, self.env, log)
+            if wheel is None:
+                self.failed.append(f"build-{key}")
+            else:
+                self.wheels[key] = wheel
+        return all(k in self.wheels for k in keys)
 
-def _pytest_postgres(root: Path, venv: Path, env: Dict[str, str]) -> bool:
-    """Run the suite against CLOACINA_TEST_POSTGRES_URL, or a throwaway server started here."""
-    if env.get("CLOACINA_TEST_POSTGRES_URL"):
-        print("==> [postgres] using the server at CLOACINA_TEST_POSTGRES_URL", flush=True)
-        return _pytest(root, venv, "postgres", env, {})
-    binaries = find_binaries()
-    if binaries is None:
-        print(f"\n==> [postgres] cannot test the postgres backend: {INSTALL_HINT}", flush=True)
-        return False
-    print(f"\n==> [postgres server] starting a throwaway PostgreSQL from {binaries.bin_dir}", flush=True)
-    try:
-        with throwaway_postgres(binaries) as server:
-            print(f"==> [postgres server] ready on 127.0.0.1:{server.port} in {server.startup_seconds:.1f}s "
-                  f"(data in {server.base_dir})", flush=True)
-            ok = _pytest(root, venv, "postgres", env, server.test_environment())
-    except PostgresUnavailable as exc:
-        print(f"==> [postgres server] FAILED: {exc}", flush=True)
-        return False
-    print("==> [postgres server] stopped and removed", flush=True)
-    return ok
+    # --- tests ----------------------------------------------------------------------------
 
+    def install(self, backend: str) -> bool:
+        """Exactly this backend's wheels from dist/: other project packages are removed first."""
+        python = venv_bin(self.venvs[backend], "python")
+        removed = run_step(f"uninstall old wheels ({backend})",
+                           [python, "-m", "pip", "uninstall", "--yes", "-qq", *PROJECT_DISTRIBUTIONS],
+                           self.root, self.env)
+        wheels = [self.wheels[k] for k in WHEELS_FOR[backend]]
+        return removed and run_step(f"install wheels ({backend})",
+                                    [python, "-m", "pip", "install", "--quiet", "--no-deps", *wheels],
+                                    self.root, self.env)
 
-def _test_backend(root: Path, venv: Path, backend: str, wheels: Dict[str, Path], env: Dict[str, str]) -> List[str]:
-    """Install and test one backend. Returns the names of failed steps."""
-    if not _install(root, venv, backend, [wheels[w] for w in WHEELS_FOR[backend]], env):
-        return [f"install-{backend}"]
-    ok = _pytest_postgres(root, venv, env) if backend == "postgres" else _pytest(root, venv, backend, env, {})
-    return [] if ok else [f"pytest-{backend}"]
+    def pytest(self, backend: str, extra: Dict[str, str]) -> bool:
+        test_env = dict(self.env)
+        test_env.update(extra)
+        test_env["CLOACINA_TEST_BACKEND"] = backend
+        test_env.pop("CLOACINA_BACKEND", None)
+        cmd = [venv_bin(self.venvs[backend], "python"), "-m", "pytest", "-p", "no:cacheprovider", "--durations=5"]
+        return run_step(f"pytest ({backend})", cmd, self.root / "python-tests", test_env)
+
+    def pytest_postgres(self) -> bool:
+        """Run the suite against CLOACINA_TEST_POSTGRES_URL, or a throwaway server started here."""
+        if self.env.get("CLOACINA_TEST_POSTGRES_URL"):
+            say("==> [postgres] using the server at CLOACINA_TEST_POSTGRES_URL")
+            return self.pytest("postgres", {})
+        binaries = find_binaries()
+        if binaries is None:
+            say(f"\n==> [postgres] cannot test the postgres backend: {INSTALL_HINT}")
+            return False
+        say(f"\n==> [postgres server] starting a throwaway PostgreSQL from {binaries.bin_dir}")
+        try:
+            with throwaway_postgres(binaries) as server:
+                say(f"==> [postgres server] ready on 127.0.0.1:{server.port} in {server.startup_seconds:.1f}s "
+                    f"(data in {server.base_dir})")
+                ok = self.pytest("postgres", server.test_environment())
+        except PostgresUnavailable as exc:
+            say(f"==> [postgres server] FAILED: {exc}")
+            return False
+        say("==> [postgres server] stopped and removed")
+        return ok
+
+    def test(self, backend: str) -> None:
+        """Install and test one backend, recording what failed."""
+        if not self.install(backend):
+            self.failed.append(f"install-{backend}")
+            return
+        ok = self.pytest_postgres() if backend == "postgres" else self.pytest(backend, {})
+        if not ok:
+            self.failed.append(f"pytest-{backend}")
+
+    # --- the whole run --------------------------------------------------------------------
+
+    def run(self) -> None:
+        if self.logs.exists():
+            shutil.rmtree(self.logs)
+        venvs = Background("venvs", self.prepare_venvs)
+        if not run_step("cargo test", ["cargo", "test", "--workspace"], self.root, self.env):
+            self.failed.append("cargo-test")
+        venvs.wait()
+        if self.build_venv is None:
+            self.failed.append("venv-build")
+        self.failed.extend(f"venv-{name}" for name in self.selected if name not in self.venvs)
+
+        testable = [name for name in self.selected if name in self.venvs]
+        for position, backend in enumerate(testable):
+            if not self.build(WHEELS_FOR[backend]):
+                say(f"==> [{backend}] not tested: its wheels did not build")
+                continue
+            later = [k for b in testable[position + 1:] for k in WHEELS_FOR[b] if k not in self.attempted]
+            builder = (Background("wheels for later backends", lambda: self.build(later, self.log("wheels")))
+                       if later else None)
+            self.test(backend)
+            if builder is not None:
+                builder.wait()
 
 
 @task()
@@ -105,47 +175,20 @@ def _test_backend(root: Path, venv: Path, backend: str, wheels: Dict[str, Path],
                   required=False)
 def python_tests(backend: Optional[str] = None) -> int:
     started = time.monotonic()
-    root = repo_root()
-    env = build_env(root)
     selected = [backend] if backend else list(BACKENDS)
     unknown = [b for b in selected if b not in BACKENDS]
     if unknown:
-        print(f"unknown backend(s) {unknown}; choose from {list(BACKENDS)}", flush=True)
+        say(f"unknown backend(s) {unknown}; choose from {list(BACKENDS)}")
         return 2
-
-    failed: List[str] = []
-    if not run_step("cargo test", ["cargo", "test", "--workspace"], root, env):
-        failed.append("cargo-test")
-
-    venvs: Dict[str, Path] = {}
-    for name in selected:
-        venv = _fresh_venv(root, name, env)
-        if venv is None:
-            failed.append(f"venv-{name}")
-        else:
-            venvs[name] = venv
-
-    wheels: Dict[str, Path] = {}
-    if venvs:
-        builder = next(iter(venvs.values()))
-        needed = [w for w in BACKENDS if any(w in WHEELS_FOR[b] for b in venvs)]
-        for wheel in needed:
-            built = build_wheel(root, builder, wheel, root / "target" / "python-tests" / f"wheels-{wheel}", env)
-            if built is None:
-                failed.append(f"build-{wheel}")
-            else:
-                wheels[wheel] = built
-
-    for name, venv in venvs.items():
-        missing = [w for w in WHEELS_FOR[name] if w not in wheels]
-        if missing:
-            print(f"==> [{name}] skipped: wheel(s) {missing} did not build", flush=True)
-            continue
-        failed.extend(_test_backend(root, venv, name, wheels, env))
-
+    run = Run(repo_root(), selected)
+    try:
+        run.run()
+    finally:
+        stop_background()
+    print_step_times()
     elapsed = time.monotonic() - started
-    if failed:
-        print(f"\npython_tests: FAILED ({', '.join(failed)}) after {elapsed:.0f}s", flush=True)
+    if run.failed:
+        say(f"\npython_tests: FAILED ({', '.join(run.failed)}) after {elapsed:.0f}s")
         return 1
-    print(f"\npython_tests: all steps ok ({', '.join(selected)}) in {elapsed:.0f}s", flush=True)
+    say(f"\npython_tests: all steps ok ({', '.join(selected)}) in {elapsed:.0f}s")
     return 0
