@@ -14,15 +14,14 @@ use diesel::prelude::*;
 use uuid::Uuid;
 
 use super::cached::{Bind, Cached};
-use super::dialect::Dialect;
-#[cfg(feature = "sqlite")]
-use super::literal::Pending;
-use super::queries::AttemptRow;
+use super::connection::RunOn;
+use super::dialect::TakenRow;
+use super::rows::AttemptRow;
 use super::schema::task_executions;
 use super::signals::Signal;
 pub use super::store::Claim;
-use super::store::{ContextSource, Store, TaskState};
-use super::{write_transaction, Database, Pool};
+use super::store::{ContextSource, TaskState};
+use super::Database;
 use crate::error::{Error, Result};
 use crate::model::{now, AttemptRecord, ExecutionPlan, ExecutionStatus, TaskStatus};
 
@@ -80,9 +79,6 @@ impl EndedTask {
     }
 }
 
-/// The queue every task is in until named queues arrive.
-pub(crate) const DEFAULT_QUEUE: &str = "default";
-
 /// Whether this worker runs a task id; shared with the transaction that claims.
 pub(crate) type Registered = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
@@ -137,7 +133,7 @@ impl Database {
             };
             let now_utc = now();
             let now = now_utc.naive_utc();
-            write_transaction!(pool, |conn| {
+            pool.write_transaction(|conn| {
                 let locked = conn.lock_execution(&id)?.ok_or_else(|| gone(execution))?;
                 let mut committed = Committed {
                     cancel_reason: locked.cancel_reason.clone(),
@@ -149,7 +145,7 @@ impl Database {
                 for task in ended.iter() {
                     let task_id = batch.task_id(task.position);
                     // Fenced: a stale claim (its worker presumed dead) no longer owns the task.
-                    if batch.fenced_end(task).execute(conn)? == 0 {
+                    if batch.fenced_end(task).execute_on(conn)? == 0 {
                         committed.lost.push((task.position, task.attempt));
                         continue;
                     }
@@ -208,14 +204,14 @@ impl Database {
     ) -> Result<bool> {
         self.run(move |pool| {
             let id = execution.to_string();
-            write_transaction!(pool, |conn| {
+            pool.write_transaction(|conn| {
                 let owned = diesel::update(
                     task_executions::table
                         .find((&id, &task_id))
                         .filter(fenced(&worker, fence)),
                 )
                 .set(task_executions::attempt.eq(failed.attempt as i32 + 1))
-                .execute(conn)?;
+                .execute_on(conn)?;
                 if owned == 1 {
                     conn.insert_attempt(&id, &task_id, &failed)?;
                 }
@@ -236,14 +232,14 @@ impl Database {
     ) -> Result<()> {
         self.run(move |pool| {
             let id = execution.to_string();
-            super::with_connection!(pool, |conn| {
+            pool.with_connection(|conn| {
                 diesel::update(
                     task_executions::table
                         .find((&id, &task_id))
                         .filter(fenced(&worker, fence)),
                 )
                 .set(task_executions::started_at.eq(Some(started_at.naive_utc())))
-                .execute(conn)?;
+                .execute_on(conn)?;
                 Ok(())
             })
         })
@@ -260,17 +256,15 @@ impl Database {
         if limit == 0 || task_ids.is_empty() {
             return Ok(Vec::new());
         }
-        self.run(move |pool| match pool {
-            #[cfg(feature = "sqlite")]
-            Pool::Sqlite(pool) => {
-                let mut conn = pool.get()?;
-                sqlite_claim(&mut conn, || pool.write_turn(), &worker, &task_ids, limit)
-            }
-            #[cfg(feature = "postgres")]
-            Pool::Postgres(pool) => {
-                let mut conn = pool.get()?;
-                postgres_claim(&mut conn, &worker, &task_ids, limit)
-            }
+        self.run(move |pool| {
+            let started_at = now();
+            pool.take_ready(&worker, &task_ids, limit, started_at, |conn, rows| {
+                let claims = to_claims(rows, started_at)?;
+                if !claims.is_empty() {
+                    conn.mark_running(&claims)?;
+                }
+                Ok(claims)
+            })
         })
         .await
     }
@@ -301,8 +295,7 @@ fn fenced(worker: &str, fence: u32) -> Fenced<'_> {
 }
 
 /// One batch of ended tasks being committed: its execution, plan, worker, and the claim its
-/// worker makes on what it unblocks. (The transaction's steps stay in `commit_ended`, which
-/// holds the connection of each backend.)
+/// worker makes on what it unblocks.
 struct Batch<'a> {
     id: &'a str,
     plan: &'a ExecutionPlan,
@@ -402,253 +395,22 @@ fn any_unclaimed(ready: &[usize], claimed: &[Claim]) -> bool {
         .any(|p| !claimed.iter().any(|c| c.position == *p))
 }
 
-/// A ready task row as the claim queries read it.
-#[derive(QueryableByName)]
-struct ClaimedRow {
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    execution_id: String,
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    task_id: String,
-    #[diesel(sql_type = diesel::sql_types::Integer)]
-    position: i32,
-    #[diesel(sql_type = diesel::sql_types::Integer)]
-    attempt: i32,
-}
-
-fn to_claims(rows: Vec<ClaimedRow>, started_at: DateTime<Utc>) -> Result<Vec<Claim>> {
+/// Claims as taken rows describe them, started at `started_at`.
+fn to_claims(rows: Vec<TakenRow>, started_at: DateTime<Utc>) -> Result<Vec<Claim>> {
     rows.into_iter()
-        .map(|row| {
+        .map(|(execution_id, task_id, position, attempt)| {
             Ok(Claim {
-                execution_id: Uuid::parse_str(&row.execution_id).map_err(|_| {
-                    Error::Database(format!(
-                        "stored execution id {:?} is not valid",
-                        row.execution_id
-                    ))
+                execution_id: Uuid::parse_str(&execution_id).map_err(|_| {
+                    Error::Database(format!("stored execution id {execution_id:?} is not valid"))
                 })?,
-                position: row.position.max(0) as usize,
-                task_id: row.task_id,
-                attempt: row.attempt.max(0) as u32,
+                position: position.max(0) as usize,
+                task_id,
+                attempt: attempt.max(0) as u32,
                 started_at,
             })
         })
         .collect()
 }
 
-#[cfg(feature = "sqlite")]
-fn sqlite_claim<'a>(
-    conn: &mut diesel::SqliteConnection,
-    write_turn: impl FnOnce() -> super::WriteTurn<'a>,
-    worker: &str,
-    task_ids: &[String],
-    limit: usize,
-) -> Result<Vec<Claim>> {
-    use super::store::CHUNK;
-    let started_at = now();
-    let naive = started_at.naive_utc();
-    // A read first: most wake-ups find nothing, and need no write lock to learn it.
-    let mut any = false;
-    for chunk in task_ids.chunks(CHUNK) {
-        any |= diesel::select(diesel::dsl::exists(
-            task_executions::table
-                .filter(task_executions::queue.eq(DEFAULT_QUEUE))
-                .filter(task_executions::status.eq(Pending))
-                .filter(task_executions::ready_at.is_not_null())
-                .filter(task_executions::task_id.eq_any(chunk)),
-        ))
-        .get_result::<bool>(conn)?;
-        if any {
-            break;
-        }
-    }
-    if !any {
-        return Ok(Vec::new());
-    }
-    let _turn = write_turn();
-    conn.immediate_transaction(|conn| {
-        let mut rows: Vec<ClaimedRow> = Vec::new();
-        for chunk in task_ids.chunks(CHUNK) {
-            let wanted = limit - rows.len();
-            if wanted == 0 {
-                break;
-            }
-            let found: Vec<(String, String, i32, i32)> = task_executions::table
-                .filter(task_executions::queue.eq(DEFAULT_QUEUE))
-                .filter(task_executions::status.eq(Pending))
-                .filter(task_executions::ready_at.is_not_null())
-                .filter(task_executions::task_id.eq_any(chunk))
-                .order(task_executions::ready_at)
-                .limit(wanted as i64)
-                .select((
-                    task_executions::execution_id,
-                    task_executions::task_id,
-                    task_executions::position,
-                    task_executions::attempt,
-                ))
-                .load(conn)?;
-            for (execution_id, task_id, position, attempt) in found {
-                diesel::update(task_executions::table.find((&execution_id, &task_id)))
-                    .set((
-                        task_executions::status.eq(TaskStatus::Running.as_str()),
-                        task_executions::worker_id.eq(Some(worker)),
-                        task_executions::attempt.eq(attempt + 1),
-                        task_executions::started_at.eq(Some(naive)),
-                    ))
-                    .execute(conn)?;
-                rows.push(ClaimedRow {
-                    execution_id,
-                    task_id,
-                    position,
-                    attempt: attempt + 1,
-                });
-            }
-        }
-        let claims = to_claims(rows, started_at)?;
-        conn.mark_running(&claims)?;
-        Ok(claims)
-    })
-}
-
-#[cfg(feature = "postgres")]
-fn postgres_claim(
-    conn: &mut diesel::PgConnection,
-    worker: &str,
-    task_ids: &[String],
-    limit: usize,
-) -> Result<Vec<Claim>> {
-    use diesel::sql_types::{Array, BigInt, Text, Timestamp};
-    let started_at = now();
-    let rows: Vec<ClaimedRow> = diesel::sql_query(
-        "WITH ready AS ( \
-             SELECT execution_id, task_id FROM task_executions \
-             WHERE queue = 'default' AND status = 'Pending' AND ready_at IS NOT NULL \
-                 AND task_id IN (SELECT unnest($2::text[])) \
-             ORDER BY ready_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
-         UPDATE task_executions t SET status = 'Running', worker_id = $1, \
-             attempt = t.attempt + 1, started_at = $4 \
-         FROM ready WHERE t.execution_id = ready.execution_id AND t.task_id = ready.task_id \
-         RETURNING t.execution_id, t.task_id, t.position, t.attempt",
-    )
-    .bind::<Text, _>(worker)
-    .bind::<Array<Text>, _>(task_ids)
-    .bind::<BigInt, _>(limit as i64)
-    .bind::<Timestamp, _>(started_at.naive_utc())
-    .load(conn)?;
-    let claims = to_claims(rows, started_at)?;
-    if !claims.is_empty() {
-        conn.mark_running(&claims)?;
-    }
-    Ok(claims)
-}
-
 #[cfg(all(test, feature = "sqlite"))]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-    use crate::context::Context;
-    use crate::database::leases::WorkerIdentity;
-    use crate::database::store::StoredOutputs;
-    use crate::database::url::DatabaseUrl;
-    use crate::database::PoolOptions;
-    use crate::model::ExecutionResult;
-    use crate::task::FnTask;
-    use crate::workflow::Workflow;
-
-    /// Attempt `fence` of task 0, ended Completed with output `{"attempt": fence}`.
-    fn completed(fence: u32) -> Arc<Vec<EndedTask>> {
-        let at = now();
-        Arc::new(vec![EndedTask {
-            output_json: Some(format!("{{\"attempt\": {fence}}}")),
-            last_attempt: Some(AttemptRecord {
-                attempt: fence,
-                status: TaskStatus::Completed,
-                error: None,
-                started_at: at,
-                completed_at: at,
-            }),
-            ..EndedTask::new(0, fence, TaskStatus::Completed, fence, at, at)
-        }])
-    }
-
-    /// The path the failover tests race into, step by step: worker A claims a task, B gives the
-    /// claim back, A claims it again; the first claim's writes must all be refused, quietly.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_stale_attempt_of_the_same_worker_writes_nothing() {
-        let db = Database::connect(DatabaseUrl::SqliteMemory, PoolOptions::default())
-            .await
-            .unwrap();
-        let task = FnTask::new("t", &[], |context| async move { Ok(context) });
-        let workflow = Workflow::new("wf", vec![task]).unwrap();
-        let plan = Arc::new(ExecutionPlan::of(&workflow));
-        let record = ExecutionResult::pending(
-            Uuid::new_v4(),
-            workflow.name(),
-            workflow.version(),
-            Context::new(),
-            &plan,
-        );
-        let lease = Duration::from_secs(30);
-        let execution = db
-            .submit(record, (*plan).clone(), None, None, None, lease)
-            .await
-            .unwrap()
-            .execution_id;
-        let (a, b) = (
-            WorkerIdentity::of_this_process("a".into()),
-            WorkerIdentity::of_this_process("b".into()),
-        );
-        db.heartbeat(a.clone(), "[\"t\"]".into()).await.unwrap();
-        let claim =
-            |worker: &WorkerIdentity| db.claim_ready(worker.id.clone(), vec!["t".into()], 1);
-        assert_eq!(claim(&a).await.unwrap()[0].attempt, 1);
-
-        // B finds A's heartbeat older than its (tiny) lease and gives the claim back.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let given = db.reap_dead_workers(b, Duration::from_millis(10)).await;
-        assert_eq!(given.unwrap(), 1);
-        db.heartbeat(a.clone(), "[\"t\"]".into()).await.unwrap();
-        assert_eq!(claim(&a).await.unwrap()[0].attempt, 2);
-
-        let commit = |fence: u32| {
-            let context: SharedContext = Arc::new(Mutex::new(StoredOutputs(Context::new())));
-            db.commit_ended(
-                execution,
-                plan.clone(),
-                a.id.clone(),
-                completed(fence),
-                ClaimRequest {
-                    limit: 0,
-                    registered: Arc::new(|_: &str| false),
-                },
-                context,
-            )
-        };
-        let stale = commit(1).await.unwrap();
-        assert_eq!(stale.lost, vec![(0, 1)]);
-        assert!(stale.finished.is_none());
-        let failed = AttemptRecord {
-            attempt: 1,
-            status: TaskStatus::Failed,
-            error: Some("stale".into()),
-            started_at: now(),
-            completed_at: now(),
-        };
-        let retry = db.record_retry(execution, a.id.clone(), 1, "t".into(), failed);
-        assert!(!retry.await.unwrap());
-
-        let current = commit(2).await.unwrap();
-        assert!(current.lost.is_empty());
-        assert_eq!(current.finished, Some(ExecutionStatus::Completed));
-        let stored = db.get_execution(execution).await.unwrap().unwrap();
-        let history: Vec<TaskStatus> = stored.task_results[0]
-            .history
-            .iter()
-            .map(|h| h.status)
-            .collect();
-        assert_eq!(history, [TaskStatus::Lost, TaskStatus::Completed]);
-        assert_eq!(
-            stored.final_context.unwrap().get("attempt"),
-            Some(&serde_json::json!(2))
-        );
-    }
-}
+mod tests;

@@ -9,13 +9,13 @@ use uuid::Uuid;
 use std::time::Duration;
 
 use super::claims::{Claim, ClaimRequest};
-use super::dialect::{Dialect, LockedExecution};
-use super::leases::LeaseSteps;
-use super::queries::new_execution_rows;
+use super::connection::{Conn, RunOn, CHUNK};
+use super::dialect::LockedExecution;
+use super::rows::new_execution_rows;
 use super::schema::{task_executions, workflow_executions};
 use super::signals::Signal;
-use super::store::{Store, TaskState, CHUNK};
-use super::{with_connection, write_transaction, Database};
+use super::store::TaskState;
+use super::Database;
 use crate::error::{Error, Result};
 use crate::model::decide::unregistered_reason;
 use crate::model::{now, ExecutionPlan, ExecutionResult, ExecutionStatus, TaskStatus};
@@ -55,7 +55,7 @@ impl Database {
         lease: Duration,
     ) -> Result<Submitted> {
         self.run(move |pool| {
-            let inserted = write_transaction!(pool, |conn| {
+            let inserted = pool.write_transaction(|conn| {
                 conn.submit_new(
                     &record,
                     &plan,
@@ -67,8 +67,8 @@ impl Database {
             });
             match inserted {
                 // Another process inserted the same key between our check and our insert.
-                Err(Error::Database(_) | Error::Refused(_)) if idempotency_key.is_some() => {
-                    with_connection!(pool, |conn| {
+                Err(Error::Database(_) | Error::Refused(_)) if idempotency_key.is_some() => pool
+                    .with_connection(|conn| {
                         match conn.find_by_key(idempotency_key.as_deref())? {
                             Some(existing) => Ok(Submitted {
                                 execution_id: existing,
@@ -77,8 +77,7 @@ impl Database {
                             }),
                             None => inserted,
                         }
-                    })
-                }
+                    }),
                 other => other,
             }
         })
@@ -91,7 +90,7 @@ impl Database {
         self.run(move |pool| {
             let id = execution.to_string();
             let now = now().naive_utc();
-            write_transaction!(pool, |conn| {
+            pool.write_transaction(|conn| {
                 let Some(mut locked) = conn.lock_execution(&id)? else {
                     return Ok(CancelOutcome::NotFound);
                 };
@@ -101,7 +100,7 @@ impl Database {
                 if locked.cancel_reason.is_none() {
                     diesel::update(workflow_executions::table.find(&id))
                         .set(workflow_executions::cancel_reason.eq(Some(&reason)))
-                        .execute(conn)?;
+                        .execute_on(conn)?;
                     locked.cancel_reason = Some(reason.clone());
                 }
                 conn.cancel_pending(&id, locked.cancel_reason.as_deref(), now)?;
@@ -121,7 +120,7 @@ impl Database {
         self.run(move |pool| {
             let id = execution.to_string();
             let now = now().naive_utc();
-            write_transaction!(pool, |conn| {
+            pool.write_transaction(|conn| {
                 let Some(locked) = conn.lock_execution(&id)? else {
                     return Ok(false);
                 };
@@ -139,7 +138,7 @@ impl Database {
                     task_executions::completed_at.eq(Some(now)),
                     task_executions::worker_id.eq(None::<String>),
                 ))
-                .execute(conn)?;
+                .execute_on(conn)?;
                 conn.cancel_pending(&id, Some(&message), now)?;
                 diesel::update(workflow_executions::table.find(&id))
                     .set((
@@ -147,7 +146,7 @@ impl Database {
                         workflow_executions::error.eq(Some(&message)),
                         workflow_executions::completed_at.eq(Some(now)),
                     ))
-                    .execute(conn)?;
+                    .execute_on(conn)?;
                 conn.announce(Signal::Done)?;
                 Ok(true)
             })
@@ -161,7 +160,7 @@ impl Database {
         self.run(move |pool| {
             let id = execution.to_string();
             let now = now().naive_utc();
-            write_transaction!(pool, |conn| {
+            pool.write_transaction(|conn| {
                 let locked = conn
                     .lock_execution(&id)?
                     .ok_or_else(|| not_found(execution))?;
@@ -177,7 +176,7 @@ impl Database {
                 let plan: Option<String> = workflow_executions::table
                     .find(&id)
                     .select(workflow_executions::plan)
-                    .get_result(conn)?;
+                    .get_result_on(conn)?;
                 let plan = ExecutionPlan::from_json(&plan.ok_or_else(|| {
                     Error::InvalidState(format!(
                         "execution {execution} was recorded by a version of cloacina that did not store its plan; it cannot be resumed"
@@ -215,7 +214,7 @@ impl Database {
     pub(crate) async fn expired_deadlines(&self) -> Result<Vec<(Uuid, f64)>> {
         self.run(move |pool| {
             let now = now().naive_utc();
-            with_connection!(pool, |conn| {
+            pool.with_connection(|conn| {
                 let rows: Vec<(String, NaiveDateTime, Option<NaiveDateTime>)> =
                     workflow_executions::table
                         .filter(workflow_executions::deadline.le(now))
@@ -230,7 +229,7 @@ impl Database {
                             workflow_executions::deadline,
                         ))
                         .limit(1_000)
-                        .load(conn)?;
+                        .load_on(conn)?;
                 Ok(rows
                     .into_iter()
                     .filter_map(|(id, started, deadline)| {
@@ -251,166 +250,10 @@ fn not_found(execution: Uuid) -> Error {
     Error::NotFound(format!("no execution with id {execution} in this database"))
 }
 
-macro_rules! impl_lifecycle_steps {
-    ($conn:ty) => {
-        impl LifecycleSteps for $conn {
-            fn submit_new(
-                &mut self,
-                record: &ExecutionResult,
-                plan: &ExecutionPlan,
-                idempotency_key: Option<String>,
-                deadline: Option<DateTime<Utc>>,
-                claim: Option<&(String, ClaimRequest)>,
-                lease: Duration,
-            ) -> Result<Submitted> {
-                if let Some(existing) = self.find_by_key(idempotency_key.as_deref())? {
-                    return Ok(Submitted {
-                        execution_id: existing,
-                        created: false,
-                        claimed: Vec::new(),
-                    });
-                }
-                let (execution, tasks) =
-                    new_execution_rows(record, plan, idempotency_key, deadline);
-                let execution_id = record.execution_id;
-                diesel::insert_into(workflow_executions::table)
-                    .values(&execution)
-                    .execute(self)?;
-                for chunk in tasks.chunks(CHUNK) {
-                    diesel::insert_into(task_executions::table)
-                        .values(chunk)
-                        .execute(self)?;
-                }
-                let roots: Vec<usize> = (0..plan.len())
-                    .filter(|&p| plan.dependencies_of(p).is_empty())
-                    .collect();
-                let mut claimed = Vec::new();
-                if let Some((worker, request)) = &claim {
-                    let mine: Vec<usize> = roots
-                        .iter()
-                        .copied()
-                        .filter(|&p| (request.registered)(&plan.tasks()[p].id))
-                        .take(request.limit)
-                        .collect();
-                    let states: BTreeMap<usize, TaskState> = mine
-                        .iter()
-                        .map(|&p| {
-                            let state = TaskState {
-                                task_id: plan.tasks()[p].id.clone(),
-                                status: TaskStatus::Pending,
-                                attempt: 0,
-                                ready: true,
-                            };
-                            (p, state)
-                        })
-                        .collect();
-                    claimed = self.claim_positions(execution_id, worker, &mine, &states, now())?;
-                    if !claimed.is_empty() {
-                        self.mark_running(&claimed)?;
-                    }
-                }
-                if claimed.len() < roots.len() {
-                    self.announce(Signal::Ready)?;
-                    let live = self.live_task_ids(lease)?;
-                    let runs_here =
-                        |id: &str| claim.as_ref().is_some_and(|(_, r)| (r.registered)(id));
-                    let unrun: Vec<String> = roots
-                        .iter()
-                        .map(|&p| plan.tasks()[p].id.clone())
-                        .filter(|id| !live.contains(id) && !runs_here(id))
-                        .collect();
-                    if !unrun.is_empty() {
-                        diesel::update(workflow_executions::table.find(execution_id.to_string()))
-                            .set(workflow_executions::reason.eq(Some(unregistered_reason(&unrun))))
-                            .execute(self)?;
-                    }
-                }
-                Ok(Submitted {
-                    execution_id,
-                    created: true,
-                    claimed,
-                })
-            }
-
-            fn find_by_key(&mut self, key: Option<&str>) -> Result<Option<Uuid>> {
-                let Some(key) = key else { return Ok(None) };
-                let id: Option<String> = workflow_executions::table
-                    .filter(workflow_executions::idempotency_key.eq(key))
-                    .select(workflow_executions::id)
-                    .get_result(self)
-                    .optional()?;
-                Ok(id.and_then(|id| Uuid::parse_str(&id).ok()))
-            }
-
-            fn reopen(&mut self, id: &str, plan: &ExecutionPlan) -> Result<()> {
-                diesel::update(
-                    task_executions::table
-                        .filter(task_executions::execution_id.eq(id))
-                        .filter(task_executions::status.ne(TaskStatus::Completed.as_str())),
-                )
-                .set((
-                    task_executions::status.eq(TaskStatus::Pending.as_str()),
-                    task_executions::output.eq(None::<String>),
-                    task_executions::error.eq(None::<String>),
-                    task_executions::traceback.eq(None::<String>),
-                    task_executions::reason.eq(None::<String>),
-                    task_executions::completed_at.eq(None::<NaiveDateTime>),
-                    task_executions::ready_at.eq(None::<NaiveDateTime>),
-                    task_executions::worker_id.eq(None::<String>),
-                ))
-                .execute(self)?;
-                diesel::update(workflow_executions::table.find(id))
-                    .set((
-                        workflow_executions::status.eq(ExecutionStatus::Pending.as_str()),
-                        workflow_executions::cancel_reason.eq(None::<String>),
-                        workflow_executions::error.eq(None::<String>),
-                        workflow_executions::final_context.eq(None::<String>),
-                        workflow_executions::completed_at.eq(None::<NaiveDateTime>),
-                        workflow_executions::deadline.eq(None::<NaiveDateTime>),
-                        workflow_executions::reason.eq(None::<String>),
-                    ))
-                    .execute(self)?;
-                for (position, task) in plan.tasks().iter().enumerate() {
-                    diesel::update(
-                        task_executions::table
-                            .filter(task_executions::execution_id.eq(id))
-                            .filter(task_executions::position.eq(position as i32))
-                            .filter(task_executions::status.ne(TaskStatus::Completed.as_str())),
-                    )
-                    .set(task_executions::waiting_on.eq(task.dependencies.len() as i32))
-                    .execute(self)?;
-                }
-                Ok(())
-            }
-
-            fn cancel_pending(
-                &mut self,
-                id: &str,
-                reason: Option<&str>,
-                now: NaiveDateTime,
-            ) -> Result<()> {
-                diesel::update(
-                    task_executions::table
-                        .filter(task_executions::execution_id.eq(id))
-                        .filter(task_executions::status.eq(TaskStatus::Pending.as_str())),
-                )
-                .set((
-                    task_executions::status.eq(TaskStatus::Cancelled.as_str()),
-                    task_executions::reason.eq(reason),
-                    task_executions::completed_at.eq(Some(now)),
-                ))
-                .execute(self)?;
-                Ok(())
-            }
-        }
-    };
-}
-
-/// Lifecycle steps written once for every backend.
-pub(crate) trait LifecycleSteps: Store {
+impl Conn<'_> {
     /// Records a new Pending execution with its plan, its root tasks ready, claiming some roots
     /// for `claim`'s worker; with an idempotency key already used, returns that execution.
-    fn submit_new(
+    pub(crate) fn submit_new(
         &mut self,
         record: &ExecutionResult,
         plan: &ExecutionPlan,
@@ -418,13 +261,146 @@ pub(crate) trait LifecycleSteps: Store {
         deadline: Option<DateTime<Utc>>,
         claim: Option<&(String, ClaimRequest)>,
         lease: Duration,
-    ) -> Result<Submitted>;
+    ) -> Result<Submitted> {
+        if let Some(existing) = self.find_by_key(idempotency_key.as_deref())? {
+            return Ok(Submitted {
+                execution_id: existing,
+                created: false,
+                claimed: Vec::new(),
+            });
+        }
+        let (execution, tasks) = new_execution_rows(record, plan, idempotency_key, deadline);
+        let execution_id = record.execution_id;
+        diesel::insert_into(workflow_executions::table)
+            .values(&execution)
+            .execute_on(self)?;
+        for chunk in tasks.chunks(CHUNK) {
+            diesel::insert_into(task_executions::table)
+                .values(chunk)
+                .execute_on(self)?;
+        }
+        let roots: Vec<usize> = (0..plan.len())
+            .filter(|&p| plan.dependencies_of(p).is_empty())
+            .collect();
+        let mut claimed = Vec::new();
+        if let Some((worker, request)) = &claim {
+            let mine: Vec<usize> = roots
+                .iter()
+                .copied()
+                .filter(|&p| (request.registered)(&plan.tasks()[p].id))
+                .take(request.limit)
+                .collect();
+            let states: BTreeMap<usize, TaskState> = mine
+                .iter()
+                .map(|&p| {
+                    let state = TaskState {
+                        task_id: plan.tasks()[p].id.clone(),
+                        status: TaskStatus::Pending,
+                        attempt: 0,
+                        ready: true,
+                    };
+                    (p, state)
+                })
+                .collect();
+            claimed = self.claim_positions(execution_id, worker, &mine, &states, now())?;
+            if !claimed.is_empty() {
+                self.mark_running(&claimed)?;
+            }
+        }
+        if claimed.len() < roots.len() {
+            self.announce(Signal::Ready)?;
+            let live = self.live_task_ids(lease)?;
+            let runs_here = |id: &str| claim.as_ref().is_some_and(|(_, r)| (r.registered)(id));
+            let unrun: Vec<String> = roots
+                .iter()
+                .map(|&p| plan.tasks()[p].id.clone())
+                .filter(|id| !live.contains(id) && !runs_here(id))
+                .collect();
+            if !unrun.is_empty() {
+                diesel::update(workflow_executions::table.find(execution_id.to_string()))
+                    .set(workflow_executions::reason.eq(Some(unregistered_reason(&unrun))))
+                    .execute_on(self)?;
+            }
+        }
+        Ok(Submitted {
+            execution_id,
+            created: true,
+            claimed,
+        })
+    }
+
     /// The execution submitted with `key`, if any.
-    fn find_by_key(&mut self, key: Option<&str>) -> Result<Option<Uuid>>;
+    pub(crate) fn find_by_key(&mut self, key: Option<&str>) -> Result<Option<Uuid>> {
+        let Some(key) = key else { return Ok(None) };
+        let id: Option<String> = workflow_executions::table
+            .filter(workflow_executions::idempotency_key.eq(key))
+            .select(workflow_executions::id)
+            .get_result_on(self)
+            .optional()?;
+        Ok(id.and_then(|id| Uuid::parse_str(&id).ok()))
+    }
+
     /// Puts an ended execution and its unfinished tasks back to Pending (Completed tasks and
     /// every attempt's history kept), each task waiting on all its upstream tasks again.
-    fn reopen(&mut self, id: &str, plan: &ExecutionPlan) -> Result<()>;
+    pub(crate) fn reopen(&mut self, id: &str, plan: &ExecutionPlan) -> Result<()> {
+        diesel::update(
+            task_executions::table
+                .filter(task_executions::execution_id.eq(id))
+                .filter(task_executions::status.ne(TaskStatus::Completed.as_str())),
+        )
+        .set((
+            task_executions::status.eq(TaskStatus::Pending.as_str()),
+            task_executions::output.eq(None::<String>),
+            task_executions::error.eq(None::<String>),
+            task_executions::traceback.eq(None::<String>),
+            task_executions::reason.eq(None::<String>),
+            task_executions::completed_at.eq(None::<NaiveDateTime>),
+            task_executions::ready_at.eq(None::<NaiveDateTime>),
+            task_executions::worker_id.eq(None::<String>),
+        ))
+        .execute_on(self)?;
+        diesel::update(workflow_executions::table.find(id))
+            .set((
+                workflow_executions::status.eq(ExecutionStatus::Pending.as_str()),
+                workflow_executions::cancel_reason.eq(None::<String>),
+                workflow_executions::error.eq(None::<String>),
+                workflow_executions::final_context.eq(None::<String>),
+                workflow_executions::completed_at.eq(None::<NaiveDateTime>),
+                workflow_executions::deadline.eq(None::<NaiveDateTime>),
+                workflow_executions::reason.eq(None::<String>),
+            ))
+            .execute_on(self)?;
+        for (position, task) in plan.tasks().iter().enumerate() {
+            diesel::update(
+                task_executions::table
+                    .filter(task_executions::execution_id.eq(id))
+                    .filter(task_executions::position.eq(position as i32))
+                    .filter(task_executions::status.ne(TaskStatus::Completed.as_str())),
+            )
+            .set(task_executions::waiting_on.eq(task.dependencies.len() as i32))
+            .execute_on(self)?;
+        }
+        Ok(())
+    }
+
     /// Marks every Pending task of the execution Cancelled.
-    fn cancel_pending(&mut self, id: &str, reason: Option<&str>, now: NaiveDateTime) -> Result<()>;
+    pub(crate) fn cancel_pending(
+        &mut self,
+        id: &str,
+        reason: Option<&str>,
+        now: NaiveDateTime,
+    ) -> Result<()> {
+        diesel::update(
+            task_executions::table
+                .filter(task_executions::execution_id.eq(id))
+                .filter(task_executions::status.eq(TaskStatus::Pending.as_str())),
+        )
+        .set((
+            task_executions::status.eq(TaskStatus::Cancelled.as_str()),
+            task_executions::reason.eq(reason),
+            task_executions::completed_at.eq(Some(now)),
+        ))
+        .execute_on(self)?;
+        Ok(())
+    }
 }
-super::for_each_backend!(impl_lifecycle_steps);

@@ -1,21 +1,21 @@
-//! What differs per backend inside a transaction: locking an execution's row, the clock leases
-//! are judged by, notifying other processes, and the statements that take ready tasks and count
-//! ended upstream tasks. Everything else is written once (`store.rs`, `claims.rs`, ...).
+//! The one seam for what differs per backend: locking an execution's or a schedule's row, the
+//! clock leases are judged by, notifying other processes, and the statements that take ready
+//! tasks and count ended upstream tasks. Each is a method that matches on the open backend
+//! ([`Conn`]'s variant); everything else is written once (`store.rs`, `claims.rs`, ...).
 
-use chrono::NaiveDateTime;
+use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Integer, Nullable, Text, Timestamp};
 
 use super::cached::{Bind, Cached, Returning};
-#[cfg(feature = "postgres")]
+use super::connection::{columns, Conn, RunOn};
 use super::literal::Pending;
-#[cfg(feature = "postgres")]
-use super::schema::task_executions;
-use super::schema::workflow_executions;
+use super::rows::ScheduleRow;
+use super::schema::{schedules, task_executions, workflow_executions};
 use super::signals::Signal;
-use crate::model::ExecutionStatus;
-#[cfg(feature = "postgres")]
-use crate::model::TaskStatus;
+use super::Pool;
+use crate::error::Result;
+use crate::model::{ExecutionStatus, TaskStatus};
 
 /// An execution row locked for the rest of the transaction.
 pub(crate) struct LockedExecution {
@@ -25,260 +25,377 @@ pub(crate) struct LockedExecution {
     pub waiting: bool,
 }
 
-/// What differs per backend inside a transaction.
-pub(crate) trait Dialect {
+/// A task's id, status, attempt, ready time and unfinished upstream count.
+pub(crate) type UpstreamCount = (String, String, i32, Option<NaiveDateTime>, i32);
+
+impl Conn<'_> {
     /// Locks an execution's row until the transaction ends; None if there is no such execution.
-    fn lock_execution(&mut self, id: &str) -> QueryResult<Option<LockedExecution>>;
+    pub(crate) fn lock_execution(&mut self, id: &str) -> QueryResult<Option<LockedExecution>> {
+        self.lock_execution_row(id, false)
+    }
+
     /// Like `lock_execution`, but None at once when another transaction holds the row.
-    fn try_lock_execution(&mut self, id: &str) -> QueryResult<Option<LockedExecution>>;
+    pub(crate) fn try_lock_execution(&mut self, id: &str) -> QueryResult<Option<LockedExecution>> {
+        self.lock_execution_row(id, true)
+    }
+
+    /// `lock_execution`, or with `skip_locked` `try_lock_execution`.
+    fn lock_execution_row(
+        &mut self,
+        id: &str,
+        skip_locked: bool,
+    ) -> QueryResult<Option<LockedExecution>> {
+        let row = workflow_executions::table.find(id).select(LOCK_COLUMNS);
+        match self {
+            // Write transactions on SQLite are immediate: the whole file is already locked.
+            // Lookups by key use `get_result`, not `first`: SQLite prepares a statement with a
+            // bound `LIMIT ?` again every time it runs.
+            #[cfg(feature = "sqlite")]
+            Conn::Sqlite(conn) => {
+                let _ = skip_locked;
+                row.get_result::<ExecutionLockRow>(*conn)
+            }
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(conn) if skip_locked => row
+                .for_update()
+                .skip_locked()
+                .first::<ExecutionLockRow>(*conn),
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(conn) => row.for_update().first::<ExecutionLockRow>(*conn),
+        }
+        .optional()
+        .map(|row| row.map(locked))
+    }
+
+    /// Reads the schedule `name` if its next fire is due at `now`, locking its row; None if it
+    /// is not due, or another transaction holds it (`FOR UPDATE SKIP LOCKED` on PostgreSQL; on
+    /// SQLite the immediate transaction already holds the write lock).
+    pub(crate) fn lock_due_schedule(
+        &mut self,
+        name: &str,
+        now: NaiveDateTime,
+    ) -> QueryResult<Option<ScheduleRow>> {
+        let row = due_schedules(now)
+            .filter(schedules::name.eq(name))
+            .select(columns::<ScheduleRow>());
+        match self {
+            #[cfg(feature = "sqlite")]
+            Conn::Sqlite(conn) => row.get_result(*conn),
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(conn) => row.for_update().skip_locked().get_result(*conn),
+        }
+        .optional()
+    }
+
     /// The time leases are written and judged by: the database server's clock on PostgreSQL
     /// (workers' clocks may differ), this process's on SQLite (all its workers share one host).
-    fn lease_clock(&mut self) -> QueryResult<NaiveDateTime>;
+    pub(crate) fn lease_clock(&mut self) -> QueryResult<NaiveDateTime> {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Conn::Sqlite(_) => Ok(crate::model::now().naive_utc()),
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(conn) => diesel::select(diesel::dsl::sql::<Timestamp>(
+                "CAST(now() AT TIME ZONE 'UTC' AS timestamp)",
+            ))
+            .get_result(*conn),
+        }
+    }
+
     /// The heartbeat time before which a worker's lease of length `lease` has run out, by the
     /// lease clock.
-    fn lease_expiry(&mut self, lease: std::time::Duration) -> QueryResult<NaiveDateTime> {
+    pub(crate) fn lease_expiry(
+        &mut self,
+        lease: std::time::Duration,
+    ) -> QueryResult<NaiveDateTime> {
         Ok(
             self.lease_clock()?
                 - chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX),
         )
     }
+
     /// Tells other processes of `signal` when the transaction commits.
-    fn announce(&mut self, signal: Signal) -> QueryResult<()>;
+    pub(crate) fn announce(&mut self, signal: Signal) -> QueryResult<()> {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Conn::Sqlite(conn) => {
+                use super::schema::signals;
+                // One statement per counter, so each is prepared once and cached.
+                let row = diesel::update(signals::table.find(1));
+                match signal {
+                    Signal::Ready => row
+                        .set(signals::ready.eq(signals::ready + 1))
+                        .execute(*conn),
+                    Signal::Done => row.set(signals::done.eq(signals::done + 1)).execute(*conn),
+                    Signal::Cancelled => row
+                        .set(signals::cancelled.eq(signals::cancelled + 1))
+                        .execute(*conn),
+                    Signal::Schedules => row
+                        .set(signals::schedules.eq(signals::schedules + 1))
+                        .execute(*conn),
+                }
+            }
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(conn) => diesel::sql_query(format!(
+                "SELECT pg_notify({}, $1)",
+                super::signals::CHANNEL_SQL
+            ))
+            .bind::<diesel::sql_types::Text, _>(signal.name())
+            .execute(*conn),
+        }
+        .map(drop)
+    }
+
     /// Makes Running under `worker` those of `tasks` (position, id, attempt so far) that are
     /// still Pending, starting their next attempt at `now`; returns the positions it took.
-    fn take_pending(
+    pub(crate) fn take_pending(
         &mut self,
         execution: &str,
         worker: &str,
         tasks: &[(usize, &str, u32)],
         now: NaiveDateTime,
-    ) -> QueryResult<Vec<usize>>;
+    ) -> QueryResult<Vec<usize>> {
+        match self {
+            // One cached statement per task: cheaper on SQLite than one RETURNING prepared
+            // each time.
+            #[cfg(feature = "sqlite")]
+            Conn::Sqlite(_) => self.take_each(execution, worker, tasks, now),
+            // A chain's next task: the statement prepared once.
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(_) if tasks.len() == 1 => self.take_each(execution, worker, tasks, now),
+            // Several: one round trip for all of them.
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(conn) => {
+                let positions: Vec<i32> = tasks.iter().map(|t| t.0 as i32).collect();
+                let taken: Vec<i32> = diesel::update(
+                    task_executions::table
+                        .filter(task_executions::execution_id.eq(execution))
+                        .filter(task_executions::position.eq_any(&positions))
+                        .filter(task_executions::status.eq(Pending)),
+                )
+                .set((
+                    task_executions::status.eq(TaskStatus::Running.as_str()),
+                    task_executions::worker_id.eq(Some(worker)),
+                    task_executions::attempt.eq(task_executions::attempt + 1),
+                    task_executions::started_at.eq(Some(now)),
+                    task_executions::ready_at.eq(Some(now)),
+                ))
+                .returning(task_executions::position)
+                .get_results(*conn)?;
+                Ok(taken.into_iter().map(|p| p as usize).collect())
+            }
+        }
+    }
+
+    /// Makes each of `tasks` Running under `worker` with one cached statement per task.
+    fn take_each(
+        &mut self,
+        execution: &str,
+        worker: &str,
+        tasks: &[(usize, &str, u32)],
+        now: NaiveDateTime,
+    ) -> QueryResult<Vec<usize>> {
+        let mut taken = Vec::with_capacity(tasks.len());
+        for &(position, task_id, attempt) in tasks {
+            let rows = Cached::new(
+                &[
+                    "UPDATE task_executions SET status = 'Running', worker_id = ",
+                    ", attempt = ",
+                    ", started_at = ",
+                    ", ready_at = ",
+                    " WHERE execution_id = ",
+                    " AND task_id = ",
+                    " AND status = 'Pending'",
+                ],
+                vec![
+                    Bind::Text(Some(worker)),
+                    Bind::Int(attempt as i32 + 1),
+                    Bind::Time(Some(now)),
+                    Bind::Time(Some(now)),
+                    Bind::Text(Some(execution)),
+                    Bind::Text(Some(task_id)),
+                ],
+            )
+            .execute_on(self)?;
+            if rows == 1 {
+                taken.push(position);
+            }
+        }
+        Ok(taken)
+    }
+
     /// Takes `ended` off the count of unfinished upstream tasks of the task at `position`,
-    /// returning the task's state after it.
-    fn count_ended_upstream(
+    /// returning the task's state after it: one round trip, prepared once per connection.
+    pub(crate) fn count_ended_upstream(
         &mut self,
         execution: &str,
         position: usize,
         ended: i32,
-    ) -> QueryResult<UpstreamCount>;
-}
-
-/// A task's id, status, attempt, ready time and unfinished upstream count.
-pub(crate) type UpstreamCount = (String, String, i32, Option<NaiveDateTime>, i32);
-
-/// The statement behind `count_ended_upstream`: one round trip, prepared once per connection.
-fn count_ended_statement(
-    execution: &str,
-    position: usize,
-    ended: i32,
-) -> Returning<'_, UpstreamCountRow> {
-    Cached::new(
-        &[
-            "UPDATE task_executions SET waiting_on = waiting_on - ",
-            " WHERE execution_id = ",
-            " AND position = ",
-            " RETURNING task_id, status, attempt, ready_at, waiting_on",
-        ],
-        vec![
-            Bind::Int(ended),
-            Bind::Text(Some(execution)),
-            Bind::Int(position as i32),
-        ],
-    )
-    .returning()
+    ) -> QueryResult<UpstreamCount> {
+        let statement: Returning<'_, UpstreamCountRow> = Cached::new(
+            &[
+                "UPDATE task_executions SET waiting_on = waiting_on - ",
+                " WHERE execution_id = ",
+                " AND position = ",
+                " RETURNING task_id, status, attempt, ready_at, waiting_on",
+            ],
+            vec![
+                Bind::Int(ended),
+                Bind::Text(Some(execution)),
+                Bind::Int(position as i32),
+            ],
+        )
+        .returning();
+        statement.get_result_on(self)
+    }
 }
 
 /// The SQL types of an [`UpstreamCount`].
 type UpstreamCountRow = (Text, Text, Integer, Nullable<Timestamp>, Integer);
 
-/// Makes each of `tasks` Running under `worker` with one cached statement per task.
-fn take_each<C>(
-    conn: &mut C,
-    execution: &str,
+/// A ready task as claiming takes it: execution id, task id, position and the attempt its
+/// claim runs.
+pub(crate) type TakenRow = (String, String, i32, i32);
+
+impl Pool {
+    /// Makes Running under `worker`, at `now`, up to `limit` ready tasks of any execution whose
+    /// ids are in `task_ids`, oldest first, then runs `then` with them: inside the same immediate
+    /// transaction on SQLite, right after the one `FOR UPDATE SKIP LOCKED` statement on
+    /// PostgreSQL. On SQLite a plain read first: most wake-ups find nothing, and need no write
+    /// lock to learn it (then `then` is not run, and the result is `T::default()`).
+    pub(crate) fn take_ready<T: Default>(
+        &self,
+        worker: &str,
+        task_ids: &[String],
+        limit: usize,
+        now: DateTime<Utc>,
+        then: impl FnOnce(&mut Conn<'_>, Vec<TakenRow>) -> Result<T>,
+    ) -> Result<T> {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(pool) => {
+                let mut sqlite = pool.get()?;
+                let conn = &mut Conn::Sqlite(&mut sqlite);
+                let mut any = false;
+                for chunk in task_ids.chunks(super::connection::CHUNK) {
+                    any |= diesel::select(diesel::dsl::exists(
+                        ready_in_queue().filter(task_executions::task_id.eq_any(chunk)),
+                    ))
+                    .get_result_on::<bool>(conn)?;
+                    if any {
+                        break;
+                    }
+                }
+                if !any {
+                    return Ok(T::default());
+                }
+                super::connection::immediate(pool, &mut sqlite, |conn| {
+                    let rows = take_ready_each(conn, worker, task_ids, limit, now.naive_utc())?;
+                    then(conn, rows)
+                })
+            }
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(pool) => {
+                use diesel::sql_types::{Array, BigInt};
+                let mut pg = pool.get()?;
+                let rows: Vec<TakenRow> = diesel::sql_query(
+                    "WITH ready AS ( \
+                         SELECT execution_id, task_id FROM task_executions \
+                         WHERE queue = 'default' AND status = 'Pending' AND ready_at IS NOT NULL \
+                             AND task_id IN (SELECT unnest($2::text[])) \
+                         ORDER BY ready_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                     UPDATE task_executions t SET status = 'Running', worker_id = $1, \
+                         attempt = t.attempt + 1, started_at = $4 \
+                     FROM ready WHERE t.execution_id = ready.execution_id \
+                         AND t.task_id = ready.task_id \
+                     RETURNING t.execution_id, t.task_id, t.position, t.attempt",
+                )
+                .bind::<Text, _>(worker)
+                .bind::<Array<Text>, _>(task_ids)
+                .bind::<BigInt, _>(limit as i64)
+                .bind::<Timestamp, _>(now.naive_utc())
+                .load::<TakenByName>(&mut *pg)?
+                .into_iter()
+                .map(|r| (r.execution_id, r.task_id, r.position, r.attempt))
+                .collect();
+                then(&mut Conn::Postgres(&mut pg), rows)
+            }
+        }
+    }
+}
+
+/// The ready tasks of the default queue.
+#[cfg(feature = "sqlite")]
+#[diesel::dsl::auto_type]
+fn ready_in_queue() -> _ {
+    let queue: &'static str = super::rows::DEFAULT_QUEUE;
+    task_executions::table
+        .filter(task_executions::queue.eq(queue))
+        .filter(task_executions::status.eq(Pending))
+        .filter(task_executions::ready_at.is_not_null())
+}
+
+/// SQLite's claim, inside its immediate transaction: reads the oldest ready tasks, then makes
+/// each Running.
+#[cfg(feature = "sqlite")]
+fn take_ready_each(
+    conn: &mut Conn<'_>,
     worker: &str,
-    tasks: &[(usize, &str, u32)],
+    task_ids: &[String],
+    limit: usize,
     now: NaiveDateTime,
-) -> QueryResult<Vec<usize>>
-where
-    C: diesel::Connection,
-    for<'a> Cached<'a>: diesel::query_dsl::methods::ExecuteDsl<C>,
-{
-    let mut taken = Vec::with_capacity(tasks.len());
-    for &(position, task_id, attempt) in tasks {
-        let rows = Cached::new(
-            &[
-                "UPDATE task_executions SET status = 'Running', worker_id = ",
-                ", attempt = ",
-                ", started_at = ",
-                ", ready_at = ",
-                " WHERE execution_id = ",
-                " AND task_id = ",
-                " AND status = 'Pending'",
-            ],
-            vec![
-                Bind::Text(Some(worker)),
-                Bind::Int(attempt as i32 + 1),
-                Bind::Time(Some(now)),
-                Bind::Time(Some(now)),
-                Bind::Text(Some(execution)),
-                Bind::Text(Some(task_id)),
-            ],
-        )
-        .execute(conn)?;
-        if rows == 1 {
-            taken.push(position);
+) -> Result<Vec<TakenRow>> {
+    let mut rows: Vec<TakenRow> = Vec::new();
+    for chunk in task_ids.chunks(super::connection::CHUNK) {
+        let wanted = limit - rows.len();
+        if wanted == 0 {
+            break;
+        }
+        let found: Vec<(String, String, i32, i32)> = ready_in_queue()
+            .filter(task_executions::task_id.eq_any(chunk))
+            .order(task_executions::ready_at)
+            .limit(wanted as i64)
+            .select((
+                task_executions::execution_id,
+                task_executions::task_id,
+                task_executions::position,
+                task_executions::attempt,
+            ))
+            .load_on(conn)?;
+        for (execution_id, task_id, position, attempt) in found {
+            diesel::update(task_executions::table.find((&execution_id, &task_id)))
+                .set((
+                    task_executions::status.eq(TaskStatus::Running.as_str()),
+                    task_executions::worker_id.eq(Some(worker)),
+                    task_executions::attempt.eq(attempt + 1),
+                    task_executions::started_at.eq(Some(now)),
+                ))
+                .execute_on(conn)?;
+            rows.push((execution_id, task_id, position, attempt + 1));
         }
     }
-    Ok(taken)
+    Ok(rows)
 }
 
-#[cfg(feature = "sqlite")]
-impl Dialect for diesel::sqlite::SqliteConnection {
-    fn take_pending(
-        &mut self,
-        execution: &str,
-        worker: &str,
-        tasks: &[(usize, &str, u32)],
-        now: NaiveDateTime,
-    ) -> QueryResult<Vec<usize>> {
-        // One cached statement per task: cheaper on SQLite than one RETURNING prepared each time.
-        take_each(self, execution, worker, tasks, now)
-    }
-
-    fn lock_execution(&mut self, id: &str) -> QueryResult<Option<LockedExecution>> {
-        // Write transactions on SQLite are immediate: the whole file is already locked.
-        read_execution(self, id)
-    }
-
-    fn try_lock_execution(&mut self, id: &str) -> QueryResult<Option<LockedExecution>> {
-        read_execution(self, id)
-    }
-
-    fn lease_clock(&mut self) -> QueryResult<NaiveDateTime> {
-        Ok(crate::model::now().naive_utc())
-    }
-
-    fn count_ended_upstream(
-        &mut self,
-        execution: &str,
-        position: usize,
-        ended: i32,
-    ) -> QueryResult<UpstreamCount> {
-        count_ended_statement(execution, position, ended).get_result(self)
-    }
-
-    fn announce(&mut self, signal: Signal) -> QueryResult<()> {
-        use super::schema::signals;
-        // One statement per counter, so each is prepared once and cached.
-        let row = diesel::update(signals::table.find(1));
-        match signal {
-            Signal::Ready => row.set(signals::ready.eq(signals::ready + 1)).execute(self),
-            Signal::Done => row.set(signals::done.eq(signals::done + 1)).execute(self),
-            Signal::Cancelled => row
-                .set(signals::cancelled.eq(signals::cancelled + 1))
-                .execute(self),
-            Signal::Schedules => row
-                .set(signals::schedules.eq(signals::schedules + 1))
-                .execute(self),
-        }
-        .map(drop)
-    }
-}
-
+/// A [`TakenRow`] as PostgreSQL's claim statement returns it.
 #[cfg(feature = "postgres")]
-impl Dialect for diesel::pg::PgConnection {
-    fn take_pending(
-        &mut self,
-        execution: &str,
-        worker: &str,
-        tasks: &[(usize, &str, u32)],
-        now: NaiveDateTime,
-    ) -> QueryResult<Vec<usize>> {
-        if tasks.len() == 1 {
-            // A chain's next task: the statement prepared once.
-            return take_each(self, execution, worker, tasks, now);
-        }
-        // Several: one round trip for all of them.
-        let positions: Vec<i32> = tasks.iter().map(|t| t.0 as i32).collect();
-        let taken: Vec<i32> = diesel::update(
-            task_executions::table
-                .filter(task_executions::execution_id.eq(execution))
-                .filter(task_executions::position.eq_any(&positions))
-                .filter(task_executions::status.eq(Pending)),
-        )
-        .set((
-            task_executions::status.eq(TaskStatus::Running.as_str()),
-            task_executions::worker_id.eq(Some(worker)),
-            task_executions::attempt.eq(task_executions::attempt + 1),
-            task_executions::started_at.eq(Some(now)),
-            task_executions::ready_at.eq(Some(now)),
-        ))
-        .returning(task_executions::position)
-        .get_results(self)?;
-        Ok(taken.into_iter().map(|p| p as usize).collect())
-    }
-
-    fn lock_execution(&mut self, id: &str) -> QueryResult<Option<LockedExecution>> {
-        workflow_executions::table
-            .find(id)
-            .select(LOCK_COLUMNS)
-            .for_update()
-            .first::<ExecutionLockRow>(self)
-            .optional()
-            .map(|row| row.map(locked))
-    }
-
-    fn try_lock_execution(&mut self, id: &str) -> QueryResult<Option<LockedExecution>> {
-        workflow_executions::table
-            .find(id)
-            .select(LOCK_COLUMNS)
-            .for_update()
-            .skip_locked()
-            .first::<ExecutionLockRow>(self)
-            .optional()
-            .map(|row| row.map(locked))
-    }
-
-    fn lease_clock(&mut self) -> QueryResult<NaiveDateTime> {
-        diesel::select(diesel::dsl::sql::<Timestamp>(
-            "CAST(now() AT TIME ZONE 'UTC' AS timestamp)",
-        ))
-        .get_result(self)
-    }
-
-    fn count_ended_upstream(
-        &mut self,
-        execution: &str,
-        position: usize,
-        ended: i32,
-    ) -> QueryResult<UpstreamCount> {
-        count_ended_statement(execution, position, ended).get_result(self)
-    }
-
-    fn announce(&mut self, signal: Signal) -> QueryResult<()> {
-        diesel::sql_query(format!(
-            "SELECT pg_notify({}, $1)",
-            super::signals::CHANNEL_SQL
-        ))
-        .bind::<diesel::sql_types::Text, _>(signal.name())
-        .execute(self)
-        .map(drop)
-    }
+#[derive(QueryableByName)]
+struct TakenByName {
+    #[diesel(sql_type = Text)]
+    execution_id: String,
+    #[diesel(sql_type = Text)]
+    task_id: String,
+    #[diesel(sql_type = Integer)]
+    position: i32,
+    #[diesel(sql_type = Integer)]
+    attempt: i32,
 }
 
-#[cfg(feature = "sqlite")]
-fn read_execution(
-    conn: &mut diesel::sqlite::SqliteConnection,
-    id: &str,
-) -> QueryResult<Option<LockedExecution>> {
-    // Lookups by key use `get_result`, not `first`: SQLite prepares a statement with a bound
-    // `LIMIT ?` again every time it runs.
-    workflow_executions::table
-        .find(id)
-        .select(LOCK_COLUMNS)
-        .get_result::<ExecutionLockRow>(conn)
-        .optional()
-        .map(|row| row.map(locked))
+/// The schedules whose next fire is due at `now` and that are not paused.
+#[diesel::dsl::auto_type]
+pub(crate) fn due_schedules(now: NaiveDateTime) -> _ {
+    schedules::table
+        .filter(schedules::paused.eq(false))
+        .filter(schedules::next_fire_at.le(now))
 }
 
 /// What locking an execution reads of it: status, cancel request and why it waits.

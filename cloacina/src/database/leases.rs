@@ -17,11 +17,11 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use uuid::Uuid;
 
-use super::dialect::Dialect;
+use super::connection::{Conn, RunOn, CHUNK};
+use super::rows::DEFAULT_QUEUE;
 use super::schema::{task_executions, workers, workflow_executions};
 use super::signals::Signal;
-use super::store::Store;
-use super::{with_connection, write_transaction, Database};
+use super::Database;
 use crate::error::Result;
 use crate::host::ProcessKey;
 use crate::model::decide::{lost_attempt_error, unregistered_reason};
@@ -122,14 +122,14 @@ impl Database {
     /// removed (it was presumed dead) registers again.
     pub(crate) async fn heartbeat(&self, worker: WorkerIdentity, task_ids: String) -> Result<()> {
         self.run(move |pool| {
-            with_connection!(pool, |conn| {
+            pool.with_connection(|conn| {
                 let beat = conn.lease_clock()?;
                 let updated = diesel::update(workers::table.find(&worker.id))
                     .set((
                         workers::heartbeat_at.eq(beat),
                         workers::task_ids.eq(&task_ids),
                     ))
-                    .execute(conn)?;
+                    .execute_on(conn)?;
                 if updated == 0 {
                     diesel::insert_into(workers::table)
                         .values((
@@ -141,7 +141,7 @@ impl Database {
                             workers::started_at.eq(now().naive_utc()),
                             workers::heartbeat_at.eq(beat),
                         ))
-                        .execute(conn)?;
+                        .execute_on(conn)?;
                 }
                 Ok(())
             })
@@ -152,8 +152,8 @@ impl Database {
     /// Removes a worker that stopped cleanly.
     pub(crate) async fn remove_worker(&self, worker: String) -> Result<()> {
         self.run(move |pool| {
-            with_connection!(pool, |conn| {
-                diesel::delete(workers::table.find(&worker)).execute(conn)?;
+            pool.with_connection(|conn| {
+                diesel::delete(workers::table.find(&worker)).execute_on(conn)?;
                 Ok(())
             })
         })
@@ -171,7 +171,7 @@ impl Database {
     ) -> Result<usize> {
         self.run(move |pool| {
             let now = now().naive_utc();
-            let (claimants, rows, expired) = with_connection!(pool, |conn| {
+            let (claimants, rows, expired) = pool.with_connection(|conn| {
                 // Claims of workers that have no row: stopped after a failed commit, or reaped
                 // halfway. Read before the rows: a worker registers before it claims anything.
                 let claimants: Vec<String> = task_executions::table
@@ -179,7 +179,7 @@ impl Database {
                     .filter(task_executions::status.eq(TaskStatus::Running.as_str()))
                     .select(task_executions::worker_id.assume_not_null())
                     .distinct()
-                    .load(conn)?;
+                    .load_on(conn)?;
                 let rows: Vec<WorkerRow> = workers::table
                     .select((
                         workers::id,
@@ -188,23 +188,23 @@ impl Database {
                         workers::process_key,
                         workers::heartbeat_at,
                     ))
-                    .load(conn)?;
-                (claimants, rows, conn.lease_expiry(lease)?)
-            });
+                    .load_on(conn)?;
+                Ok((claimants, rows, conn.lease_expiry(lease)?))
+            })?;
             let dead = dead_workers(&me, rows, claimants, expired);
             let mut requeued = 0;
             for dead in dead {
-                let claimed: Vec<String> = with_connection!(pool, |conn| {
-                    task_executions::table
+                let claimed: Vec<String> = pool.with_connection(|conn| {
+                    Ok(task_executions::table
                         .filter(task_executions::worker_id.eq(&dead.id))
                         .select(task_executions::execution_id)
                         .distinct()
-                        .load(conn)?
-                });
+                        .load_on(conn)?)
+                })?;
                 let mut left = false;
                 for execution in claimed {
                     let given =
-                        write_transaction!(pool, |conn| conn.give_back(&execution, &dead, now));
+                        pool.write_transaction(|conn| conn.give_back(&execution, &dead, now));
                     match given {
                         Ok(Some(n)) => requeued += n,
                         // Locked (or failing) now: the next beat tries again.
@@ -212,9 +212,9 @@ impl Database {
                     }
                 }
                 if !left {
-                    with_connection!(pool, |conn| {
-                        diesel::delete(workers::table.find(&dead.id)).execute(conn)?
-                    });
+                    pool.with_connection(|conn| {
+                        Ok(diesel::delete(workers::table.find(&dead.id)).execute_on(conn)?)
+                    })?;
                 }
             }
             Ok(requeued)
@@ -225,7 +225,7 @@ impl Database {
     /// Every registered worker, most recent heartbeat first, with the tasks it runs.
     pub(crate) async fn list_workers(&self, lease: Duration) -> Result<Vec<WorkerInfo>> {
         self.run(move |pool| {
-            with_connection!(pool, |conn| {
+            pool.with_connection(|conn| {
                 let expired = conn.lease_expiry(lease)?;
                 type Row = (String, String, i32, String, NaiveDateTime, NaiveDateTime);
                 let rows: Vec<Row> = workers::table
@@ -238,10 +238,10 @@ impl Database {
                         workers::started_at,
                         workers::heartbeat_at,
                     ))
-                    .load(conn)?;
+                    .load_on(conn)?;
                 let ids: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
                 let mut running: BTreeMap<String, Vec<(Uuid, String)>> = BTreeMap::new();
-                for chunk in ids.chunks(super::store::CHUNK) {
+                for chunk in ids.chunks(CHUNK) {
                     let held: Vec<(Option<String>, String, String)> = task_executions::table
                         .filter(task_executions::worker_id.eq_any(chunk))
                         .filter(task_executions::status.eq(TaskStatus::Running.as_str()))
@@ -250,7 +250,7 @@ impl Database {
                             task_executions::execution_id,
                             task_executions::task_id,
                         ))
-                        .load(conn)?;
+                        .load_on(conn)?;
                     for (worker, execution, task) in held {
                         if let (Some(worker), Ok(execution)) = (worker, Uuid::parse_str(&execution))
                         {
@@ -280,7 +280,7 @@ impl Database {
 
     /// Task ids that some live worker runs.
     pub(crate) async fn live_task_ids(&self, lease: Duration) -> Result<HashSet<String>> {
-        self.run(move |pool| with_connection!(pool, |conn| conn.live_task_ids(lease)))
+        self.run(move |pool| pool.with_connection(|conn| conn.live_task_ids(lease)))
             .await
     }
 
@@ -293,16 +293,16 @@ impl Database {
         self.run(move |pool| {
             let cutoff =
                 now().naive_utc() - chrono::Duration::from_std(older_than).unwrap_or_default();
-            let waiting: Vec<(String, String)> = with_connection!(pool, |conn| {
-                task_executions::table
-                    .filter(task_executions::queue.eq(super::claims::DEFAULT_QUEUE))
+            let waiting: Vec<(String, String)> = pool.with_connection(|conn| {
+                Ok(task_executions::table
+                    .filter(task_executions::queue.eq(DEFAULT_QUEUE))
                     .filter(task_executions::status.eq(TaskStatus::Pending.as_str()))
                     .filter(task_executions::ready_at.le(cutoff))
                     .select((task_executions::execution_id, task_executions::task_id))
                     .order(task_executions::ready_at)
                     .limit(1_000)
-                    .load(conn)?
-            });
+                    .load_on(conn)?)
+            })?;
             let mut orphaned: BTreeMap<String, Vec<String>> = BTreeMap::new();
             for (execution, task_id) in waiting {
                 if !live.contains(&task_id) {
@@ -311,16 +311,18 @@ impl Database {
             }
             for (execution, task_ids) in orphaned {
                 let reason = unregistered_reason(&task_ids);
-                with_connection!(pool, |conn| {
-                    diesel::update(workflow_executions::table.find(&execution).filter(
-                        workflow_executions::status.eq_any([
-                            ExecutionStatus::Pending.as_str(),
-                            ExecutionStatus::Running.as_str(),
-                        ]),
-                    ))
-                    .set(workflow_executions::reason.eq(Some(reason)))
-                    .execute(conn)?
-                });
+                pool.with_connection(|conn| {
+                    Ok(
+                        diesel::update(workflow_executions::table.find(&execution).filter(
+                            workflow_executions::status.eq_any([
+                                ExecutionStatus::Pending.as_str(),
+                                ExecutionStatus::Running.as_str(),
+                            ]),
+                        ))
+                        .set(workflow_executions::reason.eq(Some(reason)))
+                        .execute_on(conn)?,
+                    )
+                })?;
             }
             Ok(())
         })
@@ -328,99 +330,83 @@ impl Database {
     }
 }
 
-macro_rules! impl_lease_steps {
-    ($conn:ty) => {
-        impl LeaseSteps for $conn {
-            fn live_task_ids(&mut self, lease: Duration) -> Result<HashSet<String>> {
-                let expired = self.lease_expiry(lease)?;
-                let lists: Vec<String> = workers::table
-                    .filter(workers::heartbeat_at.ge(expired))
-                    .select(workers::task_ids)
-                    .load(self)?;
-                let mut ids = HashSet::new();
-                for list in lists {
-                    let parsed: Vec<String> = serde_json::from_str(&list).unwrap_or_default();
-                    ids.extend(parsed);
-                }
-                Ok(ids)
-            }
-
-            fn give_back(
-                &mut self,
-                execution: &str,
-                dead: &WorkerIdentity,
-                now: NaiveDateTime,
-            ) -> Result<Option<usize>> {
-                let Some(locked) = self.try_lock_execution(execution)? else {
-                    let exists = diesel::select(diesel::dsl::exists(
-                        workflow_executions::table.find(execution),
-                    ))
-                    .get_result::<bool>(self)?;
-                    return Ok((!exists).then_some(0));
-                };
-                let held: Vec<(String, i32, Option<NaiveDateTime>)> = task_executions::table
-                    .filter(task_executions::execution_id.eq(execution))
-                    .filter(task_executions::worker_id.eq(&dead.id))
-                    .filter(task_executions::status.eq(TaskStatus::Running.as_str()))
-                    .select((
-                        task_executions::task_id,
-                        task_executions::attempt,
-                        task_executions::started_at,
-                    ))
-                    .load(self)?;
-                let error = lost_attempt_error(&dead.id, &dead.hostname, dead.pid);
-                for (task_id, attempt, started_at) in &held {
-                    let lost = AttemptRecord {
-                        attempt: (*attempt).max(1) as u32,
-                        status: TaskStatus::Lost,
-                        error: Some(error.clone()),
-                        started_at: started_at.unwrap_or(now).and_utc(),
-                        completed_at: now.and_utc(),
-                    };
-                    self.insert_attempt(execution, task_id, &lost)?;
-                    let target = task_executions::table.find((execution, task_id));
-                    match &locked.cancel_reason {
-                        Some(reason) => diesel::update(target)
-                            .set((
-                                task_executions::status.eq(TaskStatus::Cancelled.as_str()),
-                                task_executions::reason.eq(Some(reason)),
-                                task_executions::completed_at.eq(Some(now)),
-                                task_executions::worker_id.eq(None::<String>),
-                            ))
-                            .execute(self)?,
-                        None => diesel::update(target)
-                            .set((
-                                task_executions::status.eq(TaskStatus::Pending.as_str()),
-                                task_executions::ready_at.eq(Some(now)),
-                                task_executions::worker_id.eq(None::<String>),
-                            ))
-                            .execute(self)?,
-                    };
-                }
-                if !held.is_empty() {
-                    self.announce(Signal::Ready)?;
-                    self.finish_from_storage(execution, &locked, now)?;
-                }
-                Ok(Some(held.len()))
-            }
-        }
-    };
-}
-
-/// Lease steps written once for every backend.
-pub(crate) trait LeaseSteps {
+impl Conn<'_> {
     /// Task ids registered by workers whose heartbeat is younger than `lease`.
-    fn live_task_ids(&mut self, lease: Duration) -> Result<HashSet<String>>;
+    pub(crate) fn live_task_ids(&mut self, lease: Duration) -> Result<HashSet<String>> {
+        let expired = self.lease_expiry(lease)?;
+        let lists: Vec<String> = workers::table
+            .filter(workers::heartbeat_at.ge(expired))
+            .select(workers::task_ids)
+            .load_on(self)?;
+        let mut ids = HashSet::new();
+        for list in lists {
+            let parsed: Vec<String> = serde_json::from_str(&list).unwrap_or_default();
+            ids.extend(parsed);
+        }
+        Ok(ids)
+    }
+
     /// Gives back the tasks `dead` held in one execution; returns how many, or None when
     /// another transaction holds the execution's row.
-    fn give_back(
+    pub(crate) fn give_back(
         &mut self,
         execution: &str,
         dead: &WorkerIdentity,
         now: NaiveDateTime,
-    ) -> Result<Option<usize>>;
+    ) -> Result<Option<usize>> {
+        let Some(locked) = self.try_lock_execution(execution)? else {
+            let exists = diesel::select(diesel::dsl::exists(
+                workflow_executions::table.find(execution),
+            ))
+            .get_result_on::<bool>(self)?;
+            return Ok((!exists).then_some(0));
+        };
+        let held: Vec<(String, i32, Option<NaiveDateTime>)> = task_executions::table
+            .filter(task_executions::execution_id.eq(execution))
+            .filter(task_executions::worker_id.eq(&dead.id))
+            .filter(task_executions::status.eq(TaskStatus::Running.as_str()))
+            .select((
+                task_executions::task_id,
+                task_executions::attempt,
+                task_executions::started_at,
+            ))
+            .load_on(self)?;
+        let error = lost_attempt_error(&dead.id, &dead.hostname, dead.pid);
+        for (task_id, attempt, started_at) in &held {
+            let lost = AttemptRecord {
+                attempt: (*attempt).max(1) as u32,
+                status: TaskStatus::Lost,
+                error: Some(error.clone()),
+                started_at: started_at.unwrap_or(now).and_utc(),
+                completed_at: now.and_utc(),
+            };
+            self.insert_attempt(execution, task_id, &lost)?;
+            let target = task_executions::table.find((execution, task_id));
+            match &locked.cancel_reason {
+                Some(reason) => diesel::update(target)
+                    .set((
+                        task_executions::status.eq(TaskStatus::Cancelled.as_str()),
+                        task_executions::reason.eq(Some(reason)),
+                        task_executions::completed_at.eq(Some(now)),
+                        task_executions::worker_id.eq(None::<String>),
+                    ))
+                    .execute_on(self)?,
+                None => diesel::update(target)
+                    .set((
+                        task_executions::status.eq(TaskStatus::Pending.as_str()),
+                        task_executions::ready_at.eq(Some(now)),
+                        task_executions::worker_id.eq(None::<String>),
+                    ))
+                    .execute_on(self)?,
+            };
+        }
+        if !held.is_empty() {
+            self.announce(Signal::Ready)?;
+            self.finish_from_storage(execution, &locked, now)?;
+        }
+        Ok(Some(held.len()))
+    }
 }
-super::for_each_backend!(impl_lease_steps);
 
 #[cfg(test)]
 mod tests {

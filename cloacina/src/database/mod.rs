@@ -1,20 +1,44 @@
 //! Durable storage: connection pools, migrations and the queries the engine runs.
 //!
-//! Queries are written once against the shared schema; `with_connection!` and `write_transaction!`
-//! expand them for each compiled-in backend, and `for_each_backend!` implements the shared
-//! transaction steps (`store.rs`) for each connection type. Only opening and migrating
-//! (`sqlite.rs`, `postgres.rs`), row locks, the lease clock and notifications (`dialect.rs`),
-//! claiming (`claims.rs`) and signalling (`signals.rs`) differ per backend.
+//! Every query is ordinary Rust, written once against the shared schema and checked by the
+//! compiler for each compiled-in backend. A piece of database work gets a `Conn`
+//! (`connection.rs`): `Pool::with_connection` or `Pool::write_transaction` (an immediate
+//! transaction in this process's turn to write on SQLite) hands one to a closure, and queries
+//! run on it with `execute_on`, `load_on` and `get_result_on`, each on the backend's own
+//! connection type, so diesel's statement cache works as on a plain connection.
+//!
+//! By concept:
+//! - opening and migrating: `sqlite.rs`, `postgres.rs` (and `checkpoint.rs`, SQLite's log copied
+//!   off the commit path); `url.rs`, `secrets.rs` read and redact the URL.
+//! - the connection of either backend: `connection.rs`.
+//! - the dialect seam, the one place whose SQL differs per backend inside a transaction:
+//!   `dialect.rs` (row locks, the lease clock, notifications, taking ready tasks, counting ended
+//!   upstream tasks).
+//! - write steps: methods of `Conn` in `store.rs` (attempts, settling, claiming, finishing an
+//!   execution); the transactions built of them in `claims.rs` (commit, retry, claim),
+//!   `control.rs` (submit, cancel, fail, resume, deadlines), `leases.rs` (heartbeats, giving a
+//!   dead worker's tasks back) and `schedules.rs` (schedules and their fires).
+//! - rows and reads: `rows.rs` (rows as stored), `queries.rs` (results and lists).
+//! - signals between processes: `signals.rs`.
+//! - statements spelled out for speed: `cached.rs` (prepared once per connection), `literal.rs`.
+//!
+//! A new write step is a method of `Conn` in `store.rs`, or beside the one transaction that
+//! uses it; only when its SQL must differ per backend does it go to `dialect.rs`, as a method
+//! that matches on the `Conn` variant. No file uses one that uses it back: each uses only
+//! files earlier in `connection`, `rows` → `dialect` → `store` → `claims`, `leases` → `control`
+//! → `schedules` (`queries` reads on `connection` and `rows` alone).
 
 mod cached;
 #[cfg(feature = "sqlite")]
 mod checkpoint;
 pub mod claims;
+mod connection;
 pub mod control;
 pub(crate) mod dialect;
 pub mod leases;
 mod literal;
 pub mod queries;
+mod rows;
 pub mod schedules;
 pub mod schema;
 pub mod secrets;
@@ -27,7 +51,7 @@ mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 #[cfg(feature = "sqlite")]
-pub(crate) use sqlite::{open_existing_sqlite, SqlitePool, WriteTurn};
+pub(crate) use sqlite::{open_existing_sqlite, SqlitePool};
 
 use std::sync::Arc;
 
@@ -68,52 +92,6 @@ impl Pool {
         }
     }
 }
-
-/// Runs `$body` with `$conn` bound to a pooled connection of whichever backend `$pool` holds.
-macro_rules! with_connection {
-    ($pool:expr, |$conn:ident| $body:expr) => {
-        match $pool {
-            #[cfg(feature = "sqlite")]
-            $crate::database::Pool::Sqlite(pool) => {
-                let $conn = &mut *pool.get()?;
-                $body
-            }
-            #[cfg(feature = "postgres")]
-            $crate::database::Pool::Postgres(pool) => {
-                let $conn = &mut *pool.get()?;
-                $body
-            }
-        }
-    };
-}
-
-/// Like `with_connection!`, inside a write transaction (`BEGIN IMMEDIATE` on SQLite).
-macro_rules! write_transaction {
-    ($pool:expr, |$conn:ident| $body:expr) => {
-        match $pool {
-            #[cfg(feature = "sqlite")]
-            $crate::database::Pool::Sqlite(pool) => {
-                let mut conn = pool.get()?;
-                let _turn = pool.write_turn();
-                conn.immediate_transaction(|$conn| -> $crate::error::Result<_> { $body })
-            }
-            #[cfg(feature = "postgres")]
-            $crate::database::Pool::Postgres(pool) => pool
-                .get()?
-                .transaction(|$conn| -> $crate::error::Result<_> { $body }),
-        }
-    };
-}
-/// Expands `$mac!(ConnectionType)` once per compiled-in backend.
-macro_rules! for_each_backend {
-    ($mac:ident) => {
-        #[cfg(feature = "sqlite")]
-        $mac!(diesel::sqlite::SqliteConnection);
-        #[cfg(feature = "postgres")]
-        $mac!(diesel::pg::PgConnection);
-    };
-}
-pub(crate) use {for_each_backend, with_connection, write_transaction};
 
 /// Tunables for the connection pool.
 #[derive(Debug, Clone, Default)]

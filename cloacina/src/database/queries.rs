@@ -1,116 +1,20 @@
-//! Reading executions back: rows, `get_execution` and `list_executions`, written once for all backends.
+//! Reading executions back: `get_execution`, `list_executions`, and what a worker reads of an
+//! execution it drives (plan, input, outputs, status, cancel requests).
 
-use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use uuid::Uuid;
 
 use std::collections::HashMap;
 
-use super::cached::{Bind, Cached};
+use super::connection::{columns, Conn, RunOn, CHUNK};
+use super::rows::{AttemptRow, ExecutionRow, TaskRow};
 use super::schema::{task_attempts, task_executions, workflow_executions};
-use super::{with_connection, Database};
+use super::Database;
 use crate::context::{Context, StoredContext};
 use crate::error::{Error, Result};
 use crate::model::{
     AttemptRecord, ExecutionPlan, ExecutionResult, ExecutionStatus, TaskResult, TaskStatus,
 };
-
-/// Rows per multi-row INSERT, well under every backend's bound-parameter limit.
-const INSERT_CHUNK: usize = 1_000;
-
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = workflow_executions)]
-pub(crate) struct ExecutionRow {
-    pub id: String,
-    workflow_name: String,
-    workflow_version: String,
-    status: String,
-    input_context: String,
-    final_context: Option<String>,
-    error: Option<String>,
-    started_at: NaiveDateTime,
-    completed_at: Option<NaiveDateTime>,
-    pub plan: Option<String>,
-    pub idempotency_key: Option<String>,
-    pub deadline: Option<NaiveDateTime>,
-    pub cancel_reason: Option<String>,
-    reason: Option<String>,
-}
-
-/// A task's row as inserted and read back, without its output: that can be large, and only
-/// `load_outputs` reads it.
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = task_executions)]
-pub(crate) struct TaskRow {
-    execution_id: String,
-    task_id: String,
-    position: i32,
-    dependencies: String,
-    status: String,
-    attempt: i32,
-    error: Option<String>,
-    traceback: Option<String>,
-    reason: Option<String>,
-    started_at: Option<NaiveDateTime>,
-    completed_at: Option<NaiveDateTime>,
-    ready_at: Option<NaiveDateTime>,
-    waiting_on: i32,
-    worker_id: Option<String>,
-}
-
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = task_attempts)]
-pub(crate) struct AttemptRow {
-    execution_id: String,
-    task_id: String,
-    attempt: i32,
-    status: String,
-    error: Option<String>,
-    started_at: NaiveDateTime,
-    completed_at: NaiveDateTime,
-}
-
-impl AttemptRow {
-    /// The INSERT storing this row, as a statement prepared once per connection (diesel
-    /// prepares an INSERT with a NULL in it anew each time).
-    pub(crate) fn insert(&self) -> Cached<'_> {
-        Cached::new(
-            &[
-                "INSERT INTO task_attempts (execution_id, task_id, attempt, status, error, \
-                 started_at, completed_at) VALUES (",
-                ", ",
-                ", ",
-                ", ",
-                ", ",
-                ", ",
-                ", ",
-                ")",
-            ],
-            vec![
-                Bind::Text(Some(&self.execution_id)),
-                Bind::Text(Some(&self.task_id)),
-                Bind::Int(self.attempt),
-                Bind::Text(Some(&self.status)),
-                Bind::Text(self.error.as_deref()),
-                Bind::Time(Some(self.started_at)),
-                Bind::Time(Some(self.completed_at)),
-            ],
-        )
-    }
-
-    /// The row storing `attempt` of a task.
-    pub(crate) fn new(execution_id: &str, task_id: &str, attempt: &AttemptRecord) -> Self {
-        Self {
-            execution_id: execution_id.to_string(),
-            task_id: task_id.to_string(),
-            attempt: attempt.attempt as i32,
-            status: attempt.status.as_str().to_string(),
-            error: attempt.error.clone(),
-            started_at: attempt.started_at.naive_utc(),
-            completed_at: attempt.completed_at.naive_utc(),
-        }
-    }
-}
 
 /// Which executions `list_executions` returns.
 #[derive(Debug, Clone)]
@@ -136,20 +40,24 @@ impl Default for ExecutionFilter {
     }
 }
 
-/// Loads the rows of `$table` (as `$row`) that belong to the executions `$ids`, on any backend.
-macro_rules! load_for_executions {
-    ($conn:expr, $ids:expr, $table:ident, $row:ty) => {{
-        let mut rows: Vec<$row> = Vec::new();
-        for chunk in $ids.chunks(INSERT_CHUNK) {
-            rows.extend(
-                $table::table
-                    .filter($table::execution_id.eq_any(chunk))
-                    .select(<$row>::as_select())
-                    .load::<$row>($conn)?,
-            );
-        }
-        rows
-    }};
+/// The rows of the tasks of the executions `ids`, and of their attempts.
+fn load_tasks_of(conn: &mut Conn<'_>, ids: &[String]) -> Result<(Vec<TaskRow>, Vec<AttemptRow>)> {
+    let (mut tasks, mut attempts) = (Vec::new(), Vec::new());
+    for chunk in ids.chunks(CHUNK) {
+        tasks.extend(
+            task_executions::table
+                .filter(task_executions::execution_id.eq_any(chunk))
+                .select(columns::<TaskRow>())
+                .load_on::<TaskRow>(conn)?,
+        );
+        attempts.extend(
+            task_attempts::table
+                .filter(task_attempts::execution_id.eq_any(chunk))
+                .select(columns::<AttemptRow>())
+                .load_on::<AttemptRow>(conn)?,
+        );
+    }
+    Ok((tasks, attempts))
 }
 
 impl Database {
@@ -158,14 +66,12 @@ impl Database {
         let id = execution_id.to_string();
         let mut found = self
             .run(move |pool| {
-                with_connection!(pool, |conn| {
+                pool.with_connection(|conn| {
                     let executions = workflow_executions::table
                         .find(&id)
-                        .select(ExecutionRow::as_select())
-                        .load(conn)?;
-                    let ids = [id];
-                    let tasks = load_for_executions!(conn, ids, task_executions, TaskRow);
-                    let attempts = load_for_executions!(conn, ids, task_attempts, AttemptRow);
+                        .select(columns::<ExecutionRow>())
+                        .load_on(conn)?;
+                    let (tasks, attempts) = load_tasks_of(conn, &[id])?;
                     Ok((executions, tasks, attempts))
                 })
             })
@@ -177,26 +83,32 @@ impl Database {
     /// Lists executions, newest first.
     pub async fn list_executions(&self, filter: ExecutionFilter) -> Result<Vec<ExecutionResult>> {
         self.run(move |pool| {
-            with_connection!(pool, |conn| {
-                let mut query = workflow_executions::table
-                    .select(ExecutionRow::as_select())
+            pool.with_connection(|conn| {
+                let newest = workflow_executions::table
+                    .select(columns::<ExecutionRow>())
                     .order((
                         workflow_executions::started_at.desc(),
                         workflow_executions::id.desc(),
                     ))
                     .limit(filter.limit)
-                    .offset(filter.offset)
-                    .into_boxed();
-                if let Some(name) = filter.workflow_name {
-                    query = query.filter(workflow_executions::workflow_name.eq(name));
-                }
-                if let Some(status) = filter.status {
-                    query = query.filter(workflow_executions::status.eq(status.as_str()));
-                }
-                let executions: Vec<ExecutionRow> = query.load(conn)?;
+                    .offset(filter.offset);
+                let of_workflow = filter
+                    .workflow_name
+                    .map(|name| workflow_executions::workflow_name.eq(name));
+                let in_status = filter
+                    .status
+                    .map(|status| workflow_executions::status.eq(status.as_str()));
+                // One statement per combination of filters, as each reads its own index.
+                let executions: Vec<ExecutionRow> = match (of_workflow, in_status) {
+                    (Some(name), Some(status)) => {
+                        newest.filter(name).filter(status).load_on(conn)?
+                    }
+                    (Some(name), None) => newest.filter(name).load_on(conn)?,
+                    (None, Some(status)) => newest.filter(status).load_on(conn)?,
+                    (None, None) => newest.load_on(conn)?,
+                };
                 let ids: Vec<String> = executions.iter().map(|e| e.id.clone()).collect();
-                let tasks = load_for_executions!(conn, ids, task_executions, TaskRow);
-                let attempts = load_for_executions!(conn, ids, task_attempts, AttemptRow);
+                let (tasks, attempts) = load_tasks_of(conn, &ids)?;
                 Ok((executions, tasks, attempts))
             })
         })
@@ -301,62 +213,6 @@ fn execution_from_row(row: ExecutionRow, task_results: Vec<TaskResult>) -> Resul
     })
 }
 
-/// The rows that record a newly submitted execution: Pending, its root tasks ready.
-pub(crate) fn new_execution_rows(
-    record: &ExecutionResult,
-    plan: &ExecutionPlan,
-    idempotency_key: Option<String>,
-    deadline: Option<DateTime<Utc>>,
-) -> (ExecutionRow, Vec<TaskRow>) {
-    let id = record.execution_id.to_string();
-    let submitted = record.started_at.naive_utc();
-    let execution = ExecutionRow {
-        id: id.clone(),
-        workflow_name: record.workflow_name.clone(),
-        workflow_version: record.workflow_version.clone(),
-        status: ExecutionStatus::Pending.as_str().to_string(),
-        input_context: record.input_context.to_json(),
-        final_context: None,
-        error: None,
-        started_at: submitted,
-        completed_at: None,
-        plan: Some(plan.to_json()),
-        idempotency_key,
-        deadline: deadline.map(|d| d.naive_utc()),
-        cancel_reason: None,
-        reason: None,
-    };
-    let tasks = plan
-        .tasks()
-        .iter()
-        .enumerate()
-        .map(|(position, task)| TaskRow {
-            execution_id: id.clone(),
-            task_id: task.id.clone(),
-            position: position as i32,
-            dependencies: serde_json::to_string(
-                &task
-                    .dependencies
-                    .iter()
-                    .map(|&d| plan.tasks()[d].id.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .expect("strings serialise"),
-            status: TaskStatus::Pending.as_str().to_string(),
-            attempt: 0,
-            error: None,
-            traceback: None,
-            reason: None,
-            started_at: None,
-            completed_at: None,
-            ready_at: task.dependencies.is_empty().then_some(submitted),
-            waiting_on: task.dependencies.len() as i32,
-            worker_id: None,
-        })
-        .collect();
-    (execution, tasks)
-}
-
 /// What a worker needs to drive an execution it has claimed tasks of.
 pub(crate) struct StoredExecution {
     pub workflow_name: String,
@@ -370,7 +226,7 @@ impl Database {
     pub(crate) async fn load_stored(&self, execution: Uuid) -> Result<Option<StoredExecution>> {
         let id = execution.to_string();
         self.run(move |pool| {
-            with_connection!(pool, |conn| {
+            pool.with_connection(|conn| {
                 let row: Option<(String, Option<String>, String, Option<String>)> =
                     workflow_executions::table
                         .find(&id)
@@ -380,7 +236,7 @@ impl Database {
                             workflow_executions::input_context,
                             workflow_executions::cancel_reason,
                         ))
-                        .get_result(conn)
+                        .get_result_on(conn)
                         .optional()?;
                 let Some((workflow_name, Some(plan), input, cancel_reason)) = row else {
                     return Ok(None);
@@ -404,16 +260,16 @@ impl Database {
     ) -> Result<Vec<(usize, Context)>> {
         let id = execution.to_string();
         self.run(move |pool| {
-            with_connection!(pool, |conn| {
+            pool.with_connection(|conn| {
                 let positions: Vec<i32> = positions.iter().map(|&p| p as i32).collect();
                 let mut outputs = Vec::new();
-                for chunk in positions.chunks(INSERT_CHUNK) {
+                for chunk in positions.chunks(CHUNK) {
                     let rows: Vec<(i32, Option<String>)> = task_executions::table
                         .filter(task_executions::execution_id.eq(&id))
                         .filter(task_executions::position.eq_any(chunk))
                         .filter(task_executions::status.eq(TaskStatus::Completed.as_str()))
                         .select((task_executions::position, task_executions::output))
-                        .load(conn)?;
+                        .load_on(conn)?;
                     for (position, output) in rows {
                         let output = output.as_deref().map(Context::from_json).transpose()?;
                         outputs.push((position as usize, output.unwrap_or_default()));
@@ -432,11 +288,11 @@ impl Database {
     ) -> Result<Option<ExecutionStatus>> {
         let id = execution.to_string();
         self.run(move |pool| {
-            with_connection!(pool, |conn| {
+            pool.with_connection(|conn| {
                 let status: Option<String> = workflow_executions::table
                     .find(&id)
                     .select(workflow_executions::status)
-                    .get_result(conn)
+                    .get_result_on(conn)
                     .optional()?;
                 status
                     .map(|s| {
@@ -454,15 +310,15 @@ impl Database {
         executions: Vec<Uuid>,
     ) -> Result<Vec<(Uuid, String)>> {
         self.run(move |pool| {
-            with_connection!(pool, |conn| {
+            pool.with_connection(|conn| {
                 let ids: Vec<String> = executions.iter().map(Uuid::to_string).collect();
                 let mut found = Vec::new();
-                for chunk in ids.chunks(INSERT_CHUNK) {
+                for chunk in ids.chunks(CHUNK) {
                     let rows: Vec<(String, Option<String>)> = workflow_executions::table
                         .filter(workflow_executions::id.eq_any(chunk))
                         .filter(workflow_executions::cancel_reason.is_not_null())
                         .select((workflow_executions::id, workflow_executions::cancel_reason))
-                        .load(conn)?;
+                        .load_on(conn)?;
                     for (id, reason) in rows {
                         if let (Ok(id), Some(reason)) = (Uuid::parse_str(&id), reason) {
                             found.push((id, reason));

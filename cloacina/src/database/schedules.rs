@@ -12,11 +12,12 @@ use diesel::dsl::case_when;
 use diesel::prelude::*;
 use uuid::Uuid;
 
-use super::control::LifecycleSteps;
-use super::dialect::Dialect;
+use super::connection::{columns, Conn, RunOn};
+use super::dialect::due_schedules;
+use super::rows::ScheduleRow;
 use super::schema::{schedules, workers};
 use super::signals::Signal;
-use super::{with_connection, write_transaction, Database, Pool};
+use super::{Database, Pool};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::model::{now, ExecutionPlan, ExecutionResult};
@@ -69,25 +70,6 @@ pub(crate) struct NewSchedule {
 pub(crate) struct FirePass {
     /// Executions submitted, one per fire made: their ids and workflows.
     pub submitted: Vec<(Uuid, String)>,
-}
-
-#[derive(Queryable, Selectable)]
-#[diesel(table_name = schedules)]
-struct ScheduleRow {
-    name: String,
-    workflow_name: String,
-    workflow_version: String,
-    plan: String,
-    cron: String,
-    timezone: String,
-    context: String,
-    catchup: String,
-    paused: bool,
-    next_fire_at: Option<NaiveDateTime>,
-    last_fire_at: Option<NaiveDateTime>,
-    last_execution_id: Option<String>,
-    created_at: NaiveDateTime,
-    updated_at: NaiveDateTime,
 }
 
 impl ScheduleRow {
@@ -152,7 +134,7 @@ impl Database {
             // Encoded before the write lock is taken.
             let (plan, context) = (new.plan.to_json(), new.context.to_json());
             let fresh_next = new.cadence.next_after(now_utc).map(|t| t.naive_utc());
-            write_transaction!(pool, |conn| {
+            pool.write_transaction(|conn| {
                 let values = (
                     schedules::workflow_name.eq(&new.workflow_name),
                     schedules::workflow_version.eq(&new.workflow_version),
@@ -174,7 +156,7 @@ impl Database {
                         schedules::created_at.eq(at),
                     ))
                     .on_conflict_do_nothing()
-                    .execute(conn)?;
+                    .execute_on(conn)?;
                 if inserted == 0 {
                     let same_times = schedules::cron
                         .eq(&new.cron)
@@ -183,7 +165,7 @@ impl Database {
                     let next = case_when(same_times, schedules::next_fire_at).otherwise(fresh_next);
                     diesel::update(schedules::table.find(&new.name))
                         .set((values, schedules::next_fire_at.eq(next)))
-                        .execute(conn)?;
+                        .execute_on(conn)?;
                 }
                 conn.announce(Signal::Schedules)?;
                 Ok(())
@@ -206,11 +188,11 @@ impl Database {
     /// Every stored schedule, by name.
     pub(crate) async fn list_schedules(&self) -> Result<Vec<Schedule>> {
         self.run(|pool| {
-            with_connection!(pool, |conn| {
+            pool.with_connection(|conn| {
                 let rows: Vec<ScheduleRow> = schedules::table
                     .order(schedules::name)
-                    .select(ScheduleRow::as_select())
-                    .load(conn)?;
+                    .select(columns::<ScheduleRow>())
+                    .load_on(conn)?;
                 rows.into_iter().map(ScheduleRow::into_schedule).collect()
             })
         })
@@ -221,11 +203,11 @@ impl Database {
     pub(crate) async fn set_schedule_paused(&self, name: String, paused: bool) -> Result<()> {
         self.change_schedules(move |pool| {
             let now_utc = now();
-            write_transaction!(pool, |conn| {
+            pool.write_transaction(|conn| {
                 let Some((cron, timezone, was_paused)) = schedules::table
                     .find(&name)
                     .select((schedules::cron, schedules::timezone, schedules::paused))
-                    .get_result::<(String, String, bool)>(conn)
+                    .get_result_on::<(String, String, bool)>(conn)
                     .optional()?
                 else {
                     return Err(unknown(&name));
@@ -239,13 +221,13 @@ impl Database {
                     schedules::updated_at.eq(now_utc.naive_utc()),
                 );
                 if paused {
-                    row.set(changed).execute(conn)?;
+                    row.set(changed).execute_on(conn)?;
                 } else {
                     let next = Cadence::parse(&cron, &timezone)?
                         .next_after(now_utc)
                         .map(|t| t.naive_utc());
                     row.set((changed, schedules::next_fire_at.eq(next)))
-                        .execute(conn)?;
+                        .execute_on(conn)?;
                 }
                 conn.announce(Signal::Schedules)?;
                 Ok(())
@@ -257,8 +239,8 @@ impl Database {
     /// Deletes a schedule; executions it submitted stay.
     pub(crate) async fn remove_schedule(&self, name: String) -> Result<()> {
         self.change_schedules(move |pool| {
-            write_transaction!(pool, |conn| {
-                let removed = diesel::delete(schedules::table.find(&name)).execute(conn)?;
+            pool.write_transaction(|conn| {
+                let removed = diesel::delete(schedules::table.find(&name)).execute_on(conn)?;
                 if removed == 0 {
                     return Err(unknown(&name));
                 }
@@ -272,11 +254,11 @@ impl Database {
     /// The earliest next fire of any schedule that is not paused.
     pub(crate) async fn next_schedule_fire(&self) -> Result<Option<DateTime<Utc>>> {
         self.run(|pool| {
-            with_connection!(pool, |conn| {
+            pool.with_connection(|conn| {
                 let next: Option<NaiveDateTime> = schedules::table
                     .filter(schedules::paused.eq(false))
                     .select(diesel::dsl::min(schedules::next_fire_at))
-                    .get_result(conn)?;
+                    .get_result_on(conn)?;
                 Ok(next.map(|t| t.and_utc()))
             })
         })
@@ -293,17 +275,17 @@ impl Database {
         lease: Duration,
     ) -> Result<FirePass> {
         self.run(move |pool| {
-            let due: Vec<String> = with_connection!(pool, |conn| {
-                due_schedules(now().naive_utc())
+            let due: Vec<String> = pool.with_connection(|conn| {
+                Ok(due_schedules(now().naive_utc())
                     .order(schedules::next_fire_at)
                     .select(schedules::name)
-                    .load(conn)
+                    .load_on(conn)?)
             })?;
             let mut pass = FirePass::default();
             let mut first_error = None;
             for name in due {
                 // One schedule that cannot fire (an unreadable row) never holds up the others.
-                match write_transaction!(pool, |conn| {
+                match pool.write_transaction(|conn| {
                     let Some(row) = conn.lock_due_schedule(&name, now().naive_utc())? else {
                         return Ok(Vec::new());
                     };
@@ -322,127 +304,64 @@ impl Database {
     }
 }
 
-macro_rules! impl_fire_steps {
-    ($conn:ty) => {
-        impl FireSteps for $conn {
-            fn fire_locked(
-                &mut self,
-                row: ScheduleRow,
-                watching_since: DateTime<Utc>,
-                lease: Duration,
-            ) -> Result<Vec<(Uuid, String)>> {
-                let next_fire = row
-                    .next_fire_at
-                    .expect("a due schedule has a next fire")
-                    .and_utc();
-                let cadence = Cadence::parse(&row.cron, &row.timezone)
-                    .map_err(|_| row.corrupt("cron expression or time zone"))?;
-                let plan = ExecutionPlan::from_json(&row.plan).map_err(|_| row.corrupt("plan"))?;
-                let (catchup, context) = (row.catchup()?, row.context()?);
-                let now_utc = now();
-                // Watched since the oldest live worker started, not only since this one did:
-                // a fire counts as missed only when no worker was running at its time.
-                let alive_after = self.lease_expiry(lease)?;
-                let oldest_live: Option<NaiveDateTime> = workers::table
-                    .filter(workers::heartbeat_at.ge(alive_after))
-                    .select(diesel::dsl::min(workers::started_at))
-                    .get_result(self)?;
-                let since = oldest_live.map_or(watching_since, |t| t.and_utc().min(watching_since));
-                let fires = due_fires(&cadence, catchup, next_fire, since, now_utc);
-                let mut last = None;
-                let mut created = Vec::new();
-                for &fire in &fires.run {
-                    let record = ExecutionResult::pending(
-                        Uuid::new_v4(),
-                        &row.workflow_name,
-                        &row.workflow_version,
-                        fire_context(&context, fire),
-                        &plan,
-                    );
-                    let key = Some(fire_key(&row.name, fire));
-                    let submitted = self.submit_new(&record, &plan, key, None, None, lease)?;
-                    if submitted.created {
-                        created.push((submitted.execution_id, row.workflow_name.clone()));
-                    }
-                    last = Some((fire, submitted.execution_id));
-                }
-                let next = fires.next.map(|t| t.naive_utc());
-                let moved = diesel::update(schedules::table.find(&row.name));
-                match last {
-                    Some((fire, execution)) => moved
-                        .set((
-                            schedules::next_fire_at.eq(next),
-                            schedules::last_fire_at.eq(Some(fire.naive_utc())),
-                            schedules::last_execution_id.eq(Some(execution.to_string())),
-                        ))
-                        .execute(self)?,
-                    None => moved.set(schedules::next_fire_at.eq(next)).execute(self)?,
-                };
-                Ok(created)
-            }
-        }
-    };
-}
-
-/// Firing steps written once for every backend.
-trait FireSteps: LockDueSchedule {
+impl Conn<'_> {
     /// Makes a locked schedule's due fires and moves it on; returns the executions submitted.
-    fn fire_locked(
+    pub(crate) fn fire_locked(
         &mut self,
         row: ScheduleRow,
         watching_since: DateTime<Utc>,
         lease: Duration,
-    ) -> Result<Vec<(Uuid, String)>>;
-}
-super::for_each_backend!(impl_fire_steps);
-
-/// Locks a schedule whose next fire is due, if no other transaction holds it.
-trait LockDueSchedule {
-    fn lock_due_schedule(
-        &mut self,
-        name: &str,
-        now: NaiveDateTime,
-    ) -> QueryResult<Option<ScheduleRow>>;
-}
-
-/// The schedules whose next fire is due at `now` and that are not paused.
-#[diesel::dsl::auto_type]
-fn due_schedules(now: NaiveDateTime) -> _ {
-    schedules::table
-        .filter(schedules::paused.eq(false))
-        .filter(schedules::next_fire_at.le(now))
-}
-
-#[cfg(feature = "sqlite")]
-impl LockDueSchedule for diesel::sqlite::SqliteConnection {
-    fn lock_due_schedule(
-        &mut self,
-        name: &str,
-        now: NaiveDateTime,
-    ) -> QueryResult<Option<ScheduleRow>> {
-        // The immediate transaction already holds the write lock.
-        due_schedules(now)
-            .filter(schedules::name.eq(name))
-            .select(ScheduleRow::as_select())
-            .get_result(self)
-            .optional()
-    }
-}
-
-#[cfg(feature = "postgres")]
-impl LockDueSchedule for diesel::pg::PgConnection {
-    fn lock_due_schedule(
-        &mut self,
-        name: &str,
-        now: NaiveDateTime,
-    ) -> QueryResult<Option<ScheduleRow>> {
-        due_schedules(now)
-            .filter(schedules::name.eq(name))
-            .select(ScheduleRow::as_select())
-            .for_update()
-            .skip_locked()
-            .get_result(self)
-            .optional()
+    ) -> Result<Vec<(Uuid, String)>> {
+        let next_fire = row
+            .next_fire_at
+            .expect("a due schedule has a next fire")
+            .and_utc();
+        let cadence = Cadence::parse(&row.cron, &row.timezone)
+            .map_err(|_| row.corrupt("cron expression or time zone"))?;
+        let plan = ExecutionPlan::from_json(&row.plan).map_err(|_| row.corrupt("plan"))?;
+        let (catchup, context) = (row.catchup()?, row.context()?);
+        let now_utc = now();
+        // Watched since the oldest live worker started, not only since this one did:
+        // a fire counts as missed only when no worker was running at its time.
+        let alive_after = self.lease_expiry(lease)?;
+        let oldest_live: Option<NaiveDateTime> = workers::table
+            .filter(workers::heartbeat_at.ge(alive_after))
+            .select(diesel::dsl::min(workers::started_at))
+            .get_result_on(self)?;
+        let since = oldest_live.map_or(watching_since, |t| t.and_utc().min(watching_since));
+        let fires = due_fires(&cadence, catchup, next_fire, since, now_utc);
+        let mut last = None;
+        let mut created = Vec::new();
+        for &fire in &fires.run {
+            let record = ExecutionResult::pending(
+                Uuid::new_v4(),
+                &row.workflow_name,
+                &row.workflow_version,
+                fire_context(&context, fire),
+                &plan,
+            );
+            let key = Some(fire_key(&row.name, fire));
+            let submitted = self.submit_new(&record, &plan, key, None, None, lease)?;
+            if submitted.created {
+                created.push((submitted.execution_id, row.workflow_name.clone()));
+            }
+            last = Some((fire, submitted.execution_id));
+        }
+        let next = fires.next.map(|t| t.naive_utc());
+        let moved = diesel::update(schedules::table.find(&row.name));
+        match last {
+            Some((fire, execution)) => moved
+                .set((
+                    schedules::next_fire_at.eq(next),
+                    schedules::last_fire_at.eq(Some(fire.naive_utc())),
+                    schedules::last_execution_id.eq(Some(execution.to_string())),
+                ))
+                .execute_on(self)?,
+            None => moved
+                .set(schedules::next_fire_at.eq(next))
+                .execute_on(self)?,
+        };
+        Ok(created)
     }
 }
 

@@ -1,8 +1,8 @@
-//! Steps shared by the transactions that move executions forward: settling the tasks an ended
-//! task unblocks, claiming them, and finishing the execution.
+//! The write steps of the transactions that move executions forward: storing attempts, settling
+//! the tasks an ended task unblocks, claiming them, and finishing the execution.
 //!
-//! `Store` is written once on top of the backend's `Dialect` (`dialect.rs`) and implemented for
-//! every backend's connection by `for_each_backend!`.
+//! Each step is a method of `Conn`, written once for every backend; what must differ per
+//! backend it asks of the dialect seam (`dialect.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,18 +10,16 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use uuid::Uuid;
 
-use super::dialect::{Dialect, LockedExecution};
+use super::connection::{Conn, RunOn, CHUNK};
+use super::dialect::LockedExecution;
 use super::literal::Pending;
-use super::queries::AttemptRow;
+use super::rows::AttemptRow;
 use super::schema::{task_attempts, task_executions, workflow_executions};
 use super::signals::Signal;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::model::decide::{execution_end, readiness, Readiness, Unsuccessful, Upstream};
 use crate::model::{AttemptRecord, ExecutionPlan, ExecutionStatus, TaskStatus};
-
-/// Positions per `IN (...)` list, well under every backend's bound-parameter limit.
-pub(crate) const CHUNK: usize = 1_000;
 
 /// What a transaction knows of one task.
 #[derive(Debug, Clone)]
@@ -83,488 +81,395 @@ pub(crate) struct Settled {
     pub skipped: Vec<usize>,
 }
 
-/// The transaction steps every backend shares.
-pub(crate) trait Store: Dialect {
+impl Conn<'_> {
     /// Stores one finished attempt of a task.
-    fn insert_attempt(
+    pub(crate) fn insert_attempt(
         &mut self,
         execution: &str,
         task_id: &str,
-        attempt: &AttemptRecord,
-    ) -> Result<()>;
+        a: &AttemptRecord,
+    ) -> Result<()> {
+        self.insert_attempts(&[AttemptRow::new(execution, task_id, a)])
+    }
 
     /// Stores finished attempts, one statement per chunk (one round trip instead of one each).
-    fn insert_attempts(&mut self, rows: &[AttemptRow]) -> Result<()>;
+    pub(crate) fn insert_attempts(&mut self, rows: &[AttemptRow]) -> Result<()> {
+        if let [row] = rows {
+            // One row (every task of a chain): the statement prepared once.
+            row.insert().execute_on(self)?;
+            return Ok(());
+        }
+        for chunk in rows.chunks(CHUNK) {
+            diesel::insert_into(task_attempts::table)
+                .values(chunk)
+                .execute_on(self)?;
+        }
+        Ok(())
+    }
 
     /// Marks the executions of new claims Running, clearing why they waited (after the claim
     /// on PostgreSQL, so a claim never waits on an execution row another transaction holds).
-    fn mark_running(&mut self, claims: &[Claim]) -> Result<()>;
+    pub(crate) fn mark_running(&mut self, claims: &[Claim]) -> Result<()> {
+        let mut ids: Vec<String> = claims.iter().map(|c| c.execution_id.to_string()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        for chunk in ids.chunks(CHUNK) {
+            diesel::update(
+                workflow_executions::table
+                    .filter(workflow_executions::id.eq_any(chunk))
+                    .filter(
+                        workflow_executions::status
+                            .eq(ExecutionStatus::Pending.as_str())
+                            .or(workflow_executions::reason.is_not_null()),
+                    ),
+            )
+            .set((
+                workflow_executions::status.eq(ExecutionStatus::Running.as_str()),
+                workflow_executions::reason.eq(None::<String>),
+            ))
+            .execute_on(self)?;
+        }
+        Ok(())
+    }
 
     /// The stored state of the tasks at `positions` that are not in `states` yet.
-    fn load_states(
+    pub(crate) fn load_states(
         &mut self,
         execution: &str,
         positions: impl IntoIterator<Item = usize>,
         states: &mut BTreeMap<usize, TaskState>,
-    ) -> Result<()>;
+    ) -> Result<()> {
+        let missing: Vec<i32> = positions
+            .into_iter()
+            .filter(|p| !states.contains_key(p))
+            .map(|p| p as i32)
+            .collect::<BTreeSet<i32>>()
+            .into_iter()
+            .collect();
+        for chunk in missing.chunks(CHUNK) {
+            let rows: Vec<(i32, String, String, i32, Option<NaiveDateTime>)> =
+                task_executions::table
+                    .filter(task_executions::execution_id.eq(execution))
+                    .filter(task_executions::position.eq_any(chunk))
+                    .select((
+                        task_executions::position,
+                        task_executions::task_id,
+                        task_executions::status,
+                        task_executions::attempt,
+                        task_executions::ready_at,
+                    ))
+                    .load_on(self)?;
+            for (position, task_id, status, attempt, ready_at) in rows {
+                let status = TaskStatus::parse(&status).ok_or_else(|| {
+                    Error::Database(format!("stored task status {status:?} is not valid"))
+                })?;
+                states.insert(
+                    position as usize,
+                    TaskState {
+                        task_id,
+                        status,
+                        attempt: attempt.max(0) as u32,
+                        ready: ready_at.is_some(),
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
 
     /// Counts the end of each task in `ended` on its dependents; returns the dependents it
     /// leaves with no upstream task to wait for, in position order, loaded into `states`.
-    fn count_ends(
+    pub(crate) fn count_ends(
         &mut self,
         execution: &str,
         plan: &ExecutionPlan,
         ended: &[usize],
         states: &mut BTreeMap<usize, TaskState>,
-    ) -> Result<Vec<usize>>;
+    ) -> Result<Vec<usize>> {
+        // Each dependent waits on one upstream task fewer per upstream that ended.
+        let mut ended_upstream: BTreeMap<usize, i32> = BTreeMap::new();
+        for &p in ended {
+            for &d in plan.dependents_of(p) {
+                *ended_upstream.entry(d).or_default() += 1;
+            }
+        }
+        let mut unblocked: Vec<usize> = Vec::new();
+        for (&dependent, &n) in &ended_upstream {
+            let (task_id, status, attempt, ready_at, waiting_on) =
+                self.count_ended_upstream(execution, dependent, n)?;
+            let status = TaskStatus::parse(&status).ok_or_else(|| {
+                Error::Database(format!("stored task status {status:?} is not valid"))
+            })?;
+            if waiting_on <= 0 && status == TaskStatus::Pending && ready_at.is_none() {
+                unblocked.push(dependent);
+            }
+            states.insert(
+                dependent,
+                TaskState {
+                    task_id,
+                    status,
+                    attempt: attempt.max(0) as u32,
+                    ready: ready_at.is_some(),
+                },
+            );
+        }
+        unblocked.sort_unstable();
+        Ok(unblocked)
+    }
 
     /// Counts the end of each task in `ended` on its dependents and decides those with no
     /// upstream task left running: ready when the trigger rule is met, otherwise Skipped (which
     /// in turn counts on its own dependents).
-    fn settle(
+    pub(crate) fn settle(
         &mut self,
         execution: &str,
         plan: &ExecutionPlan,
         ended: &[usize],
         states: &mut BTreeMap<usize, TaskState>,
         now: NaiveDateTime,
-    ) -> Result<Settled>;
+    ) -> Result<Settled> {
+        let mut settled = Settled::default();
+        let mut frontier: Vec<usize> = ended.to_vec();
+        while !frontier.is_empty() {
+            let unblocked = self.count_ends(execution, plan, &frontier, states)?;
+            frontier.clear();
+            let needed = unblocked
+                .iter()
+                .flat_map(|&c| std::iter::once(c).chain(plan.dependencies_of(c).iter().copied()))
+                .collect::<Vec<_>>();
+            self.load_states(execution, needed, states)?;
+            for candidate in unblocked {
+                let upstream: Vec<Upstream<'_>> = plan
+                    .dependencies_of(candidate)
+                    .iter()
+                    .map(|d| Upstream {
+                        task_id: &states[d].task_id,
+                        status: states[d].status,
+                    })
+                    .collect();
+                let rule = plan.tasks()[candidate].options.trigger_rule;
+                let Readiness::Skipped(reason) = readiness(rule, &upstream) else {
+                    states.get_mut(&candidate).expect("loaded above").ready = true;
+                    settled.ready.push(candidate);
+                    continue;
+                };
+                diesel::update(
+                    task_executions::table
+                        .filter(task_executions::execution_id.eq(execution))
+                        .filter(task_executions::position.eq(candidate as i32)),
+                )
+                .set((
+                    task_executions::status.eq(TaskStatus::Skipped.as_str()),
+                    task_executions::reason.eq(Some(reason)),
+                    task_executions::completed_at.eq(Some(now)),
+                ))
+                .execute_on(self)?;
+                states.get_mut(&candidate).expect("loaded above").status = TaskStatus::Skipped;
+                settled.skipped.push(candidate);
+                frontier.push(candidate);
+            }
+        }
+        settled.ready.sort_unstable();
+        Ok(settled)
+    }
 
     /// Makes the tasks at `positions` ready to claim (the caller announces it).
-    fn mark_ready(
+    pub(crate) fn mark_ready(
         &mut self,
         execution: &str,
         positions: &[usize],
         now: NaiveDateTime,
-    ) -> Result<()>;
+    ) -> Result<()> {
+        let positions: Vec<i32> = positions.iter().map(|&p| p as i32).collect();
+        for chunk in positions.chunks(CHUNK) {
+            diesel::update(
+                task_executions::table
+                    .filter(task_executions::execution_id.eq(execution))
+                    .filter(task_executions::position.eq_any(chunk)),
+            )
+            .set(task_executions::ready_at.eq(Some(now)))
+            .execute_on(self)?;
+        }
+        Ok(())
+    }
 
     /// Claims for `worker` those tasks at `positions` (each known ready) still Pending.
-    fn claim_positions(
+    pub(crate) fn claim_positions(
         &mut self,
         execution: Uuid,
         worker: &str,
         positions: &[usize],
         states: &BTreeMap<usize, TaskState>,
         now: DateTime<Utc>,
-    ) -> Result<Vec<Claim>>;
+    ) -> Result<Vec<Claim>> {
+        if positions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let id = execution.to_string();
+        let tasks: Vec<(usize, &str, u32)> = positions
+            .iter()
+            .map(|p| (*p, states[p].task_id.as_str(), states[p].attempt))
+            .collect();
+        let taken = self.take_pending(&id, worker, &tasks, now.naive_utc())?;
+        Ok(taken
+            .into_iter()
+            .map(|position| {
+                let state = &states[&position];
+                Claim {
+                    execution_id: execution,
+                    position,
+                    task_id: state.task_id.clone(),
+                    attempt: state.attempt + 1,
+                    started_at: now,
+                }
+            })
+            .collect())
+    }
 
     /// Up to `limit` ready, unclaimed tasks of the execution, oldest first, added to `states`.
-    fn ready_tasks(
+    pub(crate) fn ready_tasks(
         &mut self,
         execution: &str,
         limit: usize,
         states: &mut BTreeMap<usize, TaskState>,
-    ) -> Result<Vec<usize>>;
+    ) -> Result<Vec<usize>> {
+        let rows: Vec<(i32, String, i32)> = task_executions::table
+            .filter(task_executions::execution_id.eq(execution))
+            .filter(task_executions::status.eq(Pending))
+            .filter(task_executions::ready_at.is_not_null())
+            .order(task_executions::ready_at)
+            .limit(limit as i64)
+            .select((
+                task_executions::position,
+                task_executions::task_id,
+                task_executions::attempt,
+            ))
+            .load_on(self)?;
+        Ok(rows
+            .into_iter()
+            .map(|(position, task_id, attempt)| {
+                let position = position as usize;
+                states.insert(
+                    position,
+                    TaskState {
+                        task_id,
+                        status: TaskStatus::Pending,
+                        attempt: attempt.max(0) as u32,
+                        ready: true,
+                    },
+                );
+                position
+            })
+            .collect())
+    }
 
     /// The execution's final context: `context` completed with the stored outputs of the
     /// completed tasks it does not hold.
-    fn final_context_json(
+    pub(crate) fn final_context_json(
         &mut self,
         execution: &str,
         context: &mut dyn ContextSource,
-    ) -> Result<String>;
+    ) -> Result<String> {
+        let completed: Vec<i32> = task_executions::table
+            .filter(task_executions::execution_id.eq(execution))
+            .filter(task_executions::status.eq(TaskStatus::Completed.as_str()))
+            .select(task_executions::position)
+            .load_on(self)?;
+        let missing: Vec<i32> = completed
+            .into_iter()
+            .filter(|&p| !context.holds(p as usize))
+            .collect();
+        let mut loaded = Vec::with_capacity(missing.len());
+        for chunk in missing.chunks(CHUNK) {
+            let rows: Vec<(i32, Option<String>)> = task_executions::table
+                .filter(task_executions::execution_id.eq(execution))
+                .filter(task_executions::position.eq_any(chunk))
+                .select((task_executions::position, task_executions::output))
+                .load_on(self)?;
+            for (position, output) in rows {
+                let output = match output {
+                    Some(json) => Context::from_json(&json)?,
+                    None => Context::new(),
+                };
+                loaded.push((position as usize, output));
+            }
+        }
+        Ok(context.build_json(loaded))
+    }
 
     /// Records the execution's end if none of its tasks is Pending or Running any more.
-    fn finish_if_done(
+    pub(crate) fn finish_if_done(
         &mut self,
         execution: &str,
         locked: &LockedExecution,
         context: &mut dyn ContextSource,
         now: NaiveDateTime,
-    ) -> Result<Option<ExecutionStatus>>;
+    ) -> Result<Option<ExecutionStatus>> {
+        if locked.status.is_terminal() {
+            return Ok(None);
+        }
+        let open: i64 = task_executions::table
+            .filter(task_executions::execution_id.eq(execution))
+            .filter(
+                task_executions::status
+                    .eq_any([TaskStatus::Pending.as_str(), TaskStatus::Running.as_str()]),
+            )
+            .count()
+            .get_result_on(self)?;
+        if open > 0 {
+            return Ok(None);
+        }
+        let unsuccessful: Vec<(String, String, Option<String>, Option<String>)> =
+            task_executions::table
+                .filter(task_executions::execution_id.eq(execution))
+                .filter(
+                    task_executions::status
+                        .eq_any([TaskStatus::Failed.as_str(), TaskStatus::Cancelled.as_str()]),
+                )
+                .order(task_executions::position)
+                .select((
+                    task_executions::task_id,
+                    task_executions::status,
+                    task_executions::error,
+                    task_executions::reason,
+                ))
+                .load_on(self)?;
+        let unsuccessful: Vec<Unsuccessful> = unsuccessful
+            .into_iter()
+            .map(|(task_id, status, error, reason)| Unsuccessful {
+                task_id,
+                status: TaskStatus::parse(&status).unwrap_or(TaskStatus::Failed),
+                error,
+                reason,
+            })
+            .collect();
+        let (status, error) = execution_end(locked.cancel_reason.as_deref(), &unsuccessful);
+        let final_context = self.final_context_json(execution, context)?;
+        diesel::update(workflow_executions::table.find(execution))
+            .set((
+                workflow_executions::status.eq(status.as_str()),
+                workflow_executions::final_context.eq(Some(final_context)),
+                workflow_executions::error.eq(error),
+                workflow_executions::reason.eq(None::<String>),
+                workflow_executions::completed_at.eq(Some(now)),
+            ))
+            .execute_on(self)?;
+        self.announce(Signal::Done)?;
+        Ok(Some(status))
+    }
 
     /// Ends the execution if nothing is left to run, its final context read from storage.
-    fn finish_from_storage(
+    pub(crate) fn finish_from_storage(
         &mut self,
         id: &str,
         locked: &LockedExecution,
         now: NaiveDateTime,
-    ) -> Result<Option<ExecutionStatus>>;
+    ) -> Result<Option<ExecutionStatus>> {
+        let input: String = workflow_executions::table
+            .find(id)
+            .select(workflow_executions::input_context)
+            .get_result_on(self)?;
+        let mut stored = StoredOutputs(Context::from_json(&input)?);
+        self.finish_if_done(id, locked, &mut stored, now)
+    }
 }
-
-macro_rules! impl_store {
-    ($conn:ty) => {
-        impl Store for $conn {
-            fn insert_attempt(
-                &mut self,
-                execution: &str,
-                task_id: &str,
-                a: &AttemptRecord,
-            ) -> Result<()> {
-                self.insert_attempts(&[AttemptRow::new(execution, task_id, a)])
-            }
-
-            fn insert_attempts(&mut self, rows: &[AttemptRow]) -> Result<()> {
-                if let [row] = rows {
-                    // One row (every task of a chain): the statement prepared once.
-                    row.insert().execute(self)?;
-                    return Ok(());
-                }
-                for chunk in rows.chunks(CHUNK) {
-                    diesel::insert_into(task_attempts::table)
-                        .values(chunk)
-                        .execute(self)?;
-                }
-                Ok(())
-            }
-
-            fn mark_running(&mut self, claims: &[Claim]) -> Result<()> {
-                let mut ids: Vec<String> =
-                    claims.iter().map(|c| c.execution_id.to_string()).collect();
-                ids.sort_unstable();
-                ids.dedup();
-                for chunk in ids.chunks(CHUNK) {
-                    diesel::update(
-                        workflow_executions::table
-                            .filter(workflow_executions::id.eq_any(chunk))
-                            .filter(
-                                workflow_executions::status
-                                    .eq(ExecutionStatus::Pending.as_str())
-                                    .or(workflow_executions::reason.is_not_null()),
-                            ),
-                    )
-                    .set((
-                        workflow_executions::status.eq(ExecutionStatus::Running.as_str()),
-                        workflow_executions::reason.eq(None::<String>),
-                    ))
-                    .execute(self)?;
-                }
-                Ok(())
-            }
-
-            fn load_states(
-                &mut self,
-                execution: &str,
-                positions: impl IntoIterator<Item = usize>,
-                states: &mut BTreeMap<usize, TaskState>,
-            ) -> Result<()> {
-                let missing: Vec<i32> = positions
-                    .into_iter()
-                    .filter(|p| !states.contains_key(p))
-                    .map(|p| p as i32)
-                    .collect::<BTreeSet<i32>>()
-                    .into_iter()
-                    .collect();
-                for chunk in missing.chunks(CHUNK) {
-                    let rows: Vec<(i32, String, String, i32, Option<NaiveDateTime>)> =
-                        task_executions::table
-                            .filter(task_executions::execution_id.eq(execution))
-                            .filter(task_executions::position.eq_any(chunk))
-                            .select((
-                                task_executions::position,
-                                task_executions::task_id,
-                                task_executions::status,
-                                task_executions::attempt,
-                                task_executions::ready_at,
-                            ))
-                            .load(self)?;
-                    for (position, task_id, status, attempt, ready_at) in rows {
-                        let status = TaskStatus::parse(&status).ok_or_else(|| {
-                            Error::Database(format!("stored task status {status:?} is not valid"))
-                        })?;
-                        states.insert(
-                            position as usize,
-                            TaskState {
-                                task_id,
-                                status,
-                                attempt: attempt.max(0) as u32,
-                                ready: ready_at.is_some(),
-                            },
-                        );
-                    }
-                }
-                Ok(())
-            }
-
-            fn count_ends(
-                &mut self,
-                execution: &str,
-                plan: &ExecutionPlan,
-                ended: &[usize],
-                states: &mut BTreeMap<usize, TaskState>,
-            ) -> Result<Vec<usize>> {
-                // Each dependent waits on one upstream task fewer per upstream that ended.
-                let mut ended_upstream: BTreeMap<usize, i32> = BTreeMap::new();
-                for &p in ended {
-                    for &d in plan.dependents_of(p) {
-                        *ended_upstream.entry(d).or_default() += 1;
-                    }
-                }
-                let mut unblocked: Vec<usize> = Vec::new();
-                for (&dependent, &n) in &ended_upstream {
-                    let (task_id, status, attempt, ready_at, waiting_on) =
-                        self.count_ended_upstream(execution, dependent, n)?;
-                    let status = TaskStatus::parse(&status).ok_or_else(|| {
-                        Error::Database(format!("stored task status {status:?} is not valid"))
-                    })?;
-                    if waiting_on <= 0 && status == TaskStatus::Pending && ready_at.is_none() {
-                        unblocked.push(dependent);
-                    }
-                    states.insert(
-                        dependent,
-                        TaskState {
-                            task_id,
-                            status,
-                            attempt: attempt.max(0) as u32,
-                            ready: ready_at.is_some(),
-                        },
-                    );
-                }
-                unblocked.sort_unstable();
-                Ok(unblocked)
-            }
-
-            fn settle(
-                &mut self,
-                execution: &str,
-                plan: &ExecutionPlan,
-                ended: &[usize],
-                states: &mut BTreeMap<usize, TaskState>,
-                now: NaiveDateTime,
-            ) -> Result<Settled> {
-                let mut settled = Settled::default();
-                let mut frontier: Vec<usize> = ended.to_vec();
-                while !frontier.is_empty() {
-                    let unblocked = self.count_ends(execution, plan, &frontier, states)?;
-                    frontier.clear();
-                    let needed = unblocked
-                        .iter()
-                        .flat_map(|&c| {
-                            std::iter::once(c).chain(plan.dependencies_of(c).iter().copied())
-                        })
-                        .collect::<Vec<_>>();
-                    self.load_states(execution, needed, states)?;
-                    for candidate in unblocked {
-                        let upstream: Vec<Upstream<'_>> = plan
-                            .dependencies_of(candidate)
-                            .iter()
-                            .map(|d| Upstream {
-                                task_id: &states[d].task_id,
-                                status: states[d].status,
-                            })
-                            .collect();
-                        let rule = plan.tasks()[candidate].options.trigger_rule;
-                        let Readiness::Skipped(reason) = readiness(rule, &upstream) else {
-                            states.get_mut(&candidate).expect("loaded above").ready = true;
-                            settled.ready.push(candidate);
-                            continue;
-                        };
-                        diesel::update(
-                            task_executions::table
-                                .filter(task_executions::execution_id.eq(execution))
-                                .filter(task_executions::position.eq(candidate as i32)),
-                        )
-                        .set((
-                            task_executions::status.eq(TaskStatus::Skipped.as_str()),
-                            task_executions::reason.eq(Some(reason)),
-                            task_executions::completed_at.eq(Some(now)),
-                        ))
-                        .execute(self)?;
-                        states.get_mut(&candidate).expect("loaded above").status =
-                            TaskStatus::Skipped;
-                        settled.skipped.push(candidate);
-                        frontier.push(candidate);
-                    }
-                }
-                settled.ready.sort_unstable();
-                Ok(settled)
-            }
-
-            fn mark_ready(
-                &mut self,
-                execution: &str,
-                positions: &[usize],
-                now: NaiveDateTime,
-            ) -> Result<()> {
-                let positions: Vec<i32> = positions.iter().map(|&p| p as i32).collect();
-                for chunk in positions.chunks(CHUNK) {
-                    diesel::update(
-                        task_executions::table
-                            .filter(task_executions::execution_id.eq(execution))
-                            .filter(task_executions::position.eq_any(chunk)),
-                    )
-                    .set(task_executions::ready_at.eq(Some(now)))
-                    .execute(self)?;
-                }
-                Ok(())
-            }
-
-            fn claim_positions(
-                &mut self,
-                execution: Uuid,
-                worker: &str,
-                positions: &[usize],
-                states: &BTreeMap<usize, TaskState>,
-                now: DateTime<Utc>,
-            ) -> Result<Vec<Claim>> {
-                if positions.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let id = execution.to_string();
-                let tasks: Vec<(usize, &str, u32)> = positions
-                    .iter()
-                    .map(|p| (*p, states[p].task_id.as_str(), states[p].attempt))
-                    .collect();
-                let taken = self.take_pending(&id, worker, &tasks, now.naive_utc())?;
-                Ok(taken
-                    .into_iter()
-                    .map(|position| {
-                        let state = &states[&position];
-                        Claim {
-                            execution_id: execution,
-                            position,
-                            task_id: state.task_id.clone(),
-                            attempt: state.attempt + 1,
-                            started_at: now,
-                        }
-                    })
-                    .collect())
-            }
-
-            fn ready_tasks(
-                &mut self,
-                execution: &str,
-                limit: usize,
-                states: &mut BTreeMap<usize, TaskState>,
-            ) -> Result<Vec<usize>> {
-                let rows: Vec<(i32, String, i32)> = task_executions::table
-                    .filter(task_executions::execution_id.eq(execution))
-                    .filter(task_executions::status.eq(Pending))
-                    .filter(task_executions::ready_at.is_not_null())
-                    .order(task_executions::ready_at)
-                    .limit(limit as i64)
-                    .select((
-                        task_executions::position,
-                        task_executions::task_id,
-                        task_executions::attempt,
-                    ))
-                    .load(self)?;
-                Ok(rows
-                    .into_iter()
-                    .map(|(position, task_id, attempt)| {
-                        let position = position as usize;
-                        states.insert(
-                            position,
-                            TaskState {
-                                task_id,
-                                status: TaskStatus::Pending,
-                                attempt: attempt.max(0) as u32,
-                                ready: true,
-                            },
-                        );
-                        position
-                    })
-                    .collect())
-            }
-
-            fn final_context_json(
-                &mut self,
-                execution: &str,
-                context: &mut dyn ContextSource,
-            ) -> Result<String> {
-                let completed: Vec<i32> = task_executions::table
-                    .filter(task_executions::execution_id.eq(execution))
-                    .filter(task_executions::status.eq(TaskStatus::Completed.as_str()))
-                    .select(task_executions::position)
-                    .load(self)?;
-                let missing: Vec<i32> = completed
-                    .into_iter()
-                    .filter(|&p| !context.holds(p as usize))
-                    .collect();
-                let mut loaded = Vec::with_capacity(missing.len());
-                for chunk in missing.chunks(CHUNK) {
-                    let rows: Vec<(i32, Option<String>)> = task_executions::table
-                        .filter(task_executions::execution_id.eq(execution))
-                        .filter(task_executions::position.eq_any(chunk))
-                        .select((task_executions::position, task_executions::output))
-                        .load(self)?;
-                    for (position, output) in rows {
-                        let output = match output {
-                            Some(json) => Context::from_json(&json)?,
-                            None => Context::new(),
-                        };
-                        loaded.push((position as usize, output));
-                    }
-                }
-                Ok(context.build_json(loaded))
-            }
-
-            fn finish_if_done(
-                &mut self,
-                execution: &str,
-                locked: &LockedExecution,
-                context: &mut dyn ContextSource,
-                now: NaiveDateTime,
-            ) -> Result<Option<ExecutionStatus>> {
-                if locked.status.is_terminal() {
-                    return Ok(None);
-                }
-                let open: i64 = task_executions::table
-                    .filter(task_executions::execution_id.eq(execution))
-                    .filter(
-                        task_executions::status
-                            .eq_any([TaskStatus::Pending.as_str(), TaskStatus::Running.as_str()]),
-                    )
-                    .count()
-                    .get_result(self)?;
-                if open > 0 {
-                    return Ok(None);
-                }
-                let unsuccessful: Vec<(String, String, Option<String>, Option<String>)> =
-                    task_executions::table
-                        .filter(task_executions::execution_id.eq(execution))
-                        .filter(
-                            task_executions::status.eq_any([
-                                TaskStatus::Failed.as_str(),
-                                TaskStatus::Cancelled.as_str(),
-                            ]),
-                        )
-                        .order(task_executions::position)
-                        .select((
-                            task_executions::task_id,
-                            task_executions::status,
-                            task_executions::error,
-                            task_executions::reason,
-                        ))
-                        .load(self)?;
-                let unsuccessful: Vec<Unsuccessful> = unsuccessful
-                    .into_iter()
-                    .map(|(task_id, status, error, reason)| Unsuccessful {
-                        task_id,
-                        status: TaskStatus::parse(&status).unwrap_or(TaskStatus::Failed),
-                        error,
-                        reason,
-                    })
-                    .collect();
-                let (status, error) = execution_end(locked.cancel_reason.as_deref(), &unsuccessful);
-                let final_context = self.final_context_json(execution, context)?;
-                diesel::update(workflow_executions::table.find(execution))
-                    .set((
-                        workflow_executions::status.eq(status.as_str()),
-                        workflow_executions::final_context.eq(Some(final_context)),
-                        workflow_executions::error.eq(error),
-                        workflow_executions::reason.eq(None::<String>),
-                        workflow_executions::completed_at.eq(Some(now)),
-                    ))
-                    .execute(self)?;
-                self.announce(Signal::Done)?;
-                Ok(Some(status))
-            }
-
-            fn finish_from_storage(
-                &mut self,
-                id: &str,
-                locked: &LockedExecution,
-                now: NaiveDateTime,
-            ) -> Result<Option<ExecutionStatus>> {
-                let input: String = workflow_executions::table
-                    .find(id)
-                    .select(workflow_executions::input_context)
-                    .get_result(self)?;
-                let mut stored = StoredOutputs(Context::from_json(&input)?);
-                self.finish_if_done(id, locked, &mut stored, now)
-            }
-        }
-    };
-}
-super::for_each_backend!(impl_store);
