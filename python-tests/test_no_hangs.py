@@ -276,12 +276,15 @@ async def test_replacing_a_task_whose_function_builds_a_workflow_when_collected(
 # --- a sync task still running when the program ends -------------------------------------------
 
 STUCK_AT_EXIT = """
-import asyncio, sys, time
+import asyncio, sys, threading, time
 from backend import cl
+
+started = threading.Event()
 
 @cl.task(task_id="stuck.forever")
 def forever(ctx):
     print("task started", flush=True)
+    started.set()
     while True:  # ignores cancellation, as a sync task can
         time.sleep(0.05)
 
@@ -289,8 +292,8 @@ async def main(url):
     executor = cl.UnifiedExecutor()
     await executor.initialize(url)
     execution = await executor.submit(cl.Workflow("stuck", [forever]))
-    while (await executor.get_execution(execution))["task_results"][0]["status"] != "Running":
-        await asyncio.sleep(0.05)
+    # Its function must be running (a task claimed but not yet started is cancelled cleanly).
+    assert await asyncio.to_thread(started.wait, 60), "the task never started"
     await executor.cancel(execution)
     print((await executor.wait(execution, timeout=60))["status"], flush=True)
     await executor.shutdown()
