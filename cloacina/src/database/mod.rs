@@ -20,6 +20,7 @@
 //!   dead worker's tasks back) and `schedules.rs` (schedules and their fires).
 //! - rows and reads: `rows.rs` (rows as stored), `queries.rs` (results and lists).
 //! - signals between processes: `signals.rs`.
+//! - the threads database calls run on: `threads.rs`.
 //! - statements spelled out for speed: `cached.rs` (prepared once per connection), `literal.rs`.
 //!
 //! A new write step is a method of `Conn` in `store.rs`, or beside the one transaction that
@@ -44,6 +45,7 @@ pub mod schema;
 pub mod secrets;
 pub mod signals;
 pub(crate) mod store;
+mod threads;
 pub mod url;
 
 #[cfg(feature = "postgres")]
@@ -137,7 +139,7 @@ pub struct Database {
 impl Database {
     /// Opens (creating if needed) and migrates the database at `url`.
     pub async fn connect(url: DatabaseUrl, options: PoolOptions) -> Result<Self> {
-        blocking(move || Self::connect_blocking(&url, &options)).await
+        threads::run(move || Self::connect_blocking(&url, &options)).await
     }
 
     fn connect_blocking(url: &DatabaseUrl, options: &PoolOptions) -> Result<Self> {
@@ -172,20 +174,12 @@ impl Database {
         F: FnOnce(&Pool) -> Result<T> + Send + 'static,
     {
         let pool = self.pool.clone();
-        blocking(move || {
+        threads::run(move || {
             pool.check_file()?;
             work(&pool)
         })
         .await
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Error::Database(format!("database worker stopped unexpectedly: {e}")))?
 }
 
 fn migration_error(err: Box<dyn std::error::Error + Send + Sync>) -> Error {

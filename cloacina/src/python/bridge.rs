@@ -186,7 +186,8 @@ type StartFn = Box<dyn FnOnce(Python<'_>) -> PyResult<PyObject> + Send>;
 type FinishFn = Box<dyn FnOnce(Python<'_>, PyResult<PyObject>) + Send>;
 
 /// A coroutine run as an asyncio task, made and finished on the loop thread, so a Rust thread
-/// hands the GIL over only once per call: to schedule it.
+/// hands the GIL over only once per call: to schedule it. The coroutine's wrapper hands its end
+/// on itself, a loop iteration sooner than a done-callback would.
 #[pyclass(frozen)]
 struct LoopCall {
     start: Mutex<Option<StartFn>>,
@@ -220,11 +221,10 @@ impl LoopCall {
             return Ok(());
         };
         let task = start(py).and_then(|coroutine| {
-            let ensure_future = py.import_bound("asyncio")?.getattr("ensure_future")?;
+            let (settling, ensure_future) = settling_helpers(py)?;
+            let wrapped = settling.call1((coroutine, slf.getattr("settle")?))?;
             // The task copies the context it is created in, so it sees the scope's variable.
-            let task = call_in_scope(py, slf.get().scope.as_ref(), &ensure_future, coroutine)?;
-            task.call_method1("add_done_callback", (slf,))?;
-            Ok(task)
+            call_in_scope(py, slf.get().scope.as_ref(), &ensure_future, wrapped)
         });
         match task {
             Ok(task) => {
@@ -235,19 +235,11 @@ impl LoopCall {
         Ok(())
     }
 
-    /// Done-callback of the task: hands its result (or exception) on.
-    fn __call__(&self, task: &Bound<'_, PyAny>) {
-        let py = task.py();
-        let result = if task
-            .call_method0("cancelled")
-            .and_then(|c| c.is_truthy())
-            .unwrap_or(false)
-        {
-            Err(pyo3::exceptions::asyncio::CancelledError::new_err(
-                "the task's coroutine was cancelled",
-            ))
-        } else {
-            task.call_method0("result").map(Bound::unbind)
+    /// Called by the coroutine's wrapper as its last step: hands its result (or exception) on.
+    fn settle(&self, py: Python<'_>, result: PyObject, error: Option<Bound<'_, PyAny>>) {
+        let result = match error {
+            Some(error) => Err(PyErr::from_value_bound(error)),
+            None => Ok(result),
         };
         self.finish(py, result);
     }
@@ -259,6 +251,41 @@ impl LoopCall {
         }
         Ok(())
     }
+}
+
+/// Source of the wrapper [`LoopCall`] runs a coroutine in: it calls `settle(result, None)` or
+/// `settle(None, exception)` as the coroutine's last step. The exception is handed on, not
+/// raised again (nobody awaits the task), except those that must stop the loop.
+const SETTLING_SOURCE: &str = "\
+async def settling(coroutine, settle):
+    try:
+        result = await coroutine
+    except BaseException as error:
+        settle(None, error)
+        if isinstance(error, (KeyboardInterrupt, SystemExit)):
+            raise
+    else:
+        settle(result, None)
+";
+static SETTLING: GILOnceCell<(PyObject, PyObject)> = GILOnceCell::new();
+
+/// The `settling` wrapper and `asyncio.ensure_future`.
+fn settling_helpers(py: Python<'_>) -> PyResult<(Bound<'_, PyAny>, Bound<'_, PyAny>)> {
+    let (settling, ensure_future) = SETTLING.get_or_try_init(py, || {
+        let module = PyModule::from_code_bound(
+            py,
+            SETTLING_SOURCE,
+            "<cloacina bridge>",
+            "_cloacina_settling",
+        )?;
+        PyResult::Ok((
+            module.getattr("settling")?.unbind(),
+            py.import_bound("asyncio")?
+                .getattr("ensure_future")?
+                .unbind(),
+        ))
+    })?;
+    Ok((settling.bind(py).clone(), ensure_future.bind(py).clone()))
 }
 
 /// A coroutine scheduled on an asyncio loop; dropping it before it finishes cancels it.
