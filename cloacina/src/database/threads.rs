@@ -1,9 +1,10 @@
-//! The threads database calls run on (`cloacina-db`).
+//! The threads database calls run on: `cloacina-db` threads, or tokio's blocking pool.
 //!
-//! An idle thread waits on its own slot, and the most recently idle one takes the next call:
-//! on a chain of tasks the same warm thread serves every commit, and a call wakes exactly one
-//! thread. tokio's blocking pool wakes whichever of its idle threads the kernel picks. Past
-//! [`MAX_THREADS`] busy threads, calls go to that pool instead, so nothing waits for a slot.
+//! An idle `cloacina-db` thread waits on its own slot, and the most recently idle one takes the
+//! next call: on a chain of tasks the same warm thread serves every commit, and a call wakes
+//! exactly one thread. tokio's blocking pool wakes whichever of its idle threads the kernel
+//! picks. Past [`MAX_THREADS`] busy threads, calls go to that pool instead, so nothing waits
+//! for a slot.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -49,8 +50,18 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Runs `work` on a database thread and waits for its result without blocking the runtime.
+/// Where a database call runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// The most recently idle `cloacina-db` thread.
+    Warm,
+    /// Any of tokio's blocking threads.
+    Any,
+}
+
+/// Runs `work` at `place` and waits for its result without blocking the runtime.
 pub(crate) async fn run<T: Send + 'static>(
+    place: Place,
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
     let (sender, receiver) = oneshot::channel();
@@ -62,7 +73,10 @@ pub(crate) async fn run<T: Send + 'static>(
         });
         let _ = sender.send(result);
     });
-    start(job);
+    match place {
+        Place::Warm => start(job),
+        Place::Any => drop(tokio::task::spawn_blocking(job)),
+    }
     receiver
         .await
         .map_err(|_| Error::Database("database worker stopped unexpectedly".into()))?
@@ -158,10 +172,13 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn runs_calls_and_survives_a_panic() {
-        assert_eq!(run(|| Ok(41 + 1)).await.unwrap(), 42);
-        let err = run::<()>(|| panic!("boom")).await.unwrap_err();
-        assert!(err.to_string().contains("panicked"), "{err}");
-        assert_eq!(run(|| Ok("again")).await.unwrap(), "again");
+        assert_eq!(run(Place::Warm, || Ok(41 + 1)).await.unwrap(), 42);
+        assert_eq!(run(Place::Any, || Ok(7)).await.unwrap(), 7);
+        for place in [Place::Warm, Place::Any] {
+            let err = run::<()>(place, || panic!("boom")).await.unwrap_err();
+            assert!(err.to_string().contains("panicked"), "{err}");
+        }
+        assert_eq!(run(Place::Warm, || Ok("again")).await.unwrap(), "again");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,7 +188,7 @@ mod tests {
         let handles: Vec<_> = (0..calls)
             .map(|i| {
                 let barrier = barrier.clone();
-                tokio::spawn(run(move || {
+                tokio::spawn(run(Place::Warm, move || {
                     barrier.wait();
                     Ok(i)
                 }))
