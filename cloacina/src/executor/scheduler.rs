@@ -19,10 +19,6 @@ use crate::events::{report, AttemptRef, Event};
 use crate::model::{now, ExecutionPlan};
 use crate::task::{EngineFailure, TaskError};
 
-/// Commits of one execution's batches in flight at once: a second one overlaps the first's
-/// round trip (they serialize on the execution's row, in claim order) so tasks ending
-/// meanwhile start their successors sooner.
-const COMMITS_IN_FLIGHT: usize = 2;
 /// Failed commits of one batch after which, if heartbeats still write and the error is not one
 /// known to clear by itself, the database is taken to refuse the batch rather than to be unavailable.
 const REFUSED_AFTER: u32 = 5;
@@ -313,10 +309,11 @@ impl Scheduler {
         );
     }
 
-    /// Commits the ended tasks in the background, at most [`COMMITS_IN_FLIGHT`] at a time;
-    /// tasks ending meanwhile form the next batch.
+    /// Commits the ended tasks in the background, at most as many at a time as the database
+    /// overlaps usefully (`Database::commits_in_flight`); tasks ending meanwhile form the next
+    /// batch.
     fn flush(&mut self) {
-        if self.commits.len() >= COMMITS_IN_FLIGHT || self.batch.is_empty() {
+        if self.commits.len() >= self.worker.db().commits_in_flight() || self.batch.is_empty() {
             return;
         }
         let ended = Arc::new(std::mem::take(&mut self.batch));
