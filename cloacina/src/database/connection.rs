@@ -47,7 +47,7 @@ impl Pool {
     }
 
     /// Runs `work` in a write transaction: on SQLite an immediate one (`BEGIN IMMEDIATE`),
-    /// taken in this process's turn to write.
+    /// taken in this process's turn to write; on PostgreSQL notifications follow the commit.
     pub(crate) fn write_transaction<T>(
         &self,
         work: impl FnOnce(&mut Conn<'_>) -> Result<T>,
@@ -58,8 +58,9 @@ impl Pool {
             #[cfg(feature = "postgres")]
             Pool::Postgres(pool) => {
                 use diesel::Connection;
-                pool.get()?
-                    .transaction(|conn| work(&mut Conn::Postgres(conn)))
+                super::dialect::notify_after_commit(&mut *pool.get()?, |conn| {
+                    conn.transaction(|conn| work(&mut Conn::Postgres(conn)))
+                })
             }
         }
     }

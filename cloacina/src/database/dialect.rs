@@ -113,7 +113,8 @@ impl Conn<'_> {
         )
     }
 
-    /// Tells other processes of `signal` when the transaction commits.
+    /// Tells other processes of `signal` when the transaction commits. On PostgreSQL the
+    /// `NOTIFY` is sent after the commit, as its own statement (see [`notify_after_commit`]).
     pub(crate) fn announce(&mut self, signal: Signal) -> QueryResult<()> {
         match self {
             #[cfg(feature = "sqlite")]
@@ -133,16 +134,16 @@ impl Conn<'_> {
                         .set(signals::schedules.eq(signals::schedules + 1))
                         .execute(*conn),
                 }
+                .map(drop)
             }
             #[cfg(feature = "postgres")]
-            Conn::Postgres(conn) => diesel::sql_query(format!(
-                "SELECT pg_notify({}, $1)",
-                super::signals::CHANNEL_SQL
-            ))
-            .bind::<diesel::sql_types::Text, _>(signal.name())
-            .execute(*conn),
+            Conn::Postgres(conn) => {
+                if after_commit::defer(signal) {
+                    return Ok(());
+                }
+                notify(conn, signal)
+            }
         }
-        .map(drop)
     }
 
     /// Makes Running under `worker` those of `tasks` (position, id, attempt so far) that are
@@ -416,5 +417,72 @@ fn locked((status, cancel_reason, reason): ExecutionLockRow) -> LockedExecution 
         status: ExecutionStatus::parse(&status).unwrap_or(ExecutionStatus::Failed),
         cancel_reason,
         waiting: reason.is_some(),
+    }
+}
+
+/// Sends `signal` on the schema's channel (at once outside a transaction, at commit inside one).
+#[cfg(feature = "postgres")]
+fn notify(conn: &mut diesel::PgConnection, signal: Signal) -> QueryResult<()> {
+    diesel::sql_query(format!(
+        "SELECT pg_notify({}, $1)",
+        super::signals::CHANNEL_SQL
+    ))
+    .bind::<Text, _>(signal.name())
+    .execute(conn)
+    .map(drop)
+}
+
+/// Runs `transaction` on `conn` and sends what it announced once it has committed, each signal
+/// once, as statements of their own. A `NOTIFY` inside a transaction holds a cluster-wide lock
+/// from the statement until after the commit's WAL flush, so committers that notify flush one at
+/// a time; after the commit it costs almost nothing. A notification lost to a crash between the
+/// two is covered as any other: waiters re-read the database on their safety poll.
+#[cfg(feature = "postgres")]
+pub(crate) fn notify_after_commit<T>(
+    conn: &mut diesel::PgConnection,
+    transaction: impl FnOnce(&mut diesel::PgConnection) -> Result<T>,
+) -> Result<T> {
+    let (result, announced) = after_commit::collect(|| transaction(conn));
+    if result.is_ok() {
+        for signal in announced {
+            // The commit stands either way; a failed notification only delays wake-ups.
+            let _ = notify(conn, signal);
+        }
+    }
+    result
+}
+
+/// The signals announced by the PostgreSQL transaction running on this thread.
+#[cfg(feature = "postgres")]
+mod after_commit {
+    use std::cell::RefCell;
+
+    use super::Signal;
+
+    thread_local! {
+        /// `Some` while a transaction of [`notify_after_commit`](super::notify_after_commit)
+        /// runs on this thread.
+        static ANNOUNCED: RefCell<Option<Vec<Signal>>> = const { RefCell::new(None) };
+    }
+
+    /// Keeps `signal` for after the commit; false when no transaction collects signals here.
+    pub(super) fn defer(signal: Signal) -> bool {
+        ANNOUNCED.with(|announced| match announced.borrow_mut().as_mut() {
+            Some(signals) => {
+                if !signals.contains(&signal) {
+                    signals.push(signal);
+                }
+                true
+            }
+            None => false,
+        })
+    }
+
+    /// Runs `f`, returning its result and the signals announced meanwhile.
+    pub(super) fn collect<T>(f: impl FnOnce() -> T) -> (T, Vec<Signal>) {
+        let outer = ANNOUNCED.with(|a| a.replace(Some(Vec::new())));
+        let result = f();
+        let announced = ANNOUNCED.with(|a| a.replace(outer)).unwrap_or_default();
+        (result, announced)
     }
 }

@@ -1,8 +1,8 @@
 //! How processes sharing a database hear of new work, finished executions and cancellations.
 //!
 //! Transactions that create such events `announce` them: PostgreSQL sends a `NOTIFY` on the
-//! schema's channel ([`CHANNEL_SQL`]), delivered at commit; SQLite bumps a counter in the `signals`
-//! table. Each process turns what it hears into local wake-ups: a listener connection polls
+//! schema's channel ([`CHANNEL_SQL`]) right after the commit; SQLite bumps a counter in the
+//! `signals` table. Each process turns what it hears into local wake-ups: a listener connection polls
 //! PostgreSQL's notifications every [`LISTEN_INTERVAL`], a reader checks SQLite's counters every
 //! [`SQLITE_POLL_INTERVAL`]. Whoever waits re-reads the database when woken: signals only make
 //! waiting fast, the database stays the source of truth.
