@@ -5,7 +5,7 @@ gets busier or quieter during the comparison affects both alike. Each run is a f
 process (``run_benchmarks.py --child``) doing one warm-up execution and ``--repeat`` timed ones.
 
 Usage: python interleaved.py --backend sqlite|postgres --url URL --before VENV --after VENV
-       [--rounds 5] [--repeat 3]
+       [--rounds 5] [--repeat 3] [--only S1,S2,S2W,S3]
 
 ``VENV`` is a virtualenv with ``cloacina-<backend>`` installed; ``URL`` is a directory for the
 SQLite files, or a PostgreSQL URL.
@@ -26,8 +26,13 @@ sys.path.insert(0, str(HERE))
 
 import scenarios  # noqa: E402  (next to this file)
 
-# (scenario, size, tasks per execution)
-SCENARIOS: List[Tuple[str, int, int]] = [("S1", 1_000, 1_000), ("S2", 200, 202), ("S3", scenarios.ROWS, 10)]
+# (name, scenario, size, tasks per execution); S2W is S2 with 2,000 parallel tasks.
+SCENARIOS: List[Tuple[str, str, int, int]] = [
+    ("S1", "S1", 1_000, 1_000),
+    ("S2", "S2", 200, 202),
+    ("S2W", "S2", 2_000, 2_002),
+    ("S3", "S3", scenarios.ROWS, 10),
+]
 
 
 def run(python: Path, module: str, url: str, scenario: str, kind: str, size: int, repeat: int) -> List[float]:
@@ -48,29 +53,37 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--after", type=Path, required=True, help="virtualenv of the version after")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", default=",".join(name for name, *_ in SCENARIOS),
+                        help="comma-separated scenario names to run (default: all)")
     args = parser.parse_args(argv)
+    wanted = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(wanted) - {name for name, *_ in SCENARIOS})
+    if unknown:
+        parser.error(f"unknown scenario(s) {', '.join(unknown)} in --only; choose from "
+                     f"{', '.join(name for name, *_ in SCENARIOS)}")
+    chosen = [s for s in SCENARIOS if s[0] in wanted]
     module = f"cloacina_{args.backend}"
     pythons = {"before": args.before / "bin" / "python", "after": args.after / "bin" / "python"}
     per_task: Dict[Tuple[str, str, str], List[float]] = {}
     serial = iter(range(1_000_000))
     for round_ in range(args.rounds):
         order = ["before", "after"] if round_ % 2 == 0 else ["after", "before"]
-        for scenario, size, tasks in SCENARIOS:
+        for name, scenario, size, tasks in chosen:
             for kind in ("sync", "async"):
                 for version in order:
                     url = args.url
                     if args.backend == "sqlite":
-                        url = str(Path(args.url) / f"{version}_{scenario}_{kind}_{next(serial)}.db")
+                        url = str(Path(args.url) / f"{version}_{name}_{kind}_{next(serial)}.db")
                     walls = run(pythons[version], module, url, scenario, kind, size, args.repeat)
-                    per_task.setdefault((scenario, kind, version), []).extend(w / tasks * 1000 for w in walls)
+                    per_task.setdefault((name, kind, version), []).extend(w / tasks * 1000 for w in walls)
         print(f"  round {round_ + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     print(f"\n{args.backend}: ms/task, median (min-max) of {args.rounds} interleaved rounds x {args.repeat} runs")
     print(f"{'scenario':<14}{'kind':<7}{'before':<24}{'after':<24}change")
-    for scenario, size, _ in SCENARIOS:
+    for name, scenario, size, _ in chosen:
         for kind in ("sync", "async"):
             cells = []
             for version in ("before", "after"):
-                values = per_task[(scenario, kind, version)]
+                values = per_task[(name, kind, version)]
                 cells.append((statistics.median(values), min(values), max(values)))
             (b, bmin, bmax), (a, amin, amax) = cells
             print(f"{scenario + ' ' + str(size):<14}{kind:<7}{f'{b:.3f} ({bmin:.3f}-{bmax:.3f})':<24}"
