@@ -1,27 +1,41 @@
 """Scale-out and failover benchmarks for durable executions on PostgreSQL (worker processes).
 
 Usage: python benches/scale_out.py --url postgresql://USER@HOST:PORT/DB [--quick]
-       [--repeats N] [--failover-repeats N] [--shape single|executions]
+       [--repeats N] [--failover-repeats N] [--shape single|executions|fanout|chains|all ...]
 
 The URL must let us create schemas (the admin URL of ``angreal task benchmarks``' throwaway server).
 Every measurement runs in a fresh schema ``bench_so_<pid>_<hex>_*`` (``initialize(url, schema=...)``),
 dropped at the end with ``psql`` when it is installed. This script is both the parent and, when
-started with ``--worker``, a worker process: every process registers the same task ids, derived from
-the ``--prefix`` the parent passes on the command line (workers find a task's function by its id).
+started with ``--worker``, a worker process: every process registers the same task ids (of every
+shape), derived from the ``--prefix`` the parent passes on the command line (workers find a task's
+function by its id).
 
 1. Scale-out. For W = 1, 2, 4 worker processes (``max_concurrency=8`` each), the parent
-   (``worker=False``) submits 400 tasks that each ``await asyncio.sleep(0.02)`` and waits for all of
-   them. Shape (``--shape``): by default ONE execution of 400 independent root tasks (``single``):
-   all 400 are ready at submit, every worker claims batches of them, and each commit of a batch
-   claims further ready tasks of the same execution for the slots it frees. It spread at least as
-   well as 20 executions of 20 tasks (``executions``) in our runs (2 cores: 1.8-2.0x vs 1.7-1.8x with
-   2 workers, 2.4-2.6x vs 2.2-2.6x with 4) and needs a single submit. Workers start, report ready
-   and run one untimed warm-up round; then each timed round (fresh executions) measures from the
-   first submit to the last ``wait`` returning. The table gives medians of tasks/s, the factor
-   against W = 1 (goal: >= 3.5x with 4 workers), how the timed tasks were shared between the
-   workers, and how busy the machine's CPUs were meanwhile. The ideal is W * 8 / 0.02 s =
-   400 * W tasks/s; ``os.cpu_count()`` is printed too: with few cores the CPU of the workers and of
-   PostgreSQL (and of anything else running), not the engine, may be the limit.
+   (``worker=False``) submits tasks that each ``await asyncio.sleep(0.02)`` and waits for all of
+   them. Shapes (``--shape``, may be repeated, ``all`` = every one; default ``single``):
+   - ``single``: ONE execution of 400 independent root tasks: all are ready at submit, every worker
+     claims batches of them, and each commit of a batch claims further ready tasks of the same
+     execution for the slots it frees. It spread at least as well as ``executions`` in our runs
+     (2 cores: 1.8-2.0x vs 1.7-1.8x with 2 workers, 2.4-2.6x vs 2.2-2.6x with 4).
+   - ``executions``: 20 executions of 20 independent tasks.
+   - ``fanout``: ONE execution of a root task -> 1,000 parallel tasks (1,001 tasks). The root is
+     there on purpose: ``single`` already covers tasks that are all ready at submit; here the 1,000
+     become ready at once when the root completes, and the workers must spread them from there.
+   - ``chains``: 500 executions of the chain t0 -> t1 -> t2 -> t3 (2,000 tasks), all submitted at
+     once (concurrently), then all waited: many executions, each with one ready task at a time.
+   Workers start, report ready and run one untimed warm-up round; then each timed round (fresh
+   executions) measures from the first submit to the last ``wait`` returning. Each table gives
+   medians of tasks/s, the factor against W = 1 (goal: >= 3.5x with 4 workers), how the timed tasks
+   were shared between the workers, how busy the machine's CPUs were meanwhile (host CPU busy %)
+   and the machine's busy CPU time per task run (CPU ms per task: busy jiffies of /proc/stat during
+   the round / SC_CLK_TCK / tasks; every process on the machine, PostgreSQL included). If tasks/s
+   stops growing while host CPU busy % nears 100 the CPUs are the limit; if it stops growing with
+   CPU to spare (and CPU ms per task flat), something waits: a lock or a serial step. The ideal is
+   the tasks over the time W * 8 slots need for them, 20 ms a slot-step: ~400 * W tasks/s for
+   ``single``/``executions``, the root's 20 ms added for ``fanout``, and for ``chains`` at least
+   the chain's 4 steps (80 ms; with 500 chains the slots bind first). ``os.cpu_count()`` is printed
+   too: with few cores the CPU of the workers and of PostgreSQL (and of anything else running), not
+   the engine, may be the limit.
 
 2. Failover, on a 2-task chain ``block -> after`` whose ``block`` writes a marker file (pid, host,
    time) and then sleeps until a release file appears (only created after its re-run started, so the
@@ -72,8 +86,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 SCRIPT = Path(__file__).resolve()
 MODULE = "cloacina_postgres"
 
-TOTAL_TASKS = 400
-PER_EXECUTION = 20
+TOTAL_TASKS = 400          # single / executions
+PER_EXECUTION = 20         # executions
+FANOUT_WIDTH = 1000        # fanout: root -> this many parallel tasks
+CHAINS = 500               # chains: executions submitted at once ...
+CHAIN_LENGTH = 4           # ... of the chain t0 -> t1 -> t2 -> t3
+SHAPES = ("single", "executions", "fanout", "chains")
 TASK_SLEEP = 0.02
 MAX_CONCURRENCY = 8
 WORKER_COUNTS = (1, 2, 4)
@@ -97,10 +115,18 @@ def scale_task_ids(prefix: str) -> List[str]:
     return [f"{prefix}.t{i:03d}" for i in range(TOTAL_TASKS)]
 
 
-def register_scale_tasks(cl: ModuleType, prefix: str, counts: Optional[Dict[str, int]] = None) -> List[str]:
-    """Registers the 400 independent sleeping tasks; ``counts[run]`` counts the ones this process ran."""
-    ids = scale_task_ids(prefix)
-    for tid in ids:
+def fanout_ids(prefix: str) -> List[str]:
+    return [f"{prefix}.f{i:04d}" for i in range(FANOUT_WIDTH)]
+
+
+def chain_ids(prefix: str) -> List[str]:
+    return [f"{prefix}.c{k}" for k in range(CHAIN_LENGTH)]
+
+
+def register_scale_tasks(cl: ModuleType, prefix: str, counts: Optional[Dict[str, int]] = None) -> None:
+    """Registers every shape's sleeping tasks; ``counts[run]`` counts the ones this process ran."""
+
+    def sleeper(tid: str, dependencies: Sequence[Any] = ()) -> Any:
         async def body(ctx: Context) -> None:
             await asyncio.sleep(TASK_SLEEP)
             if counts is not None:
@@ -108,15 +134,53 @@ def register_scale_tasks(cl: ModuleType, prefix: str, counts: Optional[Dict[str,
                 counts[run] = counts.get(run, 0) + 1
             return None
 
-        cl.task(tid)(body)
-    return ids
+        return cl.task(tid, dependencies=list(dependencies))(body) if dependencies else cl.task(tid)(body)
+
+    for tid in scale_task_ids(prefix):
+        sleeper(tid)
+    root = sleeper(f"{prefix}.froot")
+    for tid in fanout_ids(prefix):
+        sleeper(tid, [root])
+    previous = None
+    for tid in chain_ids(prefix):
+        previous = sleeper(tid, [previous] if previous is not None else [])
 
 
 def scale_workflows(cl: ModuleType, prefix: str, shape: str) -> List[Any]:
-    ids = scale_task_ids(prefix)
+    """The workflows one round submits (all at once), in order."""
     if shape == "single":
-        return [cl.Workflow(f"{prefix}.all", ids)]
-    return [cl.Workflow(f"{prefix}.wf{j:02d}", ids[j:j + PER_EXECUTION]) for j in range(0, TOTAL_TASKS, PER_EXECUTION)]
+        return [cl.Workflow(f"{prefix}.all", scale_task_ids(prefix))]
+    if shape == "executions":
+        ids = scale_task_ids(prefix)
+        return [cl.Workflow(f"{prefix}.wf{j:02d}", ids[j:j + PER_EXECUTION])
+                for j in range(0, TOTAL_TASKS, PER_EXECUTION)]
+    if shape == "fanout":
+        return [cl.Workflow(f"{prefix}.fanout", fanout_ids(prefix))]
+    return [cl.Workflow(f"{prefix}.chain", [chain_ids(prefix)[-1]])] * CHAINS
+
+
+def shape_tasks(shape: str) -> int:
+    """Tasks one round runs."""
+    return {"fanout": 1 + FANOUT_WIDTH, "chains": CHAINS * CHAIN_LENGTH}.get(shape, TOTAL_TASKS)
+
+
+def ideal_rate(shape: str, workers: int) -> float:
+    """Tasks/s if every slot (``workers * MAX_CONCURRENCY``) ran a ready task at all times, nothing else."""
+    slots = workers * MAX_CONCURRENCY
+    if shape == "fanout":  # the root alone, then the leaves
+        steps = 1 + -(-FANOUT_WIDTH // slots)
+    elif shape == "chains":  # no chain can finish before its length
+        steps = max(-(-CHAINS * CHAIN_LENGTH // slots), CHAIN_LENGTH)
+    else:
+        steps = -(-TOTAL_TASKS // slots)
+    return shape_tasks(shape) / (steps * TASK_SLEEP)
+
+
+def shape_layout(shape: str) -> str:
+    return {"single": f"1 execution of {TOTAL_TASKS} independent tasks",
+            "executions": f"{TOTAL_TASKS // PER_EXECUTION} executions x {PER_EXECUTION} independent tasks",
+            "fanout": f"1 execution of a root task -> {FANOUT_WIDTH} parallel tasks",
+            "chains": f"{CHAINS} executions of a {CHAIN_LENGTH}-task chain, all submitted at once"}[shape]
 
 
 def write_json(path: Path, value: Any) -> None:
@@ -322,10 +386,12 @@ class Round:
     submit: float           # first submit -> every submit returned
     span: float             # first task attempt started -> last one completed, by the stored timestamps
     busy: Optional[float]   # the machine's CPU busy share meanwhile (Linux)
+    busy_jiffies: Optional[int] = None  # the machine's busy CPU time meanwhile, clock ticks (Linux)
 
 
 @dataclass
 class ScaleResult:
+    shape: str
     workers: int
     rounds: List[Round]
     shares: List[int]  # tasks each worker ran in the timed rounds
@@ -335,7 +401,14 @@ class ScaleResult:
         return [r.wall for r in self.rounds]
 
     def rates(self) -> List[float]:
-        return [TOTAL_TASKS / w for w in self.walls]
+        return [shape_tasks(self.shape) / w for w in self.walls]
+
+    def cpu_ms_per_task(self) -> Optional[float]:
+        """The machine's busy CPU time per task run, median over the rounds, milliseconds."""
+        ticks = [r.busy_jiffies for r in self.rounds if r.busy_jiffies is not None]
+        if not ticks:
+            return None
+        return statistics.median(ticks) / CLOCK_TICKS * 1000 / shape_tasks(self.shape)
 
 
 def cpu_times() -> Optional[Tuple[int, int]]:
@@ -350,6 +423,12 @@ def cpu_times() -> Optional[Tuple[int, int]]:
     return total - idle, total
 
 
+try:
+    CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+except (AttributeError, ValueError, OSError):
+    CLOCK_TICKS = 100
+
+
 def busy_share(before: Optional[Tuple[int, int]], after: Optional[Tuple[int, int]]) -> Optional[float]:
     if before is None or after is None or after[1] <= before[1]:
         return None
@@ -360,7 +439,7 @@ def timestamp(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-async def scale_round(client: Any, workflows: List[Any], run: str) -> Round:
+async def scale_round(client: Any, workflows: List[Any], run: str, shape: str) -> Round:
     """Submits every workflow once and waits for all; checks each task ran once and completed."""
     cpu_before = cpu_times()
     started = time.perf_counter()
@@ -368,7 +447,9 @@ async def scale_round(client: Any, workflows: List[Any], run: str) -> Round:
     submitted = time.perf_counter()
     records = await asyncio.gather(*(finished(client, e, ROUND_DEADLINE) for e in ids))
     wall = time.perf_counter() - started
-    busy = busy_share(cpu_before, cpu_times())
+    cpu_after = cpu_times()
+    busy = busy_share(cpu_before, cpu_after)
+    jiffies = None if cpu_before is None or cpu_after is None else cpu_after[0] - cpu_before[0]
     attempts = []
     for record in records:
         if record["status"] != "Completed":
@@ -379,24 +460,27 @@ async def scale_round(client: Any, workflows: List[Any], run: str) -> Round:
                 raise BenchError(f"round {run}: task {tr['task_id']} history {statuses}")
             attempts.append(tr["history"][0])
     span = max(timestamp(a["completed_at"]) for a in attempts) - min(timestamp(a["started_at"]) for a in attempts)
-    return Round(wall, submitted - started, span, busy)
+    if len(attempts) != shape_tasks(shape):
+        raise BenchError(f"round {run}: {len(attempts)} task results, expected {shape_tasks(shape)}")
+    return Round(wall, submitted - started, span, busy, jiffies)
 
 
 async def scale_out(cl: ModuleType, children: Children, tag: str, shape: str, repeats: int) -> List[ScaleResult]:
     workflows = scale_workflows(cl, children.prefix, shape)
     results = []
     for w in WORKER_COUNTS:
-        schema = f"{tag}_scale_w{w}"
+        schema = f"{tag}_scale_{shape}_w{w}"
         client = await submit_only(cl, children.url, schema)  # creates and migrates the schema first
         workers: List[Child] = []
         try:
-            workers = [children.start(f"scale_w{w}_{i}", schema, "scale", SAME_HOST_LEASE) for i in range(w)]
+            workers = [children.start(f"scale_{shape}_w{w}_{i}", schema, "scale", SAME_HOST_LEASE) for i in range(w)]
             await ready(*workers)
-            await scale_round(client, workflows, "warmup")
+            await scale_round(client, workflows, "warmup", shape)
             rounds = []
             for r in range(repeats):
-                rounds.append(await scale_round(client, workflows, f"r{r}"))
-                print(f"  scale-out {w} worker(s) round {r + 1}: {TOTAL_TASKS / rounds[-1].wall:,.0f} tasks/s",
+                rounds.append(await scale_round(client, workflows, f"r{r}", shape))
+                print(f"  scale-out {shape} {w} worker(s) round {r + 1}: "
+                      f"{shape_tasks(shape) / rounds[-1].wall:,.0f} tasks/s",
                       file=sys.stderr, flush=True)
         except BenchError as exc:
             raise BenchError(f"{exc}\n{children.describe()}") from None
@@ -411,9 +495,10 @@ async def scale_out(cl: ModuleType, children: Children, tag: str, shape: str, re
             except (FileNotFoundError, ValueError):
                 raise BenchError(f"{child.name} wrote no task counts\n{child.output()}") from None
             shares.append(sum(n for run, n in counts.items() if run != "warmup"))
-        if sum(shares) != TOTAL_TASKS * repeats:
-            raise BenchError(f"{w} workers ran {sum(shares)} timed tasks, expected {TOTAL_TASKS * repeats}")
-        results.append(ScaleResult(w, rounds, shares))
+        if sum(shares) != shape_tasks(shape) * repeats:
+            raise BenchError(f"{shape}: {w} workers ran {sum(shares)} timed tasks, "
+                             f"expected {shape_tasks(shape) * repeats}")
+        results.append(ScaleResult(shape, w, rounds, shares))
     return results
 
 
@@ -546,20 +631,22 @@ def report_scale(results: List[ScaleResult], shape: str, repeats: int) -> str:
         shares = "/".join(f"{100 * n / total:.0f}" for n in res.shares)
         busy_values = [r.busy for r in res.rounds if r.busy is not None]
         busy = f"{100 * statistics.median(busy_values):.0f}" if busy_values else "-"
+        cpu = res.cpu_ms_per_task()
         rows.append([str(res.workers), f"{median:,.0f} ({min(rates):,.0f}-{max(rates):,.0f})",
                      f"{statistics.median(res.walls) * 1000:.0f}",
                      f"{statistics.median(r.submit for r in res.rounds) * 1000:.0f}",
                      f"{statistics.median(r.span for r in res.rounds) * 1000:.0f}", factor,
-                     f"{res.workers * MAX_CONCURRENCY / TASK_SLEEP:,.0f}", shares, busy])
-    layout = (f"{TOTAL_TASKS // PER_EXECUTION} executions x {PER_EXECUTION} independent tasks" if shape == "executions"
-              else f"1 execution of {TOTAL_TASKS} independent tasks")
-    title = (f"Scale-out: {TOTAL_TASKS} tasks x asyncio.sleep({TASK_SLEEP}) as {layout}; "
+                     f"{ideal_rate(shape, res.workers):,.0f}", shares, busy, "-" if cpu is None else f"{cpu:.2f}"])
+    title = (f"Scale-out ({shape}): {shape_tasks(shape)} tasks x asyncio.sleep({TASK_SLEEP}) as "
+             f"{shape_layout(shape)}; "
              f"max_concurrency={MAX_CONCURRENCY} per worker process; median of {repeats} timed round(s) "
              f"after a warm-up; os.cpu_count()={os.cpu_count()}")
-    notes = ("wall: first submit -> last wait returned (tasks/s = 400 / wall); submit: until every submit "
-             "returned; tasks: first task start -> last task end as stored; all medians")
+    notes = (f"wall: first submit -> last wait returned (tasks/s = {shape_tasks(shape)} / wall); submit: until "
+             "every submit returned; tasks: first task start -> last task end as stored; CPU ms per task: the "
+             "machine's busy CPU time in the round (all processes) / tasks run; all medians")
     return title + "\n" + table(["workers", "tasks/s median (min-max)", "wall ms", "submit ms", "tasks ms",
-                                 "vs 1 worker", "ideal tasks/s", "share per worker %", "host CPU busy %"],
+                                 "vs 1 worker", "ideal tasks/s", "share per worker %", "host CPU busy %",
+                                 "CPU ms per task"],
                                 rows) + "\n" + notes
 
 
@@ -617,8 +704,10 @@ def drop_schemas(url: str, tag: str) -> None:
 async def bench(args: argparse.Namespace, children: Children, tag: str) -> str:
     cl = __import__(MODULE)
     register_scale_tasks(cl, children.prefix)
-    print(f"scale-out ({args.repeats} rounds per worker count) ...", file=sys.stderr, flush=True)
-    scale = await scale_out(cl, children, tag, args.shape, args.repeats)
+    reports = []
+    for shape in args.shapes:
+        print(f"scale-out {shape} ({args.repeats} rounds per worker count) ...", file=sys.stderr, flush=True)
+        reports.append(report_scale(await scale_out(cl, children, tag, shape, args.repeats), shape, args.repeats))
     print(f"failover, same host ({args.failover_repeats} repeats) ...", file=sys.stderr, flush=True)
     local = await failover(cl, children, tag, args.failover_repeats, expiry=False)
     skipped = uts_namespace_problem()
@@ -628,7 +717,7 @@ async def bench(args: argparse.Namespace, children: Children, tag: str) -> str:
         expiry = await failover(cl, children, tag, args.failover_repeats, expiry=True)
     else:
         print(f"failover, lease expiry: skipped: {skipped}", file=sys.stderr, flush=True)
-    return (report_scale(scale, args.shape, args.repeats) + "\n\n"
+    return ("\n\n".join(reports) + "\n\n"
             + report_failover(local, expiry, skipped, args.failover_repeats))
 
 
@@ -638,8 +727,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--quick", action="store_true", help="1 scale-out round per worker count, 2 failover repeats")
     p.add_argument("--repeats", type=int, default=None, help="timed scale-out rounds per worker count (default 3)")
     p.add_argument("--failover-repeats", type=int, default=None, help="kills per failover case (default 5)")
-    p.add_argument("--shape", choices=["single", "executions"], default="single",
-                   help="1 execution of 400 tasks (default) or 20 executions of 20 tasks")
+    p.add_argument("--shape", choices=[*SHAPES, "all"], action="append",
+                   help="scale-out shape; may be repeated; 'all' = every shape (default: single)")
     # worker mode (started by this script)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--schema", help=argparse.SUPPRESS)
@@ -655,6 +744,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not args.url.startswith(("postgres://", "postgresql://")):
         p.error("--url must be a PostgreSQL URL")
     args.repeats = args.repeats or (1 if args.quick else 3)
+    chosen = args.shape or ["single"]
+    args.shapes = [s for s in SHAPES if s in chosen or "all" in chosen]
     args.failover_repeats = args.failover_repeats or (2 if args.quick else 5)
 
     def terminate(signum: int, frame: object) -> None:
