@@ -14,7 +14,7 @@ use diesel::prelude::*;
 use uuid::Uuid;
 
 use super::cached::{Bind, Cached};
-use super::connection::RunOn;
+use super::connection::{Conn, RunOn};
 use super::dialect::TakenRow;
 use super::rows::AttemptRow;
 use super::schema::task_executions;
@@ -110,88 +110,23 @@ pub(crate) struct ClaimRequest {
     pub registered: Registered,
 }
 
-impl Database {
-    /// Commits ended tasks of one execution in one transaction: their outcomes, the tasks they
-    /// unblock (claimed by `worker` up to `claim.limit`, the rest made ready for any worker),
-    /// and the execution's end when nothing is left to run.
-    pub(crate) async fn commit_ended(
-        &self,
-        execution: Uuid,
-        plan: Arc<ExecutionPlan>,
-        worker: String,
-        ended: Arc<Vec<EndedTask>>,
-        claim: ClaimRequest,
-        context: SharedContext,
-    ) -> Result<Committed> {
-        self.run(move |pool| {
-            let id = execution.to_string();
-            let batch = Batch {
-                id: &id,
-                plan: &plan,
-                worker: &worker,
-                claim: &claim,
-            };
-            let now_utc = now();
-            let now = now_utc.naive_utc();
-            pool.write_transaction(|conn| {
-                let locked = conn.lock_execution(&id)?.ok_or_else(|| gone(execution))?;
-                let mut committed = Committed {
-                    cancel_reason: locked.cancel_reason.clone(),
-                    ..Committed::default()
-                };
-                let mut states: BTreeMap<usize, TaskState> = BTreeMap::new();
-                let mut settled_from = Vec::new();
-                let mut attempts = Vec::with_capacity(ended.len());
-                for task in ended.iter() {
-                    let task_id = batch.task_id(task.position);
-                    // Fenced: a stale claim (its worker presumed dead) no longer owns the task.
-                    if batch.fenced_end(task).execute_on(conn)? == 0 {
-                        committed.lost.push((task.position, task.attempt));
-                        continue;
-                    }
-                    if let Some(attempt) = &task.last_attempt {
-                        attempts.push(AttemptRow::new(&id, task_id, attempt));
-                    }
-                    states.insert(task.position, batch.state_of(task));
-                    settled_from.push(task.position);
-                }
-                conn.insert_attempts(&attempts)?;
-                let mut open = false;
-                if locked.cancel_reason.is_none() && !settled_from.is_empty() {
-                    let settled = conn.settle(&id, &plan, &settled_from, &mut states, now)?;
-                    let (mut mine, others) = batch.split_ready(&settled.ready);
-                    conn.mark_ready(&id, &others, now)?;
-                    // Slots left over take other ready tasks of this execution (a fan-out's).
-                    if mine.len() < claim.limit {
-                        let wanted = claim.limit - mine.len();
-                        let waiting =
-                            conn.ready_tasks(&id, wanted + settled.ready.len(), &mut states)?;
-                        mine.extend(batch.more_to_claim(waiting, &mine, wanted));
-                    }
-                    committed.claimed =
-                        conn.claim_positions(execution, &worker, &mine, &states, now_utc)?;
-                    if !committed.claimed.is_empty()
-                        && (locked.status == ExecutionStatus::Pending || locked.waiting)
-                    {
-                        conn.mark_running(&committed.claimed)?;
-                    }
-                    committed.made_ready = any_unclaimed(&settled.ready, &committed.claimed);
-                    if committed.made_ready {
-                        conn.announce(Signal::Ready)?;
-                    }
-                    committed.skipped = settled.skipped;
-                    open = !committed.claimed.is_empty() || committed.made_ready;
-                }
-                if !open {
-                    let mut context = context.lock().unwrap_or_else(|p| p.into_inner());
-                    committed.finished = conn.finish_if_done(&id, &locked, &mut *context, now)?;
-                }
-                Ok(committed)
-            })
-        })
-        .await
-    }
+/// One batch of ended tasks of one execution, to commit: what `Database::commit_ended` takes.
+pub(crate) struct CommitRequest {
+    /// The execution the tasks belong to.
+    pub execution: Uuid,
+    /// Its plan.
+    pub plan: Arc<ExecutionPlan>,
+    /// The worker that ran them, whose claims fence the commit.
+    pub worker: String,
+    /// The tasks that ended.
+    pub ended: Arc<Vec<EndedTask>>,
+    /// What the worker claims of the tasks they unblock.
+    pub claim: ClaimRequest,
+    /// The execution's final context as the worker knows it.
+    pub context: SharedContext,
+}
 
+impl Database {
     /// Stores a failed attempt that will be retried; false if the claim fenced by `worker` and
     /// `fence` (the attempt number last stored for it) was given back meanwhile.
     pub(crate) async fn record_retry(
@@ -268,6 +203,78 @@ impl Database {
         })
         .await
     }
+}
+
+/// Commits one batch inside the transaction `conn` is in; see `Database::commit_ended`.
+pub(crate) fn commit_batch(conn: &mut Conn<'_>, request: &CommitRequest) -> Result<Committed> {
+    let CommitRequest {
+        execution,
+        plan,
+        worker,
+        ended,
+        claim,
+        context,
+    } = request;
+    let id = execution.to_string();
+    let batch = Batch {
+        id: &id,
+        plan,
+        worker,
+        claim,
+    };
+    let now_utc = now();
+    let now = now_utc.naive_utc();
+    let locked = conn.lock_execution(&id)?.ok_or_else(|| gone(*execution))?;
+    let mut committed = Committed {
+        cancel_reason: locked.cancel_reason.clone(),
+        ..Committed::default()
+    };
+    let mut states: BTreeMap<usize, TaskState> = BTreeMap::new();
+    let mut settled_from = Vec::new();
+    let mut attempts = Vec::with_capacity(ended.len());
+    for task in ended.iter() {
+        let task_id = batch.task_id(task.position);
+        // Fenced: a stale claim (its worker presumed dead) no longer owns the task.
+        if batch.fenced_end(task).execute_on(conn)? == 0 {
+            committed.lost.push((task.position, task.attempt));
+            continue;
+        }
+        if let Some(attempt) = &task.last_attempt {
+            attempts.push(AttemptRow::new(&id, task_id, attempt));
+        }
+        states.insert(task.position, batch.state_of(task));
+        settled_from.push(task.position);
+    }
+    conn.insert_attempts(&attempts)?;
+    let mut open = false;
+    if locked.cancel_reason.is_none() && !settled_from.is_empty() {
+        let settled = conn.settle(&id, plan, &settled_from, &mut states, now)?;
+        let (mut mine, others) = batch.split_ready(&settled.ready);
+        conn.mark_ready(&id, &others, now)?;
+        // Slots left over take other ready tasks of this execution (a fan-out's).
+        if mine.len() < claim.limit {
+            let wanted = claim.limit - mine.len();
+            let waiting = conn.ready_tasks(&id, wanted + settled.ready.len(), &mut states)?;
+            mine.extend(batch.more_to_claim(waiting, &mine, wanted));
+        }
+        committed.claimed = conn.claim_positions(*execution, worker, &mine, &states, now_utc)?;
+        if !committed.claimed.is_empty()
+            && (locked.status == ExecutionStatus::Pending || locked.waiting)
+        {
+            conn.mark_running(&committed.claimed)?;
+        }
+        committed.made_ready = any_unclaimed(&settled.ready, &committed.claimed);
+        if committed.made_ready {
+            conn.announce(Signal::Ready)?;
+        }
+        committed.skipped = settled.skipped;
+        open = !committed.claimed.is_empty() || committed.made_ready;
+    }
+    if !open {
+        let mut context = context.lock().unwrap_or_else(|p| p.into_inner());
+        committed.finished = conn.finish_if_done(&id, &locked, &mut *context, now)?;
+    }
+    Ok(committed)
 }
 
 fn gone(execution: Uuid) -> Error {

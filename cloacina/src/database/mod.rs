@@ -15,7 +15,8 @@
 //!   `dialect.rs` (row locks, the lease clock, notifications, taking ready tasks, counting ended
 //!   upstream tasks).
 //! - write steps: methods of `Conn` in `store.rs` (attempts, settling, claiming, finishing an
-//!   execution); the transactions built of them in `claims.rs` (commit, retry, claim),
+//!   execution); the transactions built of them in `claims.rs` (commit, retry, claim; batches
+//!   of many executions share one commit through `group_commit.rs`),
 //!   `control.rs` (submit, cancel, fail, resume, deadlines), `leases.rs` (heartbeats, giving a
 //!   dead worker's tasks back) and `schedules.rs` (schedules and their fires).
 //! - rows and reads: `rows.rs` (rows as stored), `queries.rs` (results and lists).
@@ -26,8 +27,8 @@
 //! A new write step is a method of `Conn` in `store.rs`, or beside the one transaction that
 //! uses it; only when its SQL must differ per backend does it go to `dialect.rs`, as a method
 //! that matches on the `Conn` variant. No file uses one that uses it back: each uses only
-//! files earlier in `connection`, `rows` → `dialect` → `store` → `claims`, `leases` → `control`
-//! → `schedules` (`queries` reads on `connection` and `rows` alone).
+//! files earlier in `connection`, `rows` → `dialect` → `store` → `claims` (→ `group_commit`),
+//! `leases` → `control` → `schedules` (`queries` reads on `connection` and `rows` alone).
 
 mod cached;
 #[cfg(feature = "sqlite")]
@@ -36,6 +37,7 @@ pub mod claims;
 mod connection;
 pub mod control;
 pub(crate) mod dialect;
+mod group_commit;
 pub mod leases;
 mod literal;
 pub mod queries;
@@ -100,7 +102,7 @@ impl Pool {
     /// Where this pool's calls run best. SQLite's work happens in the calling thread, which
     /// stays warm; a PostgreSQL call mostly waits on the server, and on one warm thread S1 ran
     /// 25 % slower (the thread migrated between cores a quarter more often).
-    fn call_place(&self) -> threads::Place {
+    pub(crate) fn call_place(&self) -> threads::Place {
         match self {
             #[cfg(feature = "sqlite")]
             Pool::Sqlite(_) => threads::Place::Warm,
@@ -159,6 +161,7 @@ impl PoolOptions {
 pub struct Database {
     pool: Pool,
     signals: Arc<signals::Signals>,
+    commits: Arc<group_commit::CommitQueue>,
 }
 
 impl Database {
@@ -187,7 +190,11 @@ impl Database {
             }
         };
         let signals = signals::Signals::start(url, options.schema.as_deref());
-        Ok(Self { pool, signals })
+        Ok(Self {
+            pool,
+            signals,
+            commits: Arc::default(),
+        })
     }
 
     /// What this process has heard of new work, finished and cancelled executions.

@@ -65,7 +65,7 @@ pub(crate) async fn run<T: Send + 'static>(
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
     let (sender, receiver) = oneshot::channel();
-    let job: Job = Box::new(move || {
+    spawn(place, move || {
         let result = catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|_| {
             Err(Error::Database(
                 "a database call panicked; see the log for where".into(),
@@ -73,13 +73,18 @@ pub(crate) async fn run<T: Send + 'static>(
         });
         let _ = sender.send(result);
     });
-    match place {
-        Place::Warm => start(job),
-        Place::Any => drop(tokio::task::spawn_blocking(job)),
-    }
     receiver
         .await
         .map_err(|_| Error::Database("database worker stopped unexpectedly".into()))?
+}
+
+/// Starts `work` at `place` and returns at once; `work` hands its results on itself. Call
+/// inside the tokio runtime.
+pub(crate) fn spawn(place: Place, work: impl FnOnce() + Send + 'static) {
+    match place {
+        Place::Warm => start(Box::new(work)),
+        Place::Any => drop(tokio::task::spawn_blocking(work)),
+    }
 }
 
 /// Hands `job` to the most recently idle thread, a new one, or tokio's blocking pool.

@@ -1,0 +1,288 @@
+//! Group commit: the batches of ended tasks that this process's executions hand to the
+//! database while a commit is running wait, and go into the next transaction together — one
+//! commit (one WAL write, on PostgreSQL one flush) for all of them, however many executions
+//! they belong to. A lone batch (a chain's next task) commits at once, with no extra hop: its
+//! caller starts the drain on a database thread itself.
+//!
+//! Each batch's steps are those of a commit of its own (`claims::commit_batch`), fenced the
+//! same way; a group locks its executions in id order, so two groups never wait on each other
+//! in a circle. When a group's transaction fails, each of its batches is committed alone, so
+//! one batch's error (an execution deleted meanwhile, a value the database refuses) is its own.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::oneshot;
+
+use uuid::Uuid;
+
+use super::claims::{
+    commit_batch, ClaimRequest, CommitRequest, Committed, EndedTask, SharedContext,
+};
+use super::{threads, Database, Pool};
+use crate::error::{Error, Result};
+use crate::model::ExecutionPlan;
+
+/// Where a batch's result goes.
+type Reply = oneshot::Sender<Result<Committed>>;
+
+/// The batches waiting for the next transaction, and whether a drain is running.
+#[derive(Default)]
+pub(crate) struct CommitQueue {
+    state: Mutex<Waiting>,
+}
+
+#[derive(Default)]
+struct Waiting {
+    batches: Vec<(CommitRequest, Reply)>,
+    draining: bool,
+}
+
+impl CommitQueue {
+    fn lock(&self) -> MutexGuard<'_, Waiting> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a batch; true when no drain is running, so the caller must start one.
+    fn push(&self, request: CommitRequest, reply: Reply) -> bool {
+        let mut waiting = self.lock();
+        waiting.batches.push((request, reply));
+        !std::mem::replace(&mut waiting.draining, true)
+    }
+
+    /// Every waiting batch, or None (and the drain ends) when none waits.
+    fn take(&self) -> Option<Vec<(CommitRequest, Reply)>> {
+        let mut waiting = self.lock();
+        if waiting.batches.is_empty() {
+            waiting.draining = false;
+            return None;
+        }
+        Some(std::mem::take(&mut waiting.batches))
+    }
+}
+
+impl Database {
+    /// Commits ended tasks of one execution: their outcomes, the tasks they unblock (claimed by
+    /// `worker` up to `claim.limit`, the rest made ready for any worker), and the execution's
+    /// end when nothing is left to run; in the next group (see the module's documentation).
+    pub(crate) async fn commit_ended(
+        &self,
+        execution: Uuid,
+        plan: Arc<ExecutionPlan>,
+        worker: String,
+        ended: Arc<Vec<EndedTask>>,
+        claim: ClaimRequest,
+        context: SharedContext,
+    ) -> Result<Committed> {
+        let request = CommitRequest {
+            execution,
+            plan,
+            worker,
+            ended,
+            claim,
+            context,
+        };
+        let (reply, result) = oneshot::channel();
+        if self.commits.push(request, reply) {
+            let (pool, queue) = (self.pool.clone(), self.commits.clone());
+            threads::spawn(pool.call_place(), move || drain(&pool, &queue));
+        }
+        result
+            .await
+            .map_err(|_| Error::Database("the commit stopped without a result".into()))?
+    }
+}
+
+/// Commits group after group until no batch waits. Runs on a database thread; a panic fails
+/// the group it hit (its callers hear of it) and the drain goes on.
+fn drain(pool: &Pool, queue: &Arc<CommitQueue>) {
+    while let Some(group) = queue.take() {
+        let _ = catch_unwind(AssertUnwindSafe(|| commit_group(pool, group)));
+    }
+}
+
+/// Commits `group` in one transaction, or each batch alone if that fails; answers every batch.
+fn commit_group(pool: &Pool, mut group: Vec<(CommitRequest, Reply)>) {
+    if let Err(error) = pool.check_file() {
+        let message = error.to_string();
+        for (_, reply) in group {
+            let _ = reply.send(Err(Error::Database(message.clone())));
+        }
+        return;
+    }
+    // Executions' rows are locked in id order; a stable sort keeps one execution's batches in
+    // the order they were handed over.
+    group.sort_by_key(|(request, _)| request.execution);
+    if group.len() > 1 {
+        let together = pool.write_transaction(|conn| {
+            group
+                .iter()
+                .map(|(request, _)| commit_batch(conn, request))
+                .collect::<Result<Vec<_>>>()
+        });
+        if let Ok(results) = together {
+            for ((_, reply), committed) in group.into_iter().zip(results) {
+                let _ = reply.send(Ok(committed));
+            }
+            return;
+        }
+    }
+    for (request, reply) in group {
+        let _ = reply.send(pool.write_transaction(|conn| commit_batch(conn, &request)));
+    }
+}
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::context::Context;
+    use crate::database::claims::Claim;
+    use crate::database::store::StoredOutputs;
+    use crate::database::url::DatabaseUrl;
+    use crate::database::PoolOptions;
+    use crate::model::{now, AttemptRecord, ExecutionResult, ExecutionStatus, TaskStatus};
+    use crate::task::FnTask;
+    use crate::workflow::Workflow;
+
+    const WORKER: &str = "w";
+
+    /// A database holding `n` executions of a one-task workflow, each task claimed by [`WORKER`].
+    async fn claimed(n: usize) -> (Database, Arc<ExecutionPlan>, Vec<Claim>) {
+        let db = Database::connect(DatabaseUrl::SqliteMemory, PoolOptions::default())
+            .await
+            .unwrap();
+        let task = FnTask::new("t", &[], |context| async move { Ok(context) });
+        let workflow = Workflow::new("wf", vec![task]).unwrap();
+        let plan = Arc::new(ExecutionPlan::of(&workflow));
+        for _ in 0..n {
+            let record = ExecutionResult::pending(
+                Uuid::new_v4(),
+                workflow.name(),
+                workflow.version(),
+                Context::new(),
+                &plan,
+            );
+            let lease = Duration::from_secs(30);
+            db.submit(record, (*plan).clone(), None, None, None, lease)
+                .await
+                .unwrap();
+        }
+        let claims = db
+            .claim_ready(WORKER.into(), vec!["t".into()], n)
+            .await
+            .unwrap();
+        assert_eq!(claims.len(), n);
+        (db, plan, claims)
+    }
+
+    /// The batch ending `execution`'s only task, Completed at attempt 1.
+    fn ended(execution: Uuid, plan: &Arc<ExecutionPlan>) -> CommitRequest {
+        let at = now();
+        let context: SharedContext = Arc::new(Mutex::new(StoredOutputs(Context::new())));
+        CommitRequest {
+            execution,
+            plan: plan.clone(),
+            worker: WORKER.into(),
+            ended: Arc::new(vec![EndedTask {
+                output_json: Some("{\"done\": true}".into()),
+                last_attempt: Some(AttemptRecord {
+                    attempt: 1,
+                    status: TaskStatus::Completed,
+                    error: None,
+                    started_at: at,
+                    completed_at: at,
+                }),
+                ..EndedTask::new(0, 1, TaskStatus::Completed, 1, at, at)
+            }]),
+            claim: ClaimRequest {
+                limit: 0,
+                registered: Arc::new(|_: &str| false),
+            },
+            context,
+        }
+    }
+
+    /// Commits `requests` as one group on a database thread; their results in order.
+    async fn group(db: &Database, requests: Vec<CommitRequest>) -> Vec<Result<Committed>> {
+        let mut results = Vec::new();
+        let mut group = Vec::new();
+        for request in requests {
+            let (reply, result) = oneshot::channel();
+            group.push((request, reply));
+            results.push(result);
+        }
+        let pool = db.pool.clone();
+        tokio::task::spawn_blocking(move || commit_group(&pool, group))
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        for result in results {
+            out.push(result.await.unwrap());
+        }
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_of_several_executions_commit_together() {
+        let (db, plan, claims) = claimed(3).await;
+        let requests = claims
+            .iter()
+            .map(|c| ended(c.execution_id, &plan))
+            .collect();
+        for result in group(&db, requests).await {
+            assert_eq!(result.unwrap().finished, Some(ExecutionStatus::Completed));
+        }
+        for claim in &claims {
+            let stored = db.get_execution(claim.execution_id).await.unwrap().unwrap();
+            assert_eq!(stored.status, ExecutionStatus::Completed);
+            let context = stored.final_context.unwrap();
+            assert_eq!(context.get("done"), Some(&serde_json::json!(true)));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_batch_that_fails_does_not_fail_the_others() {
+        let (db, plan, claims) = claimed(2).await;
+        let missing = Uuid::new_v4();
+        let requests = vec![
+            ended(claims[0].execution_id, &plan),
+            ended(missing, &plan),
+            ended(claims[1].execution_id, &plan),
+        ];
+        // Each batch's result is its own, in the order the batches were given.
+        let results = group(&db, requests).await;
+        let error = results[1].as_ref().err().unwrap().to_string();
+        assert!(error.contains("no longer in the database"), "{error}");
+        for result in [&results[0], &results[2]] {
+            let committed = result.as_ref().unwrap();
+            assert_eq!(committed.finished, Some(ExecutionStatus::Completed));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_commits_all_get_their_results() {
+        let (db, plan, claims) = claimed(20).await;
+        let commits = claims.iter().map(|c| {
+            let CommitRequest {
+                execution,
+                plan,
+                worker,
+                ended,
+                claim,
+                context,
+            } = ended(c.execution_id, &plan);
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.commit_ended(execution, plan, worker, ended, claim, context)
+                    .await
+            })
+        });
+        let handles: Vec<_> = commits.collect();
+        for handle in handles {
+            let committed = handle.await.unwrap().unwrap();
+            assert_eq!(committed.finished, Some(ExecutionStatus::Completed));
+        }
+    }
+}
