@@ -13,9 +13,8 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use uuid::Uuid;
 
-use super::cached::{Bind, Cached};
 use super::connection::{Conn, RunOn};
-use super::dialect::TakenRow;
+use super::dialect::{TakenRow, TaskEnd};
 use super::rows::AttemptRow;
 use super::schema::task_executions;
 use super::signals::Signal;
@@ -216,12 +215,7 @@ pub(crate) fn commit_batch(conn: &mut Conn<'_>, request: &CommitRequest) -> Resu
         context,
     } = request;
     let id = execution.to_string();
-    let batch = Batch {
-        id: &id,
-        plan,
-        worker,
-        claim,
-    };
+    let batch = Batch { plan, claim };
     let now_utc = now();
     let now = now_utc.naive_utc();
     let locked = conn.lock_execution(&id)?.ok_or_else(|| gone(*execution))?;
@@ -232,10 +226,12 @@ pub(crate) fn commit_batch(conn: &mut Conn<'_>, request: &CommitRequest) -> Resu
     let mut states: BTreeMap<usize, TaskState> = BTreeMap::new();
     let mut settled_from = Vec::new();
     let mut attempts = Vec::with_capacity(ended.len());
-    for task in ended.iter() {
+    let ends: Vec<TaskEnd<'_>> = ended.iter().map(|task| batch.end_of(task)).collect();
+    // Fenced: a stale claim (its worker presumed dead) no longer owns the task.
+    let stored = conn.store_ends(&id, worker, &ends)?;
+    for (task, stored) in ended.iter().zip(stored) {
         let task_id = batch.task_id(task.position);
-        // Fenced: a stale claim (its worker presumed dead) no longer owns the task.
-        if batch.fenced_end(task).execute_on(conn)? == 0 {
+        if !stored {
             committed.lost.push((task.position, task.attempt));
             continue;
         }
@@ -284,7 +280,7 @@ fn gone(execution: Uuid) -> Error {
 }
 
 /// The claim of `worker` whose attempt number is `fence`, if it is still the task's: the
-/// condition of every write about a claimed task (`Batch::fenced_end` spells it in its SQL).
+/// condition of every write about a claimed task (`Conn::store_ends` spells it in its SQL).
 type Fenced<'a> = diesel::dsl::And<
     diesel::dsl::And<
         diesel::dsl::Eq<task_executions::worker_id, &'a str>,
@@ -301,12 +297,10 @@ fn fenced(worker: &str, fence: u32) -> Fenced<'_> {
         .and(task_executions::status.eq(TaskStatus::Running.as_str()))
 }
 
-/// One batch of ended tasks being committed: its execution, plan, worker, and the claim its
-/// worker makes on what it unblocks.
+/// One batch of ended tasks being committed: its plan, and the claim its worker makes on what
+/// it unblocks.
 struct Batch<'a> {
-    id: &'a str,
     plan: &'a ExecutionPlan,
-    worker: &'a str,
     claim: &'a ClaimRequest,
 }
 
@@ -331,40 +325,20 @@ impl Batch<'_> {
         }
     }
 
-    /// The statement storing `task`'s end, changing nothing unless the claim fenced by its
-    /// worker and attempt number is still the task's.
-    fn fenced_end<'q>(&'q self, task: &'q EndedTask) -> Cached<'q> {
-        Cached::new(
-            &[
-                "UPDATE task_executions SET status = ",
-                ", attempt = ",
-                ", started_at = ",
-                ", output = ",
-                ", error = ",
-                ", traceback = ",
-                ", reason = ",
-                ", completed_at = ",
-                ", worker_id = NULL WHERE execution_id = ",
-                " AND task_id = ",
-                " AND worker_id = ",
-                " AND attempt = ",
-                " AND status = 'Running'",
-            ],
-            vec![
-                Bind::Text(Some(task.status.as_str())),
-                Bind::Int(task.attempt as i32),
-                Bind::Time(task.started_at.map(|t| t.naive_utc())),
-                Bind::Text(task.output_json.as_deref()),
-                Bind::Text(task.error.as_deref()),
-                Bind::Text(task.traceback.as_deref()),
-                Bind::Text(task.reason.as_deref()),
-                Bind::Time(Some(task.completed_at.naive_utc())),
-                Bind::Text(Some(self.id)),
-                Bind::Text(Some(self.task_id(task.position))),
-                Bind::Text(Some(self.worker)),
-                Bind::Int(task.fence as i32),
-            ],
-        )
+    /// `task`'s end as the fenced statement stores it.
+    fn end_of<'q>(&'q self, task: &'q EndedTask) -> TaskEnd<'q> {
+        TaskEnd {
+            task_id: self.task_id(task.position),
+            status: task.status.as_str(),
+            attempt: task.attempt as i32,
+            started_at: task.started_at.map(|t| t.naive_utc()),
+            output: task.output_json.as_deref(),
+            error: task.error.as_deref(),
+            traceback: task.traceback.as_deref(),
+            reason: task.reason.as_deref(),
+            completed_at: task.completed_at.naive_utc(),
+            fence: task.fence as i32,
+        }
     }
 
     /// Splits newly `ready` tasks into those the worker claims (that it runs, up to its limit)

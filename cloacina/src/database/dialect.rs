@@ -146,6 +146,28 @@ impl Conn<'_> {
         }
     }
 
+    /// Stores the ends of claimed tasks of `execution`, each only if the claim of `worker` at
+    /// its fence is still the task's; whether each was stored. PostgreSQL stores several in one
+    /// statement (one round trip); SQLite, in-process, runs one cached statement per task.
+    pub(crate) fn store_ends(
+        &mut self,
+        execution: &str,
+        worker: &str,
+        ends: &[TaskEnd<'_>],
+    ) -> QueryResult<Vec<bool>> {
+        match self {
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(conn) if ends.len() > 1 => {
+                let stored = store_ends_at_once(conn, execution, worker, ends)?;
+                Ok(ends.iter().map(|e| stored.contains(e.task_id)).collect())
+            }
+            _ => ends
+                .iter()
+                .map(|end| Ok(end.fenced(execution, worker).execute_on(self)? == 1))
+                .collect(),
+        }
+    }
+
     /// Makes Running under `worker` those of `tasks` (position, id, attempt so far) that are
     /// still Pending, starting their next attempt at `now`; returns the positions it took.
     pub(crate) fn take_pending(
@@ -485,4 +507,103 @@ mod after_commit {
         let announced = ANNOUNCED.with(|a| a.replace(outer)).unwrap_or_default();
         (result, announced)
     }
+}
+
+/// A claimed task's end, to store fenced by its claim (see `Conn::store_ends`).
+pub(crate) struct TaskEnd<'a> {
+    pub task_id: &'a str,
+    pub status: &'static str,
+    pub attempt: i32,
+    pub started_at: Option<NaiveDateTime>,
+    pub output: Option<&'a str>,
+    pub error: Option<&'a str>,
+    pub traceback: Option<&'a str>,
+    pub reason: Option<&'a str>,
+    pub completed_at: NaiveDateTime,
+    /// The attempt number its claim stored: the fencing token.
+    pub fence: i32,
+}
+
+impl TaskEnd<'_> {
+    /// The statement storing this end, changing nothing unless the claim of `worker` at the
+    /// end's fence is still the task's; prepared once per connection.
+    fn fenced<'q>(&'q self, execution: &'q str, worker: &'q str) -> Cached<'q> {
+        Cached::new(
+            &[
+                "UPDATE task_executions SET status = ",
+                ", attempt = ",
+                ", started_at = ",
+                ", output = ",
+                ", error = ",
+                ", traceback = ",
+                ", reason = ",
+                ", completed_at = ",
+                ", worker_id = NULL WHERE execution_id = ",
+                " AND task_id = ",
+                " AND worker_id = ",
+                " AND attempt = ",
+                " AND status = 'Running'",
+            ],
+            vec![
+                Bind::Text(Some(self.status)),
+                Bind::Int(self.attempt),
+                Bind::Time(self.started_at),
+                Bind::Text(self.output),
+                Bind::Text(self.error),
+                Bind::Text(self.traceback),
+                Bind::Text(self.reason),
+                Bind::Time(Some(self.completed_at)),
+                Bind::Text(Some(execution)),
+                Bind::Text(Some(self.task_id)),
+                Bind::Text(Some(worker)),
+                Bind::Int(self.fence),
+            ],
+        )
+    }
+}
+
+/// Stores several ends in one statement; the ids of the tasks whose end it stored.
+#[cfg(feature = "postgres")]
+fn store_ends_at_once(
+    conn: &mut diesel::PgConnection,
+    execution: &str,
+    worker: &str,
+    ends: &[TaskEnd<'_>],
+) -> QueryResult<std::collections::HashSet<String>> {
+    use diesel::sql_types::Array;
+    #[derive(QueryableByName)]
+    struct Stored {
+        #[diesel(sql_type = Text)]
+        task_id: String,
+    }
+    let column = |f: fn(&TaskEnd<'_>) -> Option<String>| -> Vec<Option<String>> {
+        ends.iter().map(f).collect()
+    };
+    let rows: Vec<Stored> = diesel::sql_query(
+        "UPDATE task_executions t SET status = e.status, attempt = e.attempt, \
+             started_at = e.started_at, output = e.output, error = e.error, \
+             traceback = e.traceback, reason = e.reason, completed_at = e.completed_at, \
+             worker_id = NULL \
+         FROM unnest($3::text[], $4::text[], $5::int[], $6::timestamp[], $7::text[], \
+             $8::text[], $9::text[], $10::text[], $11::timestamp[], $12::int[]) \
+             AS e(task_id, status, attempt, started_at, output, error, traceback, reason, \
+                  completed_at, fence) \
+         WHERE t.execution_id = $1 AND t.task_id = e.task_id AND t.worker_id = $2 \
+             AND t.attempt = e.fence AND t.status = 'Running' \
+         RETURNING t.task_id",
+    )
+    .bind::<Text, _>(execution)
+    .bind::<Text, _>(worker)
+    .bind::<Array<Text>, _>(ends.iter().map(|e| e.task_id).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(ends.iter().map(|e| e.status).collect::<Vec<_>>())
+    .bind::<Array<Integer>, _>(ends.iter().map(|e| e.attempt).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Timestamp>>, _>(ends.iter().map(|e| e.started_at).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(column(|e| e.output.map(str::to_owned)))
+    .bind::<Array<Nullable<Text>>, _>(column(|e| e.error.map(str::to_owned)))
+    .bind::<Array<Nullable<Text>>, _>(column(|e| e.traceback.map(str::to_owned)))
+    .bind::<Array<Nullable<Text>>, _>(column(|e| e.reason.map(str::to_owned)))
+    .bind::<Array<Timestamp>, _>(ends.iter().map(|e| e.completed_at).collect::<Vec<_>>())
+    .bind::<Array<Integer>, _>(ends.iter().map(|e| e.fence).collect::<Vec<_>>())
+    .load(conn)?;
+    Ok(rows.into_iter().map(|r| r.task_id).collect())
 }
