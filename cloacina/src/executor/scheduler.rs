@@ -2,10 +2,13 @@
 //! commits what ended in batches, each commit claiming the dependents it unblocks so they
 //! start at once. A scheduler lives while its worker holds claims of the execution.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::attempt::{conclude, run_task, AttemptEnd, TaskRunner, GIVEN_BACK};
@@ -19,6 +22,8 @@ use crate::events::{report, AttemptRef, Event};
 use crate::model::{now, ExecutionPlan};
 use crate::task::{EngineFailure, TaskError};
 
+/// Most tasks a scheduler holds claimed ahead of free slots (see [`Pace`]).
+const MOST_AHEAD: usize = 64;
 /// Failed commits of one batch after which, if heartbeats still write and the error is not one
 /// known to clear by itself, the database is taken to refuse the batch rather than to be unavailable.
 const REFUSED_AFTER: u32 = 5;
@@ -58,8 +63,38 @@ struct FinishedRun {
     slot: Option<OwnedSemaphorePermit>,
 }
 
-/// A commit's result and the slots reserved for the tasks it claims.
-type CommitEnd = (Result<Committed>, Vec<OwnedSemaphorePermit>);
+/// A commit's result, the slots reserved for the tasks it claims, and how long it took.
+type CommitEnd = (Result<Committed>, Vec<OwnedSemaphorePermit>, Duration);
+
+/// How fast this execution's tasks end and its commits land, as moving averages. While tasks
+/// end faster than commits land, a commit claims up to [`MOST_AHEAD`] tasks beyond the free
+/// slots, queued here and started the moment a slot frees, so slots do not idle through each
+/// commit's round trips. Tasks slower than a commit are never claimed ahead: another worker
+/// may be free to run them.
+#[derive(Default)]
+struct Pace {
+    task: Option<Duration>,
+    commit: Option<Duration>,
+}
+
+impl Pace {
+    fn average(old: Option<Duration>, new: Duration) -> Option<Duration> {
+        Some(old.map_or(new, |old| (old * 7 + new) / 8))
+    }
+
+    fn task_ran(&mut self, took: Duration) {
+        self.task = Self::average(self.task, took);
+    }
+
+    fn commit_landed(&mut self, took: Duration) {
+        self.commit = Self::average(self.commit, took);
+    }
+
+    /// Whether tasks end faster than commits land.
+    fn tasks_outrun_commits(&self) -> bool {
+        matches!((self.task, self.commit), (Some(task), Some(commit)) if task < commit)
+    }
+}
 
 struct Scheduler {
     worker: WorkerHandle,
@@ -80,6 +115,9 @@ struct Scheduler {
     /// The slots the batch's tasks ran in, for the tasks its commit claims.
     batch_permits: Vec<OwnedSemaphorePermit>,
     commits: JoinSet<CommitEnd>,
+    /// Tasks claimed ahead of free slots, in claim order.
+    queued: VecDeque<Claim>,
+    pace: Pace,
     cancel: Arc<CancelSender>,
 }
 
@@ -115,6 +153,8 @@ pub(crate) async fn drive(
         batch: Vec::new(),
         batch_permits: Vec::new(),
         commits: JoinSet::new(),
+        queued: VecDeque::new(),
+        pace: Pace::default(),
         cancel,
     };
     for claimed in first {
@@ -153,7 +193,11 @@ async fn load(
 impl Scheduler {
     async fn run(mut self, mut receiver: mpsc::UnboundedReceiver<Vec<Claimed>>) {
         loop {
-            if self.running.is_empty() && self.commits.is_empty() {
+            if self.worker.is_closed() {
+                // Left Running under this worker, given back once it stops.
+                self.queued.clear();
+            }
+            if self.running.is_empty() && self.commits.is_empty() && self.queued.is_empty() {
                 if !self.batch.is_empty() {
                     self.flush();
                     continue;
@@ -176,6 +220,9 @@ impl Scheduler {
                         self.on_finished(unwind(joined));
                     }
                     self.flush();
+                }
+                Ok(permit) = self.worker.permits().clone().acquire_owned(), if !self.queued.is_empty() => {
+                    self.start_queued(permit);
                 }
                 Some(claims) = receiver.recv() => {
                     claims.into_iter().for_each(|c| self.start(c));
@@ -277,7 +324,14 @@ impl Scheduler {
             self.discard(position, end.attempt);
             return;
         }
-        self.batch_permits.extend(slot);
+        if let Some(started) = end.started_at {
+            let took = (end.completed_at - started).to_std().unwrap_or_default();
+            self.pace.task_ran(took);
+        }
+        match slot {
+            Some(slot) if !self.queued.is_empty() => self.start_queued(slot),
+            slot => self.batch_permits.extend(slot),
+        }
         if let Some(output) = &output {
             self.final_context
                 .lock()
@@ -330,19 +384,26 @@ impl Scheduler {
                     .reserve(unblockable.saturating_sub(permits.len())),
             );
         }
+        let ahead = if self.pace.tasks_outrun_commits() && !permits.is_empty() {
+            MOST_AHEAD.saturating_sub(self.queued.len())
+        } else {
+            0
+        };
         let worker = self.worker.clone();
         let plan = self.plan.clone();
         let context: SharedContext = self.final_context.clone();
         self.commits.spawn(async move {
-            let claim = permits.len();
+            let started = Instant::now();
+            let claim = permits.len() + ahead;
             let stored = store_batch(&worker, plan, ended, claim, context).await;
-            (stored, permits)
+            (stored, permits, started.elapsed())
         });
     }
 
-    fn on_committed(&mut self, (committed, mut permits): CommitEnd) {
+    fn on_committed(&mut self, (committed, mut permits, took): CommitEnd) {
         // On an error the tasks stay Running under this worker, given back once it stops.
         let Ok(committed) = committed else { return };
+        self.pace.commit_landed(took);
         let signals = self.worker.db().signals();
         for &(position, attempt) in &committed.lost {
             self.discard(position, attempt);
@@ -390,10 +451,21 @@ impl Scheduler {
             signals.raise(Signal::Done);
         }
         for claim in committed.claimed {
-            let permit = permits
-                .pop()
-                .expect("a commit claims no more tasks than slots reserved");
-            self.start(Claimed { claim, permit });
+            match permits.pop() {
+                Some(permit) => self.start(Claimed { claim, permit }),
+                None => self.queued.push_back(claim),
+            }
+        }
+    }
+
+    /// Starts the oldest task claimed ahead in `slot`; its attempt starts now.
+    fn start_queued(&mut self, slot: OwnedSemaphorePermit) {
+        if let Some(mut claim) = self.queued.pop_front() {
+            claim.started_at = now();
+            self.start(Claimed {
+                claim,
+                permit: slot,
+            });
         }
     }
 }
