@@ -105,6 +105,8 @@ pub(crate) struct Committed {
 pub(crate) struct ClaimRequest {
     /// Most tasks to claim: the free slots the worker reserved.
     pub limit: usize,
+    /// Further ready tasks to claim ahead of free slots, when the batch leaves slots free.
+    pub ahead: usize,
     /// Which task ids the worker runs.
     pub registered: Registered,
 }
@@ -247,9 +249,10 @@ pub(crate) fn commit_batch(conn: &mut Conn<'_>, request: &CommitRequest) -> Resu
         let settled = conn.settle(&id, plan, &settled_from, &mut states, now)?;
         let (mut mine, others) = batch.split_ready(&settled.ready);
         conn.mark_ready(&id, &others, now)?;
-        // Slots left over take other ready tasks of this execution (a fan-out's).
+        // Free slots left take other ready tasks of this execution (a fan-out's), and then
+        // those claimed ahead; a chain's next task fills its slot and looks no further.
         if mine.len() < claim.limit {
-            let wanted = claim.limit - mine.len();
+            let wanted = claim.limit + claim.ahead - mine.len();
             let waiting = conn.ready_tasks(&id, wanted + settled.ready.len(), &mut states)?;
             mine.extend(batch.more_to_claim(waiting, &mine, wanted));
         }
@@ -348,7 +351,7 @@ impl Batch<'_> {
             .iter()
             .copied()
             .filter(|&p| self.runs(p))
-            .take(self.claim.limit)
+            .take(self.claim.limit + self.claim.ahead)
             .collect();
         let others = ready
             .iter()

@@ -198,6 +198,7 @@ mod tests {
             }]),
             claim: ClaimRequest {
                 limit: 0,
+                ahead: 0,
                 registered: Arc::new(|_: &str| false),
             },
             context,

@@ -394,7 +394,7 @@ impl Scheduler {
         let context: SharedContext = self.final_context.clone();
         self.commits.spawn(async move {
             let started = Instant::now();
-            let claim = permits.len() + ahead;
+            let claim = (permits.len(), ahead);
             let stored = store_batch(&worker, plan, ended, claim, context).await;
             (stored, permits, started.elapsed())
         });
@@ -470,7 +470,8 @@ impl Scheduler {
     }
 }
 
-/// Commits a batch of ended tasks, retrying while the database cannot be written (this worker's
+/// Commits a batch of ended tasks, claiming what it unblocks for `slots` reserved slots and up to
+/// `ahead` tasks beyond them, retrying while the database cannot be written (this worker's
 /// `wait` callers hear of it meanwhile). When the database refuses the batch for good — a
 /// refused value, or commits failing while heartbeats succeed — the execution is failed with
 /// the database's message instead, so it never stays Running with nobody able to finish it.
@@ -478,7 +479,7 @@ async fn store_batch(
     worker: &WorkerHandle,
     plan: Arc<ExecutionPlan>,
     ended: Arc<Vec<EndedTask>>,
-    claim: usize,
+    (slots, ahead): (usize, usize),
     context: SharedContext,
 ) -> Result<Committed> {
     let mut backoff = Backoff::default();
@@ -492,7 +493,7 @@ async fn store_batch(
                 plan.clone(),
                 worker.worker_id().to_string(),
                 ended.clone(),
-                worker.claim_request(claim),
+                worker.claim_request(slots, ahead),
                 context.clone(),
             )
             .await;

@@ -204,10 +204,11 @@ impl Worker {
         permits
     }
 
-    /// A claim request for `permits` slots.
-    fn claim_request(&self, permits: usize) -> ClaimRequest {
+    /// A claim request for `permits` slots and `ahead` tasks beyond them.
+    fn claim_request(&self, permits: usize, ahead: usize) -> ClaimRequest {
         ClaimRequest {
             limit: permits,
+            ahead,
             registered: self.registered(),
         }
     }
@@ -225,7 +226,7 @@ impl Worker {
         let workflow_name: Arc<str> = record.workflow_name.as_str().into();
         let roots = root_count(&plan);
         let permits = self.reserve(roots);
-        let claim = (self.id().to_string(), self.claim_request(permits.len()));
+        let claim = (self.id().to_string(), self.claim_request(permits.len(), 0));
         let stored = (*plan).clone();
         let mut submitted = self
             .db
@@ -456,9 +457,9 @@ impl WorkerHandle {
         self.worker.reserve(wanted)
     }
 
-    /// A claim request for `permits` slots.
-    pub(crate) fn claim_request(&self, permits: usize) -> ClaimRequest {
-        self.worker.claim_request(permits)
+    /// A claim request for `permits` slots and `ahead` tasks beyond them.
+    pub(crate) fn claim_request(&self, permits: usize, ahead: usize) -> ClaimRequest {
+        self.worker.claim_request(permits, ahead)
     }
 
     /// Whether a heartbeat wrote to the database after `since`: it accepts writes.

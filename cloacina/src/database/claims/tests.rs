@@ -75,6 +75,7 @@ async fn a_stale_attempt_of_the_same_worker_writes_nothing() {
             completed(fence),
             ClaimRequest {
                 limit: 0,
+                ahead: 0,
                 registered: Arc::new(|_: &str| false),
             },
             context,
