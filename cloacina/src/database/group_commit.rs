@@ -9,57 +9,20 @@
 //! in a circle. When a group's transaction fails, each of its batches is committed alone, so
 //! one batch's error (an execution deleted meanwhile, a value the database refuses) is its own.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Mutex, MutexGuard};
-
-use tokio::sync::oneshot;
+use std::sync::Arc;
 
 use uuid::Uuid;
 
 use super::claims::{
     commit_batch, ClaimRequest, CommitRequest, Committed, EndedTask, SharedContext,
 };
-use super::{threads, Database, Pool};
+use super::coalesce::{Coalesce, Group};
+use super::{Database, Pool};
 use crate::error::{Error, Result};
 use crate::model::ExecutionPlan;
 
-/// Where a batch's result goes.
-type Reply = oneshot::Sender<Result<Committed>>;
-
-/// The batches waiting for the next transaction, and whether a drain is running.
-#[derive(Default)]
-pub(crate) struct CommitQueue {
-    state: Mutex<Waiting>,
-}
-
-#[derive(Default)]
-struct Waiting {
-    batches: Vec<(CommitRequest, Reply)>,
-    draining: bool,
-}
-
-impl CommitQueue {
-    fn lock(&self) -> MutexGuard<'_, Waiting> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Queues a batch; true when no drain is running, so the caller must start one.
-    fn push(&self, request: CommitRequest, reply: Reply) -> bool {
-        let mut waiting = self.lock();
-        waiting.batches.push((request, reply));
-        !std::mem::replace(&mut waiting.draining, true)
-    }
-
-    /// Every waiting batch, or None (and the drain ends) when none waits.
-    fn take(&self) -> Option<Vec<(CommitRequest, Reply)>> {
-        let mut waiting = self.lock();
-        if waiting.batches.is_empty() {
-            waiting.draining = false;
-            return None;
-        }
-        Some(std::mem::take(&mut waiting.batches))
-    }
-}
+/// The batches waiting for the next transaction.
+pub(crate) type CommitQueue = Coalesce<CommitRequest, Committed>;
 
 impl Database {
     /// Commits ended tasks of one execution: their outcomes, the tasks they unblock (claimed by
@@ -82,27 +45,12 @@ impl Database {
             claim,
             context,
         };
-        let (reply, result) = oneshot::channel();
-        if self.commits.push(request, reply) {
-            let (pool, queue) = (self.pool.clone(), self.commits.clone());
-            threads::spawn(pool.call_place(), move || drain(&pool, &queue));
-        }
-        result
-            .await
-            .map_err(|_| Error::Database("the commit stopped without a result".into()))?
-    }
-}
-
-/// Commits group after group until no batch waits. Runs on a database thread; a panic fails
-/// the group it hit (its callers hear of it) and the drain goes on.
-fn drain(pool: &Pool, queue: &Arc<CommitQueue>) {
-    while let Some(group) = queue.take() {
-        let _ = catch_unwind(AssertUnwindSafe(|| commit_group(pool, group)));
+        self.commits.call(&self.pool, request, commit_group).await
     }
 }
 
 /// Commits `group` in one transaction, or each batch alone if that fails; answers every batch.
-fn commit_group(pool: &Pool, mut group: Vec<(CommitRequest, Reply)>) {
+fn commit_group(pool: &Pool, mut group: Group<CommitRequest, Committed>) {
     if let Err(error) = pool.check_file() {
         let message = error.to_string();
         for (_, reply) in group {
@@ -134,7 +82,10 @@ fn commit_group(pool: &Pool, mut group: Vec<(CommitRequest, Reply)>) {
 
 #[cfg(all(test, feature = "sqlite"))]
 mod tests {
+    use std::sync::Mutex;
     use std::time::Duration;
+
+    use tokio::sync::oneshot;
 
     use super::*;
     use crate::context::Context;

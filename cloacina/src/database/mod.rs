@@ -21,7 +21,7 @@
 //!   dead worker's tasks back) and `schedules.rs` (schedules and their fires).
 //! - rows and reads: `rows.rs` (rows as stored), `queries.rs` (results and lists).
 //! - signals between processes: `signals.rs`.
-//! - the threads database calls run on: `threads.rs`.
+//! - the threads database calls run on: `threads.rs`; requests served together: `coalesce.rs`.
 //! - statements spelled out for speed: `cached.rs` (prepared once per connection), `literal.rs`.
 //!
 //! A new write step is a method of `Conn` in `store.rs`, or beside the one transaction that
@@ -34,6 +34,7 @@ mod cached;
 #[cfg(feature = "sqlite")]
 mod checkpoint;
 pub mod claims;
+mod coalesce;
 mod connection;
 pub mod control;
 pub(crate) mod dialect;
@@ -162,6 +163,7 @@ pub struct Database {
     pool: Pool,
     signals: Arc<signals::Signals>,
     commits: Arc<group_commit::CommitQueue>,
+    status_reads: Arc<queries::StatusReads>,
 }
 
 impl Database {
@@ -194,6 +196,7 @@ impl Database {
             pool,
             signals,
             commits: Arc::default(),
+            status_reads: Arc::default(),
         })
     }
 

@@ -4,12 +4,13 @@
 use diesel::prelude::*;
 use uuid::Uuid;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
+use super::coalesce::{Coalesce, Group};
 use super::connection::{columns, Conn, RunOn, CHUNK};
 use super::rows::{AttemptRow, ExecutionRow, TaskRow};
 use super::schema::{task_attempts, task_executions, workflow_executions};
-use super::Database;
+use super::{Database, Pool};
 use crate::context::{Context, StoredContext};
 use crate::error::{Error, Result};
 use crate::model::{
@@ -281,27 +282,15 @@ impl Database {
         .await
     }
 
-    /// The status of an execution; None if there is none.
+    /// The status of `execution`, None if it is unknown. Reads asked for while one runs are
+    /// answered together by the next query (many `wait` calls on one signal cost one query).
     pub(crate) async fn execution_status(
         &self,
         execution: Uuid,
     ) -> Result<Option<ExecutionStatus>> {
-        let id = execution.to_string();
-        self.run(move |pool| {
-            pool.with_connection(|conn| {
-                let status: Option<String> = workflow_executions::table
-                    .find(&id)
-                    .select(workflow_executions::status)
-                    .get_result_on(conn)
-                    .optional()?;
-                status
-                    .map(|s| {
-                        ExecutionStatus::parse(&s).ok_or_else(|| corrupt("execution status", &s))
-                    })
-                    .transpose()
-            })
-        })
-        .await
+        self.status_reads
+            .call(&self.pool, execution, read_statuses)
+            .await
     }
 
     /// Cancel requests stored for any of `executions`.
@@ -329,5 +318,100 @@ impl Database {
             })
         })
         .await
+    }
+}
+
+/// The status reads waiting for the next query.
+pub(crate) type StatusReads = Coalesce<Uuid, Option<ExecutionStatus>>;
+
+/// Answers a group of status reads with one query per chunk of ids.
+fn read_statuses(pool: &Pool, group: Group<Uuid, Option<ExecutionStatus>>) {
+    let ids: Vec<String> = group
+        .iter()
+        .map(|(id, _)| id.to_string())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let statuses = pool.check_file().and_then(|()| {
+        pool.with_connection(|conn| {
+            let mut found = HashMap::new();
+            for chunk in ids.chunks(CHUNK) {
+                let rows: Vec<(String, String)> = workflow_executions::table
+                    .filter(workflow_executions::id.eq_any(chunk))
+                    .select((workflow_executions::id, workflow_executions::status))
+                    .load_on(conn)?;
+                for (id, status) in rows {
+                    let status = ExecutionStatus::parse(&status)
+                        .ok_or_else(|| corrupt("execution status", &status))?;
+                    found.insert(id, status);
+                }
+            }
+            Ok(found)
+        })
+    });
+    match statuses {
+        Ok(found) => {
+            for (id, reply) in group {
+                let _ = reply.send(Ok(found.get(&id.to_string()).copied()));
+            }
+        }
+        Err(error) => {
+            let message = error.to_string();
+            for (_, reply) in group {
+                let _ = reply.send(Err(Error::Database(message.clone())));
+            }
+        }
+    }
+}
+
+#[cfg(all(test, feature = "sqlite"))]
+mod status_tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::database::url::DatabaseUrl;
+    use crate::database::PoolOptions;
+    use crate::model::{ExecutionPlan, ExecutionResult};
+    use crate::task::FnTask;
+    use crate::workflow::Workflow;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_status_reads_each_get_their_own_answer() {
+        let db = Database::connect(DatabaseUrl::SqliteMemory, PoolOptions::default())
+            .await
+            .unwrap();
+        let task = FnTask::new("t", &[], |context| async move { Ok(context) });
+        let workflow = Workflow::new("wf", vec![task]).unwrap();
+        let plan = Arc::new(ExecutionPlan::of(&workflow));
+        let mut known = Vec::new();
+        for _ in 0..3 {
+            let record = ExecutionResult::pending(
+                Uuid::new_v4(),
+                workflow.name(),
+                workflow.version(),
+                Context::new(),
+                &plan,
+            );
+            let lease = Duration::from_secs(30);
+            let submitted = db.submit(record, (*plan).clone(), None, None, None, lease);
+            known.push(submitted.await.unwrap().execution_id);
+        }
+        let reads: Vec<_> = (0..60)
+            .map(|i| {
+                let id = if i % 4 == 3 {
+                    Uuid::new_v4()
+                } else {
+                    known[i % 4]
+                };
+                let db = db.clone();
+                tokio::spawn(async move { (id, db.execution_status(id).await.unwrap()) })
+            })
+            .collect();
+        for read in reads {
+            let (id, status) = read.await.unwrap();
+            let expected = known.contains(&id).then_some(ExecutionStatus::Pending);
+            assert_eq!(status, expected, "{id}");
+        }
     }
 }
