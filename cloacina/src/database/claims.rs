@@ -208,14 +208,8 @@ impl Database {
 
 /// Commits one batch inside the transaction `conn` is in; see `Database::commit_ended`.
 pub(crate) fn commit_batch(conn: &mut Conn<'_>, request: &CommitRequest) -> Result<Committed> {
-    let CommitRequest {
-        execution,
-        plan,
-        worker,
-        ended,
-        claim,
-        context,
-    } = request;
+    let (execution, plan, worker) = (&request.execution, &request.plan, &request.worker);
+    let (ended, claim, context) = (&request.ended, &request.claim, &request.context);
     let id = execution.to_string();
     let batch = Batch { plan, claim };
     let now_utc = now();

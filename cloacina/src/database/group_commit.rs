@@ -83,7 +83,6 @@ fn commit_group(pool: &Pool, mut group: Group<CommitRequest, Committed>) {
 #[cfg(all(test, feature = "sqlite"))]
 mod tests {
     use std::sync::Mutex;
-    use std::time::Duration;
 
     use tokio::sync::oneshot;
 
@@ -91,35 +90,14 @@ mod tests {
     use crate::context::Context;
     use crate::database::claims::Claim;
     use crate::database::store::StoredOutputs;
-    use crate::database::url::DatabaseUrl;
-    use crate::database::PoolOptions;
-    use crate::model::{now, AttemptRecord, ExecutionResult, ExecutionStatus, TaskStatus};
-    use crate::task::FnTask;
-    use crate::workflow::Workflow;
+    use crate::database::testing::one_task_executions;
+    use crate::model::{now, AttemptRecord, ExecutionStatus, TaskStatus};
 
     const WORKER: &str = "w";
 
     /// A database holding `n` executions of a one-task workflow, each task claimed by [`WORKER`].
     async fn claimed(n: usize) -> (Database, Arc<ExecutionPlan>, Vec<Claim>) {
-        let db = Database::connect(DatabaseUrl::SqliteMemory, PoolOptions::default())
-            .await
-            .unwrap();
-        let task = FnTask::new("t", &[], |context| async move { Ok(context) });
-        let workflow = Workflow::new("wf", vec![task]).unwrap();
-        let plan = Arc::new(ExecutionPlan::of(&workflow));
-        for _ in 0..n {
-            let record = ExecutionResult::pending(
-                Uuid::new_v4(),
-                workflow.name(),
-                workflow.version(),
-                Context::new(),
-                &plan,
-            );
-            let lease = Duration::from_secs(30);
-            db.submit(record, (*plan).clone(), None, None, None, lease)
-                .await
-                .unwrap();
-        }
+        let (db, plan, _) = one_task_executions(n).await;
         let claims = db
             .claim_ready(WORKER.into(), vec!["t".into()], n)
             .await
@@ -217,19 +195,9 @@ mod tests {
     async fn concurrent_commits_all_get_their_results() {
         let (db, plan, claims) = claimed(20).await;
         let commits = claims.iter().map(|c| {
-            let CommitRequest {
-                execution,
-                plan,
-                worker,
-                ended,
-                claim,
-                context,
-            } = ended(c.execution_id, &plan);
+            let request = ended(c.execution_id, &plan);
             let db = db.clone();
-            tokio::spawn(async move {
-                db.commit_ended(execution, plan, worker, ended, claim, context)
-                    .await
-            })
+            tokio::spawn(async move { db.commits.call(&db.pool, request, commit_group).await })
         });
         let handles: Vec<_> = commits.collect();
         for handle in handles {

@@ -48,6 +48,8 @@ pub mod schema;
 pub mod secrets;
 pub mod signals;
 pub(crate) mod store;
+#[cfg(all(test, feature = "sqlite"))]
+mod testing;
 mod threads;
 pub mod url;
 

@@ -366,37 +366,12 @@ fn read_statuses(pool: &Pool, group: Group<Uuid, Option<ExecutionStatus>>) {
 
 #[cfg(all(test, feature = "sqlite"))]
 mod status_tests {
-    use std::sync::Arc;
-    use std::time::Duration;
-
     use super::*;
-    use crate::database::url::DatabaseUrl;
-    use crate::database::PoolOptions;
-    use crate::model::{ExecutionPlan, ExecutionResult};
-    use crate::task::FnTask;
-    use crate::workflow::Workflow;
+    use crate::database::testing::one_task_executions;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_status_reads_each_get_their_own_answer() {
-        let db = Database::connect(DatabaseUrl::SqliteMemory, PoolOptions::default())
-            .await
-            .unwrap();
-        let task = FnTask::new("t", &[], |context| async move { Ok(context) });
-        let workflow = Workflow::new("wf", vec![task]).unwrap();
-        let plan = Arc::new(ExecutionPlan::of(&workflow));
-        let mut known = Vec::new();
-        for _ in 0..3 {
-            let record = ExecutionResult::pending(
-                Uuid::new_v4(),
-                workflow.name(),
-                workflow.version(),
-                Context::new(),
-                &plan,
-            );
-            let lease = Duration::from_secs(30);
-            let submitted = db.submit(record, (*plan).clone(), None, None, None, lease);
-            known.push(submitted.await.unwrap().execution_id);
-        }
+        let (db, _, known) = one_task_executions(3).await;
         let reads: Vec<_> = (0..60)
             .map(|i| {
                 let id = if i % 4 == 3 {

@@ -6,11 +6,7 @@ use super::*;
 use crate::context::Context;
 use crate::database::leases::WorkerIdentity;
 use crate::database::store::StoredOutputs;
-use crate::database::url::DatabaseUrl;
-use crate::database::PoolOptions;
-use crate::model::ExecutionResult;
-use crate::task::FnTask;
-use crate::workflow::Workflow;
+use crate::database::testing::one_task_executions;
 
 /// Attempt `fence` of task 0, ended Completed with output `{"attempt": fence}`.
 fn completed(fence: u32) -> Arc<Vec<EndedTask>> {
@@ -32,25 +28,8 @@ fn completed(fence: u32) -> Arc<Vec<EndedTask>> {
 /// claim back, A claims it again; the first claim's writes must all be refused, quietly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_attempt_of_the_same_worker_writes_nothing() {
-    let db = Database::connect(DatabaseUrl::SqliteMemory, PoolOptions::default())
-        .await
-        .unwrap();
-    let task = FnTask::new("t", &[], |context| async move { Ok(context) });
-    let workflow = Workflow::new("wf", vec![task]).unwrap();
-    let plan = Arc::new(ExecutionPlan::of(&workflow));
-    let record = ExecutionResult::pending(
-        Uuid::new_v4(),
-        workflow.name(),
-        workflow.version(),
-        Context::new(),
-        &plan,
-    );
-    let lease = Duration::from_secs(30);
-    let execution = db
-        .submit(record, (*plan).clone(), None, None, None, lease)
-        .await
-        .unwrap()
-        .execution_id;
+    let (db, plan, executions) = one_task_executions(1).await;
+    let execution = executions[0];
     let (a, b) = (
         WorkerIdentity::of_this_process("a".into()),
         WorkerIdentity::of_this_process("b".into()),
