@@ -77,7 +77,7 @@ def benchmarks(backend: Optional[str] = None, repeat: Optional[str] = None, quic
                     if not run_step("benchmarks (postgres)", cmd, root, env):
                         failed.append("postgres")
                     cmd = [venv_bin(venv, "python"), root / "benches" / "scale_out.py", "--url", pg_url,
-                           *(["--quick"] if quick else [])]
+                           "--shape", "all", *(["--quick"] if quick else [])]
                     if not run_step("scale-out and failover benchmarks (postgres)", cmd, root, env):
                         failed.append("scale-out")
                     engine_env = dict(env, CLOACINA_BENCH_POSTGRES_URL=pg_url)

@@ -137,7 +137,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             return str(Path(args.url) / f"{name}.db")
         return args.url
 
-    plan = [("S1", 100), ("S2", 200), ("S3", scenarios.ROWS)]
+    plan = [("S1", 100), ("S2", 200), ("S2", 2_000), ("S3", scenarios.ROWS)]
     if not args.quick:
         plan += [("S1", 1_000), ("S1", 10_000), ("S2", 10_000), ("S3", 10 * scenarios.ROWS)]
     rows: List[List[str]] = []
