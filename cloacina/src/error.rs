@@ -23,7 +23,7 @@ pub enum WorkflowError {
 }
 
 /// Any failure of the engine itself (not of a task).
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum Error {
     /// The workflow graph is invalid.
     #[error(transparent)]

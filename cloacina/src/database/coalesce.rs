@@ -1,7 +1,8 @@
 //! Requests that arrive while a database call serving earlier ones runs wait, and are served
 //! together by the next call: one transaction for many commits (`group_commit.rs`), one query
 //! for many status reads (`queries.rs`). A lone request is served at once, with no extra hop:
-//! its caller starts the drain on a database thread itself.
+//! its caller starts the drain on a database thread itself. Like `Database::run`, a group is
+//! served only while a SQLite database's file is still the one opened.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -73,7 +74,10 @@ impl<R: Send + 'static, T: Send + 'static> Coalesce<R, T> {
     /// callers hear of it) and the drain goes on.
     fn drain(&self, pool: &Pool, serve: Serve<R, T>) {
         while let Some(group) = self.take() {
-            let _ = catch_unwind(AssertUnwindSafe(|| serve(pool, group)));
+            let _ = catch_unwind(AssertUnwindSafe(|| match pool.check_file() {
+                Ok(()) => serve(pool, group),
+                Err(error) => fail_all(group, &error),
+            }));
         }
     }
 
@@ -85,5 +89,12 @@ impl<R: Send + 'static, T: Send + 'static> Coalesce<R, T> {
             return None;
         }
         Some(std::mem::take(&mut waiting.requests))
+    }
+}
+
+/// Answers every request of `group` with `error`.
+pub(crate) fn fail_all<R, T>(group: Group<R, T>, error: &Error) {
+    for (_, reply) in group {
+        let _ = reply.send(Err(error.clone()));
     }
 }

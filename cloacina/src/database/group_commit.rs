@@ -18,7 +18,7 @@ use super::claims::{
 };
 use super::coalesce::{Coalesce, Group};
 use super::{Database, Pool};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::ExecutionPlan;
 
 /// The batches waiting for the next transaction.
@@ -51,13 +51,6 @@ impl Database {
 
 /// Commits `group` in one transaction, or each batch alone if that fails; answers every batch.
 fn commit_group(pool: &Pool, mut group: Group<CommitRequest, Committed>) {
-    if let Err(error) = pool.check_file() {
-        let message = error.to_string();
-        for (_, reply) in group {
-            let _ = reply.send(Err(Error::Database(message.clone())));
-        }
-        return;
-    }
     // Executions' rows are locked in id order; a stable sort keeps one execution's batches in
     // the order they were handed over.
     group.sort_by_key(|(request, _)| request.execution);

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::coalesce::{Coalesce, Group};
+use super::coalesce::{fail_all, Coalesce, Group};
 use super::connection::{columns, Conn, RunOn, CHUNK};
 use super::rows::{AttemptRow, ExecutionRow, TaskRow};
 use super::schema::{task_attempts, task_executions, workflow_executions};
@@ -332,22 +332,20 @@ fn read_statuses(pool: &Pool, group: Group<Uuid, Option<ExecutionStatus>>) {
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let statuses = pool.check_file().and_then(|()| {
-        pool.with_connection(|conn| {
-            let mut found = HashMap::new();
-            for chunk in ids.chunks(CHUNK) {
-                let rows: Vec<(String, String)> = workflow_executions::table
-                    .filter(workflow_executions::id.eq_any(chunk))
-                    .select((workflow_executions::id, workflow_executions::status))
-                    .load_on(conn)?;
-                for (id, status) in rows {
-                    let status = ExecutionStatus::parse(&status)
-                        .ok_or_else(|| corrupt("execution status", &status))?;
-                    found.insert(id, status);
-                }
+    let statuses = pool.with_connection(|conn| {
+        let mut found = HashMap::new();
+        for chunk in ids.chunks(CHUNK) {
+            let rows: Vec<(String, String)> = workflow_executions::table
+                .filter(workflow_executions::id.eq_any(chunk))
+                .select((workflow_executions::id, workflow_executions::status))
+                .load_on(conn)?;
+            for (id, status) in rows {
+                let status = ExecutionStatus::parse(&status)
+                    .ok_or_else(|| corrupt("execution status", &status))?;
+                found.insert(id, status);
             }
-            Ok(found)
-        })
+        }
+        Ok(found)
     });
     match statuses {
         Ok(found) => {
@@ -355,12 +353,7 @@ fn read_statuses(pool: &Pool, group: Group<Uuid, Option<ExecutionStatus>>) {
                 let _ = reply.send(Ok(found.get(&id.to_string()).copied()));
             }
         }
-        Err(error) => {
-            let message = error.to_string();
-            for (_, reply) in group {
-                let _ = reply.send(Err(Error::Database(message.clone())));
-            }
-        }
+        Err(error) => fail_all(group, &error),
     }
 }
 
