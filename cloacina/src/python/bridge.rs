@@ -221,10 +221,13 @@ impl LoopCall {
             return Ok(());
         };
         let task = start(py).and_then(|coroutine| {
-            let (settling, ensure_future) = settling_helpers(py)?;
-            let wrapped = settling.call1((coroutine, slf.getattr("settle")?))?;
+            let helpers = helpers(py)?;
+            let wrapped = helpers
+                .settling
+                .call1(py, (coroutine, slf.getattr("settle")?))?;
+            let ensure_future = helpers.ensure_future.bind(py);
             // The task copies the context it is created in, so it sees the scope's variable.
-            call_in_scope(py, slf.get().scope.as_ref(), &ensure_future, wrapped)
+            call_in_scope(py, slf.get().scope.as_ref(), ensure_future, wrapped)
         });
         match task {
             Ok(task) => {
@@ -253,10 +256,12 @@ impl LoopCall {
     }
 }
 
-/// Source of the wrapper [`LoopCall`] runs a coroutine in: it calls `settle(result, None)` or
-/// `settle(None, exception)` as the coroutine's last step. The exception is handed on, not
-/// raised again (nobody awaits the task), except those that must stop the loop.
-const SETTLING_SOURCE: &str = "\
+/// Source of the Python helpers the bridge runs: `settling`, the wrapper [`LoopCall`] runs a
+/// coroutine in, calls `settle(result, None)` or `settle(None, exception)` as the coroutine's
+/// last step (the exception is handed on, not raised again: nobody awaits the task, except those
+/// that must stop the loop); `deferred_call` awaits what `start()` returns, calling it only once
+/// a loop runs the coroutine ([`deferred`]).
+const HELPERS_SOURCE: &str = "\
 async def settling(coroutine, settle):
     try:
         result = await coroutine
@@ -266,26 +271,34 @@ async def settling(coroutine, settle):
             raise
     else:
         settle(result, None)
-";
-static SETTLING: GILOnceCell<(PyObject, PyObject)> = GILOnceCell::new();
 
-/// The `settling` wrapper and `asyncio.ensure_future`.
-fn settling_helpers(py: Python<'_>) -> PyResult<(Bound<'_, PyAny>, Bound<'_, PyAny>)> {
-    let (settling, ensure_future) = SETTLING.get_or_try_init(py, || {
-        let module = PyModule::from_code_bound(
-            py,
-            SETTLING_SOURCE,
-            "<cloacina bridge>",
-            "_cloacina_settling",
-        )?;
-        PyResult::Ok((
-            module.getattr("settling")?.unbind(),
-            py.import_bound("asyncio")?
+async def deferred_call(start):
+    return await start()
+";
+
+/// The bridge's Python helpers, made once.
+struct Helpers {
+    settling: PyObject,
+    deferred_call: PyObject,
+    ensure_future: PyObject,
+}
+
+static HELPERS: GILOnceCell<Helpers> = GILOnceCell::new();
+
+/// The bridge's Python helpers (see [`HELPERS_SOURCE`]) and `asyncio.ensure_future`.
+fn helpers(py: Python<'_>) -> PyResult<&Helpers> {
+    HELPERS.get_or_try_init(py, || {
+        let module =
+            PyModule::from_code_bound(py, HELPERS_SOURCE, "<cloacina bridge>", "_cloacina_bridge")?;
+        Ok(Helpers {
+            settling: module.getattr("settling")?.unbind(),
+            deferred_call: module.getattr("deferred_call")?.unbind(),
+            ensure_future: py
+                .import_bound("asyncio")?
                 .getattr("ensure_future")?
                 .unbind(),
-        ))
-    })?;
-    Ok((settling.bind(py).clone(), ensure_future.bind(py).clone()))
+        })
+    })
 }
 
 /// A coroutine scheduled on an asyncio loop; dropping it before it finishes cancels it.
@@ -427,11 +440,6 @@ fn has_running_loop(py: Python<'_>) -> PyResult<bool> {
         .is_none())
 }
 
-/// Source of the coroutine [`deferred`] returns: it awaits what `start()` returns, calling it
-/// only once a loop runs the coroutine.
-const DEFERRED_SOURCE: &str = "async def deferred_call(start):\n    return await start()\n";
-static DEFERRED_CALL: GILOnceCell<PyObject> = GILOnceCell::new();
-
 /// A coroutine that starts `work` (as [`started`]) on the loop that first runs it.
 fn deferred<'py, F, T>(py: Python<'py>, work: F) -> PyResult<Bound<'py, PyAny>>
 where
@@ -450,16 +458,7 @@ where
             started(args.py(), work).map(Bound::unbind)
         },
     )?;
-    let deferred_call = DEFERRED_CALL.get_or_try_init(py, || {
-        let module = PyModule::from_code_bound(
-            py,
-            DEFERRED_SOURCE,
-            "<cloacina bridge>",
-            "_cloacina_bridge",
-        )?;
-        PyResult::Ok(module.getattr("deferred_call")?.unbind())
-    })?;
-    deferred_call.bind(py).call1((start,))
+    helpers(py)?.deferred_call.bind(py).call1((start,))
 }
 
 /// [`awaitable`] on the loop running in this thread (a RuntimeError if none does).
