@@ -134,7 +134,7 @@ def register_scale_tasks(cl: ModuleType, prefix: str, counts: Optional[Dict[str,
                 counts[run] = counts.get(run, 0) + 1
             return None
 
-        return cl.task(tid, dependencies=list(dependencies))(body) if dependencies else cl.task(tid)(body)
+        return cl.task(tid, dependencies=list(dependencies))(body)
 
     for tid in scale_task_ids(prefix):
         sleeper(tid)
