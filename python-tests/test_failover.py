@@ -133,10 +133,10 @@ class RowLock:
             self.proc.wait()
 
 
-def backends(database: str, where: str) -> List[str]:
+def backends(database: str, where: str, columns: str = "pid") -> List[str]:
     import pg_admin
 
-    return pg_admin.psql_rows(f"SELECT pid FROM pg_stat_activity WHERE datname = '{database}' AND {where}")
+    return pg_admin.psql_rows(f"SELECT {columns} FROM pg_stat_activity WHERE datname = '{database}' AND {where}")
 
 
 @pytest.mark.postgres_only
@@ -162,14 +162,23 @@ async def test_a_worker_frozen_inside_its_commit_stalls_no_other_worker(
                                                         "AND state = 'idle in transaction'"),
                     what="the test holds the row lock")
         (control / "release_1").touch()  # A's commit now waits for the test's row lock
-        await until(lambda: backends(postgres_database, "wait_event_type = 'Lock'"),
-                    what="A's commit waits on the row lock", watch=[a])
+        # Only a wait on the test's own session counts: a notifier queued behind another commit
+        # also waits on a heavyweight lock, and stopping A then would stop it outside its commit.
+        await until(lambda: backends(postgres_database,
+                                     "wait_event_type = 'Lock' AND EXISTS (SELECT 1 FROM pg_stat_activity h "
+                                     f"WHERE h.application_name = '{RowLock.APP}' "
+                                     "AND h.pid = ANY(pg_blocking_pids(pg_stat_activity.pid)))"),
+                    what="A's commit waits on the test's row lock", watch=[a])
         os.kill(a.pid, signal.SIGSTOP)
     finally:
         lock.release()
     try:
-        await until(lambda: backends(postgres_database, "state = 'idle in transaction'"),
-                             what="A's session is frozen inside its transaction")
+        try:
+            await until(lambda: backends(postgres_database, "state = 'idle in transaction'"),
+                        what="A's session is frozen inside its transaction")
+        except AssertionError as failure:
+            raise AssertionError(f"{failure}\nsessions:\n" + "\n".join(backends(
+                postgres_database, "true", "pid, application_name, state, wait_event_type, wait_event, query"))) from None
         frozen_at = time.monotonic()
         frozen_pids = backends(postgres_database, "state = 'idle in transaction'")
 
