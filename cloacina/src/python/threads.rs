@@ -13,6 +13,8 @@ use std::time::Duration;
 use once_cell::sync::Lazy;
 use tokio::sync::oneshot;
 
+use super::bridge::{keep_thread_state, release_thread_state};
+
 /// Most threads left running in abandoned sync tasks before new sync attempts are refused.
 pub(crate) const MAX_ABANDONED: usize = 256;
 /// How long an idle thread waits for work before it exits.
@@ -63,8 +65,10 @@ impl TaskThreads {
         std::thread::Builder::new()
             .name("cloacina-task".into())
             .spawn(move || {
+                keep_thread_state();
                 job();
-                self.serve()
+                self.serve();
+                release_thread_state();
             })
             .map(drop)
             .map_err(|e| format!("could not start a thread for the task: {e}"))
