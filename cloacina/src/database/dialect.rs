@@ -39,6 +39,18 @@ impl Conn<'_> {
         self.lock_execution_row(id, true)
     }
 
+    /// Whether one multi-row INSERT beats a cached one-row statement per row: on PostgreSQL
+    /// (one round trip instead of many), not on SQLite (no round trips to save, and a statement
+    /// of a new length to prepare each time).
+    pub(crate) fn batches_inserts(&self) -> bool {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Conn::Sqlite(_) => false,
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(_) => true,
+        }
+    }
+
     /// `lock_execution`, or with `skip_locked` `try_lock_execution`.
     fn lock_execution_row(
         &mut self,

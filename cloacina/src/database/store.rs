@@ -94,9 +94,11 @@ impl Conn<'_> {
 
     /// Stores finished attempts, one statement per chunk (one round trip instead of one each).
     pub(crate) fn insert_attempts(&mut self, rows: &[AttemptRow]) -> Result<()> {
-        if let [row] = rows {
-            // One row (every task of a chain): the statement prepared once.
-            row.insert().execute_on(self)?;
+        if rows.len() == 1 || !self.batches_inserts() {
+            // One row (every task of a chain) or SQLite: the statement prepared once.
+            for row in rows {
+                row.insert().execute_on(self)?;
+            }
             return Ok(());
         }
         for chunk in rows.chunks(CHUNK) {
@@ -408,15 +410,17 @@ impl Conn<'_> {
         if locked.status.is_terminal() {
             return Ok(None);
         }
-        let open: i64 = task_executions::table
-            .filter(task_executions::execution_id.eq(execution))
-            .filter(
-                task_executions::status
-                    .eq_any([TaskStatus::Pending.as_str(), TaskStatus::Running.as_str()]),
-            )
-            .count()
-            .get_result_on(self)?;
-        if open > 0 {
+        // Whether any is left, not how many: a wide fan-out has thousands Pending mid-run.
+        let open: bool = diesel::select(diesel::dsl::exists(
+            task_executions::table
+                .filter(task_executions::execution_id.eq(execution))
+                .filter(
+                    task_executions::status
+                        .eq_any([TaskStatus::Pending.as_str(), TaskStatus::Running.as_str()]),
+                ),
+        ))
+        .get_result_on(self)?;
+        if open {
             return Ok(None);
         }
         let unsuccessful: Vec<(String, String, Option<String>, Option<String>)> =
