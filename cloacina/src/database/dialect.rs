@@ -258,29 +258,41 @@ impl Conn<'_> {
         Ok(taken)
     }
 
-    /// Takes `ended` off the count of unfinished upstream tasks of the task at `position`,
-    /// returning the task's state after it: one round trip, prepared once per connection.
+    /// Takes each `(position, ended)` pair's count off the unfinished upstream tasks of the task
+    /// at `position`, returning each task's state after it: one round trip on PostgreSQL for
+    /// all of them (a fan-out's root has thousands of dependents), a statement prepared once
+    /// per connection for each on SQLite.
     pub(crate) fn count_ended_upstream(
         &mut self,
         execution: &str,
-        position: usize,
-        ended: i32,
-    ) -> QueryResult<UpstreamCount> {
-        let statement: Returning<'_, UpstreamCountRow> = Cached::new(
-            &[
-                "UPDATE task_executions SET waiting_on = waiting_on - ",
-                " WHERE execution_id = ",
-                " AND position = ",
-                " RETURNING task_id, status, attempt, ready_at, waiting_on",
-            ],
-            vec![
-                Bind::Int(ended),
-                Bind::Text(Some(execution)),
-                Bind::Int(position as i32),
-            ],
-        )
-        .returning();
-        statement.get_result_on(self)
+        counts: &[(usize, i32)],
+    ) -> QueryResult<Vec<(usize, UpstreamCount)>> {
+        match self {
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(conn) if counts.len() > 1 => {
+                count_ended_upstream_at_once(conn, execution, counts)
+            }
+            _ => counts
+                .iter()
+                .map(|&(position, ended)| {
+                    let statement: Returning<'_, UpstreamCountRow> = Cached::new(
+                        &[
+                            "UPDATE task_executions SET waiting_on = waiting_on - ",
+                            " WHERE execution_id = ",
+                            " AND position = ",
+                            " RETURNING task_id, status, attempt, ready_at, waiting_on",
+                        ],
+                        vec![
+                            Bind::Int(ended),
+                            Bind::Text(Some(execution)),
+                            Bind::Int(position as i32),
+                        ],
+                    )
+                    .returning();
+                    Ok((position, statement.get_result_on(self)?))
+                })
+                .collect(),
+        }
     }
 }
 
@@ -619,4 +631,46 @@ fn store_ends_at_once<'a>(
     .bind::<Array<Integer>, _>(ends.iter().map(|e| e.fence).collect::<Vec<_>>())
     .load(conn)?;
     Ok(rows.into_iter().map(|r| r.task_id).collect())
+}
+
+/// `Conn::count_ended_upstream` in one `UPDATE … FROM unnest`.
+#[cfg(feature = "postgres")]
+fn count_ended_upstream_at_once(
+    conn: &mut diesel::PgConnection,
+    execution: &str,
+    counts: &[(usize, i32)],
+) -> QueryResult<Vec<(usize, UpstreamCount)>> {
+    use diesel::sql_types::Array;
+    #[derive(QueryableByName)]
+    struct Counted {
+        #[diesel(sql_type = Integer)]
+        position: i32,
+        #[diesel(sql_type = Text)]
+        task_id: String,
+        #[diesel(sql_type = Text)]
+        status: String,
+        #[diesel(sql_type = Integer)]
+        attempt: i32,
+        #[diesel(sql_type = Nullable<Timestamp>)]
+        ready_at: Option<NaiveDateTime>,
+        #[diesel(sql_type = Integer)]
+        waiting_on: i32,
+    }
+    let rows: Vec<Counted> = diesel::sql_query(
+        "UPDATE task_executions t SET waiting_on = t.waiting_on - c.ended \
+         FROM unnest($2::int[], $3::int[]) AS c(position, ended) \
+         WHERE t.execution_id = $1 AND t.position = c.position \
+         RETURNING t.position, t.task_id, t.status, t.attempt, t.ready_at, t.waiting_on",
+    )
+    .bind::<Text, _>(execution)
+    .bind::<Array<Integer>, _>(counts.iter().map(|c| c.0 as i32).collect::<Vec<_>>())
+    .bind::<Array<Integer>, _>(counts.iter().map(|c| c.1).collect::<Vec<_>>())
+    .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let count = (r.task_id, r.status, r.attempt, r.ready_at, r.waiting_on);
+            (r.position as usize, count)
+        })
+        .collect())
 }

@@ -195,10 +195,10 @@ impl Conn<'_> {
                 *ended_upstream.entry(d).or_default() += 1;
             }
         }
+        let counts: Vec<(usize, i32)> = ended_upstream.into_iter().collect();
         let mut unblocked: Vec<usize> = Vec::new();
-        for (&dependent, &n) in &ended_upstream {
-            let (task_id, status, attempt, ready_at, waiting_on) =
-                self.count_ended_upstream(execution, dependent, n)?;
+        for (dependent, counted) in self.count_ended_upstream(execution, &counts)? {
+            let (task_id, status, attempt, ready_at, waiting_on) = counted;
             let status = TaskStatus::parse(&status).ok_or_else(|| {
                 Error::Database(format!("stored task status {status:?} is not valid"))
             })?;
