@@ -89,19 +89,6 @@ pub(crate) enum Pool {
 }
 
 impl Pool {
-    /// How many commits of one execution's batches are worth having in flight at once. On
-    /// PostgreSQL a second overlaps the first's round trips (they serialize on the execution's
-    /// row, in claim order); SQLite writes one transaction at a time anyway, and a single one in
-    /// flight lets the next batch grow meanwhile (S2 ran 20 % faster).
-    fn commits_in_flight(&self) -> usize {
-        match self {
-            #[cfg(feature = "sqlite")]
-            Pool::Sqlite(_) => 1,
-            #[cfg(feature = "postgres")]
-            Pool::Postgres(_) => 2,
-        }
-    }
-
     /// Where this pool's calls run best. SQLite's work happens in the calling thread, which
     /// stays warm; a PostgreSQL call mostly waits on the server, and on one warm thread S1 ran
     /// 25 % slower (the thread migrated between cores a quarter more often).
@@ -205,11 +192,6 @@ impl Database {
     /// What this process has heard of new work, finished and cancelled executions.
     pub(crate) fn signals(&self) -> &signals::Signals {
         &self.signals
-    }
-
-    /// How many commits of one execution's batches a worker keeps in flight at once.
-    pub(crate) fn commits_in_flight(&self) -> usize {
-        self.pool.commits_in_flight()
     }
 
     /// Runs blocking database work off the async runtime's worker threads.

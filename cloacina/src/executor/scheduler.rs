@@ -23,7 +23,7 @@ use crate::model::{now, ExecutionPlan};
 use crate::task::{EngineFailure, TaskError};
 
 /// Most tasks a scheduler holds claimed ahead of free slots (see [`Pace`]).
-const MOST_AHEAD: usize = 64;
+const MOST_AHEAD: usize = 256;
 /// Failed commits of one batch after which, if heartbeats still write and the error is not one
 /// known to clear by itself, the database is taken to refuse the batch rather than to be unavailable.
 const REFUSED_AFTER: u32 = 5;
@@ -363,11 +363,12 @@ impl Scheduler {
         );
     }
 
-    /// Commits the ended tasks in the background, at most as many at a time as the database
-    /// overlaps usefully (`Database::commits_in_flight`); tasks ending meanwhile form the next
-    /// batch.
+    /// Commits the ended tasks in the background, one commit at a time: tasks ending meanwhile
+    /// form the next batch, which grows while the commit in flight lands (a second commit in
+    /// flight would only wait on the execution's row, with a smaller batch: S2 ran 10-20 %
+    /// slower with two on PostgreSQL, 20 % on SQLite).
     fn flush(&mut self) {
-        if self.commits.len() >= self.worker.db().commits_in_flight() || self.batch.is_empty() {
+        if !self.commits.is_empty() || self.batch.is_empty() {
             return;
         }
         let ended = Arc::new(std::mem::take(&mut self.batch));
