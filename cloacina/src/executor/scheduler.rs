@@ -71,8 +71,8 @@ type CommitEnd = (Result<Committed>, Vec<OwnedSemaphorePermit>, Duration);
 /// slots, queued here and started the moment a slot frees, so slots do not idle through each
 /// commit's round trips. Tasks slower than a commit are never claimed ahead: another worker
 /// may be free to run them.
-#[derive(Default)]
-struct Pace {
+#[derive(Default, Clone, Copy)]
+pub(crate) struct Pace {
     task: Option<Duration>,
     commit: Option<Duration>,
 }
@@ -140,6 +140,9 @@ pub(crate) async fn drive(
     let mut lineage = Lineage::default();
     lineage.absorb(INPUT, &Output::from(input));
     let n = plan.len();
+    // Learnt from earlier executions of the workflow here, so the first commit (a fan-out
+    // root's) already claims ahead.
+    let pace = worker.pace_of(&workflow_name);
     let mut scheduler = Scheduler {
         final_context: Arc::new(Mutex::new(FinalContext::new(&lineage, n))),
         worker,
@@ -154,7 +157,7 @@ pub(crate) async fn drive(
         batch_permits: Vec::new(),
         commits: JoinSet::new(),
         queued: VecDeque::new(),
-        pace: Pace::default(),
+        pace,
         cancel,
     };
     for claimed in first {
@@ -405,6 +408,7 @@ impl Scheduler {
         // On an error the tasks stay Running under this worker, given back once it stops.
         let Ok(committed) = committed else { return };
         self.pace.commit_landed(took);
+        self.worker.remember_pace(&self.workflow_name, self.pace);
         let signals = self.worker.db().signals();
         for &(position, attempt) in &committed.lost {
             self.discard(position, attempt);

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::finals::{Expected, Finals};
 use super::registry::TaskRegistry;
-use super::scheduler::{self, Claimed, Preloaded};
+use super::scheduler::{self, Claimed, Pace, Preloaded};
 use super::{announce_submitted, root_count};
 use crate::context::{Context, StoredContext};
 use crate::database::claims::{Claim, ClaimRequest, Registered};
@@ -87,6 +87,8 @@ pub(crate) struct Worker {
     claiming: tokio::sync::Mutex<()>,
     closing: Notify,
     idle: Notify,
+    /// How fast each workflow's tasks and commits went in its latest execution here.
+    paces: Mutex<HashMap<Arc<str>, Pace>>,
 }
 
 impl Worker {
@@ -113,6 +115,7 @@ impl Worker {
             claiming: tokio::sync::Mutex::new(()),
             closing: Notify::new(),
             idle: Notify::new(),
+            paces: Mutex::default(),
         })
     }
 
@@ -455,6 +458,18 @@ impl WorkerHandle {
     /// Takes as many free slots as are available, up to `wanted`, for claims made in a commit.
     pub(crate) fn reserve(&self, wanted: usize) -> Vec<OwnedSemaphorePermit> {
         self.worker.reserve(wanted)
+    }
+
+    /// How fast `workflow`'s tasks and commits went in its latest execution here.
+    pub(crate) fn pace_of(&self, workflow: &str) -> Pace {
+        let paces = self.worker.paces.lock().unwrap_or_else(|p| p.into_inner());
+        paces.get(workflow).copied().unwrap_or_default()
+    }
+
+    /// Records how fast `workflow`'s tasks and commits go, for its next execution here.
+    pub(crate) fn remember_pace(&self, workflow: &Arc<str>, pace: Pace) {
+        let mut paces = self.worker.paces.lock().unwrap_or_else(|p| p.into_inner());
+        paces.insert(workflow.clone(), pace);
     }
 
     /// A claim request for `permits` slots and `ahead` tasks beyond them.
