@@ -4,7 +4,10 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
+use once_cell::sync::OnceCell;
+
 use crate::error::WorkflowError;
+use crate::model::ExecutionPlan;
 use crate::task::Task;
 
 /// A validated DAG of tasks, held in topological order.
@@ -15,6 +18,9 @@ pub struct Workflow {
     tasks: Vec<Arc<dyn Task>>,
     dependencies: Vec<Vec<usize>>,
     dependents: Vec<Vec<usize>>,
+    /// Its execution plan, built at the first submit (tasks and options never change) and
+    /// shared by its clones (each call from Python submits a clone).
+    plan: Arc<OnceCell<Arc<ExecutionPlan>>>,
 }
 
 impl std::fmt::Debug for Workflow {
@@ -91,7 +97,15 @@ impl Workflow {
             tasks: ordered,
             dependencies,
             dependents,
+            plan: Arc::default(),
         })
+    }
+
+    /// The plan every execution of this workflow stores, built once.
+    pub fn plan(&self) -> Arc<ExecutionPlan> {
+        self.plan
+            .get_or_init(|| Arc::new(ExecutionPlan::of(self)))
+            .clone()
     }
 
     /// The workflow's name.

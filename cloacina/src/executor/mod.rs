@@ -189,7 +189,7 @@ impl UnifiedExecutor {
             return Err(shut_down());
         }
         self.inner.registry.learn(workflow);
-        let plan = Arc::new(ExecutionPlan::of(workflow));
+        let plan = workflow.plan();
         let record = ExecutionResult::pending(
             options.execution_id.unwrap_or_else(Uuid::new_v4),
             workflow.name(),

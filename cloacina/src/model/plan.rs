@@ -1,7 +1,9 @@
 //! The graph and task options of one execution, stored with it so any worker can drive it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use once_cell::sync::OnceCell;
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
@@ -20,10 +22,18 @@ pub struct PlannedTask {
 }
 
 /// A workflow's graph in topological order, without functions: what the database stores.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ExecutionPlan {
     tasks: Vec<PlannedTask>,
     dependents: Vec<Vec<usize>>,
+    /// Its JSON text, made at the first submit and reused by the next ones (clones share it).
+    json: Arc<OnceCell<String>>,
+}
+
+impl PartialEq for ExecutionPlan {
+    fn eq(&self, other: &Self) -> bool {
+        self.tasks == other.tasks
+    }
 }
 
 impl ExecutionPlan {
@@ -49,7 +59,11 @@ impl ExecutionPlan {
                 dependents[dep].push(position);
             }
         }
-        Self { tasks, dependents }
+        Self {
+            tasks,
+            dependents,
+            json: Arc::default(),
+        }
     }
 
     /// Tasks in topological order.
@@ -91,6 +105,10 @@ impl ExecutionPlan {
 
     /// The plan as the JSON text stored with the execution.
     pub fn to_json(&self) -> String {
+        self.json.get_or_init(|| self.make_json()).clone()
+    }
+
+    fn make_json(&self) -> String {
         let tasks: Vec<Value> = self
             .tasks
             .iter()
