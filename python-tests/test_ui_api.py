@@ -246,8 +246,13 @@ def test_workers_and_schedules(serve: Callable[..., Running], sync_executor: clo
                                flows: Dict[str, Any], ids: Any) -> None:
     sync_executor.schedule(flows["ok"], "0 3 * * *", name=ids("nightly"))
     ui = serve()
-    workers = ui.ok("workers")["workers"]
-    assert workers == json.loads(json.dumps(sync_executor.list_workers()))
+
+    def same_as_the_api() -> Optional[List[List[Dict[str, Any]]]]:
+        # A heartbeat between the two reads changes heartbeat_at: read both again until they agree.
+        workers = ui.ok("workers")["workers"]
+        return [workers] if workers == json.loads(json.dumps(sync_executor.list_workers())) else None
+
+    (workers,) = wait_until(same_as_the_api, "the UI's workers are list_workers()'s")
     assert any(w["pid"] == os.getpid() and w["alive"] for w in workers)
     schedules = ui.ok("schedules")["schedules"]
     assert [s["name"] for s in schedules] == [ids("nightly")] and schedules[0]["cron"] == "0 3 * * *"
