@@ -6,6 +6,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use uuid::Uuid;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::claims::{Claim, ClaimRequest};
@@ -48,7 +49,7 @@ impl Database {
     pub(crate) async fn submit(
         &self,
         record: ExecutionResult,
-        plan: ExecutionPlan,
+        plan: Arc<ExecutionPlan>,
         idempotency_key: Option<String>,
         deadline: Option<DateTime<Utc>>,
         claim: Option<(String, ClaimRequest)>,

@@ -92,7 +92,8 @@ impl Conn<'_> {
         self.insert_attempts(&[AttemptRow::new(execution, task_id, a)])
     }
 
-    /// Stores finished attempts, one statement per chunk (one round trip instead of one each).
+    /// Stores finished attempts: on PostgreSQL one statement per chunk (one round trip instead
+    /// of one each), on SQLite (and for one row) a statement prepared once, run per row.
     pub(crate) fn insert_attempts(&mut self, rows: &[AttemptRow]) -> Result<()> {
         if rows.len() == 1 || !self.batches_inserts() {
             // One row (every task of a chain) or SQLite: the statement prepared once.

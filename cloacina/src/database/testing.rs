@@ -19,7 +19,7 @@ pub(crate) async fn one_task_executions(n: usize) -> (Database, Arc<ExecutionPla
         .unwrap();
     let task = FnTask::new("t", &[], |context| async move { Ok(context) });
     let workflow = Workflow::new("wf", vec![task]).unwrap();
-    let plan = Arc::new(ExecutionPlan::of(&workflow));
+    let plan = workflow.plan();
     let mut ids = Vec::with_capacity(n);
     for _ in 0..n {
         let record = ExecutionResult::pending(
@@ -30,7 +30,7 @@ pub(crate) async fn one_task_executions(n: usize) -> (Database, Arc<ExecutionPla
             &plan,
         );
         let lease = Duration::from_secs(30);
-        let submitted = db.submit(record, (*plan).clone(), None, None, None, lease);
+        let submitted = db.submit(record, plan.clone(), None, None, None, lease);
         ids.push(submitted.await.unwrap().execution_id);
     }
     (db, plan, ids)

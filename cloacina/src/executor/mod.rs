@@ -216,7 +216,7 @@ impl UnifiedExecutor {
                     .db
                     .submit(
                         record,
-                        (*plan).clone(),
+                        plan.clone(),
                         options.idempotency_key,
                         deadline,
                         None,

@@ -230,12 +230,11 @@ impl Worker {
         let roots = root_count(&plan);
         let permits = self.reserve(roots);
         let claim = (self.id().to_string(), self.claim_request(permits.len(), 0));
-        let stored = (*plan).clone();
         let mut submitted = self
             .db
             .submit(
                 record,
-                stored,
+                plan.clone(),
                 idempotency_key,
                 deadline,
                 Some(claim),
