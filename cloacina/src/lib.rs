@@ -34,7 +34,7 @@ pub use executor::{
     ExecutorConfig, ScheduleOptions, SubmitOptions, SubmittedTasks, TaskRegistry, UnifiedExecutor,
 };
 pub use model::{ExecutionPlan, ExecutionResult, ExecutionStatus, TaskResult, TaskStatus};
-pub use policy::{RetryPolicy, TaskOptions, TriggerRule, UpstreamOutcome};
+pub use policy::{MapOptions, RetryPolicy, TaskOptions, TriggerRule, UpstreamOutcome};
 pub use task::{
     name_engine_failures, EngineFailure, FnTask, OutputFuture, Task, TaskError, TaskErrorKind,
     TaskFuture,

@@ -59,6 +59,8 @@ pub const LEASE_TIMEOUT: Seconds = Seconds::positive("lease_timeout");
 
 /// `@task(retries=)`: extra attempts after a failed one (attempts are stored as 32-bit ints).
 pub const RETRIES: Count = Count::new("retries", 0, 10_000);
+/// `@task(map_limit=)`: most instances of a mapped task running at once in one execution.
+pub const MAP_LIMIT: Count = Count::new("map_limit", 1, 100_000);
 /// `UnifiedExecutor(max_concurrency=)`: most tasks one executor runs at once.
 pub const MAX_CONCURRENCY: Count = Count::new("max_concurrency", 1, 100_000);
 /// `initialize(pool_size=)`: most database connections one executor opens.

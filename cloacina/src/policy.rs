@@ -129,6 +129,33 @@ pub struct TaskOptions {
     pub retry_timeouts: bool,
     /// When the task runs, given its upstream tasks' outcomes.
     pub trigger_rule: TriggerRule,
+    /// Set when the task runs once per element of a list in its input (a map).
+    pub map: Option<MapOptions>,
+}
+
+/// How a mapped task finds its list and hands on its values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapOptions {
+    /// The context key (a dotted path reaches into nested objects) holding the list.
+    pub over: String,
+    /// The key under which each instance sees its element.
+    pub item: String,
+    /// Most instances of the task running at once within one execution.
+    pub limit: Option<u32>,
+    /// The key of the list of values the task outputs; the task's id when None.
+    pub collect_as: Option<String>,
+}
+
+impl MapOptions {
+    /// A map over `over`, each element seen as `item`, unlimited, collected under the task's id.
+    pub fn over(over: impl Into<String>) -> Self {
+        Self {
+            over: over.into(),
+            item: "item".to_string(),
+            limit: None,
+            collect_as: None,
+        }
+    }
 }
 
 impl TaskOptions {

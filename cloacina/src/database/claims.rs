@@ -18,10 +18,11 @@ use super::dialect::{TakenRow, TaskEnd};
 use super::rows::AttemptRow;
 use super::schema::task_executions;
 use super::signals::Signal;
-pub use super::store::Claim;
+pub use super::store::{Claim, Instance};
 use super::store::{ContextSource, TaskState};
 use super::Database;
 use crate::error::{Error, Result};
+use crate::model::map::instance_key;
 use crate::model::{now, AttemptRecord, ExecutionPlan, ExecutionStatus, TaskStatus};
 
 /// A claimed task that ended, ready to store: its final status with what goes with it, the
@@ -50,6 +51,8 @@ pub(crate) struct EndedTask {
     pub completed_at: DateTime<Utc>,
     /// The last attempt, not stored yet; None when the task was cancelled between attempts.
     pub last_attempt: Option<AttemptRecord>,
+    /// The instance's index, when this is an instance of a mapped task.
+    pub map_index: Option<u32>,
 }
 
 impl EndedTask {
@@ -74,6 +77,7 @@ impl EndedTask {
             reason: None,
             completed_at,
             last_attempt: None,
+            map_index: None,
         }
     }
 }
@@ -225,21 +229,37 @@ pub(crate) fn commit_batch(conn: &mut Conn<'_>, request: &CommitRequest) -> Resu
     let ends: Vec<TaskEnd<'_>> = ended.iter().map(|task| batch.end_of(task)).collect();
     // Fenced: a stale claim (its worker presumed dead) no longer owns the task.
     let stored = conn.store_ends(&id, worker, &ends)?;
-    for (task, stored) in ended.iter().zip(stored) {
-        let task_id = batch.task_id(task.position);
+    // Instances ended, per node.
+    let mut instances_ended: BTreeMap<usize, i32> = BTreeMap::new();
+    for ((task, stored), end) in ended.iter().zip(stored).zip(&ends) {
         if !stored {
             committed.lost.push((task.position, task.attempt));
             continue;
         }
         if let Some(attempt) = &task.last_attempt {
-            attempts.push(AttemptRow::new(&id, task_id, attempt));
+            attempts.push(AttemptRow::new(&id, &end.task_id, attempt));
+        }
+        if task.map_index.is_some() {
+            *instances_ended.entry(task.position).or_default() += 1;
+            continue;
         }
         states.insert(task.position, batch.state_of(task));
         settled_from.push(task.position);
     }
     conn.insert_attempts(&attempts)?;
+    for (node, status) in conn.count_instance_ends(&id, plan, &instances_ended, now)? {
+        let state = TaskState {
+            task_id: batch.task_id(node).to_string(),
+            status,
+            attempt: 0,
+            ready: false,
+        };
+        states.insert(node, state);
+        settled_from.push(node);
+    }
     let mut open = false;
-    if locked.cancel_reason.is_none() && !settled_from.is_empty() {
+    let claims_more = !settled_from.is_empty() || !instances_ended.is_empty();
+    if locked.cancel_reason.is_none() && claims_more {
         let settled = conn.settle(&id, plan, &settled_from, &mut states, now)?;
         let (mut mine, others) = batch.split_ready(&settled.ready);
         conn.mark_ready(&id, &others, now)?;
@@ -251,12 +271,19 @@ pub(crate) fn commit_batch(conn: &mut Conn<'_>, request: &CommitRequest) -> Resu
             mine.extend(batch.more_to_claim(waiting, &mine, wanted));
         }
         committed.claimed = conn.claim_positions(*execution, worker, &mine, &states, now_utc)?;
+        let free = (claim.limit + claim.ahead).saturating_sub(committed.claimed.len());
+        let nodes = batch.nodes_run_here();
+        if free > 0 && !nodes.is_empty() {
+            let rows = conn.take_ready_rows(worker, &nodes, free, now_utc, Some(&id))?;
+            committed.claimed.extend(to_claims(rows, now_utc)?);
+        }
         if !committed.claimed.is_empty()
             && (locked.status == ExecutionStatus::Pending || locked.waiting)
         {
             conn.mark_running(&committed.claimed)?;
         }
-        committed.made_ready = any_unclaimed(&settled.ready, &committed.claimed);
+        committed.made_ready =
+            any_unclaimed(&settled.ready, &committed.claimed) || settled.expanded;
         if committed.made_ready {
             conn.announce(Signal::Ready)?;
         }
@@ -324,8 +351,12 @@ impl Batch<'_> {
 
     /// `task`'s end as the fenced statement stores it.
     fn end_of<'q>(&'q self, task: &'q EndedTask) -> TaskEnd<'q> {
+        let task_id = self.task_id(task.position);
         TaskEnd {
-            task_id: self.task_id(task.position),
+            task_id: match task.map_index {
+                Some(index) => instance_key(task_id, index).into(),
+                None => task_id.into(),
+            },
             status: task.status.as_str(),
             attempt: task.attempt as i32,
             started_at: task.started_at.map(|t| t.naive_utc()),
@@ -336,6 +367,21 @@ impl Batch<'_> {
             completed_at: task.completed_at.naive_utc(),
             fence: task.fence as i32,
         }
+    }
+
+    /// The ids of the plan's mapped tasks the committing worker runs.
+    fn nodes_run_here(&self) -> Vec<String> {
+        self.plan
+            .tasks()
+            .iter()
+            .filter(|t| t.options.map.is_some() && self.runs_id(&t.id))
+            .map(|t| t.id.clone())
+            .collect()
+    }
+
+    /// Whether the committing worker runs the task `id`.
+    fn runs_id(&self, id: &str) -> bool {
+        (self.claim.registered)(id)
     }
 
     /// Splits newly `ready` tasks into those the worker claims (that it runs, up to its limit)
@@ -376,15 +422,28 @@ fn any_unclaimed(ready: &[usize], claimed: &[Claim]) -> bool {
 /// Claims as taken rows describe them, started at `started_at`.
 fn to_claims(rows: Vec<TakenRow>, started_at: DateTime<Utc>) -> Result<Vec<Claim>> {
     rows.into_iter()
-        .map(|(execution_id, task_id, position, attempt)| {
+        .map(|row| {
+            let execution_id = &row.execution_id;
+            let instance = match (row.map_index, row.map_element) {
+                (index, Some(element)) if index >= 0 => Some(Instance {
+                    index: index as u32,
+                    element,
+                }),
+                _ => None,
+            };
             Ok(Claim {
-                execution_id: Uuid::parse_str(&execution_id).map_err(|_| {
+                execution_id: Uuid::parse_str(execution_id).map_err(|_| {
                     Error::Database(format!("stored execution id {execution_id:?} is not valid"))
                 })?,
-                position: position.max(0) as usize,
-                task_id,
-                attempt: attempt.max(0) as u32,
+                position: row.position.max(0) as usize,
+                // An instance runs its node's function.
+                task_id: row
+                    .map_task
+                    .filter(|_| instance.is_some())
+                    .unwrap_or(row.task_id),
+                attempt: row.attempt.max(0) as u32,
                 started_at,
+                instance,
             })
         })
         .collect()

@@ -192,9 +192,15 @@ impl Database {
                     .map(|(&p, _)| p)
                     .collect();
                 let mut settled = conn.settle(&id, &plan, &completed, &mut states, now)?;
-                settled.ready.extend((0..plan.len()).filter(|&p| {
-                    plan.dependencies_of(p).is_empty() && states[&p].status == TaskStatus::Pending
-                }));
+                let (nodes, roots): (Vec<usize>, Vec<usize>) = (0..plan.len())
+                    .filter(|&p| {
+                        plan.dependencies_of(p).is_empty()
+                            && states[&p].status == TaskStatus::Pending
+                    })
+                    .partition(|&p| plan.tasks()[p].options.map.is_some());
+                settled.ready.extend(roots);
+                let started = conn.start_nodes(&id, &plan, &nodes, &mut states, now)?;
+                settled.ready.extend(started.ready);
                 settled.ready.sort_unstable();
                 settled.ready.dedup();
                 conn.mark_ready(&id, &settled.ready, now)?;
@@ -280,9 +286,9 @@ impl Conn<'_> {
                 .values(chunk)
                 .execute_on(self)?;
         }
-        let roots: Vec<usize> = (0..plan.len())
+        let (nodes, roots): (Vec<usize>, Vec<usize>) = (0..plan.len())
             .filter(|&p| plan.dependencies_of(p).is_empty())
-            .collect();
+            .partition(|&p| plan.tasks()[p].options.map.is_some());
         let mut claimed = Vec::new();
         if let Some((worker, request)) = &claim {
             let mine: Vec<usize> = roots
@@ -307,6 +313,19 @@ impl Conn<'_> {
             if !claimed.is_empty() {
                 self.mark_running(&claimed)?;
             }
+        }
+        if !nodes.is_empty() {
+            let id = execution_id.to_string();
+            let now = now().naive_utc();
+            let started = self.start_nodes(&id, plan, &nodes, &mut BTreeMap::new(), now)?;
+            self.mark_ready(&id, &started.ready, now)?;
+            self.announce(Signal::Ready)?;
+            let submitted = LockedExecution {
+                status: ExecutionStatus::Pending,
+                cancel_reason: None,
+                waiting: false,
+            };
+            self.finish_from_storage(&id, &submitted, now)?;
         }
         if claimed.len() < roots.len() {
             self.announce(Signal::Ready)?;
@@ -376,6 +395,7 @@ impl Conn<'_> {
                 task_executions::table
                     .filter(task_executions::execution_id.eq(id))
                     .filter(task_executions::position.eq(position as i32))
+                    .filter(task_executions::map_index.eq(-1))
                     .filter(task_executions::status.ne(TaskStatus::Completed.as_str())),
             )
             .set(task_executions::waiting_on.eq(task.dependencies.len() as i32))
@@ -384,17 +404,26 @@ impl Conn<'_> {
         Ok(())
     }
 
-    /// Marks every Pending task of the execution Cancelled.
+    /// Marks every Pending task (and map instance) of the execution Cancelled, and the mapped
+    /// tasks waiting for their instances.
     pub(crate) fn cancel_pending(
         &mut self,
         id: &str,
         reason: Option<&str>,
         now: NaiveDateTime,
     ) -> Result<()> {
+        let waiting_nodes = task_executions::status
+            .eq(TaskStatus::Running.as_str())
+            .and(task_executions::map_count.is_not_null())
+            .and(task_executions::map_index.eq(-1));
         diesel::update(
             task_executions::table
                 .filter(task_executions::execution_id.eq(id))
-                .filter(task_executions::status.eq(TaskStatus::Pending.as_str())),
+                .filter(
+                    task_executions::status
+                        .eq(TaskStatus::Pending.as_str())
+                        .or(waiting_nodes),
+                ),
         )
         .set((
             task_executions::status.eq(TaskStatus::Cancelled.as_str()),

@@ -171,7 +171,7 @@ impl Conn<'_> {
             #[cfg(feature = "postgres")]
             Conn::Postgres(conn) if ends.len() > 1 => {
                 let stored = store_ends_at_once(conn, execution, worker, ends)?;
-                Ok(ends.iter().map(|e| stored.contains(e.task_id)).collect())
+                Ok(ends.iter().map(|e| stored.contains(&*e.task_id)).collect())
             }
             _ => ends
                 .iter()
@@ -205,6 +205,7 @@ impl Conn<'_> {
                     task_executions::table
                         .filter(task_executions::execution_id.eq(execution))
                         .filter(task_executions::position.eq_any(&positions))
+                        .filter(task_executions::map_index.eq(-1))
                         .filter(task_executions::status.eq(Pending)),
                 )
                 .set((
@@ -280,7 +281,8 @@ impl Conn<'_> {
                             "UPDATE task_executions SET waiting_on = waiting_on - ",
                             " WHERE execution_id = ",
                             " AND position = ",
-                            " RETURNING task_id, status, attempt, ready_at, waiting_on",
+                            " AND map_index = -1 RETURNING task_id, status, attempt, ready_at, \
+                             waiting_on",
                         ],
                         vec![
                             Bind::Int(ended),
@@ -299,16 +301,37 @@ impl Conn<'_> {
 /// The SQL types of an [`UpstreamCount`].
 type UpstreamCountRow = (Text, Text, Integer, Nullable<Timestamp>, Integer);
 
-/// A ready task as claiming takes it: execution id, task id, position and the attempt its
-/// claim runs.
-pub(crate) type TakenRow = (String, String, i32, i32);
+/// A ready task (or map instance) as claiming takes it.
+#[derive(QueryableByName)]
+pub(crate) struct TakenRow {
+    #[diesel(sql_type = Text)]
+    pub execution_id: String,
+    /// The row's key: the task's id, or for an instance its node's id and index.
+    #[diesel(sql_type = Text)]
+    pub task_id: String,
+    #[diesel(sql_type = Integer)]
+    pub position: i32,
+    /// The attempt its claim runs.
+    #[diesel(sql_type = Integer)]
+    pub attempt: i32,
+    /// The instance's index; -1 for a task.
+    #[diesel(sql_type = Integer)]
+    pub map_index: i32,
+    /// The instance's node.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub map_task: Option<String>,
+    /// The instance's element, as JSON.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub map_element: Option<String>,
+}
 
 impl Pool {
-    /// Makes Running under `worker`, at `now`, up to `limit` ready tasks of any execution whose
-    /// ids are in `task_ids`, oldest first, then runs `then` with them: inside the same immediate
-    /// transaction on SQLite, right after the one `FOR UPDATE SKIP LOCKED` statement on
-    /// PostgreSQL. On SQLite a plain read first: most wake-ups find nothing, and need no write
-    /// lock to learn it (then `then` is not run, and the result is `T::default()`).
+    /// Makes Running under `worker`, at `now`, up to `limit` ready tasks (and map instances) of
+    /// any execution whose ids are in `task_ids`, oldest first, then runs `then` with them:
+    /// inside the same immediate transaction on SQLite, right after the one `FOR UPDATE SKIP
+    /// LOCKED` statement on PostgreSQL. On SQLite a plain read first: most wake-ups find
+    /// nothing, and need no write lock to learn it (then `then` is not run, and the result is
+    /// `T::default()`).
     pub(crate) fn take_ready<T: Default>(
         &self,
         worker: &str,
@@ -325,7 +348,11 @@ impl Pool {
                 let mut any = false;
                 for chunk in task_ids.chunks(super::connection::CHUNK) {
                     any |= diesel::select(diesel::dsl::exists(
-                        ready_in_queue().filter(task_executions::task_id.eq_any(chunk)),
+                        ready_in_queue().filter(
+                            task_executions::task_id
+                                .eq_any(chunk)
+                                .or(task_executions::map_task.eq_any(chunk)),
+                        ),
                     ))
                     .get_result_on::<bool>(conn)?;
                     if any {
@@ -336,35 +363,61 @@ impl Pool {
                     return Ok(T::default());
                 }
                 super::connection::immediate(pool, &mut sqlite, |conn| {
-                    let rows = take_ready_each(conn, worker, task_ids, limit, now.naive_utc())?;
+                    let rows = conn.take_ready_rows(worker, task_ids, limit, now, None)?;
                     then(conn, rows)
                 })
             }
             #[cfg(feature = "postgres")]
             Pool::Postgres(pool) => {
-                use diesel::sql_types::{Array, BigInt};
                 let mut pg = pool.get()?;
-                let rows: Vec<TakenRow> = diesel::sql_query(
+                let conn = &mut Conn::Postgres(&mut pg);
+                let rows = conn.take_ready_rows(worker, task_ids, limit, now, None)?;
+                then(conn, rows)
+            }
+        }
+    }
+}
+
+impl Conn<'_> {
+    /// Makes Running under `worker`, at `now`, up to `limit` ready tasks and map instances whose
+    /// (node's) ids are in `task_ids`, oldest first: of any execution, or of `execution` alone.
+    pub(crate) fn take_ready_rows(
+        &mut self,
+        worker: &str,
+        task_ids: &[String],
+        limit: usize,
+        now: DateTime<Utc>,
+        execution: Option<&str>,
+    ) -> Result<Vec<TakenRow>> {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Conn::Sqlite(_) => {
+                take_ready_each(self, worker, task_ids, limit, now.naive_utc(), execution)
+            }
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(pg) => {
+                use diesel::sql_types::{Array, BigInt};
+                Ok(diesel::sql_query(
                     "WITH ready AS ( \
                          SELECT execution_id, task_id FROM task_executions \
                          WHERE queue = 'default' AND status = 'Pending' AND ready_at IS NOT NULL \
-                             AND task_id IN (SELECT unnest($2::text[])) \
+                             AND (task_id IN (SELECT unnest($2::text[])) \
+                                  OR map_task IN (SELECT unnest($2::text[]))) \
+                             AND ($5::text IS NULL OR execution_id = $5) \
                          ORDER BY ready_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
                      UPDATE task_executions t SET status = 'Running', worker_id = $1, \
                          attempt = t.attempt + 1, started_at = $4 \
                      FROM ready WHERE t.execution_id = ready.execution_id \
                          AND t.task_id = ready.task_id \
-                     RETURNING t.execution_id, t.task_id, t.position, t.attempt",
+                     RETURNING t.execution_id, t.task_id, t.position, t.attempt, t.map_index, \
+                         t.map_task, t.map_element",
                 )
                 .bind::<Text, _>(worker)
                 .bind::<Array<Text>, _>(task_ids)
                 .bind::<BigInt, _>(limit as i64)
                 .bind::<Timestamp, _>(now.naive_utc())
-                .load::<TakenByName>(&mut *pg)?
-                .into_iter()
-                .map(|r| (r.execution_id, r.task_id, r.position, r.attempt))
-                .collect();
-                then(&mut Conn::Postgres(&mut pg), rows)
+                .bind::<Nullable<Text>, _>(execution)
+                .load::<TakenRow>(&mut **pg)?)
             }
         }
     }
@@ -381,8 +434,8 @@ fn ready_in_queue() -> _ {
         .filter(task_executions::ready_at.is_not_null())
 }
 
-/// SQLite's claim, inside its immediate transaction: reads the oldest ready tasks, then makes
-/// each Running.
+/// SQLite's claim, inside its immediate transaction: reads the oldest ready tasks (of
+/// `execution` alone, when given), then makes each Running.
 #[cfg(feature = "sqlite")]
 fn take_ready_each(
     conn: &mut Conn<'_>,
@@ -390,6 +443,7 @@ fn take_ready_each(
     task_ids: &[String],
     limit: usize,
     now: NaiveDateTime,
+    execution: Option<&str>,
 ) -> Result<Vec<TakenRow>> {
     let mut rows: Vec<TakenRow> = Vec::new();
     for chunk in task_ids.chunks(super::connection::CHUNK) {
@@ -397,18 +451,26 @@ fn take_ready_each(
         if wanted == 0 {
             break;
         }
-        let found: Vec<(String, String, i32, i32)> = ready_in_queue()
-            .filter(task_executions::task_id.eq_any(chunk))
-            .order(task_executions::ready_at)
-            .limit(wanted as i64)
-            .select((
-                task_executions::execution_id,
-                task_executions::task_id,
-                task_executions::position,
-                task_executions::attempt,
-            ))
-            .load_on(conn)?;
-        for (execution_id, task_id, position, attempt) in found {
+        let ready = ready_in_queue().filter(
+            task_executions::task_id
+                .eq_any(chunk)
+                .or(task_executions::map_task.eq_any(chunk)),
+        );
+        let oldest = task_executions::ready_at;
+        let found: Vec<TakenColumns> = match execution {
+            Some(execution) => ready
+                .filter(task_executions::execution_id.eq(execution))
+                .order(oldest)
+                .limit(wanted as i64)
+                .select(TAKEN)
+                .load_on(conn)?,
+            None => ready
+                .order(oldest)
+                .limit(wanted as i64)
+                .select(TAKEN)
+                .load_on(conn)?,
+        };
+        for (execution_id, task_id, position, attempt, map_index, map_task, map_element) in found {
             diesel::update(task_executions::table.find((&execution_id, &task_id)))
                 .set((
                     task_executions::status.eq(TaskStatus::Running.as_str()),
@@ -417,25 +479,51 @@ fn take_ready_each(
                     task_executions::started_at.eq(Some(now)),
                 ))
                 .execute_on(conn)?;
-            rows.push((execution_id, task_id, position, attempt + 1));
+            rows.push(TakenRow {
+                execution_id,
+                task_id,
+                position,
+                attempt: attempt + 1,
+                map_index,
+                map_task,
+                map_element,
+            });
         }
     }
     Ok(rows)
 }
 
-/// A [`TakenRow`] as PostgreSQL's claim statement returns it.
-#[cfg(feature = "postgres")]
-#[derive(QueryableByName)]
-struct TakenByName {
-    #[diesel(sql_type = Text)]
-    execution_id: String,
-    #[diesel(sql_type = Text)]
-    task_id: String,
-    #[diesel(sql_type = Integer)]
-    position: i32,
-    #[diesel(sql_type = Integer)]
-    attempt: i32,
-}
+/// The columns SQLite's claim reads of a ready row.
+#[cfg(feature = "sqlite")]
+type TakenColumns = (
+    String,
+    String,
+    i32,
+    i32,
+    i32,
+    Option<String>,
+    Option<String>,
+);
+
+/// See [`TakenColumns`].
+#[cfg(feature = "sqlite")]
+const TAKEN: (
+    task_executions::execution_id,
+    task_executions::task_id,
+    task_executions::position,
+    task_executions::attempt,
+    task_executions::map_index,
+    task_executions::map_task,
+    task_executions::map_element,
+) = (
+    task_executions::execution_id,
+    task_executions::task_id,
+    task_executions::position,
+    task_executions::attempt,
+    task_executions::map_index,
+    task_executions::map_task,
+    task_executions::map_element,
+);
 
 /// The schedules whose next fire is due at `now` and that are not paused.
 #[diesel::dsl::auto_type]
@@ -535,7 +623,8 @@ mod after_commit {
 
 /// A claimed task's end, to store fenced by its claim (see `Conn::store_ends`).
 pub(crate) struct TaskEnd<'a> {
-    pub task_id: &'a str,
+    /// The row's key: the task's id, or an instance's.
+    pub task_id: std::borrow::Cow<'a, str>,
     pub status: &'static str,
     pub attempt: i32,
     pub started_at: Option<NaiveDateTime>,
@@ -578,7 +667,7 @@ impl TaskEnd<'_> {
                 Bind::Text(self.reason),
                 Bind::Time(Some(self.completed_at)),
                 Bind::Text(Some(execution)),
-                Bind::Text(Some(self.task_id)),
+                Bind::Text(Some(&self.task_id)),
                 Bind::Text(Some(worker)),
                 Bind::Int(self.fence),
             ],
@@ -619,7 +708,7 @@ fn store_ends_at_once<'a>(
     )
     .bind::<Text, _>(execution)
     .bind::<Text, _>(worker)
-    .bind::<Array<Text>, _>(ends.iter().map(|e| e.task_id).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(ends.iter().map(|e| &*e.task_id).collect::<Vec<_>>())
     .bind::<Array<Text>, _>(ends.iter().map(|e| e.status).collect::<Vec<_>>())
     .bind::<Array<Integer>, _>(ends.iter().map(|e| e.attempt).collect::<Vec<_>>())
     .bind::<Array<Nullable<Timestamp>>, _>(ends.iter().map(|e| e.started_at).collect::<Vec<_>>())
@@ -659,7 +748,7 @@ fn count_ended_upstream_at_once(
     let rows: Vec<Counted> = diesel::sql_query(
         "UPDATE task_executions t SET waiting_on = t.waiting_on - c.ended \
          FROM unnest($2::int[], $3::int[]) AS c(position, ended) \
-         WHERE t.execution_id = $1 AND t.position = c.position \
+         WHERE t.execution_id = $1 AND t.position = c.position AND t.map_index = -1 \
          RETURNING t.position, t.task_id, t.status, t.attempt, t.ready_at, t.waiting_on",
     )
     .bind::<Text, _>(execution)

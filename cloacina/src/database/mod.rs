@@ -41,6 +41,7 @@ pub(crate) mod dialect;
 mod group_commit;
 pub mod leases;
 mod literal;
+pub(crate) mod map;
 pub mod queries;
 mod rows;
 pub mod schedules;

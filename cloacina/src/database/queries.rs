@@ -14,7 +14,8 @@ use super::{Database, Pool};
 use crate::context::{Context, StoredContext};
 use crate::error::{Error, Result};
 use crate::model::{
-    AttemptRecord, ExecutionPlan, ExecutionResult, ExecutionStatus, TaskResult, TaskStatus,
+    AttemptRecord, ExecutionPlan, ExecutionResult, ExecutionStatus, InstanceResult, MapCounts,
+    TaskResult, TaskStatus,
 };
 
 /// Which executions `list_executions` returns.
@@ -41,24 +42,60 @@ impl Default for ExecutionFilter {
     }
 }
 
-/// The rows of the tasks of the executions `ids`, and of their attempts.
-fn load_tasks_of(conn: &mut Conn<'_>, ids: &[String]) -> Result<(Vec<TaskRow>, Vec<AttemptRow>)> {
-    let (mut tasks, mut attempts) = (Vec::new(), Vec::new());
+/// The rows of the tasks of some executions (not their map instances), the rows of their
+/// attempts, and how many instances each mapped task has in each status.
+struct TasksOf {
+    tasks: Vec<TaskRow>,
+    attempts: Vec<AttemptRow>,
+    /// (execution id, position, status) to how many instances.
+    instances: Vec<(String, i32, String, i64)>,
+}
+
+/// The tasks of the executions `ids`: see [`TasksOf`].
+fn load_tasks_of(conn: &mut Conn<'_>, ids: &[String]) -> Result<TasksOf> {
+    let mut of = TasksOf {
+        tasks: Vec::new(),
+        attempts: Vec::new(),
+        instances: Vec::new(),
+    };
     for chunk in ids.chunks(CHUNK) {
-        tasks.extend(
-            task_executions::table
-                .filter(task_executions::execution_id.eq_any(chunk))
+        let tasks = task_executions::table
+            .filter(task_executions::execution_id.eq_any(chunk))
+            .filter(task_executions::map_index.eq(-1));
+        of.tasks.extend(
+            tasks
+                .clone()
                 .select(columns::<TaskRow>())
                 .load_on::<TaskRow>(conn)?,
         );
-        attempts.extend(
+        of.attempts.extend(
             task_attempts::table
                 .filter(task_attempts::execution_id.eq_any(chunk))
+                .filter(task_attempts::task_id.eq_any(tasks.select(task_executions::task_id)))
                 .select(columns::<AttemptRow>())
                 .load_on::<AttemptRow>(conn)?,
         );
+        if of.tasks.iter().any(|t| t.map_count.is_some()) {
+            of.instances.extend(
+                task_executions::table
+                    .filter(task_executions::execution_id.eq_any(chunk))
+                    .filter(task_executions::map_index.ge(0))
+                    .group_by((
+                        task_executions::execution_id,
+                        task_executions::position,
+                        task_executions::status,
+                    ))
+                    .select((
+                        task_executions::execution_id,
+                        task_executions::position,
+                        task_executions::status,
+                        diesel::dsl::count_star(),
+                    ))
+                    .load_on::<(String, i32, String, i64)>(conn)?,
+            );
+        }
     }
-    Ok((tasks, attempts))
+    Ok(of)
 }
 
 impl Database {
@@ -72,12 +109,12 @@ impl Database {
                         .find(&id)
                         .select(columns::<ExecutionRow>())
                         .load_on(conn)?;
-                    let (tasks, attempts) = load_tasks_of(conn, &[id])?;
-                    Ok((executions, tasks, attempts))
+                    let tasks = load_tasks_of(conn, &[id])?;
+                    Ok((executions, tasks))
                 })
             })
             .await
-            .and_then(|(executions, tasks, attempts)| assemble(executions, tasks, attempts))?;
+            .and_then(|(executions, tasks)| assemble(executions, tasks))?;
         Ok(found.pop())
     }
 
@@ -109,21 +146,29 @@ impl Database {
                     (None, None) => newest.load_on(conn)?,
                 };
                 let ids: Vec<String> = executions.iter().map(|e| e.id.clone()).collect();
-                let (tasks, attempts) = load_tasks_of(conn, &ids)?;
-                Ok((executions, tasks, attempts))
+                let tasks = load_tasks_of(conn, &ids)?;
+                Ok((executions, tasks))
             })
         })
         .await
-        .and_then(|(executions, tasks, attempts)| assemble(executions, tasks, attempts))
+        .and_then(|(executions, tasks)| assemble(executions, tasks))
     }
 }
 
 /// Joins execution rows with their task and attempt rows, keeping the executions' order.
-fn assemble(
-    executions: Vec<ExecutionRow>,
-    tasks: Vec<TaskRow>,
-    attempts: Vec<AttemptRow>,
-) -> Result<Vec<ExecutionResult>> {
+fn assemble(executions: Vec<ExecutionRow>, of: TasksOf) -> Result<Vec<ExecutionResult>> {
+    let TasksOf {
+        tasks,
+        attempts,
+        instances,
+    } = of;
+    let mut counts: HashMap<(String, i32), MapCounts> = HashMap::new();
+    for (execution, position, status, n) in instances {
+        counts
+            .entry((execution, position))
+            .or_default()
+            .add(task_status(&status)?, n.max(0) as u64);
+    }
     let mut tasks_of: HashMap<String, Vec<TaskRow>> = HashMap::new();
     for task in tasks {
         tasks_of
@@ -149,7 +194,14 @@ fn assemble(
                     let key = (t.execution_id.clone(), t.task_id.clone());
                     let mut history = attempts_of.remove(&key).unwrap_or_default();
                     history.sort_by_key(|a| a.attempt);
-                    task_from_rows(t, history)
+                    let map = t.map_count.map(|_| {
+                        let key = (t.execution_id.clone(), t.position);
+                        counts.get(&key).copied().unwrap_or_default()
+                    });
+                    Ok(TaskResult {
+                        map,
+                        ..task_from_rows(t, history)?
+                    })
                 })
                 .collect::<Result<Vec<_>>>()?;
             execution_from_row(row, task_results)
@@ -191,6 +243,7 @@ fn task_from_rows(t: TaskRow, attempts: Vec<AttemptRow>) -> Result<TaskResult> {
         started_at: t.started_at.map(|d| d.and_utc()),
         completed_at: t.completed_at.map(|d| d.and_utc()),
         task_id: t.task_id,
+        map: None,
     })
 }
 
@@ -214,6 +267,16 @@ fn execution_from_row(row: ExecutionRow, task_results: Vec<TaskResult>) -> Resul
     })
 }
 
+/// What `list_task_instances` reads of an instance.
+type InstanceColumns = (
+    i32,
+    String,
+    i32,
+    Option<String>,
+    Option<chrono::NaiveDateTime>,
+    Option<chrono::NaiveDateTime>,
+);
+
 /// What a worker needs to drive an execution it has claimed tasks of.
 pub(crate) struct StoredExecution {
     pub workflow_name: String,
@@ -223,6 +286,59 @@ pub(crate) struct StoredExecution {
 }
 
 impl Database {
+    /// A page of the instances of the mapped task `task_id` of `execution`, in index order;
+    /// empty for a task that is not mapped or not expanded yet.
+    pub async fn list_task_instances(
+        &self,
+        execution: Uuid,
+        task_id: String,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<InstanceResult>> {
+        let id = execution.to_string();
+        self.run(move |pool| {
+            pool.with_connection(|conn| {
+                let position: Option<i32> = task_executions::table
+                    .find((&id, &task_id))
+                    .select(task_executions::position)
+                    .get_result_on(conn)
+                    .optional()?;
+                let Some(position) = position else {
+                    return Ok(Vec::new());
+                };
+                let rows: Vec<InstanceColumns> = task_executions::table
+                    .filter(task_executions::execution_id.eq(&id))
+                    .filter(task_executions::position.eq(position))
+                    .filter(task_executions::map_index.ge(0))
+                    .order(task_executions::map_index)
+                    .offset(offset)
+                    .limit(limit)
+                    .select((
+                        task_executions::map_index,
+                        task_executions::status,
+                        task_executions::attempt,
+                        task_executions::error,
+                        task_executions::started_at,
+                        task_executions::completed_at,
+                    ))
+                    .load_on(conn)?;
+                rows.into_iter()
+                    .map(|(index, status, attempt, error, started, completed)| {
+                        Ok(InstanceResult {
+                            map_index: index.max(0) as u32,
+                            status: task_status(&status)?,
+                            attempts: attempt.max(0) as u32,
+                            error,
+                            started_at: started.map(|d| d.and_utc()),
+                            completed_at: completed.map(|d| d.and_utc()),
+                        })
+                    })
+                    .collect()
+            })
+        })
+        .await
+    }
+
     /// Loads an execution's plan, input and cancel request; None if it has no stored plan.
     pub(crate) async fn load_stored(&self, execution: Uuid) -> Result<Option<StoredExecution>> {
         let id = execution.to_string();
@@ -268,7 +384,8 @@ impl Database {
                     let rows: Vec<(i32, Option<String>)> = task_executions::table
                         .filter(task_executions::execution_id.eq(&id))
                         .filter(task_executions::position.eq_any(chunk))
-                        .filter(task_executions::status.eq(TaskStatus::Completed.as_str()))
+                        .filter(task_executions::map_index.eq(-1))
+                        .filter(super::map::handed_on())
                         .select((task_executions::position, task_executions::output))
                         .load_on(conn)?;
                     for (position, output) in rows {

@@ -50,6 +50,10 @@ pub(crate) struct TaskRow {
     pub(crate) ready_at: Option<NaiveDateTime>,
     pub(crate) waiting_on: i32,
     pub(crate) worker_id: Option<String>,
+    pub(crate) map_index: i32,
+    pub(crate) map_task: Option<String>,
+    pub(crate) map_element: Option<String>,
+    pub(crate) map_count: Option<i32>,
 }
 
 /// One finished attempt of a task.
@@ -175,9 +179,16 @@ pub(crate) fn new_execution_rows(
             reason: None,
             started_at: None,
             completed_at: None,
-            ready_at: task.dependencies.is_empty().then_some(submitted),
+            // A root node is expanded, not claimed (see `Conn::start_nodes`).
+            ready_at: (task.dependencies.is_empty() && task.options.map.is_none())
+                .then_some(submitted),
             waiting_on: task.dependencies.len() as i32,
             worker_id: None,
+            map_index: -1,
+            map_task: None,
+            map_element: None,
+            // -1: a node not expanded yet.
+            map_count: task.options.map.as_ref().map(|_| -1),
         })
         .collect();
     (execution, tasks)

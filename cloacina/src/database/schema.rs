@@ -40,6 +40,10 @@ diesel::table! {
         worker_id -> Nullable<Text>,
         queue -> Text,
         concurrency_key -> Nullable<Text>,
+        map_index -> Integer,
+        map_task -> Nullable<Text>,
+        map_element -> Nullable<Text>,
+        map_count -> Nullable<Integer>,
     }
 }
 

@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::connection::{Conn, RunOn, CHUNK};
 use super::dialect::LockedExecution;
 use super::literal::Pending;
+use super::map::Expansion;
 use super::rows::AttemptRow;
 use super::schema::{task_attempts, task_executions, workflow_executions};
 use super::signals::Signal;
@@ -43,6 +44,17 @@ pub struct Claim {
     pub attempt: u32,
     /// When the claim was made, the attempt's start.
     pub started_at: DateTime<Utc>,
+    /// For an instance of a mapped task: its index and element.
+    pub instance: Option<Instance>,
+}
+
+/// One instance of a mapped task: its index, and its element as JSON.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    /// Its index in the list.
+    pub index: u32,
+    /// Its element, as JSON.
+    pub element: String,
 }
 
 /// Builds an execution's final context from the outputs of its completed tasks.
@@ -79,6 +91,8 @@ pub(crate) struct Settled {
     pub ready: Vec<usize>,
     /// Skipped because their trigger rule was not met, in the order decided.
     pub skipped: Vec<usize>,
+    /// Whether mapped tasks made instances ready to claim.
+    pub expanded: bool,
 }
 
 impl Conn<'_> {
@@ -154,6 +168,7 @@ impl Conn<'_> {
                 task_executions::table
                     .filter(task_executions::execution_id.eq(execution))
                     .filter(task_executions::position.eq_any(chunk))
+                    .filter(task_executions::map_index.eq(-1))
                     .select((
                         task_executions::position,
                         task_executions::task_id,
@@ -252,14 +267,29 @@ impl Conn<'_> {
                     .collect();
                 let rule = plan.tasks()[candidate].options.trigger_rule;
                 let Readiness::Skipped(reason) = readiness(rule, &upstream) else {
-                    states.get_mut(&candidate).expect("loaded above").ready = true;
-                    settled.ready.push(candidate);
+                    let state = states.get_mut(&candidate).expect("loaded above");
+                    if plan.tasks()[candidate].options.map.is_none() {
+                        state.ready = true;
+                        settled.ready.push(candidate);
+                        continue;
+                    }
+                    match self.expand(execution, plan, candidate, now)? {
+                        Expansion::Running => {
+                            state.status = TaskStatus::Running;
+                            settled.expanded = true;
+                        }
+                        Expansion::Ended(status) => {
+                            state.status = status;
+                            frontier.push(candidate);
+                        }
+                    }
                     continue;
                 };
                 diesel::update(
                     task_executions::table
                         .filter(task_executions::execution_id.eq(execution))
-                        .filter(task_executions::position.eq(candidate as i32)),
+                        .filter(task_executions::position.eq(candidate as i32))
+                        .filter(task_executions::map_index.eq(-1)),
                 )
                 .set((
                     task_executions::status.eq(TaskStatus::Skipped.as_str()),
@@ -288,7 +318,8 @@ impl Conn<'_> {
             diesel::update(
                 task_executions::table
                     .filter(task_executions::execution_id.eq(execution))
-                    .filter(task_executions::position.eq_any(chunk)),
+                    .filter(task_executions::position.eq_any(chunk))
+                    .filter(task_executions::map_index.eq(-1)),
             )
             .set(task_executions::ready_at.eq(Some(now)))
             .execute_on(self)?;
@@ -324,6 +355,7 @@ impl Conn<'_> {
                     task_id: state.task_id.clone(),
                     attempt: state.attempt + 1,
                     started_at: now,
+                    instance: None,
                 }
             })
             .collect())
@@ -340,6 +372,7 @@ impl Conn<'_> {
             .filter(task_executions::execution_id.eq(execution))
             .filter(task_executions::status.eq(Pending))
             .filter(task_executions::ready_at.is_not_null())
+            .filter(task_executions::map_index.eq(-1))
             .order(task_executions::ready_at)
             .limit(limit as i64)
             .select((
@@ -376,6 +409,7 @@ impl Conn<'_> {
         let completed: Vec<i32> = task_executions::table
             .filter(task_executions::execution_id.eq(execution))
             .filter(task_executions::status.eq(TaskStatus::Completed.as_str()))
+            .filter(task_executions::map_index.eq(-1))
             .select(task_executions::position)
             .load_on(self)?;
         let missing: Vec<i32> = completed
@@ -387,6 +421,7 @@ impl Conn<'_> {
             let rows: Vec<(i32, Option<String>)> = task_executions::table
                 .filter(task_executions::execution_id.eq(execution))
                 .filter(task_executions::position.eq_any(chunk))
+                .filter(task_executions::map_index.eq(-1))
                 .select((task_executions::position, task_executions::output))
                 .load_on(self)?;
             for (position, output) in rows {
@@ -431,6 +466,7 @@ impl Conn<'_> {
                     task_executions::status
                         .eq_any([TaskStatus::Failed.as_str(), TaskStatus::Cancelled.as_str()]),
                 )
+                .filter(task_executions::map_index.eq(-1))
                 .order(task_executions::position)
                 .select((
                     task_executions::task_id,

@@ -35,9 +35,19 @@ pub(crate) struct TaskRunner {
     pub options: TaskOptions,
     /// Holds the reason once the execution is cancelled.
     pub cancel: watch::Receiver<Option<String>>,
+    /// The instance's index, when this runs an instance of a mapped task.
+    pub map_index: Option<u32>,
 }
 
 impl TaskRunner {
+    /// The key of the task's row: its id, or its instance's.
+    fn row_id(&self) -> String {
+        match self.map_index {
+            Some(index) => crate::model::map::instance_key(self.task.id(), index),
+            None => self.task.id().to_string(),
+        }
+    }
+
     /// Attempt `attempt` of this task, as events name it.
     fn attempt_ref(&self, attempt: u32) -> AttemptRef<'_> {
         AttemptRef {
@@ -105,7 +115,7 @@ impl TaskRunner {
                 self.worker.execution(),
                 self.worker.worker_id().to_string(),
                 fence,
-                self.task.id().to_string(),
+                self.row_id(),
                 failed,
             )
             .await;
@@ -169,7 +179,7 @@ impl TaskRunner {
                 self.worker.execution(),
                 self.worker.worker_id().to_string(),
                 fence,
-                self.task.id().to_string(),
+                self.row_id(),
                 started_at,
             )
             .await;
@@ -182,6 +192,7 @@ impl TaskRunner {
             workflow_name: self.workflow_name.clone(),
             task_id: self.task.id().to_string(),
             attempt,
+            map_index: self.map_index,
             permits: self.worker.permits().clone(),
         }
     }
@@ -202,6 +213,8 @@ pub struct CurrentAttempt {
     pub task_id: String,
     /// The attempt's number, from 1.
     pub attempt: u32,
+    /// The instance's index, when the task runs once per element of a list.
+    pub map_index: Option<u32>,
     permits: Arc<Semaphore>,
 }
 

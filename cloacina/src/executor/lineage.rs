@@ -48,6 +48,26 @@ impl Lineage {
         }
     }
 
+    /// Drops the value at `path`: a key, or a dotted path to a key inside objects.
+    pub(crate) fn without(&mut self, path: &str) {
+        let (top, rest) = match path.split_once('.') {
+            Some((top, rest)) => (top, Some(rest)),
+            None => (path, None),
+        };
+        let Some(rest) = rest else {
+            if let Some(written) = self.0.remove(top) {
+                drop_later(written.value);
+            }
+            return;
+        };
+        if let Some(written) = self.0.get_mut(top) {
+            let mut value = written.value.value().clone();
+            if remove_path(&mut value, rest) {
+                written.value = Arc::new(SharedValue::from_value(value));
+            }
+        }
+    }
+
     /// Merges several lineages, keeping each key's latest writer.
     pub(crate) fn union<'a>(mut parts: impl Iterator<Item = &'a Lineage>) -> Lineage {
         let mut merged = parts.next().cloned().unwrap_or_default();
@@ -83,6 +103,16 @@ impl Lineage {
     /// The current values as a JSON object, keys sorted as in a [`Context`], from their texts.
     pub(crate) fn to_json(&self) -> String {
         object_json(self.0.iter().map(|(k, w)| (k.as_str(), &*w.value)))
+    }
+}
+
+/// Removes the value at the dotted `path` inside `value`; whether there was one.
+fn remove_path(value: &mut serde_json::Value, path: &str) -> bool {
+    match path.split_once('.') {
+        Some((key, rest)) => value.get_mut(key).is_some_and(|v| remove_path(v, rest)),
+        None => value
+            .as_object_mut()
+            .is_some_and(|object| object.remove(path).is_some()),
     }
 }
 

@@ -384,6 +384,20 @@ impl UnifiedExecutor {
         self.inner.db.get_execution(execution_id).await
     }
 
+    /// A page of the instances of the mapped task `task_id` of an execution, in index order.
+    pub async fn list_task_instances(
+        &self,
+        execution_id: Uuid,
+        task_id: String,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<crate::model::InstanceResult>> {
+        self.inner
+            .db
+            .list_task_instances(execution_id, task_id, offset, limit)
+            .await
+    }
+
     /// Lists recorded executions, newest first.
     pub async fn list_executions(&self, filter: ExecutionFilter) -> Result<Vec<ExecutionResult>> {
         self.inner.db.list_executions(filter).await

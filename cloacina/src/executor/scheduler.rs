@@ -2,7 +2,7 @@
 //! commits what ended in batches, each commit claiming the dependents it unblocks so they
 //! start at once. A scheduler lives while its worker holds claims of the execution.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -108,6 +108,10 @@ struct Scheduler {
     /// The attempt number of each task's latest claim here (0: none); a runner of an older
     /// claim of the same task is stale.
     claims: Vec<u32>,
+    /// The same for map instances running here, by (position, index).
+    instance_claims: HashMap<(usize, u32), u32>,
+    /// The input of each mapped task whose instances ran here, read once for all of them.
+    node_inputs: HashMap<usize, Arc<tokio::sync::OnceCell<Lineage>>>,
     final_context: Arc<Mutex<FinalContext>>,
     running: JoinSet<FinishedRun>,
     /// Ended tasks not committed yet; committed together once the commit in flight lands.
@@ -151,6 +155,8 @@ pub(crate) async fn drive(
         lineages: vec![None; n],
         unconsumed: (0..n).map(|p| plan.dependents_of(p).len()).collect(),
         claims: vec![0; n],
+        instance_claims: HashMap::new(),
+        node_inputs: HashMap::new(),
         plan,
         running: JoinSet::new(),
         batch: Vec::new(),
@@ -254,33 +260,96 @@ impl Scheduler {
         Some(input)
     }
 
+    /// The input lineage of the mapped task at `position` from the lineages held here, without
+    /// taking it from them (every instance reads it); None as in `take_input`.
+    fn held_input(&self, position: usize) -> Option<Lineage> {
+        let deps = self.plan.dependencies_of(position);
+        if deps.iter().any(|&d| self.lineages[d].is_none()) {
+            return None;
+        }
+        if deps.is_empty() {
+            return Some(self.input.clone());
+        }
+        Some(Lineage::union(
+            deps.iter().filter_map(|&d| self.lineages[d].as_ref()),
+        ))
+    }
+
+    /// The input shared by the instances of the mapped task at `position`, once known: its
+    /// input without the list it maps over (each instance sees its own element; the whole list
+    /// in every instance's context would cost a map of n elements n times n to hand over).
+    fn node_input(&mut self, position: usize) -> Arc<tokio::sync::OnceCell<Lineage>> {
+        if let Some(cell) = self.node_inputs.get(&position) {
+            return cell.clone();
+        }
+        let held = self.held_input(position).map(|mut input| {
+            if let Some(map) = &self.plan.tasks()[position].options.map {
+                input.without(&map.over);
+            }
+            input
+        });
+        let cell = Arc::new(tokio::sync::OnceCell::new_with(held));
+        self.node_inputs.insert(position, cell.clone());
+        cell
+    }
+
     fn start(&mut self, claimed: Claimed) {
         let Claimed { claim, permit } = claimed;
         let position = claim.position;
         if self.plan.tasks().get(position).map(|t| t.id.as_str()) != Some(claim.task_id.as_str()) {
             return; // a corrupt claim: left Running, given back when this worker stops
         }
-        self.claims[position] = claim.attempt;
-        let input = self.take_input(position);
-        let keep_input = !self.plan.dependents_of(position).is_empty();
+        let options = self.plan.tasks()[position].options.clone();
+        let instance = claim.instance.clone();
+        let (input, node_input) = match &instance {
+            Some(i) => {
+                self.instance_claims
+                    .insert((position, i.index), claim.attempt);
+                (None, Some(self.node_input(position)))
+            }
+            None => {
+                self.claims[position] = claim.attempt;
+                (self.take_input(position), None)
+            }
+        };
+        let element = instance
+            .as_ref()
+            .zip(options.map.as_ref())
+            .map(|(i, map)| (map.item.clone(), i.element.clone()));
+        let over = options
+            .map
+            .as_ref()
+            .map(|m| m.over.clone())
+            .unwrap_or_default();
+        let keep_input = instance.is_none() && !self.plan.dependents_of(position).is_empty();
         let task = self.worker.task(&claim.task_id);
         let runner = task.map(|task| TaskRunner {
             worker: self.worker.clone(),
             position,
             workflow_name: self.workflow_name.clone(),
             task,
-            options: self.plan.tasks()[position].options.clone(),
+            options,
             cancel: self.cancel.subscribe(),
+            map_index: instance.as_ref().map(|i| i.index),
         });
         let db = self.worker.db().clone();
         let plan = self.plan.clone();
         let base = self.input.clone();
         let execution = self.worker.execution();
         self.running.spawn(async move {
-            let input = match input {
-                Some(input) => Ok(input),
-                None => stored_input(&db, execution, &plan, position, base).await,
+            let input = match (input, node_input) {
+                (Some(input), _) => Ok(input),
+                (None, Some(cell)) => cell
+                    .get_or_try_init(|| async {
+                        let mut input = stored_input(&db, execution, &plan, position, base).await?;
+                        input.without(&over);
+                        Ok::<_, Error>(input)
+                    })
+                    .await
+                    .cloned(),
+                (None, None) => stored_input(&db, execution, &plan, position, base).await,
             };
+            let input = input.and_then(|input| with_element(input, position, element));
             let (input, end, slot) = match (input, runner) {
                 (Ok(input), Some(runner)) => {
                     let context = input.to_shared();
@@ -320,9 +389,14 @@ impl Scheduler {
             slot,
         } = run;
         let position = claim.position;
+        let index = claim.instance.as_ref().map(|i| i.index);
+        let latest = match index {
+            Some(index) => self.instance_claims.get(&(position, index)).copied(),
+            None => Some(self.claims[position]),
+        };
         // None: the runner found its claim given back, and said so.
-        let Some((end, output)) = end else { return };
-        if claim.attempt != self.claims[position] {
+        let Some((mut end, output)) = end else { return };
+        if Some(claim.attempt) != latest {
             // This worker claimed the task again while this older run went on.
             self.discard(position, end.attempt);
             return;
@@ -334,6 +408,13 @@ impl Scheduler {
         match slot {
             Some(slot) if !self.queued.is_empty() => self.start_queued(slot),
             slot => self.batch_permits.extend(slot),
+        }
+        if let Some(index) = index {
+            // An instance's value reaches dependents through its node, from the database.
+            self.instance_claims.remove(&(position, index));
+            end.map_index = Some(index);
+            self.batch.push(end);
+            return;
         }
         if let Some(output) = &output {
             self.final_context
@@ -375,8 +456,10 @@ impl Scheduler {
             return;
         }
         let ended = Arc::new(std::mem::take(&mut self.batch));
+        // An instance unblocks only its next instances, in the slot it ran in.
         let unblockable: usize = ended
             .iter()
+            .filter(|e| e.map_index.is_none())
             .map(|e| self.plan.dependents_of(e.position).len())
             .sum();
         let mut permits = std::mem::take(&mut self.batch_permits);
@@ -559,6 +642,20 @@ async fn stored_input(
         .await?;
     for (ancestor, output) in outputs {
         input.absorb(ancestor as i64, &Output::from(output));
+    }
+    Ok(input)
+}
+
+/// `input` with a map instance's element under its item key, written by its node.
+fn with_element(
+    mut input: Lineage,
+    position: usize,
+    element: Option<(String, String)>,
+) -> Result<Lineage> {
+    if let Some((key, json)) = element {
+        let mut values = Context::new();
+        values.insert(key, serde_json::from_str::<serde_json::Value>(&json)?);
+        input.absorb(position as i64, &Output::from(values));
     }
     Ok(input)
 }

@@ -1,9 +1,13 @@
 //! The execution model shared by the database and the executor: statuses, results and plans.
 
 pub(crate) mod decide;
+pub mod map;
 mod plan;
 mod result;
 
 pub use plan::{ExecutionPlan, PlannedTask};
 pub(crate) use result::{now, storable_text};
-pub use result::{AttemptRecord, ExecutionResult, ExecutionStatus, TaskResult, TaskStatus};
+pub use result::{
+    AttemptRecord, ExecutionResult, ExecutionStatus, InstanceResult, MapCounts, TaskResult,
+    TaskStatus,
+};

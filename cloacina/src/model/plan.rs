@@ -7,7 +7,7 @@ use once_cell::sync::OnceCell;
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
-use crate::policy::{RetryPolicy, TaskOptions, TriggerRule};
+use crate::policy::{MapOptions, RetryPolicy, TaskOptions, TriggerRule};
 use crate::workflow::Workflow;
 
 /// One task of a plan: its id, upstream positions and how it runs.
@@ -167,6 +167,26 @@ fn options_to_json(options: &TaskOptions) -> Value {
         "timeout": options.timeout.map(|t| t.as_secs_f64()),
         "retry_timeouts": options.retry_timeouts,
         "trigger_rule": options.trigger_rule.as_str(),
+        "map": options.map.as_ref().map(|m| json!({
+            "over": m.over,
+            "item": m.item,
+            "limit": m.limit,
+            "collect_as": m.collect_as,
+        })),
+    })
+}
+
+/// Reads a stored map; None when the task is not mapped (or the map is unreadable).
+fn map_from_json(value: &Value) -> Option<MapOptions> {
+    let text = |key: &str| value.get(key).and_then(Value::as_str).map(str::to_string);
+    Some(MapOptions {
+        over: text("over")?,
+        item: text("item")?,
+        limit: value
+            .get("limit")
+            .and_then(Value::as_u64)
+            .map(|l| l.min(u64::from(u32::MAX)) as u32),
+        collect_as: text("collect_as"),
     })
 }
 
@@ -198,6 +218,7 @@ fn options_from_json(value: &Value) -> TaskOptions {
             .and_then(Value::as_str)
             .and_then(TriggerRule::parse)
             .unwrap_or(defaults.trigger_rule),
+        map: value.get("map").and_then(map_from_json),
     }
 }
 
@@ -213,6 +234,10 @@ mod tests {
         options.retry.delay = Duration::from_millis(250);
         options.timeout = Some(Duration::from_secs(2));
         options.trigger_rule = TriggerRule::AllDone;
+        options.map = Some(MapOptions {
+            limit: Some(3),
+            ..MapOptions::over("a.files")
+        });
         let a = FnTask::new("a", &[], |c| async move { Ok(c) });
         let b = FnTask::with_options("b", &["a"], options, |c| async move { Ok(c) });
         let workflow = Workflow::new("wf", vec![a, b]).unwrap();

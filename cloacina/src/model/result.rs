@@ -138,6 +138,61 @@ pub struct TaskResult {
     pub started_at: Option<DateTime<Utc>>,
     /// When the task reached its final status.
     pub completed_at: Option<DateTime<Utc>>,
+    /// For a mapped task: how many instances it has in each status.
+    pub map: Option<MapCounts>,
+}
+
+/// How many instances a mapped task has, in each status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MapCounts {
+    /// Every instance made (0 until the task is expanded).
+    pub count: u64,
+    /// Not started yet.
+    pub pending: u64,
+    /// Running now.
+    pub running: u64,
+    /// Completed.
+    pub completed: u64,
+    /// Failed after their retries.
+    pub failed: u64,
+    /// Skipped by their own code.
+    pub skipped: u64,
+    /// Cancelled.
+    pub cancelled: u64,
+}
+
+impl MapCounts {
+    /// Adds `n` instances in `status`.
+    pub fn add(&mut self, status: TaskStatus, n: u64) {
+        self.count += n;
+        match status {
+            TaskStatus::Pending => self.pending += n,
+            TaskStatus::Running => self.running += n,
+            TaskStatus::Completed => self.completed += n,
+            TaskStatus::Failed => self.failed += n,
+            TaskStatus::Skipped => self.skipped += n,
+            TaskStatus::Cancelled => self.cancelled += n,
+            // Only an attempt is Lost; its instance is Pending again.
+            TaskStatus::Lost => self.pending += n,
+        }
+    }
+}
+
+/// One instance of a mapped task, as `list_task_instances` pages through them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceResult {
+    /// Its index in the list.
+    pub map_index: u32,
+    /// Its status.
+    pub status: TaskStatus,
+    /// How many attempts started.
+    pub attempts: u32,
+    /// `Type: message` of the failure, if it failed.
+    pub error: Option<String>,
+    /// When its last attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it reached its final status.
+    pub completed_at: Option<DateTime<Utc>>,
 }
 
 impl TaskResult {
@@ -153,6 +208,7 @@ impl TaskResult {
             history: Vec::new(),
             started_at: None,
             completed_at: None,
+            map: None,
         }
     }
 }

@@ -14,7 +14,7 @@ use super::bridge::{awaitable, running_loop, runtime, with_python};
 use super::errors::{new_err, to_py_err, ErrorKind};
 use super::marshal::{context_from_py, type_name};
 use super::observer::OBSERVER;
-use super::results::{ExecutionRecord, WorkerRecord};
+use super::results::{ExecutionRecord, InstanceRecord, WorkerRecord};
 use super::schedules::{schedule_options, ScheduleRecord};
 use super::task::{current_attempt, EventLoop, RegisteredTasks};
 use super::traces;
@@ -281,6 +281,10 @@ fn default_list_limit() -> PyObject {
     Python::with_gil(|py| ExecutionFilter::default().limit.into_py(py))
 }
 
+fn default_instance_limit() -> PyObject {
+    Python::with_gil(|py| 100_i64.into_py(py))
+}
+
 fn default_list_offset() -> PyObject {
     Python::with_gil(|py| ExecutionFilter::default().offset.into_py(py))
 }
@@ -528,6 +532,32 @@ impl PyUnifiedExecutor {
         let engine = self.engine()?;
         awaitable(py, async move {
             Ok(engine.get_execution(id).await?.map(ExecutionRecord))
+        })
+    }
+
+    /// A page of the instances of the mapped task `task_id` of an execution, in index order:
+    /// dicts of `map_index`, `status`, `attempts`, `error`, `started_at` and `completed_at`.
+    #[pyo3(signature = (execution_id, task_id, *, offset=default_list_offset(), limit=default_instance_limit()), text_signature = "($self, execution_id, task_id, *, offset=0, limit=100)")]
+    fn list_task_instances<'py>(
+        &self,
+        py: Python<'py>,
+        execution_id: &Bound<'py, PyAny>,
+        task_id: String,
+        offset: PyObject,
+        limit: PyObject,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let id = parse_execution_id(execution_id)?;
+        let limit = args::count(&limits::LIST_LIMIT, limit.bind(py))? as i64;
+        let offset = args::count(&limits::LIST_OFFSET, offset.bind(py))? as i64;
+        let engine = self.engine()?;
+        awaitable(py, async move {
+            let instances = engine
+                .list_task_instances(id, task_id, offset, limit)
+                .await?;
+            Ok(instances
+                .into_iter()
+                .map(InstanceRecord)
+                .collect::<Vec<_>>())
         })
     }
 

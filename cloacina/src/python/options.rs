@@ -7,7 +7,7 @@ use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 use super::args;
 use super::marshal::type_name;
 use crate::limits;
-use crate::policy::{RetryPolicy, TaskOptions, TriggerRule};
+use crate::policy::{MapOptions, RetryPolicy, TaskOptions, TriggerRule};
 
 /// The validated keyword options of one `@task(...)` call.
 pub(crate) struct TaskSettings {
@@ -27,10 +27,14 @@ pub(crate) struct RawOptions<'py> {
     pub retry_on: Option<Bound<'py, PyAny>>,
     pub timeout: Option<Bound<'py, PyAny>>,
     pub trigger_rule: Option<Bound<'py, PyAny>>,
+    pub map_over: Option<Bound<'py, PyAny>>,
+    pub map_item: Option<Bound<'py, PyAny>>,
+    pub map_limit: Option<Bound<'py, PyAny>>,
+    pub collect_as: Option<Bound<'py, PyAny>>,
 }
 
 /// Every keyword `task()` accepts.
-const OPTION_NAMES: [&str; 9] = [
+const OPTION_NAMES: [&str; 13] = [
     "dependencies",
     "retries",
     "retry_delay",
@@ -40,6 +44,19 @@ const OPTION_NAMES: [&str; 9] = [
     "retry_on",
     "timeout",
     "trigger_rule",
+    "map_over",
+    "map_item",
+    "map_limit",
+    "collect_as",
+];
+
+/// The options that may be given as None (their default).
+const NONE_ALLOWED: [&str; 5] = [
+    "timeout",
+    "dependencies",
+    "map_over",
+    "map_limit",
+    "collect_as",
 ];
 
 impl<'py> RawOptions<'py> {
@@ -51,7 +68,7 @@ impl<'py> RawOptions<'py> {
         };
         for (key, value) in kwargs.iter() {
             let name: String = key.extract()?;
-            if value.is_none() && !matches!(name.as_str(), "timeout" | "dependencies") {
+            if value.is_none() && !NONE_ALLOWED.contains(&name.as_str()) {
                 return Err(PyTypeError::new_err(format!(
                     "{name} cannot be None; leave it out to use the default"
                 )));
@@ -66,6 +83,10 @@ impl<'py> RawOptions<'py> {
                 "retry_on" => &mut raw.retry_on,
                 "timeout" => &mut raw.timeout,
                 "trigger_rule" => &mut raw.trigger_rule,
+                "map_over" => &mut raw.map_over,
+                "map_item" => &mut raw.map_item,
+                "map_limit" => &mut raw.map_limit,
+                "collect_as" => &mut raw.collect_as,
                 _ => {
                     return Err(PyTypeError::new_err(format!(
                         "task() got an unexpected keyword argument {name:?}; options are {}",
@@ -73,7 +94,8 @@ impl<'py> RawOptions<'py> {
                     )))
                 }
             };
-            *slot = Some(value);
+            *slot =
+                Some(value).filter(|v| !v.is_none() || name == "dependencies" || name == "timeout");
         }
         Ok(raw)
     }
@@ -144,10 +166,72 @@ impl<'py> RawOptions<'py> {
                 timeout,
                 retry_timeouts,
                 trigger_rule,
+                map: self.map()?,
             },
             retry_on,
         })
     }
+
+    /// The map options, if `map_over` is given; the other map options need it.
+    fn map(&self) -> PyResult<Option<MapOptions>> {
+        let Some(over) = &self.map_over else {
+            let given = [
+                ("map_item", &self.map_item),
+                ("map_limit", &self.map_limit),
+                ("collect_as", &self.collect_as),
+            ];
+            if let Some((name, _)) = given.iter().find(|(_, v)| v.is_some()) {
+                return Err(PyValueError::new_err(format!(
+                    "{name} applies to mapped tasks only; give map_over (the context key holding the list) too"
+                )));
+            }
+            return Ok(None);
+        };
+        let over = key_option("map_over", over)?;
+        if over.split('.').any(str::is_empty) {
+            return Err(PyValueError::new_err(format!(
+                "map_over {over:?} has an empty part; write a key or a dotted path such as \"batch.files\""
+            )));
+        }
+        let item = match &self.map_item {
+            Some(item) => key_option("map_item", item)?,
+            None => "item".to_string(),
+        };
+        let limit = self
+            .map_limit
+            .as_ref()
+            .map(|v| args::count(&limits::MAP_LIMIT, v))
+            .transpose()?
+            .map(|n| u32::try_from(n).expect("limits::MAP_LIMIT fits in u32"));
+        let collect_as = self
+            .collect_as
+            .as_ref()
+            .map(|v| key_option("collect_as", v))
+            .transpose()?;
+        Ok(Some(MapOptions {
+            over,
+            item,
+            limit,
+            collect_as,
+        }))
+    }
+}
+
+/// A non-empty str option naming a context key.
+fn key_option(name: &str, value: &Bound<'_, PyAny>) -> PyResult<String> {
+    let text = value
+        .downcast::<PyString>()
+        .map_err(|_| {
+            PyTypeError::new_err(format!("{name} must be a str, got {}", type_name(value)))
+        })?
+        .to_cow()?
+        .into_owned();
+    if text.is_empty() {
+        return Err(PyValueError::new_err(format!(
+            "{name} must be a non-empty context key"
+        )));
+    }
+    Ok(text)
 }
 
 /// `retry_on` as a tuple of exception classes; default `(Exception,)`.

@@ -7,7 +7,7 @@ use pyo3::types::{PyDict, PyList};
 use super::json_text::json_to_py;
 use super::marshal::values_to_py;
 use crate::database::leases::WorkerInfo;
-use crate::model::{ExecutionResult, TaskResult};
+use crate::model::{ExecutionResult, InstanceResult, MapCounts, TaskResult};
 
 /// A time as the API shows it: ISO 8601 with microseconds and the UTC offset.
 pub(crate) fn iso(time: Option<DateTime<Utc>>) -> Option<String> {
@@ -106,5 +106,46 @@ fn task_to_py<'py>(py: Python<'py>, task: &TaskResult) -> PyResult<Bound<'py, Py
         history.append(entry)?;
     }
     dict.set_item("history", history)?;
+    let map = task
+        .map
+        .as_ref()
+        .map(|counts| map_to_py(py, counts))
+        .transpose()?;
+    dict.set_item("map", map)?;
+    Ok(dict)
+}
+
+/// A mapped task's instance counts.
+fn map_to_py<'py>(py: Python<'py>, counts: &MapCounts) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new_bound(py);
+    dict.set_item("count", counts.count)?;
+    dict.set_item("pending", counts.pending)?;
+    dict.set_item("running", counts.running)?;
+    dict.set_item("completed", counts.completed)?;
+    dict.set_item("failed", counts.failed)?;
+    dict.set_item("skipped", counts.skipped)?;
+    dict.set_item("cancelled", counts.cancelled)?;
+    Ok(dict)
+}
+
+/// An instance of a mapped task on its way to Python, converted when the GIL is held.
+pub(crate) struct InstanceRecord(pub InstanceResult);
+
+impl IntoPy<PyObject> for InstanceRecord {
+    fn into_py(self, py: Python<'_>) -> PyObject {
+        instance_to_py(py, &self.0)
+            .map(|d| d.into_any().unbind())
+            .unwrap_or_else(|err| err.into_value(py).into_py(py))
+    }
+}
+
+fn instance_to_py<'py>(py: Python<'py>, instance: &InstanceResult) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new_bound(py);
+    dict.set_item("map_index", instance.map_index)?;
+    dict.set_item("status", instance.status.as_str())?;
+    dict.set_item("attempts", instance.attempts)?;
+    dict.set_item("error", &instance.error)?;
+    dict.set_item("started_at", iso(instance.started_at))?;
+    dict.set_item("completed_at", iso(instance.completed_at))?;
     Ok(dict)
 }

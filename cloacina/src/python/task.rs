@@ -198,6 +198,7 @@ async fn run_async(
     };
     // Converting the context, calling the function and reading its result all happen on
     // the loop thread. Dropping `running` (timeout, cancellation) cancels the coroutine.
+    let instance = current.as_ref().and_then(|c| c.map_index).is_some();
     let input: Arc<Mutex<Option<Py<PyDict>>>> = Arc::default();
     let (start_def, finish_def, kept) = (definition.clone(), definition.clone(), input.clone());
     let loop_for_call = locals.clone();
@@ -222,7 +223,9 @@ async fn run_async(
                 }
                 let dict = input.lock().unwrap_or_else(|p| p.into_inner()).take();
                 match (dict, returned) {
-                    (Some(dict), returned) => task_output(py, &finish_def, returned, dict.bind(py)),
+                    (Some(dict), returned) => {
+                        task_output(py, &finish_def, returned, dict.bind(py), instance)
+                    }
                     (None, Err(err)) => Err(python_error(py, &finish_def, &err)),
                     (None, Ok(_)) => Err(TaskError::fatal(
                         "RuntimeError: task started without its context",
@@ -302,6 +305,7 @@ pub(crate) fn current_task(py: Python<'_>) -> PyResult<PyObject> {
     dict.set_item("workflow_name", &*current.workflow_name)?;
     dict.set_item("task_id", &current.task_id)?;
     dict.set_item("attempt", current.attempt)?;
+    dict.set_item("map_index", current.map_index)?;
     Ok(dict.into_any().unbind())
 }
 
@@ -327,6 +331,7 @@ fn run_sync(
     current: Option<CurrentAttempt>,
 ) -> Result<Output, TaskError> {
     let dict = values_to_py(py, context).map_err(|e| python_error(py, definition, &e))?;
+    let instance = current.as_ref().and_then(|c| c.map_index).is_some();
     let returned = current
         .map(|current| scope(py, current))
         .transpose()
@@ -339,22 +344,30 @@ fn run_sync(
             )
         })
         .map(Bound::unbind);
-    task_output(py, definition, returned, &dict)
+    task_output(py, definition, returned, &dict, instance)
 }
 
 /// What a task's return value means: a dict is its output; None keeps the (mutated) input dict.
+/// A map instance's return value, whatever it is, is its value (`{"value": returned}`).
 /// The output's objects are handed, not copied, to the next task of this process that reads them.
 fn task_output(
     py: Python<'_>,
     definition: &TaskDefinition,
     returned: PyResult<PyObject>,
     input: &Bound<'_, PyDict>,
+    instance: bool,
 ) -> Result<Output, TaskError> {
     let task_id = &definition.id;
     let returned = returned
         .map_err(|e| python_error(py, definition, &e))?
         .into_bound(py);
-    let output = if returned.is_none() {
+    let output = if instance {
+        let value = PyDict::new_bound(py);
+        value
+            .set_item(crate::model::map::VALUE_KEY, returned)
+            .map_err(|e| python_error(py, definition, &e))?;
+        value.into_any()
+    } else if returned.is_none() {
         input.as_any().clone()
     } else if returned.is_instance_of::<PyDict>() {
         returned
@@ -366,10 +379,17 @@ fn task_output(
         return Err(python_error(py, definition, &PyTypeError::new_err(message)));
     };
     output_from_py(&output).map_err(|e| {
-        let message = format!(
-            "task '{task_id}' produced a context that is not JSON: {}",
-            e.describe("context")
-        );
+        let message = if instance {
+            format!(
+                "map instance of task '{task_id}' returned a value that is not JSON: {}",
+                e.describe("value")
+            )
+        } else {
+            format!(
+                "task '{task_id}' produced a context that is not JSON: {}",
+                e.describe("context")
+            )
+        };
         python_error(py, definition, &PyTypeError::new_err(message))
     })
 }
