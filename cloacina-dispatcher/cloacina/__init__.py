@@ -39,8 +39,10 @@ DEFAULT_LIST_LIMIT: int = _backend_module.DEFAULT_LIST_LIMIT
 AttemptRecord = _backend_module.AttemptRecord
 CurrentTask = _backend_module.CurrentTask
 ExecutionResult = _backend_module.ExecutionResult
+MapCounts = _backend_module.MapCounts
 RunningTask = _backend_module.RunningTask
 ScheduleInfo = _backend_module.ScheduleInfo
+TaskInstance = _backend_module.TaskInstance
 TaskResult = _backend_module.TaskResult
 WorkerInfo = _backend_module.WorkerInfo
 
@@ -75,8 +77,10 @@ __all__ = [
     "AttemptRecord",
     "CurrentTask",
     "ExecutionResult",
+    "MapCounts",
     "RunningTask",
     "ScheduleInfo",
+    "TaskInstance",
     "TaskResult",
     "WorkerInfo",
     "backend",

@@ -25,8 +25,10 @@ from cloacina._backend import DEFAULT_LIST_LIMIT as DEFAULT_LIST_LIMIT
 from cloacina._backend import AttemptRecord as AttemptRecord
 from cloacina._backend import CurrentTask as CurrentTask
 from cloacina._backend import ExecutionResult as ExecutionResult
+from cloacina._backend import MapCounts as MapCounts
 from cloacina._backend import RunningTask as RunningTask
 from cloacina._backend import ScheduleInfo as ScheduleInfo
+from cloacina._backend import TaskInstance as TaskInstance
 from cloacina._backend import TaskResult as TaskResult
 from cloacina._backend import WorkerInfo as WorkerInfo
 from cloacina.sync import SyncExecutor as SyncExecutor
@@ -63,8 +65,10 @@ __all__ = [
     "AttemptRecord",
     "CurrentTask",
     "ExecutionResult",
+    "MapCounts",
     "RunningTask",
     "ScheduleInfo",
+    "TaskInstance",
     "TaskResult",
     "WorkerInfo",
     "backend",

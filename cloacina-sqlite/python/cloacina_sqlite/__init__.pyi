@@ -6,8 +6,10 @@ __all__ = [
     "AttemptRecord",
     "CurrentTask",
     "ExecutionResult",
+    "MapCounts",
     "RunningTask",
     "ScheduleInfo",
+    "TaskInstance",
     "TaskResult",
     "WorkerInfo",
     "DEFAULT_LEASE_TIMEOUT",
@@ -61,16 +63,19 @@ _TaskRef = Union[str, Callable[..., Any]]
 from ._types import AttemptRecord as AttemptRecord
 from ._types import CurrentTask as CurrentTask
 from ._types import ExecutionResult as ExecutionResult
+from ._types import MapCounts as MapCounts
 from ._types import RunningTask as RunningTask
 from ._types import ScheduleInfo as ScheduleInfo
+from ._types import TaskInstance as TaskInstance
 from ._types import TaskResult as TaskResult
 from ._types import WorkerInfo as WorkerInfo
 _TriggerRule = Literal["all_success", "all_done", "one_success", "one_failed", "none_failed"]
 _Catchup = Literal["none", "latest", "all"]
 
 def current_task() -> CurrentTask:
-    """The running task attempt: its ``execution_id``, ``workflow_name``, ``task_id`` and
-    ``attempt`` (from 1). Call it from a task's code, sync or async; outside a running task it
+    """The running task attempt: its ``execution_id``, ``workflow_name``, ``task_id``,
+    ``attempt`` (from 1) and ``map_index`` (an instance's index in a mapped task, else
+    None). Call it from a task's code, sync or async; outside a running task it
     raises RuntimeError."""
 
 class CloacinaError(Exception):
@@ -116,6 +121,10 @@ def task(
         retry_on: Union[Type[BaseException], Tuple[Type[BaseException], ...]] = (Exception,),
         timeout: Optional[float] = None,
         trigger_rule: _TriggerRule = "all_success",
+        map_over: Optional[str] = None,
+        map_item: str = "item",
+        map_limit: Optional[int] = None,
+        collect_as: Optional[str] = None,
 ) -> _F:
     """Register a ``def`` or ``async def`` function taking the context dict as a task.
 
@@ -130,6 +139,13 @@ def task(
     ``retry_max_delay``, spread by ``± retry_jitter``) before retry ``n``. ``timeout`` bounds
     each attempt: an async task is cancelled, a sync task's late result is discarded.
     ``trigger_rule`` decides whether the task runs once its upstream tasks have ended.
+
+    ``map_over`` makes a mapped task: it names a context key (a dotted path reaches into nested
+    dicts) holding a list when the task becomes ready, and the task runs once per element, in
+    parallel across workers, each instance seeing its element as ``context[map_item]`` (and not
+    the list). Its output is ``{collect_as or task_id: [values in list order]}``, each value
+    whatever an instance returned. ``map_limit`` caps how many instances run at once in one
+    execution, across all workers. Each instance retries alone; see docs/map.md.
 
     Options are checked when the decorator runs: a wrong type (``True``/``False`` included)
     raises TypeError, a value out of range ValueError naming the option. ``retries`` is an int
@@ -151,6 +167,10 @@ def task(
         retry_on: Union[Type[BaseException], Tuple[Type[BaseException], ...]] = (Exception,),
         timeout: Optional[float] = None,
         trigger_rule: _TriggerRule = "all_success",
+        map_over: Optional[str] = None,
+        map_item: str = "item",
+        map_limit: Optional[int] = None,
+        collect_as: Optional[str] = None,
 ) -> Callable[[_F], _F]: ...
 
 @final
@@ -269,6 +289,11 @@ class UnifiedExecutor:
         """
     async def get_execution(self, execution_id: str) -> Optional[ExecutionResult]:
         """Read a recorded execution back; None if the id is unknown."""
+    async def list_task_instances(
+        self, execution_id: str, task_id: str, *, offset: int = 0, limit: int = 100
+    ) -> List[TaskInstance]:
+        """A page of the instances of the mapped task ``task_id``, in ``map_index`` order; empty
+        for an ordinary task or one not expanded yet. ``limit`` is an int from 1 to 10000."""
     async def list_executions(
         self, workflow: Optional[str] = None, status: Optional[str] = None, limit: int = 50, offset: int = 0
     ) -> List[ExecutionResult]:

@@ -6,8 +6,8 @@ they are ``TypedDict`` classes, so a value is an ordinary dict.
 
 from typing import Any, Dict, List, Literal, Optional, TypedDict
 
-__all__ = ["AttemptRecord", "CurrentTask", "ExecutionResult", "RunningTask", "ScheduleInfo", "TaskResult",
-           "WorkerInfo"]
+__all__ = ["AttemptRecord", "CurrentTask", "ExecutionResult", "MapCounts", "RunningTask", "ScheduleInfo",
+           "TaskInstance", "TaskResult", "WorkerInfo"]
 
 
 _Context = Dict[str, Any]
@@ -23,6 +23,18 @@ class AttemptRecord(TypedDict):
     completed_at: str
 
 
+class MapCounts(TypedDict):
+    """How many instances a mapped task has in each status, as ``TaskResult["map"]`` gives them."""
+
+    count: int
+    pending: int
+    running: int
+    completed: int
+    failed: int
+    skipped: int
+    cancelled: int
+
+
 class TaskResult(TypedDict):
     """One task of an execution, as ``ExecutionResult["task_results"]`` lists them."""
 
@@ -36,6 +48,19 @@ class TaskResult(TypedDict):
     started_at: Optional[str]
     completed_at: Optional[str]
     history: List[AttemptRecord]
+    map: Optional[MapCounts]
+    """None for an ordinary task; a mapped task's instance counts."""
+
+
+class TaskInstance(TypedDict):
+    """One instance of a mapped task, as ``list_task_instances`` pages through them."""
+
+    map_index: int
+    status: Literal["Pending", "Running", "Completed", "Failed", "Skipped", "Cancelled"]
+    attempts: int
+    error: Optional[str]
+    started_at: Optional[str]
+    completed_at: Optional[str]
 
 
 class ExecutionResult(TypedDict):
@@ -81,6 +106,8 @@ class CurrentTask(TypedDict):
     workflow_name: str
     task_id: str
     attempt: int
+    map_index: Optional[int]
+    """The instance's index in a mapped task's list; None in an ordinary task."""
 
 
 class ScheduleInfo(TypedDict):
