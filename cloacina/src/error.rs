@@ -17,6 +17,9 @@ pub enum WorkflowError {
     /// A task depends on an id that is not in the workflow.
     #[error("task '{task}' depends on unknown task '{dependency}'; register '{dependency}' or remove the dependency")]
     UnknownDependency { task: String, dependency: String },
+    /// A task's id is the key of an instance of a mapped task (`id[n]`).
+    #[error("task id '{task}' looks like an instance of mapped task '{mapped}' ('{mapped}[n]'); rename one of them")]
+    InstanceKeyClash { task: String, mapped: String },
     /// The dependencies form a cycle (ids listed in cycle order, first repeated last).
     #[error("tasks form a dependency cycle: {}", .0.join(" -> "))]
     Cycle(Vec<String>),

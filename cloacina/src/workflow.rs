@@ -52,6 +52,15 @@ impl Workflow {
                 });
             }
         }
+        for task in tasks.iter().filter(|t| t.options().map.is_some()) {
+            let prefix = format!("{}[", task.id());
+            if let Some(clash) = tasks.iter().find(|t| t.id().starts_with(&prefix)) {
+                return Err(WorkflowError::InstanceKeyClash {
+                    task: clash.id().to_string(),
+                    mapped: task.id().to_string(),
+                });
+            }
+        }
         let mut upstream = Vec::with_capacity(tasks.len());
         for task in &tasks {
             let mut deps = Vec::with_capacity(task.dependencies().len());

@@ -380,7 +380,8 @@ impl Pool {
 
 impl Conn<'_> {
     /// Makes Running under `worker`, at `now`, up to `limit` ready tasks and map instances whose
-    /// (node's) ids are in `task_ids`, oldest first: of any execution, or of `execution` alone.
+    /// (node's) ids are in `task_ids`, oldest first, of any execution; with `execution`, only
+    /// the map instances of that execution.
     pub(crate) fn take_ready_rows(
         &mut self,
         worker: &str,
@@ -397,31 +398,50 @@ impl Conn<'_> {
             #[cfg(feature = "postgres")]
             Conn::Postgres(pg) => {
                 use diesel::sql_types::{Array, BigInt};
-                Ok(diesel::sql_query(
-                    "WITH ready AS ( \
-                         SELECT execution_id, task_id FROM task_executions \
-                         WHERE queue = 'default' AND status = 'Pending' AND ready_at IS NOT NULL \
-                             AND (task_id IN (SELECT unnest($2::text[])) \
-                                  OR map_task IN (SELECT unnest($2::text[]))) \
-                             AND ($5::text IS NULL OR execution_id = $5) \
-                         ORDER BY ready_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
-                     UPDATE task_executions t SET status = 'Running', worker_id = $1, \
-                         attempt = t.attempt + 1, started_at = $4 \
-                     FROM ready WHERE t.execution_id = ready.execution_id \
-                         AND t.task_id = ready.task_id \
-                     RETURNING t.execution_id, t.task_id, t.position, t.attempt, t.map_index, \
-                         t.map_task, t.map_element",
-                )
-                .bind::<Text, _>(worker)
-                .bind::<Array<Text>, _>(task_ids)
-                .bind::<BigInt, _>(limit as i64)
-                .bind::<Timestamp, _>(now.naive_utc())
-                .bind::<Nullable<Text>, _>(execution)
-                .load::<TakenRow>(&mut **pg)?)
+                let take = |ready: &str| {
+                    diesel::sql_query(format!(
+                        "WITH ready AS ( \
+                             SELECT execution_id, task_id FROM task_executions WHERE {ready} \
+                             ORDER BY ready_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                         UPDATE task_executions t SET status = 'Running', worker_id = $1, \
+                             attempt = t.attempt + 1, started_at = $4 \
+                         FROM ready WHERE t.execution_id = ready.execution_id \
+                             AND t.task_id = ready.task_id \
+                         RETURNING t.execution_id, t.task_id, t.position, t.attempt, \
+                             t.map_index, t.map_task, t.map_element"
+                    ))
+                    .bind::<Text, _>(worker)
+                    .bind::<Array<Text>, _>(task_ids)
+                    .bind::<BigInt, _>(limit as i64)
+                    .bind::<Timestamp, _>(now.naive_utc())
+                };
+                Ok(match execution {
+                    None => take(
+                        "queue = 'default' AND status = 'Pending' AND ready_at IS NOT NULL \
+                         AND (task_id IN (SELECT unnest($2::text[])) \
+                              OR map_task IN (SELECT unnest($2::text[])))",
+                    )
+                    .load::<TakenRow>(&mut **pg)?,
+                    Some(execution) => take(&format!(
+                        "execution_id = $5 AND {READY_INSTANCE} \
+                         AND map_task IN (SELECT unnest($2::text[]))"
+                    ))
+                    .bind::<Text, _>(execution)
+                    .load::<TakenRow>(&mut **pg)?,
+                })
             }
         }
     }
 }
+
+/// A ready map instance, as the partial index of ready instances spells it (literals, so that
+/// planners use the index).
+pub(crate) const READY_INSTANCE: &str =
+    "status = 'Pending' AND ready_at IS NOT NULL AND map_index >= 0";
+
+/// A ready task that is not a map instance, as its partial index spells it.
+pub(crate) const READY_TASK: &str =
+    "status = 'Pending' AND ready_at IS NOT NULL AND map_index = -1";
 
 /// The ready tasks of the default queue.
 #[cfg(feature = "sqlite")]
@@ -451,20 +471,22 @@ fn take_ready_each(
         if wanted == 0 {
             break;
         }
-        let ready = ready_in_queue().filter(
-            task_executions::task_id
-                .eq_any(chunk)
-                .or(task_executions::map_task.eq_any(chunk)),
-        );
         let oldest = task_executions::ready_at;
         let found: Vec<TakenColumns> = match execution {
-            Some(execution) => ready
-                .filter(task_executions::execution_id.eq(execution))
+            None => ready_in_queue()
+                .filter(
+                    task_executions::task_id
+                        .eq_any(chunk)
+                        .or(task_executions::map_task.eq_any(chunk)),
+                )
                 .order(oldest)
                 .limit(wanted as i64)
                 .select(TAKEN)
                 .load_on(conn)?,
-            None => ready
+            Some(execution) => task_executions::table
+                .filter(task_executions::execution_id.eq(execution))
+                .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(READY_INSTANCE))
+                .filter(task_executions::map_task.eq_any(chunk))
                 .order(oldest)
                 .limit(wanted as i64)
                 .select(TAKEN)

@@ -11,8 +11,7 @@ use diesel::prelude::*;
 use uuid::Uuid;
 
 use super::connection::{Conn, RunOn, CHUNK};
-use super::dialect::LockedExecution;
-use super::literal::Pending;
+use super::dialect::{LockedExecution, READY_TASK};
 use super::map::Expansion;
 use super::rows::AttemptRow;
 use super::schema::{task_attempts, task_executions, workflow_executions};
@@ -370,9 +369,7 @@ impl Conn<'_> {
     ) -> Result<Vec<usize>> {
         let rows: Vec<(i32, String, i32)> = task_executions::table
             .filter(task_executions::execution_id.eq(execution))
-            .filter(task_executions::status.eq(Pending))
-            .filter(task_executions::ready_at.is_not_null())
-            .filter(task_executions::map_index.eq(-1))
+            .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(READY_TASK))
             .order(task_executions::ready_at)
             .limit(limit as i64)
             .select((

@@ -8,3 +8,8 @@ ALTER TABLE task_executions ADD COLUMN map_element TEXT;
 ALTER TABLE task_executions ADD COLUMN map_count INTEGER;
 DROP INDEX task_executions_position;
 CREATE UNIQUE INDEX task_executions_position ON task_executions (execution_id, position, map_index);
+-- Ready tasks and ready instances of an execution, apart: a commit looks up the tasks it may
+-- start without reading past a large map's ready instances.
+DROP INDEX task_executions_ready_in;
+CREATE INDEX task_executions_ready_in ON task_executions (execution_id, ready_at) WHERE status = 'Pending' AND ready_at IS NOT NULL AND map_index = -1;
+CREATE INDEX task_executions_instances_ready ON task_executions (execution_id, ready_at) WHERE status = 'Pending' AND ready_at IS NOT NULL AND map_index >= 0;
