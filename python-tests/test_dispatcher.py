@@ -36,7 +36,8 @@ EXPORTED = [
     "ExecutionNotFoundError", "ExecutionStateError", "ScheduleNotFoundError", "current_task",
     "EXECUTION_STATUSES", "FINAL_EXECUTION_STATUSES", "TASK_STATUSES", "FINAL_TASK_STATUSES",
     "DEFAULT_MAX_CONCURRENCY", "DEFAULT_LEASE_TIMEOUT", "DEFAULT_LIST_LIMIT",
-    "AttemptRecord", "CurrentTask", "ExecutionResult", "RunningTask", "ScheduleInfo", "TaskResult", "WorkerInfo",
+    "AttemptRecord", "CurrentTask", "ExecutionResult", "MapCounts", "RunningTask", "ScheduleInfo", "TaskInstance",
+    "TaskResult", "WorkerInfo",
 ]
 
 SITECUSTOMIZE = textwrap.dedent(
@@ -89,6 +90,7 @@ FAKE_POSTGRES = textwrap.dedent(
     DEFAULT_MAX_CONCURRENCY = DEFAULT_LIST_LIMIT = 1
     DEFAULT_LEASE_TIMEOUT = 1.0
     AttemptRecord = CurrentTask = ExecutionResult = RunningTask = ScheduleInfo = TaskResult = WorkerInfo = dict
+    MapCounts = TaskInstance = dict
     """
 )
 
