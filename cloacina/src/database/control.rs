@@ -12,10 +12,11 @@ use std::time::Duration;
 use super::claims::{Claim, ClaimRequest};
 use super::connection::{Conn, RunOn, CHUNK};
 use super::dialect::LockedExecution;
+use super::map::Expansion;
 use super::rows::new_execution_rows;
 use super::schema::{task_executions, workflow_executions};
 use super::signals::Signal;
-use super::store::TaskState;
+use super::store::{Settled, TaskState};
 use super::Database;
 use crate::error::{Error, Result};
 use crate::model::decide::unregistered_reason;
@@ -347,6 +348,42 @@ impl Conn<'_> {
             created: true,
             claimed,
         })
+    }
+
+    /// Starts the nodes at `positions` whose upstream tasks need nothing more (roots of a new
+    /// or resumed execution), settling the dependents of those that end at once.
+    pub(crate) fn start_nodes(
+        &mut self,
+        execution: &str,
+        plan: &ExecutionPlan,
+        positions: &[usize],
+        states: &mut BTreeMap<usize, TaskState>,
+        now: NaiveDateTime,
+    ) -> Result<Settled> {
+        let mut settled = Settled::default();
+        let mut ended = Vec::new();
+        for &position in positions {
+            match self.expand(execution, plan, position, now)? {
+                Expansion::Running => settled.expanded = true,
+                Expansion::Ended(status) => {
+                    let state = TaskState {
+                        task_id: plan.tasks()[position].id.clone(),
+                        status,
+                        attempt: 0,
+                        ready: false,
+                    };
+                    states.insert(position, state);
+                    ended.push(position);
+                }
+            }
+        }
+        if !ended.is_empty() {
+            let after = self.settle(execution, plan, &ended, states, now)?;
+            settled.ready = after.ready;
+            settled.skipped = after.skipped;
+            settled.expanded |= after.expanded;
+        }
+        Ok(settled)
     }
 
     /// The execution submitted with `key`, if any.

@@ -16,7 +16,6 @@ use super::connection::{Conn, RunOn, CHUNK};
 use super::literal::Pending;
 use super::rows::TaskRow;
 use super::schema::{task_executions, workflow_executions};
-use super::store::{Settled, TaskState};
 use crate::context::Context;
 use crate::error::Result;
 use crate::model::map::{elements, instance_key, node_end, InstanceEnd};
@@ -50,42 +49,6 @@ fn instance_rows<'a>(execution: &'a str, position: i32) -> _ {
 }
 
 impl Conn<'_> {
-    /// Starts the nodes at `positions` whose upstream tasks need nothing more (roots of a new
-    /// or resumed execution), settling the dependents of those that end at once.
-    pub(crate) fn start_nodes(
-        &mut self,
-        execution: &str,
-        plan: &ExecutionPlan,
-        positions: &[usize],
-        states: &mut BTreeMap<usize, TaskState>,
-        now: NaiveDateTime,
-    ) -> Result<Settled> {
-        let mut settled = Settled::default();
-        let mut ended = Vec::new();
-        for &position in positions {
-            match self.expand(execution, plan, position, now)? {
-                Expansion::Running => settled.expanded = true,
-                Expansion::Ended(status) => {
-                    let state = TaskState {
-                        task_id: plan.tasks()[position].id.clone(),
-                        status,
-                        attempt: 0,
-                        ready: false,
-                    };
-                    states.insert(position, state);
-                    ended.push(position);
-                }
-            }
-        }
-        if !ended.is_empty() {
-            let after = self.settle(execution, plan, &ended, states, now)?;
-            settled.ready = after.ready;
-            settled.skipped = after.skipped;
-            settled.expanded |= after.expanded;
-        }
-        Ok(settled)
-    }
-
     /// Makes the ready node at `position` run: its instances inserted, ready to claim (at most
     /// its `map_limit` of them at a time); or, resumed, its unfinished instances ready again;
     /// or ended at once when its list is empty or missing.
