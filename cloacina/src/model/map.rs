@@ -80,7 +80,7 @@ pub struct InstanceEnd<'a> {
 /// A node's end: its status, its error, and its output's JSON.
 #[derive(Debug, PartialEq)]
 pub struct NodeEnd {
-    /// Completed when every instance completed, Failed otherwise.
+    /// Failed when an instance failed (or was cancelled), Completed otherwise.
     pub status: TaskStatus,
     /// Names the failed indices, when any failed.
     pub error: Option<String>,
@@ -99,7 +99,8 @@ pub fn node_end(task_id: &str, map: &MapOptions, instances: &[InstanceEnd<'_>]) 
             .and_then(|text| serde_json::from_str::<Value>(text).ok())
             .and_then(|mut v| v.get_mut(VALUE_KEY).map(Value::take))
             .unwrap_or(Value::Null);
-        if instance.status != TaskStatus::Completed {
+        // A skipped instance (it raised SkipTask) has no value but did not fail.
+        if matches!(instance.status, TaskStatus::Failed | TaskStatus::Cancelled) {
             failed.push(instance);
         }
         values.push(value);
@@ -201,5 +202,16 @@ mod tests {
             (TaskStatus::Completed, r#"{"out":[1]}"#)
         );
         assert_eq!(node_end("t", &map("x"), &[]).output, r#"{"t":[]}"#);
+        let skipped = InstanceEnd {
+            index: 0,
+            status: TaskStatus::Skipped,
+            output: None,
+            error: None,
+        };
+        let end = node_end("t", &map("x"), &[skipped]);
+        assert_eq!(
+            (end.status, end.output.as_str()),
+            (TaskStatus::Completed, r#"{"t":[null]}"#)
+        );
     }
 }
