@@ -302,26 +302,20 @@ impl Conn<'_> {
 type UpstreamCountRow = (Text, Text, Integer, Nullable<Timestamp>, Integer);
 
 /// A ready task (or map instance) as claiming takes it.
-#[derive(QueryableByName)]
+#[derive(QueryableByName, Queryable, Selectable)]
+#[diesel(table_name = task_executions)]
 pub(crate) struct TakenRow {
-    #[diesel(sql_type = Text)]
     pub execution_id: String,
     /// The row's key: the task's id, or for an instance its node's id and index.
-    #[diesel(sql_type = Text)]
     pub task_id: String,
-    #[diesel(sql_type = Integer)]
     pub position: i32,
     /// The attempt its claim runs.
-    #[diesel(sql_type = Integer)]
     pub attempt: i32,
     /// The instance's index; -1 for a task.
-    #[diesel(sql_type = Integer)]
     pub map_index: i32,
     /// The instance's node.
-    #[diesel(sql_type = Nullable<Text>)]
     pub map_task: Option<String>,
     /// The instance's element, as JSON.
-    #[diesel(sql_type = Nullable<Text>)]
     pub map_element: Option<String>,
 }
 
@@ -472,7 +466,7 @@ fn take_ready_each(
             break;
         }
         let oldest = task_executions::ready_at;
-        let found: Vec<TakenColumns> = match execution {
+        let found: Vec<TakenRow> = match execution {
             None => ready_in_queue()
                 .filter(
                     task_executions::task_id
@@ -481,7 +475,7 @@ fn take_ready_each(
                 )
                 .order(oldest)
                 .limit(wanted as i64)
-                .select(TAKEN)
+                .select(columns::<TakenRow>())
                 .load_on(conn)?,
             Some(execution) => task_executions::table
                 .filter(task_executions::execution_id.eq(execution))
@@ -489,63 +483,24 @@ fn take_ready_each(
                 .filter(task_executions::map_task.eq_any(chunk))
                 .order(oldest)
                 .limit(wanted as i64)
-                .select(TAKEN)
+                .select(columns::<TakenRow>())
                 .load_on(conn)?,
         };
-        for (execution_id, task_id, position, attempt, map_index, map_task, map_element) in found {
-            diesel::update(task_executions::table.find((&execution_id, &task_id)))
+        for mut row in found {
+            row.attempt += 1;
+            diesel::update(task_executions::table.find((&row.execution_id, &row.task_id)))
                 .set((
                     task_executions::status.eq(TaskStatus::Running.as_str()),
                     task_executions::worker_id.eq(Some(worker)),
-                    task_executions::attempt.eq(attempt + 1),
+                    task_executions::attempt.eq(row.attempt),
                     task_executions::started_at.eq(Some(now)),
                 ))
                 .execute_on(conn)?;
-            rows.push(TakenRow {
-                execution_id,
-                task_id,
-                position,
-                attempt: attempt + 1,
-                map_index,
-                map_task,
-                map_element,
-            });
+            rows.push(row);
         }
     }
     Ok(rows)
 }
-
-/// The columns SQLite's claim reads of a ready row.
-#[cfg(feature = "sqlite")]
-type TakenColumns = (
-    String,
-    String,
-    i32,
-    i32,
-    i32,
-    Option<String>,
-    Option<String>,
-);
-
-/// See [`TakenColumns`].
-#[cfg(feature = "sqlite")]
-const TAKEN: (
-    task_executions::execution_id,
-    task_executions::task_id,
-    task_executions::position,
-    task_executions::attempt,
-    task_executions::map_index,
-    task_executions::map_task,
-    task_executions::map_element,
-) = (
-    task_executions::execution_id,
-    task_executions::task_id,
-    task_executions::position,
-    task_executions::attempt,
-    task_executions::map_index,
-    task_executions::map_task,
-    task_executions::map_element,
-);
 
 /// The schedules whose next fire is due at `now` and that are not paused.
 #[diesel::dsl::auto_type]

@@ -320,23 +320,10 @@ fn instance_row(
     ready: bool,
 ) -> TaskRow {
     TaskRow {
-        execution_id: execution.to_string(),
-        task_id: instance_key(&task.id, index as u32),
-        position: position as i32,
-        dependencies: "[]".to_string(),
-        status: TaskStatus::Pending.as_str().to_string(),
-        attempt: 0,
-        error: None,
-        traceback: None,
-        reason: None,
-        started_at: None,
-        completed_at: None,
         ready_at: ready.then_some(now),
-        waiting_on: 0,
-        worker_id: None,
         map_index: index as i32,
         map_task: Some(task.id.clone()),
         map_element: Some(element.to_string()),
-        map_count: None,
+        ..TaskRow::new(execution, instance_key(&task.id, index as u32), position)
     }
 }

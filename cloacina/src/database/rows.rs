@@ -56,6 +56,32 @@ pub(crate) struct TaskRow {
     pub(crate) map_count: Option<i32>,
 }
 
+impl TaskRow {
+    /// A task's row as made: Pending, not ready, waiting on nothing, not a map's.
+    pub(crate) fn new(execution_id: &str, task_id: String, position: usize) -> Self {
+        Self {
+            execution_id: execution_id.to_string(),
+            task_id,
+            position: position as i32,
+            dependencies: "[]".to_string(),
+            status: TaskStatus::Pending.as_str().to_string(),
+            attempt: 0,
+            error: None,
+            traceback: None,
+            reason: None,
+            started_at: None,
+            completed_at: None,
+            ready_at: None,
+            waiting_on: 0,
+            worker_id: None,
+            map_index: -1,
+            map_task: None,
+            map_element: None,
+            map_count: None,
+        }
+    }
+}
+
 /// One finished attempt of a task.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = task_attempts)]
@@ -161,9 +187,6 @@ pub(crate) fn new_execution_rows(
         .iter()
         .enumerate()
         .map(|(position, task)| TaskRow {
-            execution_id: id.clone(),
-            task_id: task.id.clone(),
-            position: position as i32,
             dependencies: serde_json::to_string(
                 &task
                     .dependencies
@@ -172,23 +195,13 @@ pub(crate) fn new_execution_rows(
                     .collect::<Vec<_>>(),
             )
             .expect("strings serialise"),
-            status: TaskStatus::Pending.as_str().to_string(),
-            attempt: 0,
-            error: None,
-            traceback: None,
-            reason: None,
-            started_at: None,
-            completed_at: None,
             // A root node is expanded, not claimed (see `Conn::start_nodes`).
             ready_at: (task.dependencies.is_empty() && task.options.map.is_none())
                 .then_some(submitted),
             waiting_on: task.dependencies.len() as i32,
-            worker_id: None,
-            map_index: -1,
-            map_task: None,
-            map_element: None,
             // -1: a node not expanded yet.
             map_count: task.options.map.as_ref().map(|_| -1),
+            ..TaskRow::new(&id, task.id.clone(), position)
         })
         .collect();
     (execution, tasks)
