@@ -120,6 +120,18 @@ def test_fan_out_example(tmp_path, subprocess_env, database_url):
     assert "fetches overlapped: yes" in out
 
 
+def test_map_example(tmp_path, subprocess_env, database_url):
+    """A task mapped over 20 orders: map_limit holds, order 7's instance is retried alone, values in order."""
+    out = run_example("map.py", tmp_path, subprocess_env, database_url)
+    assert re.search(r"^status    Completed  total=659\.4  ", out, re.M), out
+    assert "map.price_order  Completed  20/20 instances completed" in out
+    assert re.search(r"^  instance 6  Completed  attempts 1\n  instance 7  Completed  attempts 2\n"
+                     r"  instance 8  Completed  attempts 1$", out, re.M), out
+    assert "prices    20, the first {'id': 'A-100', 'price': 5.4}" in out
+    most = int(re.search(r"^most instances running at once: (\d+) \(map_limit=4\)$", out, re.M).group(1))
+    assert 1 <= most <= 4, out
+
+
 def test_cancellation_example(tmp_path, subprocess_env, database_url):
     """cancel() stops a running execution; the async task sees CancelledError."""
     out = run_example("cancellation.py", tmp_path, subprocess_env, database_url)

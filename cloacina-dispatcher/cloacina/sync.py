@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, List, Optional
 import cloacina
 
 if TYPE_CHECKING:
-    from cloacina._backend import ExecutionResult, ScheduleInfo, WorkerInfo, Workflow, _Catchup
+    from cloacina._backend import ExecutionResult, ScheduleInfo, TaskInstance, WorkerInfo, Workflow, _Catchup
 
 __all__ = ["SyncExecutor"]
 
@@ -367,6 +367,18 @@ class SyncExecutor:
         """Read a recorded execution back; None if the id is unknown."""
         executor = self._executor
         return self._call("get_execution", lambda: executor.get_execution(execution_id))
+
+    def list_task_instances(
+        self, execution_id: str, task_id: str, *, offset: int = 0, limit: int = 100
+    ) -> List[TaskInstance]:
+        """A page of the instances of the mapped task ``task_id``, in ``map_index`` order; empty
+        for an ordinary task or one not expanded yet. ``limit`` is an int from 1 to 10000;
+        ValueError for an ``offset`` below 0 or a ``limit`` out of range."""
+        executor = self._executor
+        return self._call(
+            "list_task_instances",
+            lambda: executor.list_task_instances(execution_id, task_id, offset=offset, limit=limit),
+        )
 
     def list_executions(
         self, workflow: Optional[str] = None, status: Optional[str] = None, limit: int = cloacina.DEFAULT_LIST_LIMIT, offset: int = 0

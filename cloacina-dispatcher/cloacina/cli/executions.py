@@ -1,4 +1,5 @@
-"""``cloacina executions ...``: list, show, cancel, resume and wait for recorded executions.
+"""``cloacina executions ...``: list, show, cancel, resume and wait for recorded executions, and
+page through the instances of a mapped task.
 
 These commands only read and change records: their executor is submit-only (``worker=False``)
 and never runs a task.
@@ -37,9 +38,25 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     listing.set_defaults(handler=_command(_list))
 
     show = actions.add_parser("show", parents=[common], help="one execution and its tasks",
-                              description="Show one execution: its fields, then a table of its tasks.")
+                              description="Show one execution: its fields, then a table of its tasks. A "
+                                          "mapped task (map_over=) is one row, with a bar and the counts "
+                                          "of its instances; `cloacina executions instances ID TASK` "
+                                          "pages through them.")
     show.add_argument("execution_id", metavar="ID")
     show.set_defaults(handler=_command(_show))
+
+    instances = actions.add_parser(
+        "instances", parents=[common], help="page through the instances of a mapped task",
+        description="List the instances of a mapped task (map_over=) in map_index order, one page at a "
+                    "time: index, status, attempts, duration and error. With --json, prints the dicts "
+                    "list_task_instances returns.")
+    instances.add_argument("execution_id", metavar="ID")
+    instances.add_argument("task_id", metavar="TASK", help="the mapped task's id")
+    instances.add_argument("--offset", type=int, default=0, metavar="N",
+                           help="start at map_index N (default 0)")
+    instances.add_argument("--limit", type=int, default=None, metavar="N",
+                           help="at most N instances (1 to 10000; default 100)")
+    instances.set_defaults(handler=_command(_instances))
 
     cancel = actions.add_parser(
         "cancel", parents=[common], help="cancel a Pending or Running execution",
@@ -104,6 +121,35 @@ async def _show(executor: cloacina.UnifiedExecutor, args: argparse.Namespace) ->
         print(render.execution_header(record))
         print()
         print(render.tasks_table(record["task_results"]))
+        if any(t.get("map") is not None for t in record["task_results"]):
+            print()
+            print(f"a mapped task's instances: cloacina executions instances {record['execution_id']} TASK")
+    return EXIT_OK
+
+
+async def _instances(executor: cloacina.UnifiedExecutor, args: argparse.Namespace) -> int:
+    record = await _get(executor, args.execution_id)
+    tasks = record["task_results"]
+    task = next((t for t in tasks if t["task_id"] == args.task_id), None)
+    if task is None:
+        raise CliError(f"execution {args.execution_id} has no task {args.task_id!r}; its tasks: "
+                       f"{', '.join(str(t['task_id']) for t in tasks)}")
+    counts = task.get("map")
+    if counts is None:
+        raise CliError(f"task {args.task_id!r} is not a mapped task (it has no map_over), so it has no instances")
+    page_size = {} if args.limit is None else {"limit": args.limit}  # else the engine's default
+    page = await executor.list_task_instances(args.execution_id, args.task_id, offset=args.offset, **page_size)
+    if args.json:
+        print(render.to_json(page))
+        return EXIT_OK
+    print(render.printable(f"task {task['task_id']} {task['status']} {render.map_progress(counts)}"))
+    if task.get("error"):
+        print("error: " + render.first_line(task["error"], 200))
+    print()
+    if page:
+        print(render.instances_table(page))
+        print()
+    print(render.instances_page_note(args.offset, len(page), int(counts.get("count") or 0)))
     return EXIT_OK
 
 

@@ -1,4 +1,5 @@
-"""Text the command line prints: durations, times, tables, task lines and the live progress line.
+"""Text the command line prints: durations, times, tables, task lines, the live progress line and
+the progress of a mapped task's instances.
 
 Every function here is pure (records in, text out), so the output formats are tested without a
 terminal or a database. Records are the dicts the Python API returns (``get_execution`` etc.).
@@ -23,6 +24,7 @@ from cloacina._records import parse_timestamp
 CLEAR_LINE = "\r\x1b[2K"
 
 BAR_WIDTH = 20
+MAP_BAR_WIDTH = 10
 ERROR_WIDTH = 60
 
 # Characters a terminal acts on rather than shows: C0 (ESC among them), DEL and C1.
@@ -113,18 +115,89 @@ def executions_table(records: Sequence[Mapping[str, Any]]) -> str:
 
 
 def tasks_table(tasks: Sequence[Mapping[str, Any]]) -> str:
-    """``executions show``: one row per task, the error (or skip/cancel reason) on one short line."""
-    rows = [
-        [
+    """``executions show``: one row per task, the error (or skip/cancel reason) on one short line.
+    When a task is mapped (``map_over``), an INSTANCES column shows each mapped task's
+    :func:`map_progress` (``-`` for the ordinary tasks)."""
+    mapped = any(t.get("map") is not None for t in tasks)
+    rows = []
+    for t in tasks:
+        row = [
             str(t["task_id"]),
             str(t["status"]),
             str(t.get("attempts", 0)),
             format_duration(duration_of(t)),
-            first_line(t.get("error") or t.get("reason")),
         ]
-        for t in tasks
+        if mapped:
+            row.append(map_progress(t.get("map")) or "-")
+        row.append(first_line(t.get("error") or t.get("reason")))
+        rows.append(row)
+    headers = ["TASK", "STATUS", "ATTEMPTS", "DURATION", *(["INSTANCES"] if mapped else []), "ERROR"]
+    return table(headers, rows)
+
+
+def map_counts_text(counts: Optional[Mapping[str, Any]]) -> str:
+    """A mapped task's instance counts in words: ``150/300 completed, 2 running, 1 failed``
+    (the statuses but Pending and Completed only when some instance has them); ``no instances``
+    before its list is expanded, or for an empty list; ``""`` for an ordinary task (None)."""
+    if counts is None:
+        return ""
+    total = int(counts.get("count") or 0)
+    if total == 0:
+        return "no instances"
+    text = f"{int(counts.get('completed') or 0)}/{total} completed"
+    for status in cloacina.TASK_STATUSES:
+        key = status.lower()
+        if key in ("pending", "completed"):  # the rest of the count; said above
+            continue
+        number = int(counts.get(key) or 0)
+        if number:
+            text += f", {number} {key}"
+    return text
+
+
+def map_ended(counts: Mapping[str, Any]) -> int:
+    """How many of a mapped task's instances have ended (a final status)."""
+    return sum(int(counts.get(status.lower()) or 0) for status in cloacina.FINAL_TASK_STATUSES)
+
+
+def map_progress(counts: Optional[Mapping[str, Any]], *, width: int = MAP_BAR_WIDTH) -> str:
+    """A mapped task's instances as a bar of ``width`` filled by the instances that ended, then
+    :func:`map_counts_text`: ``[#####-----] 150/300 completed, 2 failed``; ``""`` for an
+    ordinary task (``counts`` None)."""
+    if counts is None:
+        return ""
+    total = int(counts.get("count") or 0)
+    if total == 0:
+        return map_counts_text(counts)
+    filled = min(width, width * map_ended(counts) // total)
+    return f"[{'#' * filled}{'-' * (width - filled)}] {map_counts_text(counts)}"
+
+
+def instances_table(instances: Sequence[Mapping[str, Any]]) -> str:
+    """``executions instances``: one row per instance of a mapped task, by ``map_index``."""
+    rows = [
+        [
+            str(i["map_index"]),
+            str(i["status"]),
+            str(i.get("attempts", 0)),
+            format_duration(duration_of(i)),
+            first_line(i.get("error")),
+        ]
+        for i in instances
     ]
-    return table(["TASK", "STATUS", "ATTEMPTS", "DURATION", "ERROR"], rows)
+    return table(["INDEX", "STATUS", "ATTEMPTS", "DURATION", "ERROR"], rows)
+
+
+def instances_page_note(offset: int, shown: int, total: int) -> str:
+    """Under a page of instances: which indices it held and the option giving the next page."""
+    if total == 0:
+        return "the task has no instances"
+    if shown == 0:
+        return f"no instances from index {offset}: the task has {total}"
+    text = f"instances {offset} to {offset + shown - 1} of {total}"
+    if offset + shown < total:
+        text += f"; the next page: --offset {offset + shown}"
+    return text
 
 
 def execution_header(record: Mapping[str, Any]) -> str:
@@ -159,8 +232,9 @@ def execution_summary(record: Mapping[str, Any]) -> str:
 
 
 def task_line(task: Mapping[str, Any]) -> str:
-    """One task that reached a final status: ``task extract Completed 0.01s``, then the error or
-    reason, and the attempt count when it took more than one."""
+    """One task that reached a final status: ``task extract Completed 0.01s``, then the attempt
+    count when it took more than one, a mapped task's instance counts (``(300/300 completed)``),
+    and the error or reason."""
     parts = [printable(f"task {task['task_id']} {task['status']}")]
     duration = duration_of(task)
     if duration is not None:
@@ -168,6 +242,8 @@ def task_line(task: Mapping[str, Any]) -> str:
     attempts = task.get("attempts") or 0
     if attempts > 1:
         parts.append(f"({attempts} attempts)")
+    if task.get("map") is not None:
+        parts.append(f"({map_counts_text(task['map'])})")
     if task.get("error"):
         parts.append(first_line(task["error"], 200))
     elif task.get("reason"):
@@ -178,12 +254,14 @@ def task_line(task: Mapping[str, Any]) -> str:
 def progress_line(tasks: Sequence[Mapping[str, Any]], *, elapsed: float, width: int = 80) -> str:
     """The live line ``run`` draws on a terminal, at most ``width`` characters:
 
-    ``[##########----------] 1/2 done  0.42s  running: load``
+    ``[##########----------] 1/2 done  0.42s  running: load, process 150/300``
+
+    A running mapped task shows how many of its instances have ended.
     """
     total = len(tasks)
     done = sum(1 for t in tasks if t.get("status") in cloacina.FINAL_TASK_STATUSES)
     failed = sum(1 for t in tasks if t.get("status") == "Failed")
-    running = [printable(str(t["task_id"])) for t in tasks if t.get("status") == "Running"]
+    running = [_running_name(t) for t in tasks if t.get("status") == "Running"]
     filled = BAR_WIDTH * done // total if total else BAR_WIDTH
     text = f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {done}/{total} done"
     if failed:
@@ -193,6 +271,15 @@ def progress_line(tasks: Sequence[Mapping[str, Any]], *, elapsed: float, width: 
         text += "  running: " + ", ".join(running)
     width = max(width, 10)
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _running_name(task: Mapping[str, Any]) -> str:
+    """A running task in the progress line: its id, and ``ended/count`` for a mapped task."""
+    name = printable(str(task["task_id"]))
+    counts = task.get("map")
+    if counts is not None and counts.get("count"):
+        name += f" {map_ended(counts)}/{counts['count']}"
+    return name
 
 
 def _indented(text: str, indent: int) -> str:

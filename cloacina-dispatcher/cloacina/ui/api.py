@@ -6,6 +6,7 @@ Every endpoint only reads, through a :class:`cloacina.SyncExecutor` initialized 
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -17,6 +18,7 @@ from cloacina.ui import records
 
 PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX = cloacina.DEFAULT_LIST_LIMIT, 200
 WORKFLOW_LIMIT_DEFAULT, WORKFLOW_LIMIT_MAX = 100, 500
+INSTANCE_LIMIT_DEFAULT, INSTANCE_LIMIT_MAX = 100, 1000
 
 Query = Mapping[str, Sequence[str]]
 Payload = Dict[str, Any]
@@ -52,6 +54,11 @@ ENDPOINTS: Tuple[Endpoint, ...] = (
              "one execution with its task results (dependencies, attempt history) and contexts; "
              f"context values over {records.MAX_VALUE_CHARS} JSON characters are replaced by a preview",
              {}),
+    Endpoint("/api/executions/<execution_id>/tasks/<task_id>/instances",
+             "one page of a mapped task's instances in map_index order (status, attempts, error, times); "
+             "the task's instance counts are its 'map' in the execution; a task id holding '/' is sent as %2F",
+             {"limit": f"page size, 1 to {INSTANCE_LIMIT_MAX} (default {INSTANCE_LIMIT_DEFAULT})",
+              "offset": "start at this map_index (default 0); next_offset gives the next page"}),
     Endpoint("/api/workflows/<name>",
              "a workflow's latest executions (newest first), success rate and durations (oldest first)",
              {"limit": f"how many executions, 1 to {WORKFLOW_LIMIT_MAX} (default {WORKFLOW_LIMIT_DEFAULT})"}),
@@ -109,12 +116,13 @@ def index(executor: cloacina.SyncExecutor, query: Query) -> Payload:
 
 def health(executor: cloacina.SyncExecutor, query: Query) -> Payload:
     """``GET /api/health``: ``{"ok": true, "backend", "backend_version", "version",
-    "execution_statuses", "final_execution_statuses"}`` once the database has answered a one-row
-    read (the pages take the status names from here)."""
+    "execution_statuses", "final_execution_statuses", "task_statuses", "final_task_statuses"}``
+    once the database has answered a one-row read (the pages take the status names from here)."""
     executor.list_executions(limit=1)
     return {"ok": True, "backend": cloacina.backend, "backend_version": cloacina.backend_version,
             "version": cloacina.__version__, "execution_statuses": list(cloacina.EXECUTION_STATUSES),
-            "final_execution_statuses": list(cloacina.FINAL_EXECUTION_STATUSES)}
+            "final_execution_statuses": list(cloacina.FINAL_EXECUTION_STATUSES),
+            "task_statuses": list(cloacina.TASK_STATUSES), "final_task_statuses": list(cloacina.FINAL_TASK_STATUSES)}
 
 
 def executions(executor: cloacina.SyncExecutor, query: Query) -> Payload:
@@ -142,6 +150,37 @@ def execution(executor: cloacina.SyncExecutor, query: Query, execution_id: str) 
     if record is None:
         raise ApiError(404, f"no execution {execution_id}")
     return records.full_execution(record)
+
+
+def task_instances(executor: cloacina.SyncExecutor, query: Query, execution_id: str, task_id: str) -> Payload:
+    """``GET /api/executions/<execution_id>/tasks/<task_id>/instances?offset=0&limit=100``:
+    ``{"execution_id", "task_id", "instances": [...], "limit", "offset", "next_offset"}``, the
+    dicts of ``list_task_instances`` (one page: never all of them); ``next_offset`` is null on the
+    last page. The task's status and instance counts are in the execution's record.
+
+    A page is one indexed read. Only an empty page reads the execution too, to tell an unknown
+    execution or task (404) and an ordinary task (400) from a mapped task not expanded yet, or an
+    offset past its last instance (200, no instances)."""
+    limit = _int_param(query, "limit", INSTANCE_LIMIT_DEFAULT, 1, INSTANCE_LIMIT_MAX)
+    offset = _int_param(query, "offset", 0, 0)
+    execution_id = _execution_id(execution_id)
+    # One more than the page tells whether a next page exists.
+    try:
+        found = executor.list_task_instances(execution_id, task_id, offset=offset, limit=limit + 1)
+    except ValueError as exc:  # out of the engine's range (offset), which its message names
+        raise ApiError(400, f"parameter {exc}") from None
+    if not found:
+        record = executor.get_execution(execution_id)
+        if record is None:
+            raise ApiError(404, f"no execution {execution_id}")
+        task = next((t for t in record["task_results"] if t["task_id"] == task_id), None)
+        if task is None:
+            raise ApiError(404, f"execution {execution_id} has no task {task_id[:200]!r}")
+        if task.get("map") is None:
+            raise ApiError(400, f"task {task_id[:200]!r} is not a mapped task (it has no map_over)")
+    page = list(found[:limit])
+    return {"execution_id": execution_id, "task_id": task_id, "instances": page, "limit": limit,
+            "offset": offset, "next_offset": offset + limit if len(found) > limit else None}
 
 
 def workflow(executor: cloacina.SyncExecutor, query: Query, name: str) -> Payload:
@@ -179,12 +218,20 @@ _NAMED: Dict[str, _Named] = {
 }
 
 
+# /api/executions/<execution_id>/tasks/<task_id>/instances, matched before the percent-encoding
+# is undone, so that a task id may hold an encoded "/".
+_INSTANCES = re.compile(r"^/api/executions/([^/]+)/tasks/(.+)/instances$")
+
+
 def route(executor: cloacina.SyncExecutor, path: str, query: Query) -> Payload:
     """The payload for GET ``path`` (still percent-encoded); raises :class:`ApiError`."""
     trimmed = path.rstrip("/") or "/"
     endpoint = _FIXED.get(trimmed)
     if endpoint is not None:
         return endpoint(executor, query)
+    instances = _INSTANCES.match(trimmed)
+    if instances is not None:
+        return task_instances(executor, query, unquote(instances.group(1)), unquote(instances.group(2)))
     for prefix, named in _NAMED.items():
         if trimmed.startswith(prefix) and len(trimmed) > len(prefix):
             return named(executor, query, unquote(trimmed[len(prefix):]))

@@ -7,9 +7,12 @@
   // Status names come from the engine (GET /api/health) before the first page is drawn.
   let FINAL = [];
   let STATUSES = [];
+  let TASK_STATUSES = [];
+  let FINAL_TASK = [];
   const COLORS = { Pending: "#9ca3af", Running: "#3b82f6", Completed: "#16a34a", Failed: "#dc2626",
                    Cancelled: "#a16207", Skipped: "#c4b5fd", Lost: "#f97316" };
   const PAGE_SIZE = 25;
+  const INSTANCE_PAGE = 50;  // instances of a mapped task fetched at a time: never all of them
   const TOKEN = new URLSearchParams(location.search).get("token");
   let timer = null;
 
@@ -80,6 +83,52 @@
     if (value < 1) return (value * 1000).toFixed(0) + " ms";
     if (value < 120) return value.toFixed(2) + " s";
     return (value / 60).toFixed(1) + " min";
+  }
+
+  // A mapped task's instance counts (TaskResult.map) in words, as the command line writes them:
+  // "150/300 completed, 2 running, 1 failed"; statuses but Pending and Completed only when present.
+  function mapText(counts) {
+    const total = counts.count || 0;
+    if (!total) return "no instances";
+    let text = (counts.completed || 0) + "/" + total + " completed";
+    for (const status of TASK_STATUSES) {
+      const key = status.toLowerCase();
+      if (key === "pending" || key === "completed") continue;
+      if (counts[key]) text += ", " + counts[key] + " " + key;
+    }
+    return text;
+  }
+
+  function mapEnded(counts) {
+    return FINAL_TASK.reduce((sum, status) => sum + (counts[status.toLowerCase()] || 0), 0);
+  }
+
+  // Rects filling `width` from x: one per status with instances, ended ones first, then Running;
+  // the rest (Pending) is the background.
+  function mapSegments(counts, x, y, width, height) {
+    const total = counts.count || 0;
+    const rects = [svg("rect", { class: "map-rest", x: x, y: y, width: width, height: height })];
+    if (!total) return rects;
+    let at = x;
+    for (const status of [...FINAL_TASK, "Running"]) {
+      const n = counts[status.toLowerCase()] || 0;
+      if (!n) continue;
+      const w = (n / total) * width;
+      rects.push(svg("rect", { class: "map-part", "data-status": status, x: at, y: y, width: w, height: height,
+                               fill: COLORS[status] || "#6b7280" }));
+      at += w;
+    }
+    return rects;
+  }
+
+  // A progress bar and the counts of a mapped task's instances.
+  function mapProgress(counts) {
+    const W = 120, H = 10;
+    const text = mapText(counts);
+    return el("span", { class: "map-progress", "data-count": counts.count || 0, "data-ended": mapEnded(counts) },
+      svg("svg", { class: "map-bar", width: W, height: H, viewBox: "0 0 " + W + " " + H, role: "img",
+                   "aria-label": text }, mapSegments(counts, 0, 0, W, H)),
+      " ", el("span", { class: "map-text" }, text));
   }
 
   function time(text) {
@@ -230,12 +279,17 @@
     }
     for (const task of tasks) {
       const p = pos.get(task.task_id);
-      const node = svg("g", { class: "node" + (task.task_id === selected ? " selected" : ""),
+      const counts = task.map;
+      // A mapped task: its instances that ended, over how many, and a strip along its bottom edge.
+      const tally = counts ? mapEnded(counts) + "/" + (counts.count || 0) : "";
+      const node = svg("g", { class: "node" + (counts ? " mapped" : "") + (task.task_id === selected ? " selected" : ""),
                               "data-task-id": task.task_id, "data-status": task.status,
                               transform: `translate(${p.x},${p.y})`, tabindex: 0 },
-        svg("title", {}, task.task_id + " — " + task.status),
+        svg("title", {}, task.task_id + " — " + task.status + (counts ? " — instances: " + mapText(counts) : "")),
         svg("rect", { width: W, height: H, rx: 6, fill: COLORS[task.status] || "#6b7280" }),
-        svg("text", { x: 8, y: H / 2 + 4 }, shorten(task.task_id, 28)));
+        svg("text", { x: 8, y: H / 2 + (counts ? 1 : 4) }, shorten(task.task_id, counts ? 27 - tally.length : 28)),
+        counts ? [svg("text", { class: "map-tally", x: W - 8, y: H / 2 + 1, "text-anchor": "end" }, tally),
+                  ...mapSegments(counts, 6, H - 9, W - 12, 5)] : null);
       node.addEventListener("click", () => onSelect(task.task_id));
       root.appendChild(node);
     }
@@ -243,6 +297,10 @@
   }
 
   function attemptsOf(task, now) {
+    if (task.map) {  // a mapped task has no attempts of its own: one bar for the time its instances ran
+      const start = time(task.started_at), end = time(task.completed_at);
+      return start === null ? [] : [{ attempt: "instances", status: task.status, start: start, end: end === null ? now : end }];
+    }
     const list = (task.history || []).map((h) => ({ attempt: h.attempt, status: h.status,
       start: time(h.started_at), end: time(h.completed_at) }));
     if (task.status === "Running" && task.started_at
@@ -282,7 +340,8 @@
                                   "data-status": a.status, x: x(a.start), y: y + 3,
                                   width: Math.max(3, x(a.end) - x(a.start)), height: ROW - 8, rx: 3,
                                   fill: COLORS[a.status] || "#6b7280" },
-                        svg("title", {}, row.task.task_id + " attempt " + a.attempt + ": " + a.status + ", "
+                        svg("title", {}, row.task.task_id + (row.task.map ? " instances (" + mapText(row.task.map) + ")"
+                                                                  : " attempt " + a.attempt) + ": " + a.status + ", "
                                          + seconds((a.end - a.start) / 1000)));
         bar.addEventListener("click", () => onSelect(row.task.task_id));
         root.appendChild(bar);
@@ -308,14 +367,15 @@
     return el("span", { class: kind }, JSON.stringify(value));
   }
 
-  function taskDetails(record, taskId) {
+  function taskDetails(record, taskId, instancesPanel) {
     const task = (record.task_results || []).find((t) => t.task_id === taskId);
     if (!task) return el("p", { class: "muted" }, "Click a task in the graph, the timeline or the table to see its details.");
     const meta = el("dl", { class: "meta" });
     const add = (name, value) => { meta.append(el("dt", {}, name), el("dd", {}, value)); };
     add("task", task.task_id);
     add("status", badge(task.status));
-    add("attempts", String(task.attempts));
+    if (task.map) add("instances", mapProgress(task.map));
+    else add("attempts", String(task.attempts));
     add("dependencies", (task.dependencies || []).join(", ") || "—");
     add("started", when(task.started_at));
     add("completed", when(task.completed_at));
@@ -330,9 +390,102 @@
       el("h2", {}, "Task ", task.task_id), meta,
       task.error ? [el("h3", {}, "Error"), el("pre", { class: "error", id: "task-error" }, task.error)] : null,
       task.traceback ? [el("h3", {}, "Traceback"), el("pre", { id: "task-traceback" }, task.traceback)] : null,
-      el("h3", {}, "Attempts"), history,
+      task.map ? instancesPanel : [el("h3", {}, "Attempts"), history],
       el("h3", {}, record.final_context ? "Output (the execution's final context)" : "Input context"),
       el("div", { class: "json", id: "task-output" }, context ? jsonView(context, true) : el("span", { class: "muted" }, "none")));
+  }
+
+  // The instances of the selected mapped task, a page at a time (GET .../tasks/<id>/instances): the
+  // panel is made once per page and moved into each redraw of the details, so it keeps its place.
+  function instancesView(executionId) {
+    const state = { taskId: null, offset: 0, count: 0, ended: false, next: null, focus: null, seq: 0 };
+    const body = el("tbody", { id: "instances" });
+    const info = el("span", { class: "muted", id: "instances-info" });
+    const message = el("div", { id: "instances-message" });
+    const button = (id, text, offset) => {
+      const b = el("button", { type: "button", id: id }, text);
+      b.addEventListener("click", () => { const to = offset(); if (to !== null) show(to, null); });
+      return b;
+    };
+    const lastOffset = () => Math.max(0, Math.floor((state.count - 1) / INSTANCE_PAGE) * INSTANCE_PAGE);
+    const first = button("instances-first", "⇤ First", () => 0);
+    const prev = button("instances-prev", "← Previous", () => Math.max(0, state.offset - INSTANCE_PAGE));
+    const next = button("instances-next", "Next →", () => state.next);
+    const last = button("instances-last", "Last ⇥", lastOffset);
+    const goto = el("input", { type: "number", id: "instances-goto", min: 0, step: 1, placeholder: "map_index" });
+    const gotoForm = el("form", { id: "instances-goto-form" }, goto, el("button", { type: "submit" }, "Go to index"));
+    gotoForm.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const index = parseInt(goto.value, 10);
+      if (!isNaN(index) && index >= 0) show(Math.floor(index / INSTANCE_PAGE) * INSTANCE_PAGE, index);
+    });
+    const panel = el("div", { id: "instances-panel" }, el("h3", {}, "Instances"),
+      el("div", { class: "pager" }, first, prev, info, next, last, gotoForm), message,
+      el("table", { class: "instances" }, el("thead", {}, el("tr", {},
+        ["Index", "Status", "Attempts", "Started", "Duration", "Error"].map((h) => el("th", {}, h)))), body));
+
+    function show(offset, focus) {
+      state.offset = offset;
+      state.focus = focus;
+      load();
+    }
+
+    function draw(page) {
+      state.next = page.next_offset;
+      body.replaceChildren(...page.instances.map((i) => {
+        const start = time(i.started_at), end = time(i.completed_at);
+        return el("tr", { class: i.map_index === state.focus ? "selected" : null, "data-map-index": i.map_index,
+                          "data-status": i.status },
+          el("td", { class: "index" }, String(i.map_index)), el("td", {}, badge(i.status)),
+          el("td", {}, String(i.attempts)), el("td", {}, when(i.started_at)),
+          el("td", {}, start !== null && end !== null ? seconds((end - start) / 1000) : "—"),
+          el("td", { class: "error" }, i.error || ""));
+      }));
+      if (!page.instances.length) {
+        body.appendChild(el("tr", {}, el("td", { colspan: 6, class: "muted" },
+          state.count ? "No instance at index " + state.offset + " or after."
+            : state.ended ? "No instances." : "No instances yet.")));
+      }
+      info.textContent = page.instances.length
+        ? page.instances[0].map_index + "–" + page.instances[page.instances.length - 1].map_index + " of " + state.count
+        : "";
+      goto.setAttribute("max", String(Math.max(0, state.count - 1)));
+      first.disabled = prev.disabled = state.offset === 0;
+      next.disabled = state.next === null;
+      last.disabled = state.next === null;
+    }
+
+    async function load() {
+      const taskId = state.taskId;
+      if (taskId === null) return;
+      const seq = ++state.seq;  // only the answer to the latest request is drawn
+      try {
+        const page = await api("executions/" + encodeURIComponent(executionId) + "/tasks/"
+                               + encodeURIComponent(taskId) + "/instances", { offset: state.offset, limit: INSTANCE_PAGE });
+        if (seq !== state.seq) return;
+        draw(page);
+        message.replaceChildren();
+      } catch (error) {
+        if (seq === state.seq) showError(message, error);
+      }
+    }
+
+    // Shows the instances of `task` (a mapped task of the record) from the first page when it is
+    // another task, else reloads the page shown: its counts moved, so the page may have too.
+    function follow(task) {
+      if (task.task_id !== state.taskId) {
+        state.taskId = task.task_id;
+        state.offset = 0;
+        state.focus = null;
+        body.replaceChildren();
+        info.textContent = "";
+      }
+      state.count = (task.map && task.map.count) || 0;
+      state.ended = FINAL_TASK.includes(task.status);
+      load();
+    }
+
+    return { panel: panel, follow: follow };
   }
 
   function executionPage(id) {
@@ -340,17 +493,25 @@
     const header = el("div", { id: "header" });
     const graph = el("div", { class: "panel", id: "graph-panel" });
     const timeline = el("div", { class: "panel", id: "timeline-panel" });
+    const taskHead = el("thead", {});
     const tasks = el("tbody", { id: "tasks" });
     const details = el("div", { class: "panel", id: "details" });
     const message = el("div", { id: "message" });
+    const instances = instancesView(id);
     setMain(header, message, el("h2", {}, "Graph"), graph, el("h2", {}, "Timeline"), timeline,
-      el("h2", {}, "Tasks"), el("table", {}, el("thead", {}, el("tr", {}, ["Task", "Status", "Attempts", "Error"]
-        .map((h) => el("th", {}, h)))), tasks),
+      el("h2", {}, "Tasks"), el("table", {}, taskHead, tasks),
       el("h2", {}, "Details"), details);
+
+    function selectedMapTask() {
+      const task = record && (record.task_results || []).find((t) => t.task_id === selected);
+      return task && task.map ? task : null;
+    }
 
     function select(taskId) {
       selected = taskId;
       render();
+      const mapTask = selectedMapTask();
+      if (mapTask) instances.follow(mapTask);
       details.scrollIntoView({ block: "nearest" });
     }
 
@@ -368,17 +529,21 @@
       header.replaceChildren(el("h1", {}, "Execution ", el("span", { id: "execution-id" }, r.execution_id), " ",
                                 el("span", { id: "execution-status" }, badge(r.status))), meta);
       const results = r.task_results || [];
+      const mapped = results.some((t) => t.map);
       graph.replaceChildren(drawGraph(results, selected, select));
       timeline.replaceChildren(drawTimeline(results, selected, select));
+      taskHead.replaceChildren(el("tr", {}, ["Task", "Status", "Attempts", mapped ? "Instances" : null, "Error"]
+        .filter((h) => h).map((h) => el("th", {}, h))));
       tasks.replaceChildren(...results.map((t) => {
         const row = el("tr", { class: "clickable" + (t.task_id === selected ? " selected" : ""),
                                "data-task-id": t.task_id, "data-status": t.status },
           el("td", { class: "id" }, t.task_id), el("td", {}, badge(t.status)), el("td", {}, String(t.attempts)),
+          mapped ? el("td", { class: "instances" }, t.map ? mapProgress(t.map) : "") : null,
           el("td", { class: "error" }, t.error || ""));
         row.addEventListener("click", () => select(t.task_id));
         return row;
       }));
-      details.replaceChildren(taskDetails(r, selected));
+      details.replaceChildren(taskDetails(r, selected, instances.panel));
     }
 
     async function load() {
@@ -389,6 +554,8 @@
           record = JSON.parse(text);
           document.title = "Cloacina · " + record.workflow_name + " · " + record.status;
           render();
+          const mapTask = selectedMapTask();
+          if (mapTask) instances.follow(mapTask);
         } else if (record && record.status === "Running") {
           timeline.replaceChildren(drawTimeline(record.task_results || [], selected, select));
         }
@@ -559,6 +726,8 @@
       const health = await api("health");
       STATUSES = health.execution_statuses;
       FINAL = health.final_execution_statuses;
+      TASK_STATUSES = health.task_statuses || [];
+      FINAL_TASK = health.final_task_statuses || [];
     } catch (error) {
       // The page's own requests fail the same way and show why.
     }
