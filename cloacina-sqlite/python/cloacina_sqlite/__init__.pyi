@@ -58,6 +58,9 @@ DEFAULT_LIST_LIMIT: int
 _Context = Dict[str, Any]
 _TaskFunction = Callable[[_Context], Union[Optional[_Context], Awaitable[Optional[_Context]]]]
 _F = TypeVar("_F", bound=_TaskFunction)
+#: A mapped task's function: it may return any JSON value (its instance's value).
+_MapFunction = Callable[[_Context], Any]
+_MF = TypeVar("_MF", bound=_MapFunction)
 _TaskRef = Union[str, Callable[..., Any]]
 
 from ._types import AttemptRecord as AttemptRecord
@@ -121,10 +124,6 @@ def task(
         retry_on: Union[Type[BaseException], Tuple[Type[BaseException], ...]] = (Exception,),
         timeout: Optional[float] = None,
         trigger_rule: _TriggerRule = "all_success",
-        map_over: Optional[str] = None,
-        map_item: str = "item",
-        map_limit: Optional[int] = None,
-        collect_as: Optional[str] = None,
 ) -> _F:
     """Register a ``def`` or ``async def`` function taking the context dict as a task.
 
@@ -167,11 +166,27 @@ def task(
         retry_on: Union[Type[BaseException], Tuple[Type[BaseException], ...]] = (Exception,),
         timeout: Optional[float] = None,
         trigger_rule: _TriggerRule = "all_success",
-        map_over: Optional[str] = None,
+        map_over: None = None,
+) -> Callable[[_F], _F]: ...
+
+@overload
+def task(
+    task_id: Optional[str] = None,
+    *,
+        map_over: str,
         map_item: str = "item",
         map_limit: Optional[int] = None,
         collect_as: Optional[str] = None,
-) -> Callable[[_F], _F]: ...
+        dependencies: Sequence[_TaskRef] = (),
+        retries: int = 0,
+        retry_delay: float = 1.0,
+        retry_backoff: float = 2.0,
+        retry_max_delay: float = 60.0,
+        retry_jitter: float = 0.0,
+        retry_on: Union[Type[BaseException], Tuple[Type[BaseException], ...]] = (Exception,),
+        timeout: Optional[float] = None,
+        trigger_rule: _TriggerRule = "all_success",
+) -> Callable[[_MF], _MF]: ...
 
 @final
 class Workflow:

@@ -397,13 +397,18 @@ impl Conn<'_> {
         Ok(id.and_then(|id| Uuid::parse_str(&id).ok()))
     }
 
-    /// Puts an ended execution and its unfinished tasks back to Pending (Completed tasks and
-    /// every attempt's history kept), each task waiting on all its upstream tasks again.
+    /// Puts an ended execution and its unfinished tasks back to Pending (Completed tasks, map
+    /// instances that skipped themselves, and every attempt's history kept), each task waiting
+    /// on all its upstream tasks again.
     pub(crate) fn reopen(&mut self, id: &str, plan: &ExecutionPlan) -> Result<()> {
+        let skipped_instance = task_executions::map_index
+            .ge(0)
+            .and(task_executions::status.eq(TaskStatus::Skipped.as_str()));
         diesel::update(
             task_executions::table
                 .filter(task_executions::execution_id.eq(id))
-                .filter(task_executions::status.ne(TaskStatus::Completed.as_str())),
+                .filter(task_executions::status.ne(TaskStatus::Completed.as_str()))
+                .filter(diesel::dsl::not(skipped_instance)),
         )
         .set((
             task_executions::status.eq(TaskStatus::Pending.as_str()),
@@ -414,6 +419,7 @@ impl Conn<'_> {
             task_executions::completed_at.eq(None::<NaiveDateTime>),
             task_executions::ready_at.eq(None::<NaiveDateTime>),
             task_executions::worker_id.eq(None::<String>),
+            task_executions::map_counts.eq(None::<String>),
         ))
         .execute_on(self)?;
         diesel::update(workflow_executions::table.find(id))

@@ -293,12 +293,16 @@ impl Database {
         self.run(move |pool| {
             let cutoff =
                 now().naive_utc() - chrono::Duration::from_std(older_than).unwrap_or_default();
+            // A map instance is run by its node's function.
             let waiting: Vec<(String, String)> = pool.with_connection(|conn| {
                 Ok(task_executions::table
                     .filter(task_executions::queue.eq(DEFAULT_QUEUE))
                     .filter(task_executions::status.eq(TaskStatus::Pending.as_str()))
                     .filter(task_executions::ready_at.le(cutoff))
-                    .select((task_executions::execution_id, task_executions::task_id))
+                    .select((
+                        task_executions::execution_id,
+                        diesel::dsl::sql::<diesel::sql_types::Text>("COALESCE(map_task, task_id)"),
+                    ))
                     .order(task_executions::ready_at)
                     .limit(1_000)
                     .load_on(conn)?)
@@ -306,7 +310,10 @@ impl Database {
             let mut orphaned: BTreeMap<String, Vec<String>> = BTreeMap::new();
             for (execution, task_id) in waiting {
                 if !live.contains(&task_id) {
-                    orphaned.entry(execution).or_default().push(task_id);
+                    let ids = orphaned.entry(execution).or_default();
+                    if !ids.contains(&task_id) {
+                        ids.push(task_id);
+                    }
                 }
             }
             for (execution, task_ids) in orphaned {

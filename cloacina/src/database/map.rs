@@ -19,7 +19,7 @@ use super::schema::{task_executions, workflow_executions};
 use crate::context::Context;
 use crate::error::Result;
 use crate::model::map::{elements, instance_key, node_end, InstanceEnd};
-use crate::model::{ExecutionPlan, TaskStatus};
+use crate::model::{ExecutionPlan, MapCounts, TaskStatus};
 
 /// What making a node ready did.
 pub(crate) enum Expansion {
@@ -135,7 +135,10 @@ impl Conn<'_> {
     ) -> Result<Expansion> {
         let at = position as i32;
         let unfinished: i64 = instance_rows(execution, at)
-            .filter(task_executions::status.ne(TaskStatus::Completed.as_str()))
+            .filter(
+                task_executions::status
+                    .ne_all([TaskStatus::Completed.as_str(), TaskStatus::Skipped.as_str()]),
+            )
             .count()
             .get_result_on(self)?;
         diesel::update(node_row(execution, at))
@@ -250,8 +253,13 @@ impl Conn<'_> {
             })
             .collect();
         let end = node_end(&task.id, map, &ends);
+        let mut counts = MapCounts::default();
+        for instance in &ends {
+            counts.add(instance.status, 1);
+        }
         diesel::update(node_row(execution, position as i32))
             .set((
+                task_executions::map_counts.eq(Some(counts.to_text())),
                 task_executions::status.eq(end.status.as_str()),
                 task_executions::output.eq(Some(end.output)),
                 task_executions::error.eq(end.error),

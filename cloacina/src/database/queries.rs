@@ -75,10 +75,17 @@ fn load_tasks_of(conn: &mut Conn<'_>, ids: &[String]) -> Result<TasksOf> {
                 .select(columns::<AttemptRow>())
                 .load_on::<AttemptRow>(conn)?,
         );
-        if of.tasks.iter().any(|t| t.map_count.is_some()) {
+        // Nodes that have ended store their counts; the others are counted.
+        let counting: Vec<&str> = of
+            .tasks
+            .iter()
+            .filter(|t| t.map_count.is_some() && t.map_counts.is_none())
+            .map(|t| t.execution_id.as_str())
+            .collect();
+        if !counting.is_empty() {
             of.instances.extend(
                 task_executions::table
-                    .filter(task_executions::execution_id.eq_any(chunk))
+                    .filter(task_executions::execution_id.eq_any(counting))
                     .filter(task_executions::map_index.ge(0))
                     .group_by((
                         task_executions::execution_id,
@@ -194,9 +201,10 @@ fn assemble(executions: Vec<ExecutionRow>, of: TasksOf) -> Result<Vec<ExecutionR
                     let key = (t.execution_id.clone(), t.task_id.clone());
                     let mut history = attempts_of.remove(&key).unwrap_or_default();
                     history.sort_by_key(|a| a.attempt);
+                    let stored = t.map_counts.as_deref().and_then(MapCounts::from_text);
                     let map = t.map_count.map(|_| {
                         let key = (t.execution_id.clone(), t.position);
-                        counts.get(&key).copied().unwrap_or_default()
+                        stored.unwrap_or_else(|| counts.get(&key).copied().unwrap_or_default())
                     });
                     Ok(TaskResult {
                         map,
@@ -309,9 +317,9 @@ impl Database {
                 let rows: Vec<InstanceColumns> = task_executions::table
                     .filter(task_executions::execution_id.eq(&id))
                     .filter(task_executions::position.eq(position))
-                    .filter(task_executions::map_index.ge(0))
+                    // Indices run from 0 without gaps: the page starts at index `offset`.
+                    .filter(task_executions::map_index.ge(offset.min(i64::from(i32::MAX)) as i32))
                     .order(task_executions::map_index)
-                    .offset(offset)
                     .limit(limit)
                     .select((
                         task_executions::map_index,

@@ -54,6 +54,7 @@ pub(crate) struct TaskRow {
     pub(crate) map_task: Option<String>,
     pub(crate) map_element: Option<String>,
     pub(crate) map_count: Option<i32>,
+    pub(crate) map_counts: Option<String>,
 }
 
 impl TaskRow {
@@ -78,6 +79,7 @@ impl TaskRow {
             map_task: None,
             map_element: None,
             map_count: None,
+            map_counts: None,
         }
     }
 }

@@ -44,6 +44,7 @@ diesel::table! {
         map_task -> Nullable<Text>,
         map_element -> Nullable<Text>,
         map_count -> Nullable<Integer>,
+        map_counts -> Nullable<Text>,
     }
 }
 

@@ -64,6 +64,8 @@ impl Lineage {
             let mut value = written.value.value().clone();
             if remove_path(&mut value, rest) {
                 written.value = Arc::new(SharedValue::from_value(value));
+                // The handed-over object still holds the list.
+                written.handoff = None;
             }
         }
     }

@@ -130,9 +130,14 @@ pub fn node_end(task_id: &str, map: &MapOptions, instances: &[InstanceEnd<'_>]) 
     NodeEnd {
         status: TaskStatus::Failed,
         error: Some(format!(
-            "{} of {} map instances failed (indices {}); first, index {}: {why}",
+            "{} of {} map instances failed ({} {}); first, index {}: {why}",
             failed.len(),
             instances.len(),
+            if failed.len() == 1 {
+                "index"
+            } else {
+                "indices"
+            },
             listed.join(", "),
             first.index
         )),

@@ -162,6 +162,40 @@ pub struct MapCounts {
 }
 
 impl MapCounts {
+    /// The counts as stored on a node that has ended: seven numbers, comma-separated.
+    pub(crate) fn to_text(self) -> String {
+        let Self {
+            count,
+            pending,
+            running,
+            completed,
+            failed,
+            skipped,
+            cancelled,
+        } = self;
+        format!("{count},{pending},{running},{completed},{failed},{skipped},{cancelled}")
+    }
+
+    /// Counts stored by `to_text`; None if the text is not that.
+    pub(crate) fn from_text(text: &str) -> Option<Self> {
+        let n: Vec<u64> = text
+            .split(',')
+            .map(|part| part.parse().ok())
+            .collect::<Option<_>>()?;
+        let [count, pending, running, completed, failed, skipped, cancelled] = n[..] else {
+            return None;
+        };
+        Some(Self {
+            count,
+            pending,
+            running,
+            completed,
+            failed,
+            skipped,
+            cancelled,
+        })
+    }
+
     /// Adds `n` instances in `status`.
     pub fn add(&mut self, status: TaskStatus, n: u64) {
         self.count += n;

@@ -4,6 +4,7 @@ DROP INDEX task_executions_ready_in;
 CREATE INDEX task_executions_ready_in ON task_executions (execution_id, ready_at) WHERE status = 'Pending' AND ready_at IS NOT NULL;
 DROP INDEX task_executions_position;
 CREATE UNIQUE INDEX task_executions_position ON task_executions (execution_id, position);
+ALTER TABLE task_executions DROP COLUMN map_counts;
 ALTER TABLE task_executions DROP COLUMN map_count;
 ALTER TABLE task_executions DROP COLUMN map_element;
 ALTER TABLE task_executions DROP COLUMN map_task;
