@@ -507,6 +507,79 @@ async def test_map_limit_caps_instances_running_at_once(executor, ids):
     assert unlimited > 2, f"without map_limit only {unlimited} ran at once: {intervals}"
 
 
+async def test_map_limit_is_per_execution(executor, ids):
+    """Two executions of a map_limit=1 node run one instance each at the same time."""
+    intervals: Dict[Tuple[str, int], Tuple[float, float]] = {}
+
+    @cl.task(ids("m"), map_over="xs", map_limit=1)
+    async def m(ctx):
+        me = cl.current_task()
+        start = time.monotonic()
+        await asyncio.sleep(0.15)
+        intervals[(me["execution_id"], me["map_index"])] = (start, time.monotonic())
+        return ctx["item"]
+
+    wf = cl.Workflow(ids.wf(), [m])
+    first, second = [await executor.submit(wf, {"xs": [0, 1, 2, 3]}) for _ in range(2)]
+    for execution_id in (first, second):
+        result = await finished(executor, execution_id)
+        assert result["status"] == "Completed", summary(result)
+        assert result["final_context"][ids("m")] == [0, 1, 2, 3]
+        mine = [span for (e, _), span in intervals.items() if e == execution_id]
+        assert len(mine) == 4 and max_overlap(mine) == 1, mine
+    assert max_overlap(list(intervals.values())) == 2, intervals
+
+
+async def test_failed_instance_under_map_limit_lets_the_others_run(executor, ids):
+    ran: List[int] = []
+
+    @cl.task(ids("m"), map_over="xs", map_limit=1)
+    def m(ctx):
+        ran.append(ctx["item"])
+        if ctx["item"] == 0:
+            raise ValueError("first one breaks")
+        return ctx["item"]
+
+    result = await run(executor, cl.Workflow(ids.wf(), [m]), {"xs": [0, 1, 2, 3]})
+    assert result["status"] == "Failed", summary(result)
+    node = by_task(result)[ids("m")]
+    assert node["map"] == counts(count=4, completed=3, failed=1), node["map"]
+    assert sorted(ran) == [0, 1, 2, 3]
+    assert "1 of 4 map instances failed" in node["error"], node["error"]
+
+
+async def test_mapped_task_under_all_done_maps_after_a_failed_upstream(executor, ids):
+    @cl.task(ids("up"))
+    def up(ctx):
+        raise ValueError("upstream broke")
+
+    @cl.task(ids("m"), dependencies=[up], map_over="xs", trigger_rule="all_done")
+    def m(ctx):
+        return ctx["item"] + 1
+
+    result = await run(executor, cl.Workflow(ids.wf(), [m]), {"xs": [1, 2, 3]})
+    assert result["status"] == "Failed", summary(result)
+    tr = by_task(result)
+    assert tr[ids("up")]["status"] == "Failed"
+    assert tr[ids("m")]["status"] == "Completed", summary(result)
+    assert tr[ids("m")]["map"] == counts(count=3, completed=3)
+    assert result["final_context"][ids("m")] == [2, 3, 4]
+
+
+async def test_execution_timeout_mid_map_cancels_every_instance(executor, ids):
+    @cl.task(ids("m"), map_over="xs")
+    async def m(ctx):
+        await asyncio.sleep(30)
+        return 1
+
+    execution_id = await executor.submit(cl.Workflow(ids.wf(), [m]), {"xs": list(range(12))}, timeout=0.5)
+    result = await finished(executor, execution_id, timeout=10)
+    assert result["status"] == "Cancelled", summary(result)
+    assert by_task(result)[ids("m")]["map"] == counts(count=12, cancelled=12)
+    statuses = {i["status"] for i in await all_instances(executor, execution_id, ids("m"))}
+    assert statuses == {"Cancelled"}, statuses
+
+
 # --- counts and instance pages ----------------------------------------------------------------------
 
 async def test_task_results_carry_map_counts_and_instances_page_in_order(executor, ids):
