@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import copy
 import random
 import re
 import time
@@ -142,23 +143,36 @@ async def test_instances_may_return_any_json_value(executor, ids):
     assert by_task(result)[ids("m")]["map"] == counts(count=len(values), completed=len(values))
 
 
-async def test_dotted_map_over_reaches_into_nested_dicts(executor, ids):
+@pytest.mark.parametrize("source", ["input", "upstream"])
+async def test_dotted_map_over_reaches_into_nested_dicts(executor, ids, source):
+    """The list may come from the input or from an upstream task run in this process (whose output
+    object must not reach an instance with the list still in it). Instances changing their context
+    in place do not change their siblings' contexts."""
     seen: List[Dict[str, Any]] = []
+    batch = {"files": ["a", "bb", "ccc", "dddd", "eeeee", "f"], "name": "b1", "inner": {"x": 1}}
 
-    @cl.task(ids("m"), map_over="batch.files", map_item="f")
+    @cl.task(ids("src"))
+    def src(ctx):
+        return {"batch": {**batch, "files": list(batch["files"]), "inner": {"x": 1}}, "top": 1}
+
+    @cl.task(ids("m"), dependencies=[src] if source == "upstream" else [], map_over="batch.files", map_item="f")
     def m(ctx):
-        seen.append({"f": ctx["f"], "batch": ctx["batch"], "top": ctx["top"]})
+        seen.append({"f": ctx["f"], "batch": copy.deepcopy(ctx["batch"]), "top": ctx["top"]})
+        ctx["batch"]["name"] = f"changed by {ctx['f']}"
+        ctx["batch"]["inner"]["x"] = 2
+        time.sleep(0.01)
         return len(ctx["f"])
 
-    context = {"batch": {"files": ["a", "bb", "ccc"], "name": "b1", "inner": {"x": 1}}, "top": 1}
-    result = await run(executor, cl.Workflow(ids.wf(), [m]), context)
+    wf = cl.Workflow(ids.wf(), [m])
+    result = await run(executor, wf, {"batch": batch, "top": 1} if source == "input" else {})
     assert result["status"] == "Completed", summary(result)
-    assert result["final_context"][ids("m")] == [1, 2, 3]
-    assert sorted(s["f"] for s in seen) == ["a", "bb", "ccc"]
+    assert result["final_context"][ids("m")] == [1, 2, 3, 4, 5, 1]
+    assert sorted(s["f"] for s in seen) == sorted(batch["files"])
     for view in seen:
         # "files" is taken out of "batch" in each instance; the other keys of "batch" stay.
         assert view["batch"] == {"name": "b1", "inner": {"x": 1}}, view
         assert view["top"] == 1
+    assert result["final_context"]["batch"] == batch
 
 
 async def test_collect_as_names_the_output_key(executor, ids):
@@ -337,6 +351,8 @@ async def test_failed_instance_fails_node_then_resume_reruns_it_alone(executor, 
         runs[index] += 1
         if index == 3 and not ok.exists():
             raise ValueError("boom at 3")
+        if index == 5:
+            raise cl.SkipTask("nothing to do at 5")
         return ctx["item"] * 10
 
     @cl.task(ids("tidy"), dependencies=[m], trigger_rule="all_done")
@@ -349,24 +365,24 @@ async def test_failed_instance_fails_node_then_resume_reruns_it_alone(executor, 
         return {"join": list(ctx[ids("m")])}
 
     wf = cl.Workflow(ids.wf(), [tidy, join])
-    failed = await run(executor, wf, {"xs": [0, 1, 2, 3, 4]})
+    failed = await run(executor, wf, {"xs": [0, 1, 2, 3, 4, 5]})
     assert failed["status"] == "Failed", summary(failed)
     execution_id = failed["execution_id"]
     tr = by_task(failed)
     node = tr[ids("m")]
     assert node["status"] == "Failed", summary(failed)
-    assert re.search(r"1 of 5 map instances failed \(ind(ex|ices) 3\)", node["error"]), node["error"]
+    assert re.search(r"1 of 6 map instances failed \(ind(ex|ices) 3\)", node["error"]), node["error"]
     assert "index 3" in node["error"] and "ValueError: boom at 3" in node["error"], node["error"]
-    assert node["map"] == counts(count=5, completed=4, failed=1)
+    assert node["map"] == counts(count=6, completed=4, failed=1, skipped=1)
     # Under all_done the dependent runs and sees None at the failed index; under all_success it does not.
     assert tr[ids("tidy")]["status"] == "Completed", summary(failed)
-    assert seen_by_after == [[0, 10, 20, None, 40]]
+    assert seen_by_after == [[0, 10, 20, None, 40, None]]
     assert tr[ids("join")]["status"] == "Skipped", summary(failed)
     # Each instance retried alone: only index 3 ran twice.
-    assert dict(runs) == {0: 1, 1: 1, 2: 1, 3: 2, 4: 1}
+    assert dict(runs) == {0: 1, 1: 1, 2: 1, 3: 2, 4: 1, 5: 1}
     instances = await all_instances(executor, execution_id, ids("m"))
-    assert [i["status"] for i in instances] == ["Completed"] * 3 + ["Failed", "Completed"]
-    assert [i["attempts"] for i in instances] == [1, 1, 1, 2, 1]
+    assert [i["status"] for i in instances] == ["Completed"] * 3 + ["Failed", "Completed", "Skipped"]
+    assert [i["attempts"] for i in instances] == [1, 1, 1, 2, 1, 1]
     assert "boom at 3" in instances[3]["error"]
     assert all(i["error"] is None for k, i in enumerate(instances) if k != 3)
 
@@ -375,19 +391,19 @@ async def test_failed_instance_fails_node_then_resume_reruns_it_alone(executor, 
     result = await finished(executor, execution_id)
     assert result["status"] == "Completed", summary(result)
     assert result["error"] is None
-    # Only the failed instance ran again; the others kept their values.
-    assert dict(runs) == {0: 1, 1: 1, 2: 1, 3: 3, 4: 1}
-    assert result["final_context"][ids("m")] == [0, 10, 20, 30, 40]
-    assert result["final_context"]["join"] == [0, 10, 20, 30, 40]
+    # Only the failed instance ran again; the others kept their values (the skipped one its None).
+    assert dict(runs) == {0: 1, 1: 1, 2: 1, 3: 3, 4: 1, 5: 1}
+    assert result["final_context"][ids("m")] == [0, 10, 20, 30, 40, None]
+    assert result["final_context"]["join"] == [0, 10, 20, 30, 40, None]
     after = by_task(result)
     assert after[ids("m")]["status"] == "Completed"
-    assert after[ids("m")]["map"] == counts(count=5, completed=5)
+    assert after[ids("m")]["map"] == counts(count=6, completed=5, skipped=1)
     assert after[ids("join")]["status"] == "Completed"
     instances_after = await all_instances(executor, execution_id, ids("m"))
-    assert [i["status"] for i in instances_after] == ["Completed"] * 5
-    assert [i["attempts"] for i in instances_after] == [1, 1, 1, 3, 1]
-    # Completed instances were not touched by the resume.
-    for k in (0, 1, 2, 4):
+    assert [i["status"] for i in instances_after] == ["Completed"] * 5 + ["Skipped"]
+    assert [i["attempts"] for i in instances_after] == [1, 1, 1, 3, 1, 1]
+    # Completed and Skipped instances were not touched by the resume.
+    for k in (0, 1, 2, 4, 5):
         assert instances_after[k]["started_at"] == instances[k]["started_at"], (k, instances[k], instances_after[k])
         assert instances_after[k]["completed_at"] == instances[k]["completed_at"]
 
