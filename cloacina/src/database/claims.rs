@@ -111,6 +111,9 @@ pub(crate) struct ClaimRequest {
     pub limit: usize,
     /// Further ready tasks to claim ahead of free slots, when the batch leaves slots free.
     pub ahead: usize,
+    /// The same for map instances (their pace is their own: a fast upstream task says nothing
+    /// of how long its instances take).
+    pub instances_ahead: usize,
     /// Which task ids the worker runs.
     pub registered: Registered,
 }
@@ -271,7 +274,7 @@ pub(crate) fn commit_batch(conn: &mut Conn<'_>, request: &CommitRequest) -> Resu
             mine.extend(batch.more_to_claim(waiting, &mine, wanted));
         }
         committed.claimed = conn.claim_positions(*execution, worker, &mine, &states, now_utc)?;
-        let free = (claim.limit + claim.ahead).saturating_sub(committed.claimed.len());
+        let free = (claim.limit + claim.instances_ahead).saturating_sub(committed.claimed.len());
         let nodes = batch.nodes_run_here();
         if free > 0 && !nodes.is_empty() {
             let rows = conn.take_ready_rows(worker, &nodes, free, now_utc, Some(&id))?;

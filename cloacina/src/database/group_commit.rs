@@ -121,6 +121,7 @@ mod tests {
             claim: ClaimRequest {
                 limit: 0,
                 ahead: 0,
+                instances_ahead: 0,
                 registered: Arc::new(|_: &str| false),
             },
             context,

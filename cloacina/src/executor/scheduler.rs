@@ -74,6 +74,8 @@ type CommitEnd = (Result<Committed>, Vec<OwnedSemaphorePermit>, Duration);
 #[derive(Default, Clone, Copy)]
 pub(crate) struct Pace {
     task: Option<Duration>,
+    /// Of map instances alone.
+    instance: Option<Duration>,
     commit: Option<Duration>,
 }
 
@@ -82,17 +84,22 @@ impl Pace {
         Some(old.map_or(new, |old| (old * 7 + new) / 8))
     }
 
-    fn task_ran(&mut self, took: Duration) {
-        self.task = Self::average(self.task, took);
+    fn task_ran(&mut self, took: Duration, instance: bool) {
+        if instance {
+            self.instance = Self::average(self.instance, took);
+        } else {
+            self.task = Self::average(self.task, took);
+        }
     }
 
     fn commit_landed(&mut self, took: Duration) {
         self.commit = Self::average(self.commit, took);
     }
 
-    /// Whether tasks end faster than commits land.
-    fn tasks_outrun_commits(&self) -> bool {
-        matches!((self.task, self.commit), (Some(task), Some(commit)) if task < commit)
+    /// Whether tasks (or map instances) end faster than commits land.
+    fn outrun_commits(&self, instances: bool) -> bool {
+        let ran = if instances { self.instance } else { self.task };
+        matches!((ran, self.commit), (Some(ran), Some(commit)) if ran < commit)
     }
 }
 
@@ -403,7 +410,7 @@ impl Scheduler {
         }
         if let Some(started) = end.started_at {
             let took = (end.completed_at - started).to_std().unwrap_or_default();
-            self.pace.task_ran(took);
+            self.pace.task_ran(took, index.is_some());
         }
         match slot {
             Some(slot) if !self.queued.is_empty() => self.start_queued(slot),
@@ -471,11 +478,14 @@ impl Scheduler {
                     .reserve(unblockable.saturating_sub(permits.len())),
             );
         }
-        let ahead = if self.pace.tasks_outrun_commits() && !permits.is_empty() {
-            MOST_AHEAD.saturating_sub(self.queued.len())
-        } else {
-            0
+        let ahead = |instances| {
+            if self.pace.outrun_commits(instances) && !permits.is_empty() {
+                MOST_AHEAD.saturating_sub(self.queued.len())
+            } else {
+                0
+            }
         };
+        let ahead = (ahead(false), ahead(true));
         let worker = self.worker.clone();
         let plan = self.plan.clone();
         let context: SharedContext = self.final_context.clone();
@@ -567,7 +577,7 @@ async fn store_batch(
     worker: &WorkerHandle,
     plan: Arc<ExecutionPlan>,
     ended: Arc<Vec<EndedTask>>,
-    (slots, ahead): (usize, usize),
+    (slots, ahead): (usize, (usize, usize)),
     context: SharedContext,
 ) -> Result<Committed> {
     let mut backoff = Backoff::default();

@@ -207,11 +207,16 @@ impl Worker {
         permits
     }
 
-    /// A claim request for `permits` slots and `ahead` tasks beyond them.
-    fn claim_request(&self, permits: usize, ahead: usize) -> ClaimRequest {
+    /// A claim request for `permits` slots and `ahead` tasks (or map instances) beyond them.
+    fn claim_request(
+        &self,
+        permits: usize,
+        (ahead, instances_ahead): (usize, usize),
+    ) -> ClaimRequest {
         ClaimRequest {
             limit: permits,
             ahead,
+            instances_ahead,
             registered: self.registered(),
         }
     }
@@ -229,7 +234,10 @@ impl Worker {
         let workflow_name: Arc<str> = record.workflow_name.as_str().into();
         let roots = root_count(&plan);
         let permits = self.reserve(roots);
-        let claim = (self.id().to_string(), self.claim_request(permits.len(), 0));
+        let claim = (
+            self.id().to_string(),
+            self.claim_request(permits.len(), (0, 0)),
+        );
         let mut submitted = self
             .db
             .submit(
@@ -471,8 +479,8 @@ impl WorkerHandle {
         paces.insert(workflow.clone(), pace);
     }
 
-    /// A claim request for `permits` slots and `ahead` tasks beyond them.
-    pub(crate) fn claim_request(&self, permits: usize, ahead: usize) -> ClaimRequest {
+    /// A claim request for `permits` slots and `ahead` tasks and map instances beyond them.
+    pub(crate) fn claim_request(&self, permits: usize, ahead: (usize, usize)) -> ClaimRequest {
         self.worker.claim_request(permits, ahead)
     }
 

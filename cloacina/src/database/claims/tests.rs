@@ -55,6 +55,7 @@ async fn a_stale_attempt_of_the_same_worker_writes_nothing() {
             ClaimRequest {
                 limit: 0,
                 ahead: 0,
+                instances_ahead: 0,
                 registered: Arc::new(|_: &str| false),
             },
             context,
