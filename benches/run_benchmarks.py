@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -36,6 +36,7 @@ class Measurement:
     tasks: int
     walls: List[float]
     peak_rss_mb: float
+    expands: List[float] = field(default_factory=list)
 
     def row(self) -> List[str]:
         median = statistics.median(self.walls)
@@ -75,7 +76,7 @@ def measure(module: str, url: str, scenario: str, kind: str, size: int, repeat: 
         [sys.executable, str(HERE / "run_benchmarks.py"), "--child", module, url, scenario, kind, str(size), str(repeat)]
     )
     result = json.loads(out.strip().splitlines()[-1])
-    return Measurement(result["label"], kind, result["tasks"], result["walls"], rss)
+    return Measurement(result["label"], kind, result["tasks"], result["walls"], rss, result.get("expands", []))
 
 
 def measure_startup(module: str, url_for_run, repeat: int) -> Measurement:
@@ -97,6 +98,9 @@ async def child_main(module: str, url: str, scenario: str, kind: str, size: int,
     elif scenario == "S2":
         workflow, check = scenarios.fan(cl, size, is_async)
         label, tasks = f"S2 fan-out {size}", size + 2
+    elif scenario == "M":
+        workflow, check = scenarios.mapped(cl, size, is_async)
+        label, tasks = f"M map {size}", size + 2
     else:
         workflow, check = scenarios.payload(cl, is_async, size)
         megabytes = len(json.dumps({"rows": scenarios.rows_of(size)})) / 1e6
@@ -104,14 +108,16 @@ async def child_main(module: str, url: str, scenario: str, kind: str, size: int,
     executor = cl.UnifiedExecutor(max_concurrency=os.cpu_count() * 4 if os.cpu_count() else 8)
     await executor.initialize(url)
     check(await executor.execute(workflow))  # warm-up
-    walls = []
+    walls, expands = [], []
     for _ in range(repeat):
         started = time.perf_counter()
         result = await executor.execute(workflow)
         walls.append(time.perf_counter() - started)
         check(result)
+        if scenario == "M":
+            expands.append(scenarios.map_marks["first_instance"] - scenarios.map_marks["root_end"])
     await executor.shutdown()
-    print(json.dumps({"label": label, "tasks": tasks, "walls": walls}))
+    print(json.dumps({"label": label, "tasks": tasks, "walls": walls, "expands": expands}))
 
 
 def print_table(title: str, rows: List[List[str]]) -> None:
@@ -121,6 +127,25 @@ def print_table(title: str, rows: List[List[str]]) -> None:
     print("  ".join("-" * w for w in widths))
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)), flush=True)
+
+
+def print_map_summary(results: Dict[str, Measurement], s4: Measurement, *, quick: bool) -> None:
+    """Dynamic map against S2 of the same build: expand time, instances/s, memory per item."""
+    print("\ndynamic map (instances are tasks: goal, at least S2 2,000's tasks/s; RSS per item flat):")
+    for kind in ("async", "sync"):
+        s2 = statistics.median(2_002 / w for w in results[f"S2-2000-{kind}"].walls)
+        for size in (10_000,) if quick else (10_000, 100_000):
+            m = results[f"M-{size}-{kind}"]
+            rate = statistics.median(size / w for w in m.walls)
+            expand = statistics.median(m.expands) * 1000
+            above = m.peak_rss_mb - s4.peak_rss_mb
+            print(f"  M {size:>7} {kind:<5}  {rate:,.0f} instances/s ({rate / s2:.2f}x S2 2,000's {s2:,.0f}), "
+                  f"root end -> first instance {expand:.0f} ms, peak RSS {m.peak_rss_mb:.0f} MB "
+                  f"({above * 1024 / size:.2f} KB per item above S4's)")
+        if not quick:
+            small, large = results[f"M-10000-{kind}"], results[f"M-100000-{kind}"]
+            per_item = (large.peak_rss_mb - small.peak_rss_mb) * 1024 / 90_000
+            print(f"  M memory per extra item ({kind}): {per_item:.2f} KB (10,000 -> 100,000 items)")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -137,9 +162,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             return str(Path(args.url) / f"{name}.db")
         return args.url
 
-    plan = [("S1", 100), ("S2", 200), ("S2", 2_000), ("S3", scenarios.ROWS)]
+    plan = [("S1", 100), ("S2", 200), ("S2", 2_000), ("S3", scenarios.ROWS), ("M", 10_000)]
     if not args.quick:
-        plan += [("S1", 1_000), ("S1", 10_000), ("S2", 10_000), ("S3", 10 * scenarios.ROWS)]
+        plan += [("S1", 1_000), ("S1", 10_000), ("S2", 10_000), ("S3", 10 * scenarios.ROWS), ("M", 100_000)]
     rows: List[List[str]] = []
     results: Dict[str, Measurement] = {}
     for scenario, size in plan:
@@ -159,6 +184,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             f"S3 {kind}: peak RSS {above:.0f} MB above S4's, {above / payload_mb:.1f}x the payload's "
             f"{payload_mb:.1f} MB in memory (target <= 2.5x)"
         )
+    print_map_summary(results, s4, quick=args.quick)
     if not args.quick:
         print("\ngrowth (median per-task cost relative to the small run; target <= 1.5x):")
         for kind in ("async", "sync"):

@@ -1,7 +1,7 @@
 """Scale-out and failover benchmarks for durable executions on PostgreSQL (worker processes).
 
 Usage: python benches/scale_out.py --url postgresql://USER@HOST:PORT/DB [--quick]
-       [--repeats N] [--failover-repeats N] [--shape single|executions|fanout|chains|all ...]
+       [--repeats N] [--failover-repeats N] [--shape single|executions|fanout|chains|map|all ...]
 
 The URL must let us create schemas (the admin URL of ``angreal task benchmarks``' throwaway server).
 Every measurement runs in a fresh schema ``bench_so_<pid>_<hex>_*`` (``initialize(url, schema=...)``),
@@ -21,6 +21,8 @@ function by its id).
    - ``fanout``: ONE execution of a root task -> 1,000 parallel tasks (1,001 tasks). The root is
      there on purpose: ``single`` already covers tasks that are all ready at submit; here the 1,000
      become ready at once when the root completes, and the workers must spread them from there.
+   - ``map``: ONE execution of a root task returning a list of 2,000 items -> a task mapped over it
+     (``map_over``), so 2,000 instances made at run time (dynamic fan-out), spread as ``fanout``'s.
    - ``chains``: 500 executions of the chain t0 -> t1 -> t2 -> t3 (2,000 tasks), all submitted at
      once (concurrently), then all waited: many executions, each with one ready task at a time.
    Workers start, report ready and run one untimed warm-up round; then each timed round (fresh
@@ -89,9 +91,10 @@ MODULE = "cloacina_postgres"
 TOTAL_TASKS = 400          # single / executions
 PER_EXECUTION = 20         # executions
 FANOUT_WIDTH = 1000        # fanout: root -> this many parallel tasks
+MAP_WIDTH = 2000           # map: root -> a task mapped over this many items
 CHAINS = 500               # chains: executions submitted at once ...
 CHAIN_LENGTH = 4           # ... of the chain t0 -> t1 -> t2 -> t3
-SHAPES = ("single", "executions", "fanout", "chains")
+SHAPES = ("single", "executions", "fanout", "chains", "map")
 TASK_SLEEP = 0.02
 MAX_CONCURRENCY = 8
 WORKER_COUNTS = (1, 2, 4)
@@ -126,7 +129,7 @@ def chain_ids(prefix: str) -> List[str]:
 def register_scale_tasks(cl: ModuleType, prefix: str, counts: Optional[Dict[str, int]] = None) -> None:
     """Registers every shape's sleeping tasks; ``counts[run]`` counts the ones this process ran."""
 
-    def sleeper(tid: str, dependencies: Sequence[Any] = ()) -> Any:
+    def sleeper(tid: str, dependencies: Sequence[Any] = (), **options: Any) -> Any:
         async def body(ctx: Context) -> None:
             await asyncio.sleep(TASK_SLEEP)
             if counts is not None:
@@ -134,7 +137,7 @@ def register_scale_tasks(cl: ModuleType, prefix: str, counts: Optional[Dict[str,
                 counts[run] = counts.get(run, 0) + 1
             return None
 
-        return cl.task(tid, dependencies=list(dependencies))(body)
+        return cl.task(tid, dependencies=list(dependencies), **options)(body)
 
     for tid in scale_task_ids(prefix):
         sleeper(tid)
@@ -144,6 +147,16 @@ def register_scale_tasks(cl: ModuleType, prefix: str, counts: Optional[Dict[str,
     previous = None
     for tid in chain_ids(prefix):
         previous = sleeper(tid, [previous] if previous is not None else [])
+
+    @cl.task(f"{prefix}.mroot")
+    async def map_root(ctx: Context) -> Context:
+        await asyncio.sleep(TASK_SLEEP)
+        if counts is not None:
+            run = str(ctx.get("run", "-"))
+            counts[run] = counts.get(run, 0) + 1
+        return {"items": list(range(MAP_WIDTH))}
+
+    sleeper(f"{prefix}.mnode", [map_root], map_over="items")
 
 
 def scale_workflows(cl: ModuleType, prefix: str, shape: str) -> List[Any]:
@@ -156,19 +169,22 @@ def scale_workflows(cl: ModuleType, prefix: str, shape: str) -> List[Any]:
                 for j in range(0, TOTAL_TASKS, PER_EXECUTION)]
     if shape == "fanout":
         return [cl.Workflow(f"{prefix}.fanout", fanout_ids(prefix))]
+    if shape == "map":
+        return [cl.Workflow(f"{prefix}.map", [f"{prefix}.mnode"])]
     return [cl.Workflow(f"{prefix}.chain", [chain_ids(prefix)[-1]])] * CHAINS
 
 
 def shape_tasks(shape: str) -> int:
     """Tasks one round runs."""
-    return {"fanout": 1 + FANOUT_WIDTH, "chains": CHAINS * CHAIN_LENGTH}.get(shape, TOTAL_TASKS)
+    return {"fanout": 1 + FANOUT_WIDTH, "map": 1 + MAP_WIDTH,
+            "chains": CHAINS * CHAIN_LENGTH}.get(shape, TOTAL_TASKS)
 
 
 def ideal_rate(shape: str, workers: int) -> float:
     """Tasks/s if every slot (``workers * MAX_CONCURRENCY``) ran a ready task at all times, nothing else."""
     slots = workers * MAX_CONCURRENCY
-    if shape == "fanout":  # the root alone, then the leaves
-        steps = 1 + -(-FANOUT_WIDTH // slots)
+    if shape in ("fanout", "map"):  # the root alone, then the leaves
+        steps = 1 + -(-(shape_tasks(shape) - 1) // slots)
     elif shape == "chains":  # no chain can finish before its length
         steps = max(-(-CHAINS * CHAIN_LENGTH // slots), CHAIN_LENGTH)
     else:
@@ -180,6 +196,7 @@ def shape_layout(shape: str) -> str:
     return {"single": f"1 execution of {TOTAL_TASKS} independent tasks",
             "executions": f"{TOTAL_TASKS // PER_EXECUTION} executions x {PER_EXECUTION} independent tasks",
             "fanout": f"1 execution of a root task -> {FANOUT_WIDTH} parallel tasks",
+            "map": f"1 execution of a root task -> a task mapped over its {MAP_WIDTH} items",
             "chains": f"{CHAINS} executions of a {CHAIN_LENGTH}-task chain, all submitted at once"}[shape]
 
 
@@ -439,6 +456,21 @@ def timestamp(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
+async def instance_attempts(client: Any, execution_id: str, task_id: str, run: str) -> List[Dict[str, Any]]:
+    """Every instance of a mapped task, each checked to have Completed at its first attempt."""
+    instances: List[Dict[str, Any]] = []
+    while True:
+        page = await client.list_task_instances(execution_id, task_id, offset=len(instances), limit=1000)
+        instances += page
+        if len(page) < 1000:
+            break
+    for instance in instances:
+        if (instance["status"], instance["attempts"]) != ("Completed", 1):
+            raise BenchError(f"round {run}: instance {instance['map_index']} of {task_id}: "
+                             f"{instance['status']} after {instance['attempts']} attempt(s)")
+    return instances
+
+
 async def scale_round(client: Any, workflows: List[Any], run: str, shape: str) -> Round:
     """Submits every workflow once and waits for all; checks each task ran once and completed."""
     cpu_before = cpu_times()
@@ -455,6 +487,9 @@ async def scale_round(client: Any, workflows: List[Any], run: str, shape: str) -
         if record["status"] != "Completed":
             raise BenchError(f"round {run}: execution {record['execution_id']} {record['status']}: {record['error']}")
         for tr in record["task_results"]:
+            if tr["map"] is not None:  # a mapped task: its instances are the attempts
+                attempts += await instance_attempts(client, record["execution_id"], tr["task_id"], run)
+                continue
             statuses = [h["status"] for h in tr["history"]]
             if statuses != ["Completed"]:
                 raise BenchError(f"round {run}: task {tr['task_id']} history {statuses}")

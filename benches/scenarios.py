@@ -5,6 +5,8 @@ S2  ``root`` sets ``seed=1``; ``f0..f{n-1}`` depend on root and set ``f{i} = i *
     depends on all and sets ``total``; check ``total == sum(range(n))``.
 S3  ``p0`` sets a 20,000-row payload (1.1 MB of JSON; ``rows`` scales it); ``p1..p9`` check the
     rows, add ``k{i}`` and write it back.
+M   ``root`` returns ``n`` items; ``m`` is mapped over them (``map_over``), its instances return
+    their item; ``join`` sums the collected list; check the sum and the node's counts.
 S4  a fresh process imports, initializes, runs a 1-task workflow and exits (see ``s4_child.py``).
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import sys
+import time
 from types import ModuleType
 from typing import Any, Callable, Dict, List, Tuple
 
@@ -19,7 +22,8 @@ Context = Dict[str, Any]
 _serial = itertools.count()
 
 
-def _register(cl: ModuleType, name: str, body: Callable[[Context], Any], is_async: bool, deps: List[str]) -> str:
+def _register(cl: ModuleType, name: str, body: Callable[[Context], Any], is_async: bool, deps: List[str],
+              **options: Any) -> str:
     if is_async:
 
         async def run(ctx: Context) -> Any:
@@ -30,7 +34,7 @@ def _register(cl: ModuleType, name: str, body: Callable[[Context], Any], is_asyn
         def run(ctx: Context) -> Any:
             return body(ctx)
 
-    cl.task(name, dependencies=deps)(run)
+    cl.task(name, dependencies=deps, **options)(run)
     return name
 
 
@@ -70,6 +74,40 @@ def fan(cl: ModuleType, n: int, is_async: bool) -> Tuple[Any, Callable[[Dict[str
     def check(result: Dict[str, Any]) -> None:
         assert result["status"] == "Completed", result["error"]
         assert result["final_context"]["total"] == sum(range(n)), result["final_context"]["total"]
+
+    return workflow, check
+
+
+#: Wall-clock instants of the current map run: the root's end and the first instance's start.
+map_marks: Dict[str, float] = {}
+
+
+def mapped(cl: ModuleType, n: int, is_async: bool) -> Tuple[Any, Callable[[Dict[str, Any]], None]]:
+    """M: ``root`` returns ``n`` items -> ``m`` mapped over them (``n`` instances made at run time)
+    -> ``join``; each instance returns its item. ``map_marks`` gets the root's end and the first
+    instance's start, so a run can tell how long expanding the map took."""
+    prefix = f"m_{next(_serial)}_"
+
+    def root_body(ctx: Context) -> Context:
+        map_marks.clear()
+        items = list(range(n))
+        map_marks["root_end"] = time.time()
+        return {"items": items}
+
+    def instance_body(ctx: Context) -> Any:
+        map_marks.setdefault("first_instance", time.time())
+        return ctx["item"]
+
+    root = _register(cl, f"{prefix}root", root_body, is_async, [])
+    node = _register(cl, f"{prefix}m", instance_body, is_async, [root], map_over="items")
+    join = _register(cl, f"{prefix}join", lambda ctx: {"total": sum(ctx[node])}, is_async, [node])
+    workflow = cl.Workflow(f"{prefix}map", [join])
+
+    def check(result: Dict[str, Any]) -> None:
+        assert result["status"] == "Completed", result["error"]
+        assert result["final_context"]["total"] == sum(range(n)), result["final_context"]["total"]
+        counts = next(t["map"] for t in result["task_results"] if t["task_id"] == node)
+        assert counts["count"] == counts["completed"] == n, counts
 
     return workflow, check
 
