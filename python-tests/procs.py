@@ -129,12 +129,13 @@ class Procs:
 
     def start(self, argv: Sequence[str], *, name: str, wrapper: Sequence[str] = (),
               ready_path: Optional[Path] = None, tag: Optional[str] = None) -> Proc:
-        """Runs ``python -u argv...`` (optionally behind ``wrapper``, which must exec it: same pid)."""
+        """Runs ``python -u -X faulthandler argv...`` (optionally behind ``wrapper``, which must exec
+        it: same pid); a process that crashes writes every thread's Python stack to its stderr."""
         tag = tag or self._tag(name)
         stdout_path = self.workdir / f"{tag}.stdout"
         stderr_path = self.workdir / f"{tag}.stderr"
         with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
-            popen = subprocess.Popen([*wrapper, self.python, "-u", *argv], env=self.env, cwd=str(self.workdir),
+            popen = subprocess.Popen([*wrapper, self.python, "-u", "-X", "faulthandler", *argv], env=self.env, cwd=str(self.workdir),
                                      stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True)
         proc = Proc(name, popen, stdout_path, stderr_path, ready_path)
         self.all.append(proc)

@@ -10,10 +10,12 @@
 //! By concept:
 //! - opening and migrating: `sqlite.rs`, `postgres.rs` (and `checkpoint.rs`, SQLite's log copied
 //!   off the commit path); `url.rs`, `secrets.rs` read and redact the URL.
-//! - the connection of either backend: `connection.rs`.
+//! - the connection of either backend: `connection.rs`; connections the pools open in the
+//!   background, counted so shutdown and exit wait for them: `connects.rs`.
 //! - the dialect seam, the one place whose SQL differs per backend inside a transaction:
-//!   `dialect.rs` (row locks, the lease clock, notifications, taking ready tasks, counting ended
-//!   upstream tasks).
+//!   `dialect.rs` (row locks, the lease clock, storing task ends, counting ended upstream tasks),
+//!   with `dialect/take.rs` (taking ready tasks and map instances) and `dialect/notify.rs`
+//!   (PostgreSQL's notifications, sent after the commit).
 //! - write steps: methods of `Conn` in `store.rs` (attempts, settling, claiming, finishing an
 //!   execution); the transactions built of them in `claims.rs` (commit, retry, claim; batches
 //!   of many executions share one commit through `group_commit.rs`),
@@ -36,6 +38,7 @@ mod checkpoint;
 pub mod claims;
 mod coalesce;
 mod connection;
+pub(crate) mod connects;
 pub mod control;
 pub(crate) mod dialect;
 mod group_commit;
@@ -86,7 +89,7 @@ pub(crate) enum Pool {
     #[cfg(feature = "sqlite")]
     Sqlite(SqlitePool),
     #[cfg(feature = "postgres")]
-    Postgres(diesel::r2d2::Pool<diesel::r2d2::ConnectionManager<PgConnection>>),
+    Postgres(diesel::r2d2::Pool<connects::Counted<diesel::r2d2::ConnectionManager<PgConnection>>>),
 }
 
 impl Pool {

@@ -86,7 +86,7 @@ pub(super) fn open(url: &str, options: &PoolOptions) -> Result<Pool> {
                 .idle_in_transaction_limit
                 .unwrap_or(DEFAULT_IDLE_IN_TRANSACTION_LIMIT),
         }))
-        .build(ConnectionManager::new(url))
+        .build(super::connects::Counted(ConnectionManager::new(url)))
         .map_err(|e| open_error(&e))?;
     Ok(Pool::Postgres(pool))
 }

@@ -12,6 +12,7 @@ use diesel::Connection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use super::checkpoint::Checkpointer;
+use super::connects::Counted;
 use super::{migration_error, Pool, PoolOptions, DEFAULT_SQLITE_POOL_SIZE};
 use crate::error::{Error, Result};
 
@@ -19,7 +20,7 @@ use crate::error::{Error, Result};
 /// instead of sleeping in SQLite's busy handler.
 #[derive(Clone)]
 pub(crate) struct SqlitePool {
-    pool: diesel::r2d2::Pool<ConnectionManager<SqliteConnection>>,
+    pool: diesel::r2d2::Pool<Counted<ConnectionManager<SqliteConnection>>>,
     writer: std::sync::Arc<std::sync::Mutex<()>>,
     /// The database file and its identity when opened; None in memory.
     file: Option<Arc<(std::path::PathBuf, FileIdentity)>>,
@@ -47,7 +48,7 @@ fn file_identity(path: &std::path::Path) -> std::io::Result<FileIdentity> {
 
 impl SqlitePool {
     fn new(
-        pool: diesel::r2d2::Pool<ConnectionManager<SqliteConnection>>,
+        pool: diesel::r2d2::Pool<Counted<ConnectionManager<SqliteConnection>>>,
         file: Option<&std::path::Path>,
         checkpointer: Option<Checkpointer>,
     ) -> Result<Self> {
@@ -109,7 +110,7 @@ impl Drop for WriteTurn<'_> {
 }
 
 impl std::ops::Deref for SqlitePool {
-    type Target = diesel::r2d2::Pool<ConnectionManager<SqliteConnection>>;
+    type Target = diesel::r2d2::Pool<Counted<ConnectionManager<SqliteConnection>>>;
 
     fn deref(&self) -> &Self::Target {
         &self.pool
@@ -207,7 +208,9 @@ pub(super) fn open_file(path: &Path, options: &PoolOptions) -> Result<Pool> {
         .connection_customizer(Box::new(pragmas))
         // The file exists now; a connection the pool opens later (after it was deleted) fails
         // rather than creating an empty database in its place.
-        .build(ConnectionManager::new(existing_file_uri(&location)))
+        .build(Counted(ConnectionManager::new(existing_file_uri(
+            &location,
+        ))))
         .map_err(|e| open_error(&e))?;
     Ok(Pool::Sqlite(SqlitePool::new(
         pool,
@@ -228,7 +231,7 @@ pub(super) fn open_memory() -> Result<Pool> {
         .connection_customizer(Box::new(Pragmas {
             own_checkpoints: false,
         }))
-        .build(ConnectionManager::new(":memory:"))
+        .build(Counted(ConnectionManager::new(":memory:")))
         .map_err(|e| Error::Database(format!("could not open in-memory SQLite database: {e}")))?;
     migrate(&mut *pool.get()?)?;
     Ok(Pool::Sqlite(SqlitePool::new(pool, None, None)?))

@@ -375,7 +375,11 @@ impl UnifiedExecutor {
             let _ = self.inner.db.remove_worker(worker.id().to_string()).await;
         }
         let db = self.inner.db.clone();
-        let _ = tokio::task::spawn_blocking(move || db.signals().stop_listening()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            db.signals().stop_listening();
+            crate::database::connects::wait_for_connects(CONNECTS_GRACE);
+        })
+        .await;
         self.inner.lifecycle.send_replace(Lifecycle::ShutDown);
     }
 
@@ -413,6 +417,9 @@ impl UnifiedExecutor {
         self.inner.worker.as_ref().map(|w| w.id())
     }
 }
+
+/// Longest `shutdown` waits for connections its pool is still opening in the background.
+pub(crate) const CONNECTS_GRACE: Duration = Duration::from_secs(5);
 
 /// How long a worker's session may sit idle inside a transaction (PostgreSQL): the lease, so
 /// a worker frozen mid-commit holds its locks no longer than it keeps its claims, but at least

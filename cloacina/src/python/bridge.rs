@@ -71,7 +71,8 @@ pub(crate) fn release_thread_state() {
     }
 }
 
-/// `atexit` hook: lets no new Rust thread into Python and waits for those inside. A thread
+/// `atexit` hook: lets no new Rust thread into Python and waits for those inside, then for
+/// connections still being opened (see `database/connects.rs`). A thread
 /// still inside after [`EXIT_GRACE`] (a sync task that ignored its cancellation) would be
 /// unwound through Rust frames by the interpreter's finalization, which aborts the process;
 /// the process exits with status 1 and says why instead. Signal handlers run meanwhile, so a
@@ -102,6 +103,9 @@ fn _close_python_gate(py: Python<'_>) -> PyResult<()> {
         }
     }
     if stuck == 0 {
+        py.allow_threads(|| {
+            crate::database::connects::wait_for_connects(crate::executor::CONNECTS_GRACE)
+        });
         return Ok(());
     }
     exit_unfinalized(
