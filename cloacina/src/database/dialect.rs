@@ -3,7 +3,7 @@
 //! tasks and count ended upstream tasks. Each is a method that matches on the open backend
 //! ([`Conn`]'s variant); everything else is written once (`store.rs`, `claims.rs`, ...).
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::sql_types::{Integer, Nullable, Text, Timestamp};
 
@@ -13,9 +13,15 @@ use super::literal::Pending;
 use super::rows::ScheduleRow;
 use super::schema::{schedules, task_executions, workflow_executions};
 use super::signals::Signal;
-use super::Pool;
-use crate::error::Result;
 use crate::model::{ExecutionStatus, TaskStatus};
+
+#[cfg(feature = "postgres")]
+mod notify;
+mod take;
+
+#[cfg(feature = "postgres")]
+pub(crate) use notify::notify_after_commit;
+pub(crate) use take::{TakenRow, READY_TASK};
 
 /// An execution row locked for the rest of the transaction.
 pub(crate) struct LockedExecution {
@@ -149,12 +155,7 @@ impl Conn<'_> {
                 .map(drop)
             }
             #[cfg(feature = "postgres")]
-            Conn::Postgres(conn) => {
-                if after_commit::defer(signal) {
-                    return Ok(());
-                }
-                notify(conn, signal)
-            }
+            Conn::Postgres(conn) => notify::announce(conn, signal),
         }
     }
 
@@ -301,207 +302,6 @@ impl Conn<'_> {
 /// The SQL types of an [`UpstreamCount`].
 type UpstreamCountRow = (Text, Text, Integer, Nullable<Timestamp>, Integer);
 
-/// A ready task (or map instance) as claiming takes it.
-#[derive(QueryableByName, Queryable, Selectable)]
-#[diesel(table_name = task_executions)]
-pub(crate) struct TakenRow {
-    pub execution_id: String,
-    /// The row's key: the task's id, or for an instance its node's id and index.
-    pub task_id: String,
-    pub position: i32,
-    /// The attempt its claim runs.
-    pub attempt: i32,
-    /// The instance's index; -1 for a task.
-    pub map_index: i32,
-    /// The instance's node.
-    pub map_task: Option<String>,
-    /// The instance's element, as JSON.
-    pub map_element: Option<String>,
-}
-
-impl Pool {
-    /// Makes Running under `worker`, at `now`, up to `limit` ready tasks (and map instances) of
-    /// any execution whose ids are in `task_ids`, oldest first, then runs `then` with them:
-    /// inside the same immediate transaction on SQLite, right after the one `FOR UPDATE SKIP
-    /// LOCKED` statement on PostgreSQL. On SQLite a plain read first: most wake-ups find
-    /// nothing, and need no write lock to learn it (then `then` is not run, and the result is
-    /// `T::default()`).
-    pub(crate) fn take_ready<T: Default>(
-        &self,
-        worker: &str,
-        task_ids: &[String],
-        limit: usize,
-        now: DateTime<Utc>,
-        then: impl FnOnce(&mut Conn<'_>, Vec<TakenRow>) -> Result<T>,
-    ) -> Result<T> {
-        match self {
-            #[cfg(feature = "sqlite")]
-            Pool::Sqlite(pool) => {
-                let mut sqlite = pool.get()?;
-                let conn = &mut Conn::Sqlite(&mut sqlite);
-                let mut any = false;
-                for chunk in task_ids.chunks(super::connection::CHUNK) {
-                    any |= diesel::select(diesel::dsl::exists(
-                        ready_in_queue().filter(
-                            task_executions::task_id
-                                .eq_any(chunk)
-                                .or(task_executions::map_task.eq_any(chunk)),
-                        ),
-                    ))
-                    .get_result_on::<bool>(conn)?;
-                    if any {
-                        break;
-                    }
-                }
-                if !any {
-                    return Ok(T::default());
-                }
-                super::connection::immediate(pool, &mut sqlite, |conn| {
-                    let rows = conn.take_ready_rows(worker, task_ids, limit, now, None)?;
-                    then(conn, rows)
-                })
-            }
-            #[cfg(feature = "postgres")]
-            Pool::Postgres(pool) => {
-                let mut pg = pool.get()?;
-                let conn = &mut Conn::Postgres(&mut pg);
-                let rows = conn.take_ready_rows(worker, task_ids, limit, now, None)?;
-                then(conn, rows)
-            }
-        }
-    }
-}
-
-impl Conn<'_> {
-    /// Makes Running under `worker`, at `now`, up to `limit` ready tasks and map instances whose
-    /// (node's) ids are in `task_ids`, oldest first, of any execution; with `execution`, only
-    /// the map instances of that execution.
-    pub(crate) fn take_ready_rows(
-        &mut self,
-        worker: &str,
-        task_ids: &[String],
-        limit: usize,
-        now: DateTime<Utc>,
-        execution: Option<&str>,
-    ) -> Result<Vec<TakenRow>> {
-        match self {
-            #[cfg(feature = "sqlite")]
-            Conn::Sqlite(_) => {
-                take_ready_each(self, worker, task_ids, limit, now.naive_utc(), execution)
-            }
-            #[cfg(feature = "postgres")]
-            Conn::Postgres(pg) => {
-                use diesel::sql_types::{Array, BigInt};
-                let take = |ready: &str| {
-                    diesel::sql_query(format!(
-                        "WITH ready AS ( \
-                             SELECT execution_id, task_id FROM task_executions WHERE {ready} \
-                             ORDER BY ready_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
-                         UPDATE task_executions t SET status = 'Running', worker_id = $1, \
-                             attempt = t.attempt + 1, started_at = $4 \
-                         FROM ready WHERE t.execution_id = ready.execution_id \
-                             AND t.task_id = ready.task_id \
-                         RETURNING t.execution_id, t.task_id, t.position, t.attempt, \
-                             t.map_index, t.map_task, t.map_element"
-                    ))
-                    .bind::<Text, _>(worker)
-                    .bind::<Array<Text>, _>(task_ids)
-                    .bind::<BigInt, _>(limit as i64)
-                    .bind::<Timestamp, _>(now.naive_utc())
-                };
-                Ok(match execution {
-                    None => take(
-                        "queue = 'default' AND status = 'Pending' AND ready_at IS NOT NULL \
-                         AND (task_id IN (SELECT unnest($2::text[])) \
-                              OR map_task IN (SELECT unnest($2::text[])))",
-                    )
-                    .load::<TakenRow>(&mut **pg)?,
-                    Some(execution) => take(&format!(
-                        "execution_id = $5 AND {READY_INSTANCE} \
-                         AND map_task IN (SELECT unnest($2::text[]))"
-                    ))
-                    .bind::<Text, _>(execution)
-                    .load::<TakenRow>(&mut **pg)?,
-                })
-            }
-        }
-    }
-}
-
-/// A ready map instance, as the partial index of ready instances spells it (literals, so that
-/// planners use the index).
-pub(crate) const READY_INSTANCE: &str =
-    "status = 'Pending' AND ready_at IS NOT NULL AND map_index >= 0";
-
-/// A ready task that is not a map instance, as its partial index spells it.
-pub(crate) const READY_TASK: &str =
-    "status = 'Pending' AND ready_at IS NOT NULL AND map_index = -1";
-
-/// The ready tasks of the default queue.
-#[cfg(feature = "sqlite")]
-#[diesel::dsl::auto_type]
-fn ready_in_queue() -> _ {
-    let queue: &'static str = super::rows::DEFAULT_QUEUE;
-    task_executions::table
-        .filter(task_executions::queue.eq(queue))
-        .filter(task_executions::status.eq(Pending))
-        .filter(task_executions::ready_at.is_not_null())
-}
-
-/// SQLite's claim, inside its immediate transaction: reads the oldest ready tasks (of
-/// `execution` alone, when given), then makes each Running.
-#[cfg(feature = "sqlite")]
-fn take_ready_each(
-    conn: &mut Conn<'_>,
-    worker: &str,
-    task_ids: &[String],
-    limit: usize,
-    now: NaiveDateTime,
-    execution: Option<&str>,
-) -> Result<Vec<TakenRow>> {
-    let mut rows: Vec<TakenRow> = Vec::new();
-    for chunk in task_ids.chunks(super::connection::CHUNK) {
-        let wanted = limit - rows.len();
-        if wanted == 0 {
-            break;
-        }
-        let oldest = task_executions::ready_at;
-        let found: Vec<TakenRow> = match execution {
-            None => ready_in_queue()
-                .filter(
-                    task_executions::task_id
-                        .eq_any(chunk)
-                        .or(task_executions::map_task.eq_any(chunk)),
-                )
-                .order(oldest)
-                .limit(wanted as i64)
-                .select(columns::<TakenRow>())
-                .load_on(conn)?,
-            Some(execution) => task_executions::table
-                .filter(task_executions::execution_id.eq(execution))
-                .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(READY_INSTANCE))
-                .filter(task_executions::map_task.eq_any(chunk))
-                .order(oldest)
-                .limit(wanted as i64)
-                .select(columns::<TakenRow>())
-                .load_on(conn)?,
-        };
-        for mut row in found {
-            row.attempt += 1;
-            diesel::update(task_executions::table.find((&row.execution_id, &row.task_id)))
-                .set((
-                    task_executions::status.eq(TaskStatus::Running.as_str()),
-                    task_executions::worker_id.eq(Some(worker)),
-                    task_executions::attempt.eq(row.attempt),
-                    task_executions::started_at.eq(Some(now)),
-                ))
-                .execute_on(conn)?;
-            rows.push(row);
-        }
-    }
-    Ok(rows)
-}
-
 /// The schedules whose next fire is due at `now` and that are not paused.
 #[diesel::dsl::auto_type]
 pub(crate) fn due_schedules(now: NaiveDateTime) -> _ {
@@ -528,73 +328,6 @@ fn locked((status, cancel_reason, reason): ExecutionLockRow) -> LockedExecution 
         status: ExecutionStatus::parse(&status).unwrap_or(ExecutionStatus::Failed),
         cancel_reason,
         waiting: reason.is_some(),
-    }
-}
-
-/// Sends `signal` on the schema's channel (at once outside a transaction, at commit inside one).
-#[cfg(feature = "postgres")]
-fn notify(conn: &mut diesel::PgConnection, signal: Signal) -> QueryResult<()> {
-    diesel::sql_query(format!(
-        "SELECT pg_notify({}, $1)",
-        super::signals::CHANNEL_SQL
-    ))
-    .bind::<Text, _>(signal.name())
-    .execute(conn)
-    .map(drop)
-}
-
-/// Runs `transaction` on `conn` and sends what it announced once it has committed, each signal
-/// once, as statements of their own. A `NOTIFY` inside a transaction holds a cluster-wide lock
-/// from the statement until after the commit's WAL flush, so committers that notify flush one at
-/// a time; after the commit it costs almost nothing. A notification lost to a crash between the
-/// two is covered as any other: waiters re-read the database on their safety poll.
-#[cfg(feature = "postgres")]
-pub(crate) fn notify_after_commit<T>(
-    conn: &mut diesel::PgConnection,
-    transaction: impl FnOnce(&mut diesel::PgConnection) -> Result<T>,
-) -> Result<T> {
-    let (result, announced) = after_commit::collect(|| transaction(conn));
-    if result.is_ok() {
-        for signal in announced {
-            // The commit stands either way; a failed notification only delays wake-ups.
-            let _ = notify(conn, signal);
-        }
-    }
-    result
-}
-
-/// The signals announced by the PostgreSQL transaction running on this thread.
-#[cfg(feature = "postgres")]
-mod after_commit {
-    use std::cell::RefCell;
-
-    use super::Signal;
-
-    thread_local! {
-        /// `Some` while a transaction of [`notify_after_commit`](super::notify_after_commit)
-        /// runs on this thread.
-        static ANNOUNCED: RefCell<Option<Vec<Signal>>> = const { RefCell::new(None) };
-    }
-
-    /// Keeps `signal` for after the commit; false when no transaction collects signals here.
-    pub(super) fn defer(signal: Signal) -> bool {
-        ANNOUNCED.with(|announced| match announced.borrow_mut().as_mut() {
-            Some(signals) => {
-                if !signals.contains(&signal) {
-                    signals.push(signal);
-                }
-                true
-            }
-            None => false,
-        })
-    }
-
-    /// Runs `f`, returning its result and the signals announced meanwhile.
-    pub(super) fn collect<T>(f: impl FnOnce() -> T) -> (T, Vec<Signal>) {
-        let outer = ANNOUNCED.with(|a| a.replace(Some(Vec::new())));
-        let result = f();
-        let announced = ANNOUNCED.with(|a| a.replace(outer)).unwrap_or_default();
-        (result, announced)
     }
 }
 

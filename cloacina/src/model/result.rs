@@ -162,18 +162,33 @@ pub struct MapCounts {
 }
 
 impl MapCounts {
+    /// The names of the counts, in the order of [`MapCounts::values`].
+    pub const NAMES: [&'static str; 7] = [
+        "count",
+        "pending",
+        "running",
+        "completed",
+        "failed",
+        "skipped",
+        "cancelled",
+    ];
+
+    /// The counts in the order of [`MapCounts::NAMES`].
+    pub fn values(self) -> [u64; 7] {
+        [
+            self.count,
+            self.pending,
+            self.running,
+            self.completed,
+            self.failed,
+            self.skipped,
+            self.cancelled,
+        ]
+    }
+
     /// The counts as stored on a node that has ended: seven numbers, comma-separated.
     pub(crate) fn to_text(self) -> String {
-        let Self {
-            count,
-            pending,
-            running,
-            completed,
-            failed,
-            skipped,
-            cancelled,
-        } = self;
-        format!("{count},{pending},{running},{completed},{failed},{skipped},{cancelled}")
+        self.values().map(|n| n.to_string()).join(",")
     }
 
     /// Counts stored by `to_text`; None if the text is not that.
@@ -324,7 +339,24 @@ pub(crate) fn storable_text(text: String) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::storable_text;
+    use super::{storable_text, MapCounts};
+
+    #[test]
+    fn map_counts_read_back_as_stored_and_reject_other_text() {
+        let counts = MapCounts {
+            count: 7,
+            pending: 0,
+            running: 1,
+            completed: 2,
+            failed: 3,
+            skipped: 1,
+            cancelled: 0,
+        };
+        assert_eq!(counts.to_text(), "7,0,1,2,3,1,0");
+        assert_eq!(MapCounts::from_text(&counts.to_text()), Some(counts));
+        assert_eq!(MapCounts::from_text("1,2,3"), None);
+        assert_eq!(MapCounts::from_text("a,0,0,0,0,0,0"), None);
+    }
 
     #[test]
     fn nul_is_escaped_and_other_text_kept() {

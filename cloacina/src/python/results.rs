@@ -118,13 +118,9 @@ fn task_to_py<'py>(py: Python<'py>, task: &TaskResult) -> PyResult<Bound<'py, Py
 /// A mapped task's instance counts.
 fn map_to_py<'py>(py: Python<'py>, counts: &MapCounts) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new_bound(py);
-    dict.set_item("count", counts.count)?;
-    dict.set_item("pending", counts.pending)?;
-    dict.set_item("running", counts.running)?;
-    dict.set_item("completed", counts.completed)?;
-    dict.set_item("failed", counts.failed)?;
-    dict.set_item("skipped", counts.skipped)?;
-    dict.set_item("cancelled", counts.cancelled)?;
+    for (name, value) in MapCounts::NAMES.into_iter().zip(counts.values()) {
+        dict.set_item(name, value)?;
+    }
     Ok(dict)
 }
 
