@@ -36,7 +36,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Collection, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Awaitable, Callable, Collection, Dict, List, Optional, Sequence, Tuple
 
 from backend import cl
 
@@ -165,12 +165,29 @@ def write_json(path: str, value: Any) -> None:
     os.replace(tmp, path)
 
 
-async def main(args: argparse.Namespace) -> int:
+async def serve(executor: Any, url: str, init: Dict[str, Any], ready_path: str,
+                then: Optional[Callable[[], Awaitable[bool]]] = None) -> int:
+    """A worker process's life: initializes ``executor`` on ``url`` with ``init``, writes
+    ``ready_path`` (JSON: pid, hostname, worker), awaits ``then`` if given and, unless it returns
+    False, works until SIGTERM or SIGINT; then awaits ``shutdown()``, prints ``bye``, returns 0."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    await executor.initialize(url, **init)
+    try:
+        write_json(ready_path, {"pid": os.getpid(), "hostname": socket.gethostname(),
+                                "worker": init.get("worker", True)})
+        print(f"ready pid={os.getpid()} host={socket.gethostname()}", flush=True)
+        if then is None or await then():
+            await stop.wait()
+    finally:
+        await executor.shutdown()
+    print("bye", flush=True)
+    return 0
 
+
+async def main(args: argparse.Namespace) -> int:
     tasks = define(args.prefix, args.out, args.control, width=args.width, sleep=tuple(args.sleep),
                    hang=set(args.hang), fail=set(args.fail))
     executor = cl.UnifiedExecutor(max_concurrency=args.max_concurrency)
@@ -179,12 +196,8 @@ async def main(args: argparse.Namespace) -> int:
         init["lease_timeout"] = args.lease_timeout
     if args.pool_size is not None:
         init["pool_size"] = args.pool_size
-    await executor.initialize(args.url, **init)
-    try:
-        write_json(args.ready, {"pid": os.getpid(), "hostname": socket.gethostname(),
-                                "worker": not args.no_worker})
-        print(f"ready pid={os.getpid()} host={socket.gethostname()}", flush=True)
 
+    async def submit() -> bool:
         if args.submit:
             if args.go:
                 deadline = time.monotonic() + 60
@@ -201,13 +214,9 @@ async def main(args: argparse.Namespace) -> int:
             ids = list(await asyncio.gather(*submissions))
             write_json(args.ids_out, ids)
             print(f"submitted {ids}", flush=True)
+        return not args.exit_after_submit
 
-        if not args.exit_after_submit:
-            await stop.wait()
-    finally:
-        await executor.shutdown()
-    print("bye", flush=True)
-    return 0
+    return await serve(executor, args.url, init, args.ready, submit)
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:

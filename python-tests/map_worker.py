@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
 import sys
 from typing import Any, Awaitable, Callable, Dict, Sequence
 
 from backend import cl
-from durable_worker import record, write_json
+from durable_worker import record, serve
 
 Context = Dict[str, Any]
 
@@ -70,25 +68,12 @@ def define(prefix: str, out: str, *, sleep: float = 0.0, map_limit: int = 3) -> 
 
 
 async def main(args: argparse.Namespace) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-
     define(args.prefix, args.out, sleep=args.sleep, map_limit=args.map_limit)
     executor = cl.UnifiedExecutor(max_concurrency=args.max_concurrency)
     init: Dict[str, Any] = {}
     if args.lease_timeout is not None:
         init["lease_timeout"] = args.lease_timeout
-    await executor.initialize(args.url, **init)
-    try:
-        write_json(args.ready, {"pid": os.getpid()})
-        print(f"ready pid={os.getpid()}", flush=True)
-        await stop.wait()
-    finally:
-        await executor.shutdown()
-    print("bye", flush=True)
-    return 0
+    return await serve(executor, args.url, init, args.ready)
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:

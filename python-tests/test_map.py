@@ -835,6 +835,24 @@ def check_map_result(record: Dict[str, Any], prefix: str) -> None:
     assert node["map"] == counts(count=MAP_SIZE, completed=MAP_SIZE), node["map"]
 
 
+async def worker_mid_map(workers: List[Proc], effects: Path, *, ended_at_least: int, what: str) -> Proc:
+    """Waits for a worker that has ended ``ended_at_least`` instances and is in the middle of another."""
+    chosen: List[Proc] = []
+
+    def found() -> bool:
+        events = read_events(effects)
+        for worker in workers:
+            mine = select(events, pid=worker.pid)
+            ended = {e.task for e in mine if e.kind == "end"}
+            if len(ended) >= ended_at_least and {e.task for e in mine if e.kind == "start"} - ended:
+                chosen.append(worker)
+                return True
+        return False
+
+    await until(found, what=what, watch=workers)
+    return chosen[0]
+
+
 async def test_three_workers_share_a_map(database_url, client, procs, ids, effects):
     wf = define_map_workflow(ids.prefix, str(effects), sleep=0.02)["map"]
     workers = [start_map_worker(procs, database_url, ids.prefix, effects, name=f"w{i}", sleep=0.02)
@@ -872,22 +890,7 @@ async def test_worker_killed_mid_map_loses_nothing_and_reruns_only_its_instances
 
     execution_id = await client.submit(wf, {"run": "r", "n": MAP_SIZE})
 
-    chosen: List[Proc] = []
-
-    def busy_worker() -> bool:
-        """A worker that has ended a few instances and is in the middle of others."""
-        events = read_events(effects)
-        for worker in workers:
-            mine = select(events, pid=worker.pid)
-            ended = {e.task for e in mine if e.kind == "end"}
-            running = {e.task for e in mine if e.kind == "start"} - ended
-            if len(ended) >= 3 and running:
-                chosen.append(worker)
-                return True
-        return False
-
-    await until(busy_worker, what="a worker in the middle of the map", watch=workers)
-    victim = chosen[0]
+    victim = await worker_mid_map(workers, effects, ended_at_least=3, what="a worker in the middle of the map")
     victim.kill()
     survivors = [w for w in workers if w is not victim]
 
@@ -981,20 +984,8 @@ async def test_worker_killed_under_map_limit_frees_its_slot(database_url, client
     await ready(*workers)
     execution_id = await client.submit(wf, {"run": "r", "n": n})
 
-    chosen: List[Proc] = []
-
-    def busy_worker() -> bool:
-        events = read_events(effects)
-        for worker in workers:
-            mine = select(events, pid=worker.pid)
-            ended = {e.task for e in mine if e.kind == "end"}
-            if ended and {e.task for e in mine if e.kind == "start"} - ended:
-                chosen.append(worker)
-                return True
-        return False
-
-    await until(busy_worker, what="a worker in the middle of an instance", watch=workers)
-    victim = chosen[0]
+    victim = await worker_mid_map(workers, effects, ended_at_least=1,
+                                  what="a worker in the middle of an instance")
     victim.kill()
     assert victim.killed_at is not None
     at_kill = await all_instances(client, execution_id, node_id)
