@@ -5,7 +5,7 @@ gets busier or quieter during the comparison affects both alike. Each run is a f
 process (``run_benchmarks.py --child``) doing one warm-up execution and ``--repeat`` timed ones.
 
 Usage: python interleaved.py --backend sqlite|postgres --url URL --before VENV --after VENV
-       [--rounds 5] [--repeat 3] [--only S1,S2,S2W,S3]
+       [--before-url URL] [--rounds 5] [--repeat 3] [--only S1,S2,S2W,S3]
 
 ``VENV`` is a virtualenv with ``cloacina-<backend>`` installed; ``URL`` is a directory for the
 SQLite files, or a PostgreSQL URL.
@@ -49,6 +49,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=["sqlite", "postgres"], required=True)
     parser.add_argument("--url", required=True)
+    parser.add_argument("--before-url", default=None,
+                        help="PostgreSQL URL for the version before, when its schema must stay apart "
+                             "(default: --url)")
     parser.add_argument("--before", type=Path, required=True, help="virtualenv of the version before")
     parser.add_argument("--after", type=Path, required=True, help="virtualenv of the version after")
     parser.add_argument("--rounds", type=int, default=5)
@@ -71,7 +74,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for name, scenario, size, tasks in chosen:
             for kind in ("sync", "async"):
                 for version in order:
-                    url = args.url
+                    url = args.before_url if version == "before" and args.before_url else args.url
                     if args.backend == "sqlite":
                         url = str(Path(args.url) / f"{version}_{name}_{kind}_{next(serial)}.db")
                     walls = run(pythons[version], module, url, scenario, kind, size, args.repeat)
