@@ -50,6 +50,9 @@ pub enum Error {
     /// No schedule has the given name.
     #[error("{0}")]
     UnknownSchedule(String),
+    /// No limit has the given name.
+    #[error("{0}")]
+    UnknownLimit(String),
     /// The execution's status does not allow the operation.
     #[error("{0}")]
     InvalidState(String),

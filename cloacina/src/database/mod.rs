@@ -45,6 +45,7 @@ mod group_commit;
 pub mod leases;
 mod literal;
 pub(crate) mod map;
+pub mod named_limits;
 pub mod queries;
 mod rows;
 pub mod schedules;

@@ -17,6 +17,7 @@ diesel::table! {
         deadline -> Nullable<Timestamp>,
         cancel_reason -> Nullable<Text>,
         reason -> Nullable<Text>,
+        priority -> Integer,
     }
 }
 
@@ -45,6 +46,8 @@ diesel::table! {
         map_element -> Nullable<Text>,
         map_count -> Nullable<Integer>,
         map_counts -> Nullable<Text>,
+        limit_keys -> Nullable<Text>,
+        priority -> Integer,
     }
 }
 
@@ -105,10 +108,42 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Named limits shared by every worker: a key's cap on running attempts and on starts.
+    limits (name) {
+        name -> Text,
+        concurrency -> Nullable<Integer>,
+        rate -> Nullable<Integer>,
+        per_seconds -> Double,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// One row per concrete limit key in use: locked by claims, with the rate's next start.
+    limit_usage (key) {
+        key -> Text,
+        next_start -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    /// The running attempts holding each limit key.
+    limit_holders (execution_id, task_id, key) {
+        execution_id -> Text,
+        task_id -> Text,
+        key -> Text,
+        attempt -> Integer,
+    }
+}
+
 diesel::joinable!(task_executions -> workflow_executions (execution_id));
 diesel::allow_tables_to_appear_in_same_query!(
     workflow_executions,
     task_executions,
     task_attempts,
-    workers
+    workers,
+    limits,
+    limit_usage,
+    limit_holders
 );

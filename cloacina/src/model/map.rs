@@ -53,7 +53,7 @@ pub fn elements(input: &Value, map: &MapOptions) -> Result<Vec<Value>, String> {
 }
 
 /// The name of a JSON value's type, as Python calls it.
-fn json_type(value: &Value) -> &'static str {
+pub(crate) fn json_type(value: &Value) -> &'static str {
     match value {
         Value::Null => "None",
         Value::Bool(_) => "a bool",

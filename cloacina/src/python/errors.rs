@@ -34,10 +34,12 @@ pub(crate) enum ErrorKind {
     ExecutionState,
     /// No schedule has the given name (also a LookupError).
     ScheduleNotFound,
+    /// No limit has the given name (also a LookupError).
+    LimitNotFound,
 }
 
 /// (class name, extra builtin base, docstring) for each kind, in creation order.
-const CLASSES: [(ErrorKind, &str, &str); 9] = [
+const CLASSES: [(ErrorKind, &str, &str); 10] = [
     (
         ErrorKind::Base,
         "CloacinaError",
@@ -83,6 +85,11 @@ const CLASSES: [(ErrorKind, &str, &str); 9] = [
         "ScheduleNotFoundError",
         "No schedule with the given name is stored in this database.",
     ),
+    (
+        ErrorKind::LimitNotFound,
+        "LimitNotFoundError",
+        "No limit with the given name is stored in this database.",
+    ),
 ];
 
 static TYPES: GILOnceCell<Vec<Py<PyType>>> = GILOnceCell::new();
@@ -122,9 +129,9 @@ fn create_types(py: Python<'_>) -> PyResult<Vec<Py<PyType>>> {
             }
             ErrorKind::NotInitialized => py.get_type_bound::<PyRuntimeError>(),
             ErrorKind::Context => py.get_type_bound::<PyTypeError>(),
-            ErrorKind::ExecutionNotFound | ErrorKind::ScheduleNotFound => {
-                py.get_type_bound::<PyLookupError>()
-            }
+            ErrorKind::ExecutionNotFound
+            | ErrorKind::ScheduleNotFound
+            | ErrorKind::LimitNotFound => py.get_type_bound::<PyLookupError>(),
         };
         let bases = match created.first() {
             None => PyTuple::new_bound(py, [builtin]),
@@ -173,6 +180,7 @@ pub(crate) fn to_py_err(err: Error) -> PyErr {
         Error::Context(_) => ErrorKind::Context,
         Error::NotFound(_) => ErrorKind::ExecutionNotFound,
         Error::UnknownSchedule(_) => ErrorKind::ScheduleNotFound,
+        Error::UnknownLimit(_) => ErrorKind::LimitNotFound,
         Error::InvalidState(_) => ErrorKind::ExecutionState,
         Error::ShutDown(_) => ErrorKind::NotInitialized,
         Error::Internal(_) => ErrorKind::Base,

@@ -1,0 +1,128 @@
+//! Named limits as stored: creating, changing, deleting and listing them with how their keys
+//! are used now. What a limit allows is decided in `model/limits.rs`.
+
+use diesel::prelude::*;
+
+use super::connection::{columns, RunOn};
+use super::schema::{limit_holders, limits};
+use super::signals::Signal;
+use super::Database;
+use crate::error::{Error, Result};
+use crate::model::limits::Limit;
+use crate::model::now;
+
+/// A limit's row.
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = limits)]
+struct LimitRow {
+    name: String,
+    concurrency: Option<i32>,
+    rate: Option<i32>,
+    per_seconds: f64,
+}
+
+impl LimitRow {
+    fn into_limit(self) -> Limit {
+        let count = |n: Option<i32>| n.and_then(|n| u32::try_from(n).ok());
+        Limit {
+            name: self.name,
+            concurrency: count(self.concurrency),
+            rate: count(self.rate),
+            per: std::time::Duration::from_secs_f64(self.per_seconds.max(0.0)),
+        }
+    }
+}
+
+/// A limit and, for a concrete key, how many running attempts hold it now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitInfo {
+    /// The limit as stored.
+    pub limit: Limit,
+    /// Attempts holding the key now; `None` for a default (`prefix*`).
+    pub running: Option<u32>,
+}
+
+/// The error for a limit name that is not stored.
+fn unknown(name: &str) -> Error {
+    Error::UnknownLimit(format!(
+        "no limit named {name:?} in this database; list_limits() shows the names"
+    ))
+}
+
+impl Database {
+    /// Stores `limit`, or changes the one with its name; waiting tasks are woken at once, so a
+    /// raised cap starts them without polling.
+    pub(crate) async fn put_limit(&self, limit: Limit) -> Result<()> {
+        self.run(move |pool| {
+            let at = now().naive_utc();
+            pool.write_transaction(|conn| {
+                let values = (
+                    limits::concurrency.eq(limit.concurrency.map(|n| n as i32)),
+                    limits::rate.eq(limit.rate.map(|n| n as i32)),
+                    limits::per_seconds.eq(limit.per.as_secs_f64()),
+                    limits::updated_at.eq(at),
+                );
+                let inserted = diesel::insert_into(limits::table)
+                    .values((limits::name.eq(&limit.name), values))
+                    .on_conflict_do_nothing()
+                    .execute_on(conn)?;
+                if inserted == 0 {
+                    diesel::update(limits::table.find(&limit.name))
+                        .set(values)
+                        .execute_on(conn)?;
+                }
+                conn.announce(Signal::Ready)?;
+                Ok(())
+            })
+        })
+        .await?;
+        self.signals().raise(Signal::Ready);
+        Ok(())
+    }
+
+    /// Deletes the limit `name`; its keys are unlimited from then on (or governed by a default).
+    pub(crate) async fn remove_limit(&self, name: String) -> Result<()> {
+        self.run(move |pool| {
+            pool.write_transaction(|conn| {
+                let removed = diesel::delete(limits::table.find(&name)).execute_on(conn)?;
+                if removed == 0 {
+                    return Err(unknown(&name));
+                }
+                conn.announce(Signal::Ready)?;
+                Ok(())
+            })
+        })
+        .await?;
+        self.signals().raise(Signal::Ready);
+        Ok(())
+    }
+
+    /// Every stored limit, by name, with how many attempts hold each concrete key now.
+    pub(crate) async fn list_limits(&self) -> Result<Vec<LimitInfo>> {
+        self.run(|pool| {
+            pool.with_connection(|conn| {
+                let rows: Vec<LimitRow> = limits::table
+                    .order(limits::name)
+                    .select(columns::<LimitRow>())
+                    .load_on(conn)?;
+                let held: Vec<(String, i64)> = limit_holders::table
+                    .group_by(limit_holders::key)
+                    .select((limit_holders::key, diesel::dsl::count_star()))
+                    .load_on(conn)?;
+                Ok(rows
+                    .into_iter()
+                    .map(LimitRow::into_limit)
+                    .map(|limit| {
+                        let running = (!limit.is_default()).then(|| {
+                            held.iter()
+                                .find(|(key, _)| *key == limit.name)
+                                .map_or(0, |(_, n)| u32::try_from(*n).unwrap_or(u32::MAX))
+                        });
+                        LimitInfo { limit, running }
+                    })
+                    .collect())
+            })
+        })
+        .await
+    }
+}
