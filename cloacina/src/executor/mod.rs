@@ -4,6 +4,7 @@
 mod attempt;
 mod finals;
 mod lineage;
+mod named_limits;
 mod registry;
 mod scheduler;
 mod schedules;

@@ -13,6 +13,7 @@ use super::backend;
 use super::bridge::{awaitable, running_loop, runtime, with_python};
 use super::errors::{new_err, to_py_err, ErrorKind};
 use super::marshal::{context_from_py, type_name};
+use super::named_limits::{limit_arg, LimitRecord};
 use super::observer::OBSERVER;
 use super::results::{ExecutionRecord, InstanceRecord, WorkerRecord};
 use super::schedules::{schedule_options, ScheduleRecord};
@@ -309,6 +310,10 @@ fn default_database_url() -> PyResult<String> {
             ),
         )),
     }
+}
+
+fn default_per() -> PyObject {
+    Python::with_gil(|py| 1.0_f64.into_py(py))
 }
 
 fn default_timezone() -> PyObject {
@@ -672,6 +677,44 @@ impl PyUnifiedExecutor {
         let name = args::text("name", "a str", name)?.into_owned();
         let engine = self.engine()?;
         awaitable(py, async move { engine.unschedule(&name).await })
+    }
+
+    /// Creates or changes the limit `name` for every worker on the database: at most
+    /// `concurrency` attempts holding it run at once, at most `rate` start in any `per` seconds.
+    /// A name ending in `*` is the default of every key with that prefix.
+    #[pyo3(signature = (name, *, concurrency=None, rate=None, per=default_per()), text_signature = "($self, name, *, concurrency=None, rate=None, per=1.0)")]
+    fn set_limit<'py>(
+        &self,
+        py: Python<'py>,
+        name: &Bound<'py, PyAny>,
+        concurrency: Option<&Bound<'py, PyAny>>,
+        rate: Option<&Bound<'py, PyAny>>,
+        per: PyObject,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let limit = limit_arg(name, concurrency, rate, per.bind(py))?;
+        let engine = self.engine()?;
+        awaitable(py, async move { engine.set_limit(limit).await })
+    }
+
+    /// Deletes the limit `name`; LimitNotFoundError (a LookupError) if there is none.
+    fn delete_limit<'py>(
+        &self,
+        py: Python<'py>,
+        name: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let name = args::text("name", "a str", name)?.into_owned();
+        let engine = self.engine()?;
+        awaitable(py, async move { engine.delete_limit(&name).await })
+    }
+
+    /// Every limit in the database, by name: dicts of `name`, `concurrency`, `rate`, `per` and
+    /// `running` (attempts holding a concrete key now; None for a `*` default).
+    fn list_limits<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?;
+        awaitable(py, async move {
+            let limits = engine.list_limits().await?;
+            Ok(limits.into_iter().map(LimitRecord).collect::<Vec<_>>())
+        })
     }
 
     /// Stops claiming work and waits for running tasks to end and be stored; unfinished

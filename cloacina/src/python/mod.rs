@@ -8,6 +8,7 @@ mod executor;
 mod json_text;
 mod logs;
 mod marshal;
+mod named_limits;
 mod observer;
 mod options;
 mod registry;
