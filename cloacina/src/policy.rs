@@ -131,6 +131,10 @@ pub struct TaskOptions {
     pub trigger_rule: TriggerRule,
     /// Set when the task runs once per element of a list in its input (a map).
     pub map: Option<MapOptions>,
+    /// The limit keys each attempt holds while it runs, filled from the task's input.
+    pub limits: Vec<crate::model::limits::KeyTemplate>,
+    /// Added to the execution's priority: ready tasks are claimed highest first.
+    pub priority: i32,
 }
 
 /// How a mapped task finds its list and hands on its values.

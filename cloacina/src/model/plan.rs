@@ -6,6 +6,7 @@ use std::time::Duration;
 use once_cell::sync::OnceCell;
 use serde_json::{json, Value};
 
+use super::limits::KeyTemplate;
 use crate::error::{Error, Result};
 use crate::policy::{MapOptions, RetryPolicy, TaskOptions, TriggerRule};
 use crate::workflow::Workflow;
@@ -173,6 +174,8 @@ fn options_to_json(options: &TaskOptions) -> Value {
             "limit": m.limit,
             "collect_as": m.collect_as,
         })),
+        "limits": options.limits.iter().map(KeyTemplate::as_str).collect::<Vec<_>>(),
+        "priority": options.priority,
     })
 }
 
@@ -219,6 +222,21 @@ fn options_from_json(value: &Value) -> TaskOptions {
             .and_then(TriggerRule::parse)
             .unwrap_or(defaults.trigger_rule),
         map: value.get("map").and_then(map_from_json),
+        limits: value
+            .get("limits")
+            .and_then(Value::as_array)
+            .map(|keys| {
+                keys.iter()
+                    .filter_map(Value::as_str)
+                    .filter_map(|k| KeyTemplate::parse(k).ok())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        priority: value
+            .get("priority")
+            .and_then(Value::as_i64)
+            .and_then(|p| i32::try_from(p).ok())
+            .unwrap_or_default(),
     }
 }
 
@@ -238,6 +256,11 @@ mod tests {
             limit: Some(3),
             ..MapOptions::over("a.files")
         });
+        options.limits = vec![
+            KeyTemplate::parse("openai").unwrap(),
+            KeyTemplate::parse("tenant:{tenant}").unwrap(),
+        ];
+        options.priority = -2;
         let a = FnTask::new("a", &[], |c| async move { Ok(c) });
         let b = FnTask::with_options("b", &["a"], options, |c| async move { Ok(c) });
         let workflow = Workflow::new("wf", vec![a, b]).unwrap();

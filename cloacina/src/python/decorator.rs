@@ -20,7 +20,7 @@ pub(crate) const TASK_ID_ATTR: &str = "__cloacina_task_id__";
 #[pyfunction]
 #[pyo3(
     signature = (task_id=None, **options),
-    text_signature = "(task_id=None, *, dependencies=(), retries=0, retry_delay=1.0, retry_backoff=2.0, retry_max_delay=60.0, retry_jitter=0.0, retry_on=(Exception,), timeout=None, trigger_rule='all_success', map_over=None, map_item='item', map_limit=None, collect_as=None)"
+    text_signature = "(task_id=None, *, dependencies=(), retries=0, retry_delay=1.0, retry_backoff=2.0, retry_max_delay=60.0, retry_jitter=0.0, retry_on=(Exception,), timeout=None, trigger_rule='all_success', map_over=None, map_item='item', map_limit=None, collect_as=None, limits=(), priority=0)"
 )]
 pub(crate) fn task<'py>(
     py: Python<'py>,

@@ -31,10 +31,12 @@ pub(crate) struct RawOptions<'py> {
     pub map_item: Option<Bound<'py, PyAny>>,
     pub map_limit: Option<Bound<'py, PyAny>>,
     pub collect_as: Option<Bound<'py, PyAny>>,
+    pub limits: Option<Bound<'py, PyAny>>,
+    pub priority: Option<Bound<'py, PyAny>>,
 }
 
 /// Every keyword `task()` accepts.
-const OPTION_NAMES: [&str; 13] = [
+const OPTION_NAMES: [&str; 15] = [
     "dependencies",
     "retries",
     "retry_delay",
@@ -48,6 +50,8 @@ const OPTION_NAMES: [&str; 13] = [
     "map_item",
     "map_limit",
     "collect_as",
+    "limits",
+    "priority",
 ];
 
 /// The options that may be given as None (their default).
@@ -87,6 +91,8 @@ impl<'py> RawOptions<'py> {
                 "map_item" => &mut raw.map_item,
                 "map_limit" => &mut raw.map_limit,
                 "collect_as" => &mut raw.collect_as,
+                "limits" => &mut raw.limits,
+                "priority" => &mut raw.priority,
                 _ => {
                     return Err(PyTypeError::new_err(format!(
                         "task() got an unexpected keyword argument {name:?}; options are {}",
@@ -167,6 +173,13 @@ impl<'py> RawOptions<'py> {
                 retry_timeouts,
                 trigger_rule,
                 map: self.map()?,
+                limits: limit_keys("limits", self.limits.as_ref())?,
+                priority: self
+                    .priority
+                    .as_ref()
+                    .map(priority)
+                    .transpose()?
+                    .unwrap_or(0),
             },
             retry_on,
         })
@@ -215,6 +228,66 @@ impl<'py> RawOptions<'py> {
             collect_as,
         }))
     }
+}
+
+/// Limit keys (`limits=[...]` of a task or a workflow): a list of str templates such as
+/// `"tenant:{tenant_id}"`.
+pub(crate) fn limit_keys(
+    name: &str,
+    value: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Vec<crate::model::limits::KeyTemplate>> {
+    let Some(value) = value.filter(|v| !v.is_none()) else {
+        return Ok(Vec::new());
+    };
+    if value.is_instance_of::<PyString>() {
+        return Err(PyTypeError::new_err(format!(
+            "{name} must be a list of keys such as [\"openai\", \"tenant:{{tenant_id}}\"], not a str"
+        )));
+    }
+    let mut keys = Vec::new();
+    for item in value.iter().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{name} must be a list of str keys, got {}",
+            type_name(value)
+        ))
+    })? {
+        let item = item?;
+        let text = item
+            .downcast::<PyString>()
+            .map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "{name} must hold str keys, got {}",
+                    type_name(&item)
+                ))
+            })?
+            .to_cow()?;
+        let key = crate::model::limits::KeyTemplate::parse(&text).map_err(PyValueError::new_err)?;
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    Ok(keys)
+}
+
+/// Most a priority may differ from 0 either way.
+pub(crate) const MAX_PRIORITY: i32 = 1_000_000;
+
+/// A priority (of a task or a submit): an int from -1,000,000 to 1,000,000, higher first.
+pub(crate) fn priority(value: &Bound<'_, PyAny>) -> PyResult<i32> {
+    if value.is_instance_of::<pyo3::types::PyBool>() {
+        return Err(PyTypeError::new_err("priority must be an int, not a bool"));
+    }
+    let n: i64 = value.extract().map_err(|_| {
+        PyTypeError::new_err(format!("priority must be an int, got {}", type_name(value)))
+    })?;
+    i32::try_from(n)
+        .ok()
+        .filter(|p| p.abs() <= MAX_PRIORITY)
+        .ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "priority={n} is out of range; give an int from -{MAX_PRIORITY} to {MAX_PRIORITY} (higher runs first)"
+            ))
+        })
 }
 
 /// A non-empty str option naming a context key.
