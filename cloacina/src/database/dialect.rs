@@ -9,11 +9,16 @@ use diesel::sql_types::{Integer, Nullable, Text, Timestamp};
 
 use super::cached::{Bind, Cached, Returning};
 use super::connection::{columns, Conn, RunOn};
+#[cfg(feature = "postgres")]
 use super::literal::Pending;
 use super::rows::ScheduleRow;
-use super::schema::{schedules, task_executions, workflow_executions};
+#[cfg(feature = "postgres")]
+use super::schema::task_executions;
+use super::schema::{schedules, workflow_executions};
 use super::signals::Signal;
-use crate::model::{ExecutionStatus, TaskStatus};
+use crate::model::ExecutionStatus;
+#[cfg(feature = "postgres")]
+use crate::model::TaskStatus;
 
 #[cfg(feature = "postgres")]
 mod notify;

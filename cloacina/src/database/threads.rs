@@ -53,7 +53,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Where a database call runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Place {
-    /// The most recently idle `cloacina-db` thread.
+    /// The most recently idle `cloacina-db` thread (SQLite's calls run there).
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     Warm,
     /// Any of tokio's blocking threads.
     Any,
