@@ -1,0 +1,277 @@
+//! Taking and giving back limit units inside a claim's transaction: a ready task that holds
+//! limit keys starts only if every key admits it (all of them or none), and its units are given
+//! back with its attempt's end. What admits is decided in `model/limits.rs`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::prelude::*;
+
+use super::connection::{columns, Conn, RunOn, CHUNK};
+use super::schema::{limit_holders, limit_usage, limits, task_executions};
+use crate::error::Result;
+use crate::model::limits::{admit, governing, started, Blocked, Limit, Usage};
+
+/// A ready task that holds limit keys, as a claim considers it.
+pub(crate) struct Keyed<'a> {
+    pub execution_id: &'a str,
+    /// The row's key (a task's id, or an instance's `node[i]`).
+    pub task_id: &'a str,
+    /// The attempt its claim would run.
+    pub attempt: i32,
+    /// Its filled keys.
+    pub keys: &'a [String],
+}
+
+/// A limit's row, as admission reads it.
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = limits)]
+struct StoredLimit {
+    name: String,
+    concurrency: Option<i32>,
+    rate: Option<i32>,
+    per_seconds: f64,
+}
+
+impl From<StoredLimit> for Limit {
+    fn from(row: StoredLimit) -> Self {
+        let count = |n: Option<i32>| n.and_then(|n| u32::try_from(n).ok());
+        Limit {
+            name: row.name,
+            concurrency: count(row.concurrency),
+            rate: count(row.rate),
+            per: std::time::Duration::from_secs_f64(row.per_seconds.max(0.0)),
+        }
+    }
+}
+
+impl Conn<'_> {
+    /// Takes the units of each candidate, in order, all its keys or none; whether each was
+    /// admitted. The key rows are locked in key order first, so two claims never wait on each
+    /// other crosswise; a blocked candidate stays Pending with the reason stored.
+    pub(crate) fn take_units(
+        &mut self,
+        candidates: &[Keyed<'_>],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<bool>> {
+        let keys: BTreeSet<&str> = candidates
+            .iter()
+            .flat_map(|c| c.keys.iter().map(String::as_str))
+            .collect();
+        if keys.is_empty() {
+            return Ok(vec![true; candidates.len()]);
+        }
+        let keys: Vec<&str> = keys.into_iter().collect();
+        let mut usage = self.lock_usage(&keys)?;
+        let limits: Vec<Limit> = limits::table
+            .select(columns::<StoredLimit>())
+            .load_on::<StoredLimit>(self)?
+            .into_iter()
+            .map(Limit::from)
+            .collect();
+        for chunk in keys.chunks(CHUNK) {
+            let held: Vec<(String, i64)> = limit_holders::table
+                .filter(limit_holders::key.eq_any(chunk))
+                .group_by(limit_holders::key)
+                .select((limit_holders::key, diesel::dsl::count_star()))
+                .load_on(self)?;
+            for (key, n) in held {
+                if let Some(u) = usage.get_mut(&key) {
+                    u.running = u32::try_from(n).unwrap_or(u32::MAX);
+                }
+            }
+        }
+        let mut admitted = Vec::with_capacity(candidates.len());
+        let mut holders = Vec::new();
+        let mut changed: BTreeSet<String> = BTreeSet::new();
+        for candidate in candidates {
+            let verdict = candidate
+                .keys
+                .iter()
+                .try_for_each(|key| match governing(key, &limits) {
+                    Some(limit) => admit(key, limit, usage[key.as_str()], now),
+                    None => Ok(()),
+                });
+            match verdict {
+                Ok(()) => {
+                    for key in candidate.keys {
+                        if let Some(limit) = governing(key, &limits) {
+                            let u = usage.get_mut(key.as_str()).expect("locked above");
+                            *u = started(limit, *u, now);
+                            changed.insert(key.clone());
+                        }
+                        holders.push((
+                            limit_holders::execution_id.eq(candidate.execution_id),
+                            limit_holders::task_id.eq(candidate.task_id),
+                            limit_holders::key.eq(key.as_str()),
+                            limit_holders::attempt.eq(candidate.attempt),
+                        ));
+                    }
+                    admitted.push(true);
+                }
+                Err(blocked) => {
+                    self.show_blocked(candidate, &blocked)?;
+                    admitted.push(false);
+                }
+            }
+        }
+        for chunk in holders.chunks(CHUNK / 4) {
+            diesel::insert_into(limit_holders::table)
+                .values(chunk)
+                .execute_on(self)?;
+        }
+        for key in changed {
+            let next = usage[key.as_str()].next_start.map(|t| t.naive_utc());
+            diesel::update(limit_usage::table.find(&key))
+                .set(limit_usage::next_start.eq(next))
+                .execute_on(self)?;
+        }
+        Ok(admitted)
+    }
+
+    /// Gives back the units held by the attempts of `task_ids` of `execution`; how many.
+    pub(crate) fn give_back_units(&mut self, execution: &str, task_ids: &[&str]) -> Result<usize> {
+        let mut freed = 0;
+        for chunk in task_ids.chunks(CHUNK) {
+            freed += diesel::delete(
+                limit_holders::table
+                    .filter(limit_holders::execution_id.eq(execution))
+                    .filter(limit_holders::task_id.eq_any(chunk)),
+            )
+            .execute_on(self)?;
+        }
+        Ok(freed)
+    }
+
+    /// Creates the usage rows of `keys` (sorted) that do not exist yet and locks them all, in
+    /// key order, until the transaction ends; their usage, with nothing counted as running.
+    fn lock_usage(&mut self, keys: &[&str]) -> Result<BTreeMap<String, Usage>> {
+        let mut usage = BTreeMap::new();
+        for chunk in keys.chunks(CHUNK) {
+            let rows: Vec<_> = chunk.iter().map(|k| limit_usage::key.eq(*k)).collect();
+            diesel::insert_into(limit_usage::table)
+                .values(rows)
+                .on_conflict_do_nothing()
+                .execute_on(self)?;
+            for (key, next_start) in self.lock_usage_rows(chunk)? {
+                let next_start = next_start.map(|t| t.and_utc());
+                usage.insert(
+                    key,
+                    Usage {
+                        running: 0,
+                        next_start,
+                    },
+                );
+            }
+        }
+        Ok(usage)
+    }
+
+    /// Reads and locks the usage rows of `keys`, in key order (`FOR UPDATE` on PostgreSQL; on
+    /// SQLite the immediate transaction already holds the write lock).
+    fn lock_usage_rows(&mut self, keys: &[&str]) -> Result<Vec<(String, Option<NaiveDateTime>)>> {
+        let rows = limit_usage::table
+            .filter(limit_usage::key.eq_any(keys))
+            .order(limit_usage::key)
+            .select((limit_usage::key, limit_usage::next_start));
+        Ok(match self {
+            #[cfg(feature = "sqlite")]
+            Conn::Sqlite(conn) => rows.load(*conn)?,
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(conn) => rows.for_update().load(*conn)?,
+        })
+    }
+
+    /// Stores why a candidate waits.
+    fn show_blocked(&mut self, candidate: &Keyed<'_>, blocked: &Blocked) -> Result<()> {
+        diesel::update(
+            task_executions::table
+                .filter(task_executions::execution_id.eq(candidate.execution_id))
+                .filter(task_executions::task_id.eq(candidate.task_id)),
+        )
+        .set(task_executions::reason.eq(Some(blocked.reason())))
+        .execute_on(self)?;
+        Ok(())
+    }
+}
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use super::*;
+    use crate::database::testing::one_task_executions;
+    use crate::database::Pool;
+
+    async fn with_conn<T: Send + 'static>(
+        db: &crate::database::Database,
+        f: impl FnOnce(&mut Conn<'_>) -> Result<T> + Send + 'static,
+    ) -> T {
+        db.run(move |pool: &Pool| pool.write_transaction(f))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_cap_admits_up_to_its_units_and_given_back_units_admit_again() {
+        let (db, _, ids) = one_task_executions(3).await;
+        db.put_limit(Limit::new("api", Some(2), None, 1.0).unwrap())
+            .await
+            .unwrap();
+        let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+        let keys = vec!["api".to_string(), "free".to_string()];
+        let (ids2, keys2) = (ids.clone(), keys.clone());
+        let admitted = with_conn(&db, move |conn| {
+            let candidates: Vec<Keyed<'_>> = ids2
+                .iter()
+                .map(|id| Keyed {
+                    execution_id: id,
+                    task_id: "t",
+                    attempt: 1,
+                    keys: &keys2,
+                })
+                .collect();
+            conn.take_units(&candidates, Utc::now())
+        })
+        .await;
+        assert_eq!(admitted, vec![true, true, false]);
+
+        let (ids3, keys3) = (ids.clone(), keys.clone());
+        let again = with_conn(&db, move |conn| {
+            assert_eq!(conn.give_back_units(&ids3[0], &["t"])?, 2);
+            let third = Keyed {
+                execution_id: &ids3[2],
+                task_id: "t",
+                attempt: 1,
+                keys: &keys3,
+            };
+            conn.take_units(&[third], Utc::now())
+        })
+        .await;
+        assert_eq!(again, vec![true]);
+        let listed = db.list_limits().await.unwrap();
+        assert_eq!(listed[0].running, Some(2));
+    }
+
+    #[tokio::test]
+    async fn a_rate_spaces_starts() {
+        let (db, _, ids) = one_task_executions(2).await;
+        db.put_limit(Limit::new("r", None, Some(1), 3600.0).unwrap())
+            .await
+            .unwrap();
+        let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+        let admitted = with_conn(&db, move |conn| {
+            let keys = vec!["r".to_string()];
+            let candidates: Vec<Keyed<'_>> = ids
+                .iter()
+                .map(|id| Keyed {
+                    execution_id: id,
+                    task_id: "t",
+                    attempt: 1,
+                    keys: &keys,
+                })
+                .collect();
+            conn.take_units(&candidates, Utc::now())
+        })
+        .await;
+        assert_eq!(admitted, vec![true, false]);
+    }
+}
