@@ -250,6 +250,14 @@ pub(crate) fn commit_batch(conn: &mut Conn<'_>, request: &CommitRequest) -> Resu
         settled_from.push(task.position);
     }
     conn.insert_attempts(&attempts)?;
+    // Units of limits the ended attempts held come back; waiting tasks may start.
+    let held: Vec<&str> = ended
+        .iter()
+        .zip(&ends)
+        .filter(|(task, _)| !plan.tasks()[task.position].options.limits.is_empty())
+        .map(|(_, end)| end.task_id.as_ref())
+        .collect();
+    let units_freed = !held.is_empty() && conn.give_back_units(&id, &held)? > 0;
     for (node, status) in conn.count_instance_ends(&id, plan, &instances_ended, now)? {
         let state = TaskState {
             task_id: batch.task_id(node).to_string(),
@@ -264,6 +272,7 @@ pub(crate) fn commit_batch(conn: &mut Conn<'_>, request: &CommitRequest) -> Resu
     let claims_more = !settled_from.is_empty() || !instances_ended.is_empty();
     if locked.cancel_reason.is_none() && claims_more {
         let settled = conn.settle(&id, plan, &settled_from, &mut states, now)?;
+        conn.fill_keys(&id, plan, &settled.ready)?;
         let (mut mine, others) = batch.split_ready(&settled.ready);
         conn.mark_ready(&id, &others, now)?;
         // Free slots left take other ready tasks of this execution (a fan-out's), and then
@@ -273,7 +282,8 @@ pub(crate) fn commit_batch(conn: &mut Conn<'_>, request: &CommitRequest) -> Resu
             let waiting = conn.ready_tasks(&id, wanted + settled.ready.len(), &mut states)?;
             mine.extend(batch.more_to_claim(waiting, &mine, wanted));
         }
-        committed.claimed = conn.claim_positions(*execution, worker, &mine, &states, now_utc)?;
+        committed.claimed =
+            conn.claim_positions(*execution, plan, worker, &mine, &states, now_utc)?;
         let free = (claim.limit + claim.instances_ahead).saturating_sub(committed.claimed.len());
         let nodes = batch.nodes_run_here();
         if free > 0 && !nodes.is_empty() {
@@ -287,7 +297,7 @@ pub(crate) fn commit_batch(conn: &mut Conn<'_>, request: &CommitRequest) -> Resu
         }
         committed.made_ready =
             any_unclaimed(&settled.ready, &committed.claimed) || settled.expanded;
-        if committed.made_ready {
+        if committed.made_ready || units_freed {
             conn.announce(Signal::Ready)?;
         }
         committed.skipped = settled.skipped;

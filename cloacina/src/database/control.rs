@@ -204,6 +204,7 @@ impl Database {
                 settled.ready.extend(started.ready);
                 settled.ready.sort_unstable();
                 settled.ready.dedup();
+                conn.fill_keys(&id, &plan, &settled.ready)?;
                 conn.mark_ready(&id, &settled.ready, now)?;
                 conn.announce(Signal::Ready)?;
                 let reopened = LockedExecution {
@@ -290,6 +291,7 @@ impl Conn<'_> {
         let (nodes, roots): (Vec<usize>, Vec<usize>) = (0..plan.len())
             .filter(|&p| plan.dependencies_of(p).is_empty())
             .partition(|&p| plan.tasks()[p].options.map.is_some());
+        self.fill_keys(&execution_id.to_string(), plan, &roots)?;
         let mut claimed = Vec::new();
         if let Some((worker, request)) = &claim {
             let mine: Vec<usize> = roots
@@ -310,7 +312,7 @@ impl Conn<'_> {
                     (p, state)
                 })
                 .collect();
-            claimed = self.claim_positions(execution_id, worker, &mine, &states, now())?;
+            claimed = self.claim_positions(execution_id, plan, worker, &mine, &states, now())?;
             if !claimed.is_empty() {
                 self.mark_running(&claimed)?;
             }

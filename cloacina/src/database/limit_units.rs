@@ -9,8 +9,10 @@ use diesel::prelude::*;
 
 use super::connection::{columns, Conn, RunOn, CHUNK};
 use super::schema::{limit_holders, limit_usage, limits, task_executions};
+use super::store::TaskState;
 use crate::error::Result;
-use crate::model::limits::{admit, governing, started, Blocked, Limit, Usage};
+use crate::model::limits::{admit, governing, started, Blocked, KeyTemplate, Limit, Usage};
+use crate::model::ExecutionPlan;
 
 /// A ready task that holds limit keys, as a claim considers it.
 pub(crate) struct Keyed<'a> {
@@ -127,6 +129,109 @@ impl Conn<'_> {
                 .execute_on(self)?;
         }
         Ok(admitted)
+    }
+
+    /// Fills the limit keys of the tasks at `positions` that hold any (from their input when a
+    /// key has `{name}` parts) and stores them on the task rows: the keys of each such task, or
+    /// the error that fails it (a missing context key).
+    pub(crate) fn fill_keys(
+        &mut self,
+        execution: &str,
+        plan: &ExecutionPlan,
+        positions: &[usize],
+    ) -> Result<BTreeMap<usize, std::result::Result<Vec<String>, String>>> {
+        let mut filled = BTreeMap::new();
+        for &position in positions {
+            let templates = &plan.tasks()[position].options.limits;
+            if templates.is_empty() {
+                continue;
+            }
+            let input = if templates.iter().any(KeyTemplate::needs_input) {
+                self.input_of(execution, plan, position)?
+            } else {
+                serde_json::Value::Null
+            };
+            let keys: std::result::Result<Vec<String>, String> =
+                templates.iter().map(|t| t.render(&input)).collect();
+            if let Ok(keys) = &keys {
+                let mut sorted = keys.clone();
+                sorted.sort_unstable();
+                sorted.dedup();
+                diesel::update(
+                    task_executions::table
+                        .filter(task_executions::execution_id.eq(execution))
+                        .filter(task_executions::position.eq(position as i32))
+                        .filter(task_executions::map_index.eq(-1)),
+                )
+                .set(task_executions::limit_keys.eq(Some(
+                    serde_json::to_string(&sorted).expect("a list of strings is JSON"),
+                )))
+                .execute_on(self)?;
+                filled.insert(position, Ok(sorted));
+            } else {
+                filled.insert(position, keys);
+            }
+        }
+        Ok(filled)
+    }
+
+    /// Of the ready tasks at `positions` of `execution`, those that may start now: every task
+    /// that holds no limit key, and those whose keys admit them (their units taken). The others
+    /// stay ready and Pending, showing why they wait; they are returned second.
+    pub(crate) fn admit_positions(
+        &mut self,
+        execution: &str,
+        plan: &ExecutionPlan,
+        positions: Vec<usize>,
+        states: &BTreeMap<usize, TaskState>,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<usize>, Vec<usize>)> {
+        let (keyed, mut free): (Vec<usize>, Vec<usize>) = positions
+            .into_iter()
+            .partition(|&p| !plan.tasks()[p].options.limits.is_empty());
+        if keyed.is_empty() {
+            return Ok((free, Vec::new()));
+        }
+        let stored: Vec<(i32, Option<String>)> = task_executions::table
+            .filter(task_executions::execution_id.eq(execution))
+            .filter(task_executions::position.eq_any(keyed.iter().map(|&p| p as i32)))
+            .filter(task_executions::map_index.eq(-1))
+            .select((task_executions::position, task_executions::limit_keys))
+            .load_on(self)?;
+        let keys: BTreeMap<usize, Vec<String>> = stored
+            .into_iter()
+            .filter_map(|(p, k)| Some((p as usize, serde_json::from_str(&k?).ok()?)))
+            .collect();
+        // A task whose keys were not stored (its keys could not be filled) is not started.
+        let known: Vec<usize> = keyed
+            .iter()
+            .copied()
+            .filter(|p| keys.contains_key(p))
+            .collect();
+        let candidates: Vec<Keyed<'_>> = known
+            .iter()
+            .map(|p| Keyed {
+                execution_id: execution,
+                task_id: &states[p].task_id,
+                attempt: states[p].attempt as i32 + 1,
+                keys: &keys[p],
+            })
+            .collect();
+        let admitted = self.take_units(&candidates, now)?;
+        let mut waiting: Vec<usize> = keyed
+            .iter()
+            .copied()
+            .filter(|p| !keys.contains_key(p))
+            .collect();
+        for (p, ok) in known.into_iter().zip(admitted) {
+            if ok {
+                free.push(p);
+            } else {
+                waiting.push(p);
+            }
+        }
+        free.sort_unstable();
+        Ok((free, waiting))
     }
 
     /// Gives back the units held by the attempts of `task_ids` of `execution`; how many.

@@ -272,7 +272,7 @@ impl Conn<'_> {
 
     /// The input context of the task at `position` as JSON: the execution's input merged with
     /// the stored outputs of its ancestors, later positions winning.
-    fn input_of(
+    pub(crate) fn input_of(
         &mut self,
         execution: &str,
         plan: &ExecutionPlan,

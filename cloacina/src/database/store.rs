@@ -326,10 +326,12 @@ impl Conn<'_> {
         Ok(())
     }
 
-    /// Claims for `worker` those tasks at `positions` (each known ready) still Pending.
+    /// Claims for `worker` those tasks at `positions` (each known ready) still Pending whose
+    /// limit keys admit them; those they do not stay ready, showing why they wait.
     pub(crate) fn claim_positions(
         &mut self,
         execution: Uuid,
+        plan: &ExecutionPlan,
         worker: &str,
         positions: &[usize],
         states: &BTreeMap<usize, TaskState>,
@@ -339,11 +341,24 @@ impl Conn<'_> {
             return Ok(Vec::new());
         }
         let id = execution.to_string();
+        let (admitted, waiting) =
+            self.admit_positions(&id, plan, positions.to_vec(), states, now)?;
+        self.mark_ready(&id, &waiting, now.naive_utc())?;
+        let positions = &admitted;
         let tasks: Vec<(usize, &str, u32)> = positions
             .iter()
             .map(|p| (*p, states[p].task_id.as_str(), states[p].attempt))
             .collect();
         let taken = self.take_pending(&id, worker, &tasks, now.naive_utc())?;
+        // Units taken for a task another claim took first go back.
+        let missed: Vec<&str> = positions
+            .iter()
+            .filter(|p| !plan.tasks()[**p].options.limits.is_empty() && !taken.contains(p))
+            .map(|p| states[p].task_id.as_str())
+            .collect();
+        if !missed.is_empty() {
+            self.give_back_units(&id, &missed)?;
+        }
         Ok(taken
             .into_iter()
             .map(|position| {

@@ -184,6 +184,11 @@ impl KeyTemplate {
         &self.text
     }
 
+    /// Whether filling it needs the task's input (it has `{name}` parts).
+    pub fn needs_input(&self) -> bool {
+        self.parts.iter().any(|p| matches!(p, Part::Field(_)))
+    }
+
     /// The key for a task whose input context is `input`; the task's error when a part's key
     /// is missing or holds a value that is not a string, number or boolean.
     pub fn render(&self, input: &Value) -> Result<String, String> {
