@@ -408,6 +408,12 @@ impl Conn<'_> {
             };
         }
         if !held.is_empty() {
+            // The dead attempts' limit units come back with them.
+            let ids: Vec<&str> = held
+                .iter()
+                .map(|(task_id, _, _)| task_id.as_str())
+                .collect();
+            self.give_back_units(execution, &ids)?;
             self.announce(Signal::Ready)?;
             self.finish_from_storage(execution, &locked, now)?;
         }

@@ -8,11 +8,13 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 
 use super::connection::{columns, Conn, RunOn, CHUNK};
+use super::dialect::TakenRow;
 use super::schema::{limit_holders, limit_usage, limits, task_executions};
 use super::store::TaskState;
 use crate::error::Result;
 use crate::model::limits::{admit, governing, started, Blocked, KeyTemplate, Limit, Usage};
 use crate::model::ExecutionPlan;
+use crate::model::TaskStatus;
 
 /// A ready task that holds limit keys, as a claim considers it.
 pub(crate) struct Keyed<'a> {
@@ -232,6 +234,82 @@ impl Conn<'_> {
         }
         free.sort_unstable();
         Ok((free, waiting))
+    }
+
+    /// Makes Running under `worker` up to `limit` ready tasks of any execution that hold limit
+    /// keys, whose ids are in `task_ids`, oldest first, each only if its keys admit it.
+    pub(crate) fn take_keyed_rows(
+        &mut self,
+        worker: &str,
+        task_ids: &[String],
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<TakenRow>> {
+        let mut found: Vec<(TakenRow, Option<String>)> = Vec::new();
+        for chunk in task_ids.chunks(CHUNK) {
+            let wanted = limit.saturating_sub(found.len());
+            if wanted == 0 {
+                break;
+            }
+            let ready = task_executions::table
+                .filter(task_executions::queue.eq(super::rows::DEFAULT_QUEUE))
+                .filter(task_executions::status.eq(TaskStatus::Pending.as_str()))
+                .filter(task_executions::ready_at.is_not_null())
+                .filter(task_executions::limit_keys.is_not_null())
+                .filter(task_executions::task_id.eq_any(chunk))
+                .order(task_executions::ready_at)
+                .limit(wanted as i64)
+                .select((columns::<TakenRow>(), task_executions::limit_keys));
+            found.extend(match self {
+                #[cfg(feature = "sqlite")]
+                Conn::Sqlite(conn) => ready.load::<(TakenRow, Option<String>)>(*conn)?,
+                #[cfg(feature = "postgres")]
+                Conn::Postgres(conn) => ready
+                    .for_update()
+                    .skip_locked()
+                    .load::<(TakenRow, Option<String>)>(*conn)?,
+            });
+        }
+        if found.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<Vec<String>> = found
+            .iter()
+            .map(|(_, k)| {
+                k.as_deref()
+                    .and_then(|k| serde_json::from_str(k).ok())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let candidates: Vec<Keyed<'_>> = found
+            .iter()
+            .zip(&keys)
+            .map(|((row, _), keys)| Keyed {
+                execution_id: &row.execution_id,
+                task_id: &row.task_id,
+                attempt: row.attempt + 1,
+                keys,
+            })
+            .collect();
+        let admitted = self.take_units(&candidates, now)?;
+        let mut taken = Vec::new();
+        for ((mut row, _), ok) in found.into_iter().zip(admitted) {
+            if !ok {
+                continue;
+            }
+            row.attempt += 1;
+            diesel::update(task_executions::table.find((&row.execution_id, &row.task_id)))
+                .set((
+                    task_executions::status.eq(TaskStatus::Running.as_str()),
+                    task_executions::worker_id.eq(Some(worker)),
+                    task_executions::attempt.eq(row.attempt),
+                    task_executions::started_at.eq(Some(now.naive_utc())),
+                    task_executions::reason.eq(None::<String>),
+                ))
+                .execute_on(self)?;
+            taken.push(row);
+        }
+        Ok(taken)
     }
 
     /// Gives back the units held by the attempts of `task_ids` of `execution`; how many.

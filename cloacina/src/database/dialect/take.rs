@@ -92,9 +92,27 @@ impl Pool {
 
 impl Conn<'_> {
     /// Makes Running under `worker`, at `now`, up to `limit` ready tasks and map instances whose
-    /// (node's) ids are in `task_ids`, oldest first, of any execution; with `execution`, only
-    /// the map instances of that execution.
+    /// (node's) ids are in `task_ids`, oldest first, of any execution (tasks that hold limit
+    /// keys after the others, each only if its keys admit it); with `execution`, only the map
+    /// instances of that execution.
     pub(crate) fn take_ready_rows(
+        &mut self,
+        worker: &str,
+        task_ids: &[String],
+        limit: usize,
+        now: DateTime<Utc>,
+        execution: Option<&str>,
+    ) -> Result<Vec<TakenRow>> {
+        let mut rows = self.take_unkeyed_rows(worker, task_ids, limit, now, execution)?;
+        if execution.is_none() && rows.len() < limit {
+            let more = self.take_keyed_rows(worker, task_ids, limit - rows.len(), now)?;
+            rows.extend(more);
+        }
+        Ok(rows)
+    }
+
+    /// [`Conn::take_ready_rows`] for the rows that hold no limit key.
+    fn take_unkeyed_rows(
         &mut self,
         worker: &str,
         task_ids: &[String],
@@ -149,6 +167,7 @@ fn take_ready_sql(ready: &str) -> String {
 static TAKE_READY_SQL: once_cell::sync::Lazy<String> = once_cell::sync::Lazy::new(|| {
     take_ready_sql(
         "queue = 'default' AND status = 'Pending' AND ready_at IS NOT NULL \
+         AND limit_keys IS NULL \
          AND (task_id IN (SELECT unnest($2::text[])) \
               OR map_task IN (SELECT unnest($2::text[])))",
     )
@@ -202,6 +221,7 @@ fn take_ready_each(
         let oldest = task_executions::ready_at;
         let found: Vec<TakenRow> = match execution {
             None => ready_in_queue()
+                .filter(task_executions::limit_keys.is_null())
                 .filter(
                     task_executions::task_id
                         .eq_any(chunk)
