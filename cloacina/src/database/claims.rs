@@ -234,7 +234,7 @@ pub(crate) fn commit_batch(conn: &mut Conn<'_>, request: &CommitRequest) -> Resu
     let stored = conn.store_ends(&id, worker, &ends)?;
     // Instances ended, per node.
     let mut instances_ended: BTreeMap<usize, i32> = BTreeMap::new();
-    for ((task, stored), end) in ended.iter().zip(stored).zip(&ends) {
+    for ((task, stored), end) in ended.iter().zip(stored.iter().copied()).zip(&ends) {
         if !stored {
             committed.lost.push((task.position, task.attempt));
             continue;
@@ -250,12 +250,16 @@ pub(crate) fn commit_batch(conn: &mut Conn<'_>, request: &CommitRequest) -> Resu
         settled_from.push(task.position);
     }
     conn.insert_attempts(&attempts)?;
-    // Units of limits the ended attempts held come back; waiting tasks may start.
+    // Units of limits the ended attempts held come back (a lost claim's came back when it was
+    // given back); waiting tasks may start.
     let held: Vec<&str> = ended
         .iter()
         .zip(&ends)
-        .filter(|(task, _)| !plan.tasks()[task.position].options.limits.is_empty())
-        .map(|(_, end)| end.task_id.as_ref())
+        .zip(&stored)
+        .filter(|((task, _), stored)| {
+            **stored && !plan.tasks()[task.position].options.limits.is_empty()
+        })
+        .map(|((_, end), _)| end.task_id.as_ref())
         .collect();
     let units_freed = !held.is_empty() && conn.give_back_units(&id, &held)? > 0;
     for (node, status) in conn.count_instance_ends(&id, plan, &instances_ended, now)? {
