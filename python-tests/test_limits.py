@@ -1,0 +1,129 @@
+"""Named limits shared by every worker (flow control): caps on running attempts, keys filled from
+the context, stored limits and their errors. Real workflows on the test's database."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Dict, List, Sequence, Tuple
+
+import pytest
+
+from backend import cl
+from procs import finished
+
+pytestmark = pytest.mark.asyncio
+
+
+def max_overlap(intervals: Sequence[Tuple[float, float]]) -> int:
+    """The most intervals open at one instant (an end at the same instant as a start comes first)."""
+    points = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    open_now = most = 0
+    for _, step in points:
+        open_now += step
+        most = max(most, open_now)
+    return most
+
+
+def fan_of_sleepers(ids, n: int, limits: List[str], seconds: float,
+                    spans: Dict[str, Tuple[float, float]]):
+    """``root`` -> ``n`` tasks holding ``limits`` that each sleep ``seconds`` and record their span."""
+
+    @cl.task(ids("root"))
+    def root(ctx):
+        return {}
+
+    tasks = []
+    for i in range(n):
+        def body(ctx, i=i):
+            start = time.monotonic()
+            time.sleep(seconds)
+            spans[f"t{i}"] = (start, time.monotonic())
+            return {f"t{i}": i}
+        tasks.append(cl.task(ids(f"t{i}"), dependencies=[root], limits=limits)(body))
+    return cl.Workflow(ids.wf(), tasks)
+
+
+async def test_a_cap_holds_and_is_reached(executor, ids):
+    name = ids("api")
+    await executor.set_limit(name, concurrency=2)
+    spans: Dict[str, Tuple[float, float]] = {}
+    wf = fan_of_sleepers(ids, 8, [name], 0.15, spans)
+    result = await finished(executor, await executor.submit(wf, {}))
+    assert result["status"] == "Completed", result["error"]
+    assert len(spans) == 8
+    overlap = max_overlap(list(spans.values()))
+    assert overlap <= 2, f"{overlap} ran at once under concurrency=2: {spans}"
+    assert overlap == 2, f"concurrency=2 ran its tasks one at a time: {spans}"
+    listed = {limit["name"]: limit for limit in await executor.list_limits()}
+    assert listed[name] == {"name": name, "concurrency": 2, "rate": None, "per": 1.0, "running": 0}
+
+
+async def test_keys_filled_from_the_context_limit_each_tenant_apart(executor, ids):
+    await executor.set_limit(ids("tenant:") + "*", concurrency=1)
+    spans: Dict[str, Tuple[float, float]] = {}
+    wf = fan_of_sleepers(ids, 4, [ids("tenant:") + "{tenant}"], 0.15, spans)
+    by_tenant: Dict[str, List[Tuple[float, float]]] = {}
+    for tenant in ("a", "b"):
+        spans.clear()
+        execution_id = await executor.submit(wf, {"tenant": tenant})
+        result = await finished(executor, execution_id)
+        assert result["status"] == "Completed", result["error"]
+        by_tenant[tenant] = list(spans.values())
+        assert max_overlap(by_tenant[tenant]) == 1, spans
+
+
+async def test_raising_a_cap_starts_waiting_tasks(executor, ids):
+    name = ids("slow")
+    await executor.set_limit(name, concurrency=1)
+    spans: Dict[str, Tuple[float, float]] = {}
+    wf = fan_of_sleepers(ids, 6, [name], 0.4, spans)
+    execution_id = await executor.submit(wf, {})
+    deadline = time.monotonic() + 30
+    while not spans and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    await executor.set_limit(name, concurrency=3)
+    result = await finished(executor, execution_id)
+    assert result["status"] == "Completed", result["error"]
+    assert max_overlap(list(spans.values())) == 3, spans
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    ({"concurrency": 0}, ValueError, "concurrency=0"),
+    ({"concurrency": -1}, ValueError, "concurrency=-1"),
+    ({"rate": 5, "per": 0}, ValueError, "per=0"),
+    ({"rate": 5, "per": -2.5}, ValueError, "per=-2.5"),
+    ({"concurrency": "8"}, TypeError, "concurrency must be an int"),
+    ({"concurrency": True}, TypeError, "not a bool"),
+    ({"rate": 1.5}, TypeError, "rate must be an int"),
+    ({"per": "1s"}, TypeError, "per must be a number"),
+])
+async def test_bad_arguments_raise_and_store_nothing(executor, ids, kwargs, error, words):
+    with pytest.raises(error, match=words):
+        await executor.set_limit(ids("bad"), **kwargs)
+    assert ids("bad") not in [limit["name"] for limit in await executor.list_limits()]
+
+
+async def test_bad_names_and_unknown_limits(executor, ids):
+    with pytest.raises(ValueError, match="trailing"):
+        await executor.set_limit("a*b", concurrency=1)
+    with pytest.raises(ValueError, match="empty"):
+        await executor.set_limit("", concurrency=1)
+    with pytest.raises(LookupError, match="no limit named"):
+        await executor.delete_limit(ids("nothing"))
+    with pytest.raises(cl.LimitNotFoundError):
+        await executor.delete_limit(ids("nothing"))
+    await executor.set_limit(ids("x"), rate=10, per=60)
+    await executor.delete_limit(ids("x"))
+    assert ids("x") not in [limit["name"] for limit in await executor.list_limits()]
+
+
+@pytest.mark.parametrize("limits, error, words", [
+    ("api", TypeError, "not a str"),
+    ([1], TypeError, "str keys"),
+    (["a{"], ValueError, "unclosed"),
+    (["a{}"], ValueError, "empty"),
+])
+def test_bad_task_limits_raise_when_decorating(ids, limits, error, words):
+    with pytest.raises(error, match=words):
+        cl.task(ids("t"), limits=limits)(lambda ctx: ctx)
