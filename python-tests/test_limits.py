@@ -12,7 +12,6 @@ import pytest
 from backend import cl
 from procs import finished
 
-pytestmark = pytest.mark.asyncio
 
 
 def max_overlap(intervals: Sequence[Tuple[float, float]]) -> int:

@@ -27,6 +27,7 @@ NotInitializedError = _backend_module.NotInitializedError
 ExecutionNotFoundError = _backend_module.ExecutionNotFoundError
 ExecutionStateError = _backend_module.ExecutionStateError
 ScheduleNotFoundError = _backend_module.ScheduleNotFoundError
+LimitNotFoundError = _backend_module.LimitNotFoundError
 SkipTask = _backend_module.SkipTask
 ContextError = _backend_module.ContextError
 EXECUTION_STATUSES: "tuple[str, ...]" = _backend_module.EXECUTION_STATUSES
@@ -65,6 +66,7 @@ __all__ = [
     "ExecutionNotFoundError",
     "ExecutionStateError",
     "ScheduleNotFoundError",
+    "LimitNotFoundError",
     "SkipTask",
     "ContextError",
     "DEFAULT_LEASE_TIMEOUT",

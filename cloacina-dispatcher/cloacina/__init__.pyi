@@ -9,6 +9,7 @@ from cloacina._backend import ExecutionNotFoundError as ExecutionNotFoundError
 from cloacina._backend import ExecutionStateError as ExecutionStateError
 from cloacina._backend import NotInitializedError as NotInitializedError
 from cloacina._backend import ScheduleNotFoundError as ScheduleNotFoundError
+from cloacina._backend import LimitNotFoundError as LimitNotFoundError
 from cloacina._backend import SkipTask as SkipTask
 from cloacina._backend import UnifiedExecutor as UnifiedExecutor
 from cloacina._backend import Workflow as Workflow
@@ -53,6 +54,7 @@ __all__ = [
     "ExecutionNotFoundError",
     "ExecutionStateError",
     "ScheduleNotFoundError",
+    "LimitNotFoundError",
     "SkipTask",
     "ContextError",
     "DEFAULT_LEASE_TIMEOUT",

@@ -27,6 +27,7 @@ __all__ = [
     "ExecutionStateError",
     "NotInitializedError",
     "ScheduleNotFoundError",
+    "LimitNotFoundError",
     "SkipTask",
     "UnifiedExecutor",
     "Workflow",
@@ -107,6 +108,9 @@ class ExecutionStateError(CloacinaError, ValueError):
 
 class ScheduleNotFoundError(CloacinaError, LookupError):
     """No schedule with the given name is stored in this database."""
+
+class LimitNotFoundError(CloacinaError, LookupError):
+    """No limit with the given name is stored in this database."""
 
 class SkipTask(Exception):
     """Raise inside a task to mark it Skipped with this reason; it is not a failure and is never retried."""
