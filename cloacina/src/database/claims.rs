@@ -275,8 +275,8 @@ pub(crate) fn commit_batch(conn: &mut Conn<'_>, request: &CommitRequest) -> Resu
     let mut open = false;
     let claims_more = !settled_from.is_empty() || !instances_ended.is_empty();
     if locked.cancel_reason.is_none() && claims_more {
-        let settled = conn.settle(&id, plan, &settled_from, &mut states, now)?;
-        conn.fill_keys(&id, plan, &settled.ready)?;
+        let mut settled = conn.settle(&id, plan, &settled_from, &mut states, now)?;
+        conn.fill_keys_or_fail(&id, plan, &mut settled, &mut states, now)?;
         let (mut mine, others) = batch.split_ready(&settled.ready);
         conn.mark_ready(&id, &others, now)?;
         // Free slots left take other ready tasks of this execution (a fan-out's), and then

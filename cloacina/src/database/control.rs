@@ -204,7 +204,7 @@ impl Database {
                 settled.ready.extend(started.ready);
                 settled.ready.sort_unstable();
                 settled.ready.dedup();
-                conn.fill_keys(&id, &plan, &settled.ready)?;
+                conn.fill_keys_or_fail(&id, &plan, &mut settled, &mut states, now)?;
                 conn.mark_ready(&id, &settled.ready, now)?;
                 conn.announce(Signal::Ready)?;
                 let reopened = LockedExecution {

@@ -10,7 +10,7 @@ use diesel::prelude::*;
 use super::connection::{columns, Conn, RunOn, CHUNK};
 use super::dialect::TakenRow;
 use super::schema::{limit_holders, limit_usage, limits, task_executions};
-use super::store::TaskState;
+use super::store::{Settled, TaskState};
 use crate::error::Result;
 use crate::model::limits::{admit, governing, started, Blocked, KeyTemplate, Limit, Usage};
 use crate::model::ExecutionPlan;
@@ -175,6 +175,56 @@ impl Conn<'_> {
             }
         }
         Ok(filled)
+    }
+
+    /// Fills the keys of the tasks `settled` made ready ([`Conn::fill_keys`]); a task whose keys
+    /// cannot be filled fails with the reason, its dependents settle in turn, and so on.
+    pub(crate) fn fill_keys_or_fail(
+        &mut self,
+        execution: &str,
+        plan: &ExecutionPlan,
+        settled: &mut Settled,
+        states: &mut BTreeMap<usize, TaskState>,
+        now: NaiveDateTime,
+    ) -> Result<()> {
+        let mut fresh = settled.ready.clone();
+        while !fresh.is_empty() {
+            let failed: Vec<(usize, String)> = self
+                .fill_keys(execution, plan, &fresh)?
+                .into_iter()
+                .filter_map(|(p, keys)| keys.err().map(|e| (p, e)))
+                .collect();
+            if failed.is_empty() {
+                break;
+            }
+            for (position, error) in &failed {
+                diesel::update(
+                    task_executions::table
+                        .filter(task_executions::execution_id.eq(execution))
+                        .filter(task_executions::position.eq(*position as i32))
+                        .filter(task_executions::map_index.eq(-1)),
+                )
+                .set((
+                    task_executions::status.eq(TaskStatus::Failed.as_str()),
+                    task_executions::error.eq(Some(error)),
+                    task_executions::completed_at.eq(Some(now)),
+                ))
+                .execute_on(self)?;
+                if let Some(state) = states.get_mut(position) {
+                    state.status = TaskStatus::Failed;
+                    state.ready = false;
+                }
+            }
+            let failed: Vec<usize> = failed.into_iter().map(|(p, _)| p).collect();
+            settled.ready.retain(|p| !failed.contains(p));
+            let next = self.settle(execution, plan, &failed, states, now)?;
+            settled.skipped.extend(next.skipped);
+            settled.expanded |= next.expanded;
+            fresh = next.ready.clone();
+            settled.ready.extend(next.ready);
+            settled.ready.sort_unstable();
+        }
+        Ok(())
     }
 
     /// Of the ready tasks at `positions` of `execution`, those that may start now: every task
