@@ -126,3 +126,24 @@ async def test_bad_names_and_unknown_limits(executor, ids):
 def test_bad_task_limits_raise_when_decorating(ids, limits, error, words):
     with pytest.raises(error, match=words):
         cl.task(ids("t"), limits=limits)(lambda ctx: ctx)
+
+
+async def test_a_key_missing_from_the_context_fails_the_task_and_names_it(executor, ids):
+    @cl.task(ids("root"))
+    def root(ctx):
+        return {"other": 1}
+
+    @cl.task(ids("keyed"), dependencies=[root], limits=[ids("tenant:") + "{tenant}"])
+    def keyed(ctx):
+        return {"ran": True}
+
+    @cl.task(ids("after"), dependencies=[keyed])
+    def after(ctx):
+        return {"after": True}
+
+    result = await finished(executor, await executor.submit(cl.Workflow(ids.wf(), [after]), {}))
+    assert result["status"] == "Failed"
+    tasks = {t["task_id"]: t for t in result["task_results"]}
+    assert tasks[ids("keyed")]["status"] == "Failed"
+    assert "'tenant' is not in the task's input context" in tasks[ids("keyed")]["error"]
+    assert tasks[ids("after")]["status"] == "Skipped"
