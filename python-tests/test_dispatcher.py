@@ -33,10 +33,10 @@ needs_sqlite_wheel = pytest.mark.skipif(not REAL_SQLITE, reason="scenarios built
 EXPORTED = [
     "task", "Workflow", "UnifiedExecutor", "CloacinaError", "DatabaseError", "WorkflowError",
     "ConfigurationError", "NotInitializedError", "ContextError", "SkipTask",
-    "ExecutionNotFoundError", "ExecutionStateError", "ScheduleNotFoundError", "current_task",
+    "ExecutionNotFoundError", "ExecutionStateError", "ScheduleNotFoundError", "LimitNotFoundError", "current_task",
     "EXECUTION_STATUSES", "FINAL_EXECUTION_STATUSES", "TASK_STATUSES", "FINAL_TASK_STATUSES",
     "DEFAULT_MAX_CONCURRENCY", "DEFAULT_LEASE_TIMEOUT", "DEFAULT_LIST_LIMIT",
-    "AttemptRecord", "CurrentTask", "ExecutionResult", "MapCounts", "RunningTask", "ScheduleInfo", "TaskInstance",
+    "AttemptRecord", "CurrentTask", "ExecutionResult", "LimitInfo", "MapCounts", "RunningTask", "ScheduleInfo", "TaskInstance",
     "TaskResult", "WorkerInfo",
 ]
 
@@ -70,6 +70,7 @@ FAKE_POSTGRES = textwrap.dedent(
     class ExecutionNotFoundError(CloacinaError, LookupError): pass
     class ExecutionStateError(CloacinaError, ValueError): pass
     class ScheduleNotFoundError(CloacinaError, LookupError): pass
+    class LimitNotFoundError(CloacinaError, LookupError): pass
     class SkipTask(Exception): pass
 
     def current_task():
@@ -90,7 +91,7 @@ FAKE_POSTGRES = textwrap.dedent(
     DEFAULT_MAX_CONCURRENCY = DEFAULT_LIST_LIMIT = 1
     DEFAULT_LEASE_TIMEOUT = 1.0
     AttemptRecord = CurrentTask = ExecutionResult = RunningTask = ScheduleInfo = TaskResult = WorkerInfo = dict
-    MapCounts = TaskInstance = dict
+    MapCounts = TaskInstance = LimitInfo = dict
     """
 )
 

@@ -43,6 +43,7 @@ ExecutionResult = _backend_module.ExecutionResult
 MapCounts = _backend_module.MapCounts
 RunningTask = _backend_module.RunningTask
 ScheduleInfo = _backend_module.ScheduleInfo
+LimitInfo = _backend_module.LimitInfo
 TaskInstance = _backend_module.TaskInstance
 TaskResult = _backend_module.TaskResult
 WorkerInfo = _backend_module.WorkerInfo
@@ -82,6 +83,7 @@ __all__ = [
     "MapCounts",
     "RunningTask",
     "ScheduleInfo",
+    "LimitInfo",
     "TaskInstance",
     "TaskResult",
     "WorkerInfo",

@@ -29,6 +29,7 @@ from cloacina._backend import ExecutionResult as ExecutionResult
 from cloacina._backend import MapCounts as MapCounts
 from cloacina._backend import RunningTask as RunningTask
 from cloacina._backend import ScheduleInfo as ScheduleInfo
+from cloacina._backend import LimitInfo as LimitInfo
 from cloacina._backend import TaskInstance as TaskInstance
 from cloacina._backend import TaskResult as TaskResult
 from cloacina._backend import WorkerInfo as WorkerInfo
@@ -70,6 +71,7 @@ __all__ = [
     "MapCounts",
     "RunningTask",
     "ScheduleInfo",
+    "LimitInfo",
     "TaskInstance",
     "TaskResult",
     "WorkerInfo",

@@ -9,6 +9,7 @@ __all__ = [
     "MapCounts",
     "RunningTask",
     "ScheduleInfo",
+    "LimitInfo",
     "TaskInstance",
     "TaskResult",
     "WorkerInfo",
@@ -70,6 +71,7 @@ from ._types import ExecutionResult as ExecutionResult
 from ._types import MapCounts as MapCounts
 from ._types import RunningTask as RunningTask
 from ._types import ScheduleInfo as ScheduleInfo
+from ._types import LimitInfo as LimitInfo
 from ._types import TaskInstance as TaskInstance
 from ._types import TaskResult as TaskResult
 from ._types import WorkerInfo as WorkerInfo
@@ -128,6 +130,8 @@ def task(
         retry_on: Union[Type[BaseException], Tuple[Type[BaseException], ...]] = (Exception,),
         timeout: Optional[float] = None,
         trigger_rule: _TriggerRule = "all_success",
+        limits: Sequence[str] = (),
+        priority: int = 0,
 ) -> _F:
     """Register a ``def`` or ``async def`` function taking the context dict as a task.
 
@@ -150,6 +154,11 @@ def task(
     whatever an instance returned. ``map_limit`` caps how many instances run at once in one
     execution, across all workers. Each instance retries alone; see docs/map.md.
 
+    ``limits`` are keys of named limits (``set_limit``) each attempt holds while it runs, such as
+    ``"openai"`` or ``"tenant:{tenant_id}"`` (``{name}`` parts filled from the task's input when
+    it becomes ready; a missing key fails the task). A task waits, Pending, while a key's limit
+    is reached. ``priority`` is reserved for claim order (higher first; not used yet).
+
     Options are checked when the decorator runs: a wrong type (``True``/``False`` included)
     raises TypeError, a value out of range ValueError naming the option. ``retries`` is an int
     from 0 to 10000; ``retry_delay`` and ``retry_max_delay`` are seconds from 0 to 31536000 (one
@@ -170,6 +179,8 @@ def task(
         retry_on: Union[Type[BaseException], Tuple[Type[BaseException], ...]] = (Exception,),
         timeout: Optional[float] = None,
         trigger_rule: _TriggerRule = "all_success",
+        limits: Sequence[str] = (),
+        priority: int = 0,
         map_over: None = None,
 ) -> Callable[[_F], _F]: ...
 
@@ -190,6 +201,8 @@ def task(
         retry_on: Union[Type[BaseException], Tuple[Type[BaseException], ...]] = (Exception,),
         timeout: Optional[float] = None,
         trigger_rule: _TriggerRule = "all_success",
+        limits: Sequence[str] = (),
+        priority: int = 0,
 ) -> Callable[[_MF], _MF]: ...
 
 @final
@@ -345,6 +358,19 @@ class UnifiedExecutor:
         """Every worker registered in the database, most recent heartbeat first: its host and
         pid, its task ids, its heartbeat, whether it is alive (heartbeat younger than the
         lease) and the tasks it is running. Workers that stopped cleanly are not listed."""
+    async def set_limit(
+        self, name: str, *, concurrency: Optional[int] = None, rate: Optional[int] = None, per: float = 1.0
+    ) -> None:
+        """Create or change the limit ``name`` for every worker on the database: at most
+        ``concurrency`` attempts holding it run at once, at most ``rate`` start in any ``per``
+        seconds (evenly spaced). A name ending in ``*`` is the default of every key with that
+        prefix. Raises ValueError for a count below 1 or ``per`` not above 0, TypeError for a
+        wrong type; nothing is stored then. Waiting tasks are tried again at once."""
+    async def delete_limit(self, name: str) -> None:
+        """Delete the limit ``name``; raises LimitNotFoundError (a LookupError) if there is none."""
+    async def list_limits(self) -> List[LimitInfo]:
+        """Every limit in the database, by name, with ``running``: the attempts holding a
+        concrete key now (None for a ``*`` default)."""
     async def list_schedules(self) -> List[ScheduleInfo]:
         """Every schedule in the database, by name, with its next and last fire."""
     async def pause_schedule(self, name: str) -> None:

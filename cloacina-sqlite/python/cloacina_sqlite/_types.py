@@ -6,7 +6,7 @@ they are ``TypedDict`` classes, so a value is an ordinary dict.
 
 from typing import Any, Dict, List, Literal, Optional, TypedDict
 
-__all__ = ["AttemptRecord", "CurrentTask", "ExecutionResult", "MapCounts", "RunningTask", "ScheduleInfo",
+__all__ = ["AttemptRecord", "CurrentTask", "ExecutionResult", "MapCounts", "RunningTask", "ScheduleInfo", "LimitInfo",
            "TaskInstance", "TaskResult", "WorkerInfo"]
 
 
@@ -108,6 +108,16 @@ class CurrentTask(TypedDict):
     attempt: int
     map_index: Optional[int]
     """The instance's index in a mapped task's list; None in an ordinary task."""
+
+
+class LimitInfo(TypedDict):
+    """A named limit as ``list_limits`` returns it."""
+
+    name: str
+    concurrency: Optional[int]
+    rate: Optional[int]
+    per: float
+    running: Optional[int]
 
 
 class ScheduleInfo(TypedDict):
