@@ -147,3 +147,33 @@ async def test_a_key_missing_from_the_context_fails_the_task_and_names_it(execut
     assert tasks[ids("keyed")]["status"] == "Failed"
     assert "'tenant' is not in the task's input context" in tasks[ids("keyed")]["error"]
     assert tasks[ids("after")]["status"] == "Skipped"
+
+
+async def test_with_one_slot_ready_tasks_start_highest_priority_first(database_url, ids):
+    executor = cl.UnifiedExecutor(max_concurrency=1)
+    await executor.initialize(database_url)
+    try:
+        order: List[str] = []
+
+        @cl.task(ids("root"))
+        def root(ctx):
+            return {}
+
+        priorities = {"a": 0, "b": 5, "c": -1, "d": 3, "e": 10}
+        tasks = []
+        for name, priority in priorities.items():
+            def body(ctx, name=name):
+                order.append(name)
+                return {name: True}
+            tasks.append(cl.task(ids(name), dependencies=[root], priority=priority)(body))
+        result = await finished(executor, await executor.submit(cl.Workflow(ids.wf(), tasks), {}))
+        assert result["status"] == "Completed", result["error"]
+        assert order == sorted(priorities, key=lambda n: -priorities[n]), order
+    finally:
+        await executor.shutdown()
+
+
+@pytest.mark.parametrize("priority, error", [(1.5, TypeError), (True, TypeError), (2_000_000, ValueError)])
+def test_bad_priorities_raise_when_decorating(ids, priority, error):
+    with pytest.raises(error, match="priority"):
+        cl.task(ids("t"), priority=priority)(lambda ctx: ctx)

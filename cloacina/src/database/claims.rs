@@ -277,7 +277,7 @@ pub(crate) fn commit_batch(conn: &mut Conn<'_>, request: &CommitRequest) -> Resu
     if locked.cancel_reason.is_none() && claims_more {
         let mut settled = conn.settle(&id, plan, &settled_from, &mut states, now)?;
         conn.fill_keys_or_fail(&id, plan, &mut settled, &mut states, now)?;
-        let (mut mine, others) = batch.split_ready(&settled.ready);
+        let (mut mine, others) = batch.split_ready(&plan.by_priority(&settled.ready));
         conn.mark_ready(&id, &others, now)?;
         // Free slots left take other ready tasks of this execution (a fan-out's), and then
         // those claimed ahead; a chain's next task fills its slot and looks no further.
@@ -286,6 +286,7 @@ pub(crate) fn commit_batch(conn: &mut Conn<'_>, request: &CommitRequest) -> Resu
             let waiting = conn.ready_tasks(&id, wanted + settled.ready.len(), &mut states)?;
             mine.extend(batch.more_to_claim(waiting, &mine, wanted));
         }
+        let mine = plan.by_priority(&mine);
         committed.claimed =
             conn.claim_positions(*execution, plan, worker, &mine, &states, now_utc)?;
         let free = (claim.limit + claim.instances_ahead).saturating_sub(committed.claimed.len());

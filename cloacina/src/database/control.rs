@@ -294,9 +294,9 @@ impl Conn<'_> {
         self.fill_keys(&execution_id.to_string(), plan, &roots)?;
         let mut claimed = Vec::new();
         if let Some((worker, request)) = &claim {
-            let mine: Vec<usize> = roots
-                .iter()
-                .copied()
+            let mine: Vec<usize> = plan
+                .by_priority(&roots)
+                .into_iter()
                 .filter(|&p| (request.registered)(&plan.tasks()[p].id))
                 .take(request.limit)
                 .collect();

@@ -307,7 +307,7 @@ impl Conn<'_> {
                 .filter(task_executions::ready_at.is_not_null())
                 .filter(task_executions::limit_keys.is_not_null())
                 .filter(task_executions::task_id.eq_any(chunk))
-                .order(task_executions::ready_at)
+                .order((task_executions::priority.desc(), task_executions::ready_at))
                 .limit(wanted as i64)
                 .select((columns::<TakenRow>(), task_executions::limit_keys));
             found.extend(match self {

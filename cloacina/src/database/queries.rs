@@ -276,6 +276,7 @@ fn execution_from_row(row: ExecutionRow, task_results: Vec<TaskResult>) -> Resul
         started_at: row.started_at.and_utc(),
         completed_at: row.completed_at.map(|d| d.and_utc()),
         task_results,
+        priority: row.priority,
     })
 }
 

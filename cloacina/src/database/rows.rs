@@ -29,6 +29,7 @@ pub(crate) struct ExecutionRow {
     pub(crate) deadline: Option<NaiveDateTime>,
     pub(crate) cancel_reason: Option<String>,
     pub(crate) reason: Option<String>,
+    pub(crate) priority: i32,
 }
 
 /// A task's row as inserted and read back, without its output: that can be large, and only
@@ -55,6 +56,7 @@ pub(crate) struct TaskRow {
     pub(crate) map_element: Option<String>,
     pub(crate) map_count: Option<i32>,
     pub(crate) map_counts: Option<String>,
+    pub(crate) priority: i32,
 }
 
 impl TaskRow {
@@ -80,6 +82,7 @@ impl TaskRow {
             map_element: None,
             map_count: None,
             map_counts: None,
+            priority: 0,
         }
     }
 }
@@ -183,6 +186,7 @@ pub(crate) fn new_execution_rows(
         deadline: deadline.map(|d| d.naive_utc()),
         cancel_reason: None,
         reason: None,
+        priority: record.priority,
     };
     let tasks = plan
         .tasks()
@@ -203,6 +207,7 @@ pub(crate) fn new_execution_rows(
             waiting_on: task.dependencies.len() as i32,
             // -1: a node not expanded yet.
             map_count: task.options.map.as_ref().map(|_| -1),
+            priority: record.priority.saturating_add(task.options.priority),
             ..TaskRow::new(&id, task.id.clone(), position)
         })
         .collect();

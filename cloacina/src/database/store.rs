@@ -359,6 +359,12 @@ impl Conn<'_> {
         if !missed.is_empty() {
             self.give_back_units(&id, &missed)?;
         }
+        // In the order asked (highest priority first), whatever order the database took them.
+        let taken: Vec<usize> = positions
+            .iter()
+            .copied()
+            .filter(|p| taken.contains(p))
+            .collect();
         Ok(taken
             .into_iter()
             .map(|position| {
@@ -385,7 +391,7 @@ impl Conn<'_> {
         let rows: Vec<(i32, String, i32)> = task_executions::table
             .filter(task_executions::execution_id.eq(execution))
             .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(READY_TASK))
-            .order(task_executions::ready_at)
+            .order((task_executions::priority.desc(), task_executions::ready_at))
             .limit(limit as i64)
             .select((
                 task_executions::position,

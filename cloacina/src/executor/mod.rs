@@ -83,6 +83,8 @@ pub struct SubmitOptions {
     pub idempotency_key: Option<String>,
     /// Past this long after submission, the execution is cancelled.
     pub timeout: Option<Duration>,
+    /// Added to each task's priority: ready tasks are claimed highest first.
+    pub priority: i32,
 }
 
 struct Inner {
@@ -191,13 +193,14 @@ impl UnifiedExecutor {
         }
         self.inner.registry.learn(workflow);
         let plan = workflow.plan();
-        let record = ExecutionResult::pending(
+        let mut record = ExecutionResult::pending(
             options.execution_id.unwrap_or_else(Uuid::new_v4),
             workflow.name(),
             workflow.version(),
             input.clone(),
             &plan,
         );
+        record.priority = options.priority;
         let deadline = match options.timeout {
             Some(t) => Some(
                 now()

@@ -87,6 +87,13 @@ impl ExecutionPlan {
         &self.tasks[position].dependencies
     }
 
+    /// `positions` highest task priority first, in position order among equals.
+    pub fn by_priority(&self, positions: &[usize]) -> Vec<usize> {
+        let mut sorted = positions.to_vec();
+        sorted.sort_by_key(|&p| (std::cmp::Reverse(self.tasks[p].options.priority), p));
+        sorted
+    }
+
     /// Positions of the tasks that directly depend on the task at `position`.
     pub fn dependents_of(&self, position: usize) -> &[usize] {
         &self.dependents[position]

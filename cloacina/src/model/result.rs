@@ -287,6 +287,8 @@ pub struct ExecutionResult {
     pub completed_at: Option<DateTime<Utc>>,
     /// One entry per task, in the workflow's topological order.
     pub task_results: Vec<TaskResult>,
+    /// Added to each task's priority: ready tasks are claimed highest first.
+    pub priority: i32,
 }
 
 impl ExecutionResult {
@@ -317,6 +319,7 @@ impl ExecutionResult {
                     TaskResult::pending(&t.id, upstream.collect())
                 })
                 .collect(),
+            priority: 0,
         }
     }
 }

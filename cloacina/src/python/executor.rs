@@ -254,6 +254,7 @@ fn submission(
     context: Option<&Bound<'_, PyAny>>,
     key: Option<&Bound<'_, PyAny>>,
     timeout: Option<&Bound<'_, PyAny>>,
+    priority: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<(Workflow, Context, SubmitOptions)> {
     let graph = workflow_arg(method, workflow)?;
     // Logging levels set since the last call take effect for this execution.
@@ -274,6 +275,10 @@ fn submission(
         execution_id,
         idempotency_key: idempotency_key(key)?,
         timeout: args::optional_seconds(&limits::EXECUTION_TIMEOUT, timeout)?,
+        priority: priority
+            .map(super::options::priority)
+            .transpose()?
+            .unwrap_or(0),
     };
     Ok((graph, input, options))
 }
@@ -427,7 +432,7 @@ impl PyUnifiedExecutor {
     }
 
     /// Records a new execution of `workflow` and returns its id at once; a worker runs it.
-    #[pyo3(signature = (workflow, context=None, *, idempotency_key=None, timeout=None))]
+    #[pyo3(signature = (workflow, context=None, *, idempotency_key=None, timeout=None, priority=None))]
     fn submit<'py>(
         &self,
         py: Python<'py>,
@@ -435,9 +440,16 @@ impl PyUnifiedExecutor {
         context: Option<&Bound<'py, PyAny>>,
         idempotency_key: Option<&Bound<'py, PyAny>>,
         timeout: Option<&Bound<'py, PyAny>>,
+        priority: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (graph, input, options) =
-            submission("submit", workflow, context, idempotency_key, timeout)?;
+        let (graph, input, options) = submission(
+            "submit",
+            workflow,
+            context,
+            idempotency_key,
+            timeout,
+            priority,
+        )?;
         let engine = self.engine()?;
         let traced = options.execution_id;
         awaitable(py, async move {
@@ -477,7 +489,8 @@ impl PyUnifiedExecutor {
         context: Option<&Bound<'py, PyAny>>,
         timeout: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (graph, input, options) = submission("execute", workflow, context, None, timeout)?;
+        let (graph, input, options) =
+            submission("execute", workflow, context, None, timeout, None)?;
         let engine = self.engine()?;
         let parent = current_attempt(py)?;
         let traced = options.execution_id;

@@ -29,3 +29,6 @@ CREATE INDEX limit_holders_key ON limit_holders (key);
 ALTER TABLE task_executions ADD COLUMN limit_keys TEXT;
 ALTER TABLE task_executions ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE workflow_executions ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+-- A commit looks up its execution's ready tasks highest priority first, then oldest.
+DROP INDEX task_executions_ready_in;
+CREATE INDEX task_executions_ready_in ON task_executions (execution_id, priority DESC, ready_at) WHERE status = 'Pending' AND ready_at IS NOT NULL AND map_index = -1;

@@ -146,13 +146,14 @@ impl Conn<'_> {
     }
 }
 
-/// Takes the ready rows chosen by `ready` (PostgreSQL): $1 worker, $2 task ids, $3 limit, $4 now.
+/// Takes the ready rows chosen by `ready`, in `order` (PostgreSQL): $1 worker, $2 task ids,
+/// $3 limit, $4 now.
 #[cfg(feature = "postgres")]
-fn take_ready_sql(ready: &str) -> String {
+fn take_ready_sql(ready: &str, order: &str) -> String {
     format!(
         "WITH ready AS ( \
              SELECT execution_id, task_id FROM task_executions WHERE {ready} \
-             ORDER BY ready_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             ORDER BY {order} LIMIT $3 FOR UPDATE SKIP LOCKED) \
          UPDATE task_executions t SET status = 'Running', worker_id = $1, \
              attempt = t.attempt + 1, started_at = $4 \
          FROM ready WHERE t.execution_id = ready.execution_id \
@@ -170,15 +171,20 @@ static TAKE_READY_SQL: once_cell::sync::Lazy<String> = once_cell::sync::Lazy::ne
          AND limit_keys IS NULL \
          AND (task_id IN (SELECT unnest($2::text[])) \
               OR map_task IN (SELECT unnest($2::text[])))",
+        "priority DESC, ready_at",
     )
 });
 
 /// [`take_ready_sql`] for the ready map instances of execution $5.
 #[cfg(feature = "postgres")]
 static TAKE_READY_INSTANCES_SQL: once_cell::sync::Lazy<String> = once_cell::sync::Lazy::new(|| {
-    take_ready_sql(&format!(
-        "execution_id = $5 AND {READY_INSTANCE} AND map_task IN (SELECT unnest($2::text[]))"
-    ))
+    // A node's instances share its priority: oldest first, as their index is ordered.
+    take_ready_sql(
+        &format!(
+            "execution_id = $5 AND {READY_INSTANCE} AND map_task IN (SELECT unnest($2::text[]))"
+        ),
+        "ready_at",
+    )
 });
 
 /// A ready map instance, as the partial index of ready instances spells it (literals, so that
@@ -227,7 +233,7 @@ fn take_ready_each(
                         .eq_any(chunk)
                         .or(task_executions::map_task.eq_any(chunk)),
                 )
-                .order(oldest)
+                .order((task_executions::priority.desc(), oldest))
                 .limit(wanted as i64)
                 .select(columns::<TakenRow>())
                 .load_on(conn)?,
