@@ -157,7 +157,8 @@ def task(
     ``limits`` are keys of named limits (``set_limit``) each attempt holds while it runs, such as
     ``"openai"`` or ``"tenant:{tenant_id}"`` (``{name}`` parts filled from the task's input when
     it becomes ready; a missing key fails the task). A task waits, Pending, while a key's limit
-    is reached. ``priority`` is reserved for claim order (higher first; not used yet).
+    is reached. ``priority`` (an int from -1,000,000 to 1,000,000, default 0) orders ready
+    tasks: the highest (the execution's plus the task's) is claimed first, then the oldest.
 
     Options are checked when the decorator runs: a wrong type (``True``/``False`` included)
     raises TypeError, a value out of range ValueError naming the option. ``retries`` is an int
@@ -288,12 +289,14 @@ class UnifiedExecutor:
         *,
         idempotency_key: Optional[str] = None,
         timeout: Optional[float] = None,
+        priority: Optional[int] = None,
     ) -> str:
         """Record a new execution and return its id at once; a worker of the database runs it.
 
         Submitting again with the same ``idempotency_key`` (from any process) returns the first
         execution's id and starts nothing. Past ``timeout`` seconds (above 0 and at most one
-        year) the execution is cancelled.
+        year) the execution is cancelled. ``priority`` (an int from -1,000,000 to 1,000,000,
+        default 0) is added to each task's: ready tasks are claimed highest first.
         """
     async def wait(self, execution_id: str, *, timeout: Optional[float] = None) -> ExecutionResult:
         """Wait for any execution in the database to end and return its result dict.
