@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 import pytest
 
 from backend import cl
-from procs import finished
+from limits_worker import define as define_limited
+from procs import (client, effects, finished, procs, read_events, ready, select,  # noqa: F401
+                   stopped)
 
 
 
@@ -177,3 +180,50 @@ async def test_with_one_slot_ready_tasks_start_highest_priority_first(database_u
 def test_bad_priorities_raise_when_decorating(ids, priority, error):
     with pytest.raises(error, match="priority"):
         cl.task(ids("t"), priority=priority)(lambda ctx: ctx)
+
+
+# --- across worker processes ------------------------------------------------------------------
+
+def start_limits_worker(procs, database_url: str, prefix: str, out, *, name: str, seed: int,
+                        sleep: float = 0.03, lease_timeout=None):
+    ready_path = procs.workdir / f"{name}.ready"
+    argv = [str(Path(__file__).resolve().parent / "limits_worker.py"), "--url", database_url,
+            "--prefix", prefix, "--out", str(out), "--ready", str(ready_path), "--seed", str(seed),
+            "--sleep", repr(sleep)]
+    if lease_timeout is not None:
+        argv += ["--lease-timeout", repr(lease_timeout)]
+    return procs.start(argv, name=name, ready_path=ready_path)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_three_workers_never_run_more_than_the_cap_per_key(database_url, client, procs, ids, effects,
+                                                                 seed):
+    """The property that matters: 300 executions over 5 keys with concurrency=2, 3 processes."""
+    prefix = ids.prefix
+    await client.set_limit(f"{prefix}.key:*", concurrency=2)
+    wf = define_limited(prefix, str(effects), seed=seed)
+    workers = [start_limits_worker(procs, database_url, prefix, effects, name=f"w{i}", seed=seed)
+               for i in range(3)]
+    await ready(*workers)
+    submitted = [await client.submit(wf, {"key": i % 5}) for i in range(300)]
+    for execution_id in submitted:
+        result = await finished(client, execution_id, timeout=120, procs=procs)
+        assert result["status"] == "Completed", result["error"]
+    events = read_events(effects)
+    overlaps = {}
+    for key in map(str, range(5)):
+        spans: Dict[str, List[float]] = {}
+        for event in select(events, run=key):
+            spans.setdefault(event.task, []).append(event.ts)
+        assert len(spans) == 60 and all(len(s) == 2 for s in spans.values()), key
+        overlap = max_overlap([(s[0], s[1]) for s in spans.values()])
+        assert overlap <= 2, f"key {key}: {overlap} attempts ran at once under concurrency=2"
+        overlaps[key] = overlap
+    print(f"\nLIMITS seed {seed}: most attempts at once per key {overlaps}")
+    assert max(overlaps.values()) == 2, f"no key ever reached its cap: {overlaps}"
+    by_pid = {e.pid for e in select(events, kind="start")}
+    assert len(by_pid) > 1, "one worker did all the work"
+    listed = {limit["name"]: limit for limit in await client.list_limits()}
+    assert listed[f"{prefix}.key:*"]["running"] is None
+    for worker in workers:
+        assert await stopped(worker) == 0, worker.describe()

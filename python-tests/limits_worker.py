@@ -1,0 +1,59 @@
+"""A Cloacina worker process for the flow-control tests (also imported by them for ``define``).
+
+Run as a program it registers the task ``<prefix>.work`` (limits ``["<prefix>.key:{key}"]``), and
+works until SIGTERM or SIGINT (see ``durable_worker.serve``). Each attempt appends
+``<key> <execution id> <pid> start <unix time>`` to ``--out``, sleeps a random 0 to ``--sleep``
+seconds (seeded by ``--seed`` and the execution id), then appends the same line with ``end``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+from typing import Any, Dict, Sequence
+
+from backend import cl
+from durable_worker import record, serve
+
+
+def define(prefix: str, out: str, *, sleep: float = 0.03, seed: int = 0) -> Any:
+    """Registers ``<prefix>.work``; returns its one-task workflow."""
+
+    @cl.task(f"{prefix}.work", limits=[f"{prefix}.key:{{key}}"])
+    async def work(ctx: Dict[str, Any]) -> Dict[str, Any]:
+        me = cl.current_task()
+        key = str(ctx["key"])
+        record(out, key, me["execution_id"], "start")
+        await asyncio.sleep(random.Random(f"{seed}{me['execution_id']}").uniform(0, sleep))
+        record(out, key, me["execution_id"], "end")
+        return {"done": True}
+
+    return cl.Workflow(f"{prefix}.limited", [work])
+
+
+async def main(args: argparse.Namespace) -> int:
+    define(args.prefix, args.out, sleep=args.sleep, seed=args.seed)
+    executor = cl.UnifiedExecutor(max_concurrency=args.max_concurrency)
+    init: Dict[str, Any] = {}
+    if args.lease_timeout is not None:
+        init["lease_timeout"] = args.lease_timeout
+    return await serve(executor, args.url, init, args.ready)
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--url", required=True, help="database URL")
+    p.add_argument("--prefix", required=True, help="task id prefix (the test's ids.prefix)")
+    p.add_argument("--out", required=True, help="side-effect file")
+    p.add_argument("--ready", required=True, help="file written once initialized")
+    p.add_argument("--max-concurrency", type=int, default=8)
+    p.add_argument("--lease-timeout", type=float, default=None)
+    p.add_argument("--sleep", type=float, default=0.03, help="most seconds an attempt sleeps")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(parse(sys.argv[1:]))))
