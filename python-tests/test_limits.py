@@ -227,3 +227,21 @@ async def test_three_workers_never_run_more_than_the_cap_per_key(database_url, c
     assert listed[f"{prefix}.key:*"]["running"] is None
     for worker in workers:
         assert await stopped(worker) == 0, worker.describe()
+
+
+async def test_map_instances_hold_their_nodes_keys(executor, ids):
+    name = ids("m")
+    await executor.set_limit(name, concurrency=2)
+    spans: List[Tuple[float, float]] = []
+
+    @cl.task(ids("node"), map_over="xs", limits=[name])
+    async def node(ctx):
+        start = time.monotonic()
+        await asyncio.sleep(0.1)
+        spans.append((start, time.monotonic()))
+        return ctx["item"]
+
+    result = await finished(executor, await executor.submit(cl.Workflow(ids.wf(), [node]), {"xs": list(range(8))}))
+    assert result["status"] == "Completed", result["error"]
+    assert result["final_context"][ids("node")] == list(range(8))
+    assert max_overlap(spans) == 2, spans

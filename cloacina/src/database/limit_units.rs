@@ -286,14 +286,16 @@ impl Conn<'_> {
         Ok((free, waiting))
     }
 
-    /// Makes Running under `worker` up to `limit` ready tasks of any execution that hold limit
-    /// keys, whose ids are in `task_ids`, oldest first, each only if its keys admit it.
+    /// Makes Running under `worker` up to `limit` ready tasks and map instances that hold limit
+    /// keys, whose (node's) ids are in `task_ids`, of any execution or of `execution` alone,
+    /// highest priority and oldest first, each only if its keys admit it.
     pub(crate) fn take_keyed_rows(
         &mut self,
         worker: &str,
         task_ids: &[String],
         limit: usize,
         now: DateTime<Utc>,
+        execution: Option<&str>,
     ) -> Result<Vec<TakenRow>> {
         let mut found: Vec<(TakenRow, Option<String>)> = Vec::new();
         for chunk in task_ids.chunks(CHUNK) {
@@ -306,7 +308,18 @@ impl Conn<'_> {
                 .filter(task_executions::status.eq(TaskStatus::Pending.as_str()))
                 .filter(task_executions::ready_at.is_not_null())
                 .filter(task_executions::limit_keys.is_not_null())
-                .filter(task_executions::task_id.eq_any(chunk))
+                .filter(
+                    task_executions::task_id
+                        .eq_any(chunk)
+                        .or(task_executions::map_task.eq_any(chunk)),
+                )
+                .filter(
+                    task_executions::execution_id
+                        .eq(execution.unwrap_or_default())
+                        .or(diesel::dsl::sql::<diesel::sql_types::Bool>(
+                            if execution.is_some() { "FALSE" } else { "TRUE" },
+                        )),
+                )
                 .order((task_executions::priority.desc(), task_executions::ready_at))
                 .limit(wanted as i64)
                 .select((columns::<TakenRow>(), task_executions::limit_keys));

@@ -49,6 +49,25 @@ fn instance_rows<'a>(execution: &'a str, position: i32) -> _ {
 }
 
 impl Conn<'_> {
+    /// Fails the node at `at` with `error` before it made any instance.
+    fn fail_node(
+        &mut self,
+        execution: &str,
+        at: i32,
+        error: String,
+        now: NaiveDateTime,
+    ) -> Result<Expansion> {
+        diesel::update(node_row(execution, at))
+            .set((
+                task_executions::status.eq(TaskStatus::Failed.as_str()),
+                task_executions::error.eq(Some(error)),
+                task_executions::started_at.eq(Some(now)),
+                task_executions::completed_at.eq(Some(now)),
+            ))
+            .execute_on(self)?;
+        Ok(Expansion::Ended(TaskStatus::Failed))
+    }
+
     /// Makes the ready node at `position` run: its instances inserted, ready to claim (at most
     /// its `map_limit` of them at a time); or, resumed, its unfinished instances ready again;
     /// or ended at once when its list is empty or missing.
@@ -72,15 +91,25 @@ impl Conn<'_> {
         let list = match elements(&input, map) {
             Ok(list) => list,
             Err(error) => {
-                diesel::update(node_row(execution, at))
-                    .set((
-                        task_executions::status.eq(TaskStatus::Failed.as_str()),
-                        task_executions::error.eq(Some(error)),
-                        task_executions::started_at.eq(Some(now)),
-                        task_executions::completed_at.eq(Some(now)),
-                    ))
-                    .execute_on(self)?;
-                return Ok(Expansion::Ended(TaskStatus::Failed));
+                return self.fail_node(execution, at, error, now);
+            }
+        };
+        // The instances hold the node's limit keys, filled from its input.
+        let keys: std::result::Result<Vec<String>, String> = task
+            .options
+            .limits
+            .iter()
+            .map(|t| t.render(&input))
+            .collect();
+        let keys = match keys {
+            Ok(keys) if keys.is_empty() => None,
+            Ok(mut keys) => {
+                keys.sort_unstable();
+                keys.dedup();
+                Some(serde_json::to_string(&keys).expect("a list of strings is JSON"))
+            }
+            Err(error) => {
+                return self.fail_node(execution, at, error, now);
             }
         };
         drop(input);
@@ -96,6 +125,7 @@ impl Conn<'_> {
                 element,
                 now,
                 index < released,
+                keys.clone(),
             ));
             if rows.len() == CHUNK {
                 diesel::insert_into(task_executions::table)
@@ -317,7 +347,8 @@ pub(crate) fn handed_on() -> _ {
         .or(task_executions::map_count.is_not_null())
 }
 
-/// The row of instance `index` of `task`, holding its element, ready now when `ready`.
+/// The row of instance `index` of `task`, holding its element and its node's limit keys,
+/// ready now when `ready`.
 fn instance_row(
     execution: &str,
     task: &crate::model::PlannedTask,
@@ -326,9 +357,11 @@ fn instance_row(
     element: Value,
     now: NaiveDateTime,
     ready: bool,
+    limit_keys: Option<String>,
 ) -> TaskRow {
     TaskRow {
         ready_at: ready.then_some(now),
+        limit_keys,
         map_index: index as i32,
         map_task: Some(task.id.clone()),
         map_element: Some(element.to_string()),

@@ -57,6 +57,7 @@ pub(crate) struct TaskRow {
     pub(crate) map_count: Option<i32>,
     pub(crate) map_counts: Option<String>,
     pub(crate) priority: i32,
+    pub(crate) limit_keys: Option<String>,
 }
 
 impl TaskRow {
@@ -83,6 +84,7 @@ impl TaskRow {
             map_count: None,
             map_counts: None,
             priority: 0,
+            limit_keys: None,
         }
     }
 }

@@ -104,8 +104,9 @@ impl Conn<'_> {
         execution: Option<&str>,
     ) -> Result<Vec<TakenRow>> {
         let mut rows = self.take_unkeyed_rows(worker, task_ids, limit, now, execution)?;
-        if execution.is_none() && rows.len() < limit {
-            let more = self.take_keyed_rows(worker, task_ids, limit - rows.len(), now)?;
+        if rows.len() < limit {
+            let more =
+                self.take_keyed_rows(worker, task_ids, limit - rows.len(), now, execution)?;
             rows.extend(more);
         }
         Ok(rows)
@@ -181,7 +182,8 @@ static TAKE_READY_INSTANCES_SQL: once_cell::sync::Lazy<String> = once_cell::sync
     // A node's instances share its priority: oldest first, as their index is ordered.
     take_ready_sql(
         &format!(
-            "execution_id = $5 AND {READY_INSTANCE} AND map_task IN (SELECT unnest($2::text[]))"
+            "execution_id = $5 AND {READY_INSTANCE} AND limit_keys IS NULL \
+             AND map_task IN (SELECT unnest($2::text[]))"
         ),
         "ready_at",
     )
@@ -240,6 +242,7 @@ fn take_ready_each(
             Some(execution) => task_executions::table
                 .filter(task_executions::execution_id.eq(execution))
                 .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(READY_INSTANCE))
+                .filter(task_executions::limit_keys.is_null())
                 .filter(task_executions::map_task.eq_any(chunk))
                 .order(oldest)
                 .limit(wanted as i64)
