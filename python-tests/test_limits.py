@@ -245,3 +245,20 @@ async def test_map_instances_hold_their_nodes_keys(executor, ids):
     assert result["status"] == "Completed", result["error"]
     assert result["final_context"][ids("node")] == list(range(8))
     assert max_overlap(spans) == 2, spans
+
+
+async def test_a_root_whose_key_is_missing_fails_and_the_execution_ends(executor, ids):
+    @cl.task(ids("root"), limits=[ids("k:") + "{nope}"])
+    def root(ctx):
+        return {"ran": True}
+
+    @cl.task(ids("after"), dependencies=[root], trigger_rule="all_done")
+    def after(ctx):
+        return {"after": True}
+
+    result = await finished(executor, await executor.submit(cl.Workflow(ids.wf(), [after]), {}))
+    tasks = {t["task_id"]: t for t in result["task_results"]}
+    assert tasks[ids("root")]["status"] == "Failed"
+    assert "'nope' is not in the task's input context" in tasks[ids("root")]["error"]
+    assert tasks[ids("after")]["status"] == "Completed"
+    assert result["status"] == "Failed"

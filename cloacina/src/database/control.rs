@@ -260,6 +260,46 @@ fn not_found(execution: Uuid) -> Error {
 }
 
 impl Conn<'_> {
+    /// Fills the limit keys of a new execution's `roots`; the roots (and tasks they made ready)
+    /// left to run, and whether any root failed for keys it could not fill.
+    fn fill_root_keys(
+        &mut self,
+        execution_id: Uuid,
+        plan: &ExecutionPlan,
+        roots: Vec<usize>,
+    ) -> Result<(Vec<usize>, bool)> {
+        if roots
+            .iter()
+            .all(|&p| plan.tasks()[p].options.limits.is_empty())
+        {
+            return Ok((roots, false));
+        }
+        let id = execution_id.to_string();
+        let now = now().naive_utc();
+        let mut states: BTreeMap<usize, TaskState> = roots
+            .iter()
+            .map(|&p| {
+                let state = TaskState {
+                    task_id: plan.tasks()[p].id.clone(),
+                    status: TaskStatus::Pending,
+                    attempt: 0,
+                    ready: true,
+                };
+                (p, state)
+            })
+            .collect();
+        let mut settled = Settled {
+            ready: roots.clone(),
+            ..Settled::default()
+        };
+        self.fill_keys_or_fail(&id, plan, &mut settled, &mut states, now)?;
+        let failed = settled.ready.len() != roots.len() || !settled.skipped.is_empty();
+        if failed {
+            self.mark_ready(&id, &settled.ready, now)?;
+        }
+        Ok((settled.ready, failed))
+    }
+
     /// Records a new Pending execution with its plan, its root tasks ready, claiming some roots
     /// for `claim`'s worker; with an idempotency key already used, returns that execution.
     pub(crate) fn submit_new(
@@ -291,7 +331,9 @@ impl Conn<'_> {
         let (nodes, roots): (Vec<usize>, Vec<usize>) = (0..plan.len())
             .filter(|&p| plan.dependencies_of(p).is_empty())
             .partition(|&p| plan.tasks()[p].options.map.is_some());
-        self.fill_keys(&execution_id.to_string(), plan, &roots)?;
+        // Roots' limit keys, filled from the input; a root whose keys cannot be filled fails
+        // (and what depends on it settles) before anything is claimed.
+        let (roots, keys_failed) = self.fill_root_keys(execution_id, plan, roots)?;
         let mut claimed = Vec::new();
         if let Some((worker, request)) = &claim {
             let mine: Vec<usize> = plan
@@ -317,7 +359,7 @@ impl Conn<'_> {
                 self.mark_running(&claimed)?;
             }
         }
-        if !nodes.is_empty() {
+        if !nodes.is_empty() || keys_failed {
             let id = execution_id.to_string();
             let now = now().naive_utc();
             let started = self.start_nodes(&id, plan, &nodes, &mut BTreeMap::new(), now)?;
