@@ -297,6 +297,27 @@ impl Conn<'_> {
         now: DateTime<Utc>,
         execution: Option<&str>,
     ) -> Result<Vec<TakenRow>> {
+        match self {
+            // A claim of any execution runs outside a transaction on PostgreSQL: the key rows'
+            // locks must last until the holders are stored, or two workers admit past a cap.
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(pg) => pg.transaction(|pg| {
+                Conn::Postgres(pg).take_keyed_rows_locked(worker, task_ids, limit, now, execution)
+            }),
+            #[cfg(feature = "sqlite")]
+            Conn::Sqlite(_) => self.take_keyed_rows_locked(worker, task_ids, limit, now, execution),
+        }
+    }
+
+    /// [`Conn::take_keyed_rows`] inside a transaction.
+    fn take_keyed_rows_locked(
+        &mut self,
+        worker: &str,
+        task_ids: &[String],
+        limit: usize,
+        now: DateTime<Utc>,
+        execution: Option<&str>,
+    ) -> Result<Vec<TakenRow>> {
         let mut found: Vec<(TakenRow, Option<String>)> = Vec::new();
         for chunk in task_ids.chunks(CHUNK) {
             let wanted = limit.saturating_sub(found.len());
