@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable, NoReturn, Optional, Sequence
+from typing import Any, AsyncIterator, Callable, Coroutine, NoReturn, Optional, Sequence
 
 import cloacina
 
@@ -106,6 +106,18 @@ async def open_executor(
         yield executor
     finally:
         await executor.shutdown()
+
+
+def submit_only_command(
+    handler: Callable[[Any, argparse.Namespace], Coroutine[Any, Any, int]],
+) -> Callable[[argparse.Namespace], int]:
+    """A command that runs ``handler`` with a submit-only executor on the chosen database."""
+
+    async def with_executor(args: argparse.Namespace) -> int:
+        async with open_executor(args, worker=False) as executor:
+            return await handler(executor, args)
+
+    return lambda args: asyncio.run(with_executor(args))
 
 
 class PrintableFormatter(logging.Formatter):

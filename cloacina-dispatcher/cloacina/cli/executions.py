@@ -8,16 +8,13 @@ and never runs a task.
 from __future__ import annotations
 
 import argparse
-import asyncio
-from typing import Any, Callable, Coroutine, Mapping
+from typing import Any, Mapping
 
 import cloacina
 
 from cloacina.cli import render
-from cloacina.cli.common import EXIT_NOT_COMPLETED, EXIT_OK, CliError, database_options, open_executor
-
-
-Handler = Callable[[cloacina.UnifiedExecutor, argparse.Namespace], Coroutine[Any, Any, int]]
+from cloacina.cli.common import (EXIT_NOT_COMPLETED, EXIT_OK, CliError, database_options,
+                                 submit_only_command)
 
 
 def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -35,7 +32,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
                          help=f"only executions in this status ({', '.join(cloacina.EXECUTION_STATUSES)})")
     listing.add_argument("--limit", type=int, default=cloacina.DEFAULT_LIST_LIMIT, metavar="N",
                          help=f"at most N executions (1 to 10000; default {cloacina.DEFAULT_LIST_LIMIT})")
-    listing.set_defaults(handler=_command(_list))
+    listing.set_defaults(handler=submit_only_command(_list))
 
     show = actions.add_parser("show", parents=[common], help="one execution and its tasks",
                               description="Show one execution: its fields, then a table of its tasks. A "
@@ -43,7 +40,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
                                           "of its instances; `cloacina executions instances ID TASK` "
                                           "pages through them.")
     show.add_argument("execution_id", metavar="ID")
-    show.set_defaults(handler=_command(_show))
+    show.set_defaults(handler=submit_only_command(_show))
 
     instances = actions.add_parser(
         "instances", parents=[common], help="page through the instances of a mapped task",
@@ -56,14 +53,14 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
                            help="start at map_index N (default 0)")
     instances.add_argument("--limit", type=int, default=None, metavar="N",
                            help="at most N instances (1 to 10000; default 100)")
-    instances.set_defaults(handler=_command(_instances))
+    instances.set_defaults(handler=submit_only_command(_instances))
 
     cancel = actions.add_parser(
         "cancel", parents=[common], help="cancel a Pending or Running execution",
         description="Cancel a Pending or Running execution wherever it runs. With --json, prints the "
                     "execution as read after the cancel.")
     cancel.add_argument("execution_id", metavar="ID")
-    cancel.set_defaults(handler=_command(_cancel))
+    cancel.set_defaults(handler=submit_only_command(_cancel))
 
     resume = actions.add_parser(
         "resume", parents=[common], help="run a Failed or Cancelled execution again",
@@ -72,7 +69,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
                     "`cloacina executions wait ID`. With --json, prints the execution as read after "
                     "the resume.")
     resume.add_argument("execution_id", metavar="ID")
-    resume.set_defaults(handler=_command(_resume))
+    resume.set_defaults(handler=submit_only_command(_resume))
 
     wait = actions.add_parser(
         "wait", parents=[common], help="wait for an execution to end and print its result",
@@ -82,17 +79,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     wait.add_argument("execution_id", metavar="ID")
     wait.add_argument("--timeout", type=float, metavar="SECONDS",
                       help="give up after this many seconds (the execution goes on)")
-    wait.set_defaults(handler=_command(_wait))
-
-
-def _command(handler: Handler) -> Callable[[argparse.Namespace], int]:
-    """Runs ``handler`` with a submit-only executor on the chosen database."""
-
-    async def with_executor(args: argparse.Namespace) -> int:
-        async with open_executor(args, worker=False) as executor:
-            return await handler(executor, args)
-
-    return lambda args: asyncio.run(with_executor(args))
+    wait.set_defaults(handler=submit_only_command(_wait))
 
 
 def _status(text: str) -> str:
