@@ -18,8 +18,8 @@ def test_set_list_and_delete_a_limit(cli: Cli, database_url: str) -> None:
     assert listed.returncode == 0, describe(listed)
     lines = listed.stdout.splitlines()
     assert lines[0].split() == ["NAME", "CONCURRENCY", "RATE", "RUNNING"], describe(listed)
-    assert lines[2].split() == ["openai", "8", "500", "per", "60", "s", "0"], describe(listed)
-    assert lines[3].split() == ["tenant:*", "2", "-", "-"], describe(listed)
+    assert lines[1].split() == ["openai", "8", "500", "per", "60", "s", "0"], describe(listed)
+    assert lines[2].split() == ["tenant:*", "2", "-", "-"], describe(listed)
 
     as_json = cli("--db", database_url, "--json", "limits", "list")
     assert json.loads(as_json.stdout) == [
