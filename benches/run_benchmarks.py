@@ -98,6 +98,9 @@ async def child_main(module: str, url: str, scenario: str, kind: str, size: int,
     elif scenario == "S2":
         workflow, check = scenarios.fan(cl, size, is_async)
         label, tasks = f"S2 fan-out {size}", size + 2
+    elif scenario == "S2L":
+        workflow, check = scenarios.fan(cl, size, is_async, limits=["bench"])
+        label, tasks = f"S2L fan-out {size}, one limit", size + 2
     elif scenario == "M":
         workflow, check = scenarios.mapped(cl, size, is_async)
         label, tasks = f"M map {size}", size + 2
@@ -107,6 +110,8 @@ async def child_main(module: str, url: str, scenario: str, kind: str, size: int,
         label, tasks = f"S3 {megabytes:.1f} MB chain", 10
     executor = cl.UnifiedExecutor(max_concurrency=os.cpu_count() * 4 if os.cpu_count() else 8)
     await executor.initialize(url)
+    if scenario == "S2L":
+        await executor.set_limit("bench", concurrency=8)
     check(await executor.execute(workflow))  # warm-up
     walls, expands = [], []
     for _ in range(repeat):
@@ -162,7 +167,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             return str(Path(args.url) / f"{name}.db")
         return args.url
 
-    plan = [("S1", 100), ("S2", 200), ("S2", 2_000), ("S3", scenarios.ROWS), ("M", 10_000)]
+    plan = [("S1", 100), ("S2", 200), ("S2L", 200), ("S2", 2_000), ("S3", scenarios.ROWS), ("M", 10_000)]
     if not args.quick:
         plan += [("S1", 1_000), ("S1", 10_000), ("S2", 10_000), ("S3", 10 * scenarios.ROWS), ("M", 100_000)]
     rows: List[List[str]] = []

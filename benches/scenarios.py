@@ -3,6 +3,8 @@
 S1  chain ``t0 -> t1 -> ... -> t{n-1}``; each task sets ``v = v + 1`` (t0 sets 0); check ``v == n - 1``.
 S2  ``root`` sets ``seed=1``; ``f0..f{n-1}`` depend on root and set ``f{i} = i * seed``; ``join``
     depends on all and sets ``total``; check ``total == sum(range(n))``.
+S2L S2 with every parallel task holding the limit key ``bench`` (``concurrency=8``): the cost of a
+    limit on the claim path.
 S3  ``p0`` sets a 20,000-row payload (1.1 MB of JSON; ``rows`` scales it); ``p1..p9`` check the
     rows, add ``k{i}`` and write it back.
 M   ``root`` returns ``n`` items; ``m`` is mapped over them (``map_over``), its instances return
@@ -16,7 +18,7 @@ import itertools
 import sys
 import time
 from types import ModuleType
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 Context = Dict[str, Any]
 _serial = itertools.count()
@@ -57,14 +59,15 @@ def chain(cl: ModuleType, n: int, is_async: bool) -> Tuple[Any, Callable[[Dict[s
     return workflow, check
 
 
-def fan(cl: ModuleType, n: int, is_async: bool) -> Tuple[Any, Callable[[Dict[str, Any]], None]]:
-    """S2: ``root`` -> ``n`` parallel tasks -> ``join``."""
+def fan(cl: ModuleType, n: int, is_async: bool, limits: Sequence[str] = ()) -> Tuple[Any, Callable[[Dict[str, Any]], None]]:
+    """S2: ``root`` -> ``n`` parallel tasks (holding ``limits``) -> ``join``."""
     prefix = f"s2_{next(_serial)}_"
     root = _register(cl, f"{prefix}root", lambda ctx: {"seed": 1}, is_async, [])
     branches = []
     for i in range(n):
         branches.append(
-            _register(cl, f"{prefix}f{i}", (lambda i: lambda ctx: {f"f{i}": i * ctx["seed"]})(i), is_async, [root])
+            _register(cl, f"{prefix}f{i}", (lambda i: lambda ctx: {f"f{i}": i * ctx["seed"]})(i), is_async, [root],
+                      **({"limits": list(limits)} if limits else {}))
         )
     join = _register(
         cl, f"{prefix}join", lambda ctx: {"total": sum(ctx[f"f{i}"] for i in range(n))}, is_async, branches

@@ -12,7 +12,7 @@ use super::dialect::TakenRow;
 use super::schema::{limit_holders, limit_usage, limits, task_executions};
 use super::store::{Settled, TaskState};
 use crate::error::Result;
-use crate::model::limits::{admit, governing, started, Blocked, KeyTemplate, Limit, Usage};
+use crate::model::limits::{admit, governing, started, KeyTemplate, Limit, Usage};
 use crate::model::ExecutionPlan;
 use crate::model::TaskStatus;
 
@@ -88,6 +88,8 @@ impl Conn<'_> {
         let mut admitted = Vec::with_capacity(candidates.len());
         let mut holders = Vec::new();
         let mut changed: BTreeSet<String> = BTreeSet::new();
+        // Blocked candidates by execution and reason: one statement for each.
+        let mut waiting: BTreeMap<(&str, String), Vec<&str>> = BTreeMap::new();
         for candidate in candidates {
             let verdict = candidate
                 .keys
@@ -114,10 +116,16 @@ impl Conn<'_> {
                     admitted.push(true);
                 }
                 Err(blocked) => {
-                    self.show_blocked(candidate, &blocked)?;
+                    waiting
+                        .entry((candidate.execution_id, blocked.reason()))
+                        .or_default()
+                        .push(candidate.task_id);
                     admitted.push(false);
                 }
             }
+        }
+        for ((execution, reason), task_ids) in waiting {
+            self.show_waiting(execution, &reason, &task_ids)?;
         }
         for chunk in holders.chunks(CHUNK / 4) {
             diesel::insert_into(limit_holders::table)
@@ -449,15 +457,22 @@ impl Conn<'_> {
         })
     }
 
-    /// Stores why a candidate waits.
-    fn show_blocked(&mut self, candidate: &Keyed<'_>, blocked: &Blocked) -> Result<()> {
-        diesel::update(
-            task_executions::table
-                .filter(task_executions::execution_id.eq(candidate.execution_id))
-                .filter(task_executions::task_id.eq(candidate.task_id)),
-        )
-        .set(task_executions::reason.eq(Some(blocked.reason())))
-        .execute_on(self)?;
+    /// Stores why the tasks `task_ids` of `execution` wait, where it is not stored already.
+    fn show_waiting(&mut self, execution: &str, reason: &str, task_ids: &[&str]) -> Result<()> {
+        for chunk in task_ids.chunks(CHUNK) {
+            diesel::update(
+                task_executions::table
+                    .filter(task_executions::execution_id.eq(execution))
+                    .filter(task_executions::task_id.eq_any(chunk))
+                    .filter(
+                        task_executions::reason
+                            .is_null()
+                            .or(task_executions::reason.ne(reason)),
+                    ),
+            )
+            .set(task_executions::reason.eq(Some(reason)))
+            .execute_on(self)?;
+        }
         Ok(())
     }
 }

@@ -318,7 +318,9 @@ impl Conn<'_> {
                 task_executions::table
                     .filter(task_executions::execution_id.eq(execution))
                     .filter(task_executions::position.eq_any(chunk))
-                    .filter(task_executions::map_index.eq(-1)),
+                    .filter(task_executions::map_index.eq(-1))
+                    // A task already ready keeps its age (one a limit holds back, say).
+                    .filter(task_executions::ready_at.is_null()),
             )
             .set(task_executions::ready_at.eq(Some(now)))
             .execute_on(self)?;
