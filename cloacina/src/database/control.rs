@@ -293,7 +293,7 @@ impl Conn<'_> {
             ..Settled::default()
         };
         self.fill_keys_or_fail(&id, plan, &mut settled, &mut states, now)?;
-        let failed = settled.ready.len() != roots.len() || !settled.skipped.is_empty();
+        let failed = roots.iter().any(|r| !settled.ready.contains(r));
         if failed {
             self.mark_ready(&id, &settled.ready, now)?;
         }
