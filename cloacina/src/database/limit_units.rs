@@ -9,6 +9,7 @@ use diesel::prelude::*;
 
 use super::connection::{columns, Conn, RunOn, CHUNK};
 use super::dialect::TakenRow;
+use super::named_limits::LimitRow;
 use super::schema::{limit_holders, limit_usage, limits, task_executions};
 use super::store::{Settled, TaskState};
 use crate::error::Result;
@@ -25,28 +26,6 @@ pub(crate) struct Keyed<'a> {
     pub attempt: i32,
     /// Its filled keys.
     pub keys: &'a [String],
-}
-
-/// A limit's row, as admission reads it.
-#[derive(Queryable, Selectable)]
-#[diesel(table_name = limits)]
-struct StoredLimit {
-    name: String,
-    concurrency: Option<i32>,
-    rate: Option<i32>,
-    per_seconds: f64,
-}
-
-impl From<StoredLimit> for Limit {
-    fn from(row: StoredLimit) -> Self {
-        let count = |n: Option<i32>| n.and_then(|n| u32::try_from(n).ok());
-        Limit {
-            name: row.name,
-            concurrency: count(row.concurrency),
-            rate: count(row.rate),
-            per: std::time::Duration::from_secs_f64(row.per_seconds.max(0.0)),
-        }
-    }
 }
 
 impl Conn<'_> {
@@ -68,10 +47,10 @@ impl Conn<'_> {
         let keys: Vec<&str> = keys.into_iter().collect();
         let mut usage = self.lock_usage(&keys)?;
         let limits: Vec<Limit> = limits::table
-            .select(columns::<StoredLimit>())
-            .load_on::<StoredLimit>(self)?
+            .select(columns::<LimitRow>())
+            .load_on::<LimitRow>(self)?
             .into_iter()
-            .map(Limit::from)
+            .map(LimitRow::into_limit)
             .collect();
         for chunk in keys.chunks(CHUNK) {
             let held: Vec<(String, i64)> = limit_holders::table

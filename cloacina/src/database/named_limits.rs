@@ -14,7 +14,7 @@ use crate::model::now;
 /// A limit's row.
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = limits)]
-struct LimitRow {
+pub(crate) struct LimitRow {
     name: String,
     concurrency: Option<i32>,
     rate: Option<i32>,
@@ -22,7 +22,8 @@ struct LimitRow {
 }
 
 impl LimitRow {
-    fn into_limit(self) -> Limit {
+    /// The limit the row stores.
+    pub(crate) fn into_limit(self) -> Limit {
         let count = |n: Option<i32>| n.and_then(|n| u32::try_from(n).ok());
         Limit {
             name: self.name,
