@@ -46,6 +46,9 @@ impl Conn<'_> {
         }
         let keys: Vec<&str> = keys.into_iter().collect();
         let mut usage = self.lock_usage(&keys)?;
+        // Read after the key rows are locked: another worker that took a candidate while this
+        // claim waited for the locks has stored its units already, and the candidate is gone.
+        let pending = self.lock_pending(candidates)?;
         let limits: Vec<Limit> = limits::table
             .select(columns::<LimitRow>())
             .load_on::<LimitRow>(self)?
@@ -70,6 +73,10 @@ impl Conn<'_> {
         // Blocked candidates by execution and reason: one statement for each.
         let mut waiting: BTreeMap<(&str, String), Vec<&str>> = BTreeMap::new();
         for candidate in candidates {
+            if !pending.contains(&(candidate.execution_id, candidate.task_id)) {
+                admitted.push(false);
+                continue;
+            }
             let verdict = candidate
                 .keys
                 .iter()
@@ -331,15 +338,9 @@ impl Conn<'_> {
                 .order((task_executions::priority.desc(), task_executions::ready_at))
                 .limit(wanted as i64)
                 .select((columns::<TakenRow>(), task_executions::limit_keys));
-            found.extend(match self {
-                #[cfg(feature = "sqlite")]
-                Conn::Sqlite(conn) => ready.load::<(TakenRow, Option<String>)>(*conn)?,
-                #[cfg(feature = "postgres")]
-                Conn::Postgres(conn) => ready
-                    .for_update()
-                    .skip_locked()
-                    .load::<(TakenRow, Option<String>)>(*conn)?,
-            });
+            // Not locked here: `take_units` locks the key rows first and then the task rows
+            // still Pending, the order every claim keeps.
+            found.extend(ready.load_on::<(TakenRow, Option<String>)>(self)?);
         }
         if found.is_empty() {
             return Ok(Vec::new());
@@ -434,6 +435,44 @@ impl Conn<'_> {
             #[cfg(feature = "postgres")]
             Conn::Postgres(conn) => rows.for_update().load(*conn)?,
         })
+    }
+
+    /// Those of `candidates` still Pending, their rows locked (`FOR UPDATE SKIP LOCKED` on
+    /// PostgreSQL: a row another claim holds is that claim's to take).
+    fn lock_pending<'c>(
+        &mut self,
+        candidates: &[Keyed<'c>],
+    ) -> Result<BTreeSet<(&'c str, &'c str)>> {
+        let mut by_execution: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for c in candidates {
+            by_execution
+                .entry(c.execution_id)
+                .or_default()
+                .push(c.task_id);
+        }
+        let mut pending = BTreeSet::new();
+        for (execution, task_ids) in by_execution {
+            for chunk in task_ids.chunks(CHUNK) {
+                let rows = task_executions::table
+                    .filter(task_executions::execution_id.eq(execution))
+                    .filter(task_executions::task_id.eq_any(chunk))
+                    .filter(task_executions::status.eq(TaskStatus::Pending.as_str()))
+                    .select(task_executions::task_id);
+                let found: Vec<String> = match self {
+                    #[cfg(feature = "sqlite")]
+                    Conn::Sqlite(conn) => rows.load(*conn)?,
+                    #[cfg(feature = "postgres")]
+                    Conn::Postgres(conn) => rows.for_update().skip_locked().load(*conn)?,
+                };
+                pending.extend(
+                    chunk
+                        .iter()
+                        .filter(|t| found.iter().any(|f| f == **t))
+                        .map(|t| (execution, *t)),
+                );
+            }
+        }
+        Ok(pending)
     }
 
     /// Stores why the tasks `task_ids` of `execution` wait, where it is not stored already.
