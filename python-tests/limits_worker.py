@@ -3,7 +3,8 @@
 Run as a program it registers the task ``<prefix>.work`` (limits ``["<prefix>.key:{key}"]``), and
 works until SIGTERM or SIGINT (see ``durable_worker.serve``). Each attempt appends
 ``<key> <execution id> <pid> start <unix time>`` to ``--out``, sleeps a random 0 to ``--sleep``
-seconds (seeded by ``--seed`` and the execution id), then appends the same line with ``end``.
+seconds (seeded by ``--seed`` and the execution id; exactly ``--sleep`` with ``--exact``), then
+appends the same line with ``end``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from backend import cl
 from durable_worker import record, serve
 
 
-def define(prefix: str, out: str, *, sleep: float = 0.03, seed: int = 0) -> Any:
+def define(prefix: str, out: str, *, sleep: float = 0.03, seed: int = 0, exact: bool = False) -> Any:
     """Registers ``<prefix>.work``; returns its one-task workflow."""
 
     @cl.task(f"{prefix}.work", limits=[f"{prefix}.key:{{key}}"])
@@ -26,7 +27,7 @@ def define(prefix: str, out: str, *, sleep: float = 0.03, seed: int = 0) -> Any:
         me = cl.current_task()
         key = str(ctx["key"])
         record(out, key, me["execution_id"], "start")
-        await asyncio.sleep(random.Random(f"{seed}{me['execution_id']}").uniform(0, sleep))
+        await asyncio.sleep(sleep if exact else random.Random(f"{seed}{me['execution_id']}").uniform(0, sleep))
         record(out, key, me["execution_id"], "end")
         return {"done": True}
 
@@ -34,7 +35,7 @@ def define(prefix: str, out: str, *, sleep: float = 0.03, seed: int = 0) -> Any:
 
 
 async def main(args: argparse.Namespace) -> int:
-    define(args.prefix, args.out, sleep=args.sleep, seed=args.seed)
+    define(args.prefix, args.out, sleep=args.sleep, seed=args.seed, exact=args.exact)
     executor = cl.UnifiedExecutor(max_concurrency=args.max_concurrency)
     init: Dict[str, Any] = {}
     if args.lease_timeout is not None:
@@ -52,6 +53,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--lease-timeout", type=float, default=None)
     p.add_argument("--sleep", type=float, default=0.03, help="most seconds an attempt sleeps")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--exact", action="store_true", help="sleep exactly --sleep seconds")
     return p.parse_args(argv)
 
 

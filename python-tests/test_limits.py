@@ -12,8 +12,8 @@ import pytest
 
 from backend import cl
 from limits_worker import define as define_limited
-from procs import (client, effects, finished, procs, read_events, ready, select,  # noqa: F401
-                   stopped)
+from procs import (client, effects, finished, has_event, procs, read_events, ready,  # noqa: F401
+                   select, stopped, until)
 
 
 
@@ -58,7 +58,7 @@ async def test_a_cap_holds_and_is_reached(executor, ids):
     assert overlap <= 2, f"{overlap} ran at once under concurrency=2: {spans}"
     assert overlap == 2, f"concurrency=2 ran its tasks one at a time: {spans}"
     listed = {limit["name"]: limit for limit in await executor.list_limits()}
-    assert listed[name] == {"name": name, "concurrency": 2, "rate": None, "per": 1.0, "running": 0}
+    assert listed[name] == {"name": name, "concurrency": 2, "rate": None, "per": 1.0, "running": 0, "waiting": 0}
 
 
 async def test_keys_filled_from_the_context_limit_each_tenant_apart(executor, ids):
@@ -185,13 +185,15 @@ def test_bad_priorities_raise_when_decorating(ids, priority, error):
 # --- across worker processes ------------------------------------------------------------------
 
 def start_limits_worker(procs, database_url: str, prefix: str, out, *, name: str, seed: int,
-                        sleep: float = 0.03, lease_timeout=None):
+                        sleep: float = 0.03, lease_timeout=None, exact: bool = False):
     ready_path = procs.workdir / f"{name}.ready"
     argv = [str(Path(__file__).resolve().parent / "limits_worker.py"), "--url", database_url,
             "--prefix", prefix, "--out", str(out), "--ready", str(ready_path), "--seed", str(seed),
             "--sleep", repr(sleep)]
     if lease_timeout is not None:
         argv += ["--lease-timeout", repr(lease_timeout)]
+    if exact:
+        argv.append("--exact")
     return procs.start(argv, name=name, ready_path=ready_path)
 
 
@@ -262,3 +264,130 @@ async def test_a_root_whose_key_is_missing_fails_and_the_execution_ends(executor
     assert "'nope' is not in the task's input context" in tasks[ids("root")]["error"]
     assert tasks[ids("after")]["status"] == "Completed"
     assert result["status"] == "Failed"
+
+
+async def test_a_worker_killed_holding_a_unit_gives_it_back_and_nothing_is_lost(database_url, client, procs,
+                                                                               ids, effects):
+    prefix = ids.prefix
+    await client.set_limit(f"{prefix}.key:0", concurrency=1)
+    wf = define_limited(prefix, str(effects))
+    holder = start_limits_worker(procs, database_url, prefix, effects, name="holder", seed=0, sleep=120,
+                                 exact=True, lease_timeout=2.0)
+    await ready(holder)
+    submitted = [await client.submit(wf, {"key": 0}) for _ in range(3)]
+    await until(has_event(effects, kind="start", pid=holder.pid), what="the holder's first start", watch=[holder])
+    holder.kill()
+    other = start_limits_worker(procs, database_url, prefix, effects, name="other", seed=0, sleep=0.05,
+                                exact=True, lease_timeout=2.0)
+    await ready(other)
+    for execution_id in submitted:
+        result = await finished(client, execution_id, timeout=90, procs=procs)
+        assert result["status"] == "Completed", result["error"]
+    events = read_events(effects)
+    assert len(select(events, kind="start", pid=holder.pid)) == 1
+    assert not select(events, kind="end", pid=holder.pid)
+    spans: Dict[str, List[float]] = {}
+    for event in select(events, pid=other.pid):
+        spans.setdefault(event.task, []).append(event.ts)
+    assert len(spans) == 3, spans  # the killed attempt's execution ran again, and the two waiting
+    assert max_overlap([(s[0], s[1]) for s in spans.values()]) == 1, spans
+    listed = {limit["name"]: limit for limit in await client.list_limits()}
+    assert listed[f"{prefix}.key:0"]["running"] == 0
+    assert await stopped(other) == 0, other.describe()
+
+
+async def reason_while_waiting(executor, execution_id: str) -> str:
+    """The first task reason of a Pending task naming a limit, read while the execution waits."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        execution = await executor.get_execution(execution_id)
+        for task in execution["task_results"]:
+            if task["status"] == "Pending" and "limit" in (task.get("reason") or ""):
+                return task["reason"]
+        assert execution["status"] in ("Pending", "Running"), f"it never waited for a limit: {execution}"
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"no task of {execution_id} showed a limit's reason within 30 s")
+
+
+async def test_a_workflow_key_runs_one_execution_per_customer_at_a_time(executor, ids):
+    await executor.set_limit(ids("customer:") + "*", concurrency=1)
+    spans: Dict[str, List[float]] = {}
+
+    @cl.task(ids("fetch"))
+    async def fetch(ctx):
+        spans.setdefault(cl.current_task()["execution_id"], []).append(time.monotonic())
+        await asyncio.sleep(0.3)
+        return {"fetched": True}
+
+    @cl.task(ids("store"), dependencies=[fetch])
+    async def store(ctx):
+        await asyncio.sleep(0.3)
+        spans[cl.current_task()["execution_id"]].append(time.monotonic())
+        return {"stored": True}
+
+    wf = cl.Workflow(ids.wf(), [store], limits=[ids("customer:") + "{customer}"])
+    assert wf.limits == [ids("customer:") + "{customer}"]
+    customers = ["a", "a", "a", "b", "b"]
+    submitted = [await executor.submit(wf, {"customer": c}) for c in customers]
+    reason = await reason_while_waiting(executor, submitted[2])
+    assert reason.startswith(f"waiting for limit '{ids('customer:')}a' (1 of 1 running)"), reason
+    in_use = {limit["name"]: limit for limit in await executor.list_limits()}[ids("customer:") + "a"]
+    assert in_use["concurrency"] == 1 and in_use["running"] == 1 and in_use["waiting"] >= 1, in_use
+    for execution_id in submitted:
+        result = await finished(executor, execution_id)
+        assert result["status"] == "Completed", result["error"]
+    by_customer = {c: [tuple(spans[e]) for e, cc in zip(submitted, customers) if cc == c] for c in "ab"}
+    assert max_overlap(by_customer["a"]) == 1, by_customer
+    assert max_overlap(by_customer["b"]) == 1, by_customer
+    assert max_overlap([tuple(s) for s in spans.values()]) == 2, spans  # a and b ran beside each other
+    listed = {limit["name"]: limit for limit in await executor.list_limits()}
+    assert ids("customer:") + "a" not in listed, listed  # its units came back: no longer in use
+
+
+async def test_two_keys_taken_in_either_order_never_deadlock(executor, ids):
+    first, second = ids("k1"), ids("k2")
+    await executor.set_limit(first, concurrency=1)
+    await executor.set_limit(second, concurrency=1)
+
+    @cl.task(ids("root"))
+    def root(ctx):
+        return {}
+
+    tasks = []
+    for i in range(10):
+        keys = [first, second] if i % 2 else [second, first]
+
+        async def body(ctx, i=i):
+            await asyncio.sleep(0.02)
+            return {f"t{i}": i}
+        tasks.append(cl.task(ids(f"t{i}"), dependencies=[root], limits=keys)(body))
+    results = [await executor.submit(cl.Workflow(ids.wf(), tasks), {}) for _ in range(3)]
+    for execution_id in results:
+        result = await finished(executor, execution_id)
+        assert result["status"] == "Completed", result["error"]
+
+
+async def test_a_rate_never_starts_more_than_rate_in_any_window(executor, ids):
+    name = ids("rated")
+    await executor.set_limit(name, rate=3, per=1.0)
+    starts: List[float] = []
+
+    @cl.task(ids("root"))
+    def root(ctx):
+        return {}
+
+    tasks = []
+    for i in range(10):
+        async def body(ctx, i=i):
+            starts.append(time.time())
+            return {f"t{i}": i}
+        tasks.append(cl.task(ids(f"t{i}"), dependencies=[root], limits=[name])(body))
+    result = await finished(executor, await executor.submit(cl.Workflow(ids.wf(), tasks), {}))
+    assert result["status"] == "Completed", result["error"]
+    starts.sort()
+    # Admission spaces starts by the database's clock; a task notes its start a little after its
+    # claim, so windows are measured 50 ms short to allow for that delay.
+    for i, first in enumerate(starts):
+        in_window = [s for s in starts[i:] if s - first < 1.0 - 0.05]
+        assert len(in_window) <= 3, f"{len(in_window)} starts within 1 s under rate=3: {starts}"
+    assert starts[-1] - starts[0] >= 2.5, starts  # 10 starts at 3 a second take 3 s

@@ -17,14 +17,14 @@ def test_set_list_and_delete_a_limit(cli: Cli, database_url: str) -> None:
     listed = cli("--db", database_url, "limits", "list")
     assert listed.returncode == 0, describe(listed)
     lines = listed.stdout.splitlines()
-    assert lines[0].split() == ["NAME", "CONCURRENCY", "RATE", "RUNNING"], describe(listed)
-    assert lines[1].split() == ["openai", "8", "500", "per", "60", "s", "0"], describe(listed)
-    assert lines[2].split() == ["tenant:*", "2", "-", "-"], describe(listed)
+    assert lines[0].split() == ["NAME", "CONCURRENCY", "RATE", "RUNNING", "WAITING"], describe(listed)
+    assert lines[1].split() == ["openai", "8", "500", "per", "60", "s", "0", "0"], describe(listed)
+    assert lines[2].split() == ["tenant:*", "2", "-", "-", "-"], describe(listed)
 
     as_json = cli("--db", database_url, "--json", "limits", "list")
     assert json.loads(as_json.stdout) == [
-        {"name": "openai", "concurrency": 8, "rate": 500, "per": 60.0, "running": 0},
-        {"name": "tenant:*", "concurrency": 2, "rate": None, "per": 1.0, "running": None},
+        {"name": "openai", "concurrency": 8, "rate": 500, "per": 60.0, "running": 0, "waiting": 0},
+        {"name": "tenant:*", "concurrency": 2, "rate": None, "per": 1.0, "running": None, "waiting": None},
     ]
 
     gone = cli("--db", database_url, "limits", "delete", "openai")

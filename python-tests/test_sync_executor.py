@@ -148,6 +148,19 @@ def test_schedule_round_trip(sync_executor, ids):
         sync_executor.unschedule(name)
 
 
+def test_limit_round_trip(sync_executor, ids):
+    sync_executor.set_limit(ids("api"), concurrency=3, rate=10, per=2)
+    assert sync_executor.list_limits() == [
+        {"name": ids("api"), "concurrency": 3, "rate": 10, "per": 2.0, "running": 0, "waiting": 0}]
+    with pytest.raises(ValueError):
+        sync_executor.set_limit(ids("api"), concurrency=0)
+
+    sync_executor.delete_limit(ids("api"))
+    assert sync_executor.list_limits() == []
+    with pytest.raises(cloacina.LimitNotFoundError):
+        sync_executor.delete_limit(ids("api"))
+
+
 def test_calls_from_several_threads_at_once(sync_executor, ids):
     @cloacina.task(ids("square"))
     def square(ctx):

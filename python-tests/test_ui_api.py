@@ -87,7 +87,7 @@ def test_index_lists_every_endpoint(serve: Callable[..., Running]) -> None:
     for path in ("", "/"):
         listed = {e["path"]: e for e in ui.ok(path.lstrip("/") if path else "")["endpoints"]}
         assert {"/api/", "/api/health", "/api/executions", "/api/executions/<execution_id>",
-                "/api/workflows/<name>", "/api/workers", "/api/schedules"} <= set(listed)
+                "/api/workflows/<name>", "/api/workers", "/api/schedules", "/api/limits"} <= set(listed)
         assert set(listed["/api/executions"]["params"]) == {"workflow", "status", "limit", "offset"}
         assert all(e["description"] for e in listed.values())
 
@@ -258,6 +258,21 @@ def test_workers_and_schedules(serve: Callable[..., Running], sync_executor: clo
     assert [s["name"] for s in schedules] == [ids("nightly")] and schedules[0]["cron"] == "0 3 * * *"
 
 
+def test_limits_lists_stored_limits_by_name(serve: Callable[..., Running], sync_executor: cloacina.SyncExecutor,
+                                            ids: Any) -> None:
+    ui = serve()
+    assert ui.ok("limits") == {"limits": []}
+    sync_executor.set_limit(ids("x"), concurrency=2)
+    sync_executor.set_limit(ids("tenant:*"), rate=500, per=60)
+    limits = ui.ok("limits")["limits"]
+    # By name; a "*" default has no running or waiting count of its own.
+    assert limits == [
+        {"name": ids("tenant:*"), "concurrency": None, "rate": 500, "per": 60.0, "running": None, "waiting": None},
+        {"name": ids("x"), "concurrency": 2, "rate": None, "per": 1.0, "running": 0, "waiting": 0},
+    ]
+    assert limits == sync_executor.list_limits()
+
+
 # --- read only ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
@@ -324,7 +339,7 @@ def test_no_body_or_log_holds_the_database_url(serve: Callable[..., Running], sy
     ui = serve(token="tok-abc")
     auth = {"Authorization": "Bearer tok-abc"}
     for path in ("", "health", "executions", "executions/nope", f"executions/{uuid.uuid4()}", "workers",
-                 "schedules", f"workflows/{quote(flows['ok'].name, safe='')}", "executions?limit=x", "nothing"):
+                 "schedules", "limits", f"workflows/{quote(flows['ok'].name, safe='')}", "executions?limit=x", "nothing"):
         ui.get(path, headers=auth)
     ui.get("executions", method="DELETE", headers=auth)
     ui.get("health?token=tok-abc")

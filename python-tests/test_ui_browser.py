@@ -310,7 +310,7 @@ def test_workers_page_shows_the_worker_alive_with_its_pid(serve: Callable[..., R
     assert row["alive"] == "alive" and row["value"] == "true"
     assert row["ago"].endswith(" ago") and row["title"]
     assert nav(browser) == {"Executions": ui.page("/"), "Workers": ui.page("/workers"),
-                            "Schedules": ui.page("/schedules")}
+                            "Schedules": ui.page("/schedules"), "Limits": ui.page("/limits")}
     browser.save_screenshot(str(shots / "workers.png"))
 
 
@@ -346,10 +346,34 @@ def test_schedules_page_lists_schedules_and_shows_markup_as_text(serve: Callable
     browser.save_screenshot(str(shots / "schedules.png"))
 
 
+def test_limits_page_shows_a_set_limit_without_reload(serve: Callable[..., Running],
+                                                     sync_executor: cloacina.SyncExecutor, browser: WebDriver,
+                                                     ids: Any, shots: Path) -> None:
+    ui = serve()
+    browser.get(ui.page("/limits"))
+    wait(browser, lambda d: d.find_element(By.ID, "limits").text == "No limits.", "the empty state")
+    browser.execute_script("window.__sameDocument = true;")
+    sync_executor.set_limit(ids("x"), concurrency=2)
+    sync_executor.set_limit(ids("tenant:*"), rate=500, per=60)
+
+    def rows(driver: WebDriver) -> Dict[str, List[str]]:
+        """The limits table: name -> the text of each cell, left to right."""
+        return driver.execute_script(
+            "const m = {}; for (const r of document.querySelectorAll('#limits tr[data-limit]'))"
+            " m[r.getAttribute('data-limit')] = [...r.cells].map((c) => c.textContent); return m;")
+
+    seen = wait(browser, lambda d: rows(d) if len(rows(d)) == 2 else None, "the two limits listed")
+    assert seen == {ids("x"): [ids("x"), "2", "-", "0", "0"],
+                    ids("tenant:*"): [ids("tenant:*"), "-", "500 per 60 s", "-", "-"]}
+    assert browser.execute_script("return window.__sameDocument === true;")  # refreshed, not reloaded
+    assert browser.find_element(By.CSS_SELECTOR, "#nav a.current").text == "Limits"
+    browser.save_screenshot(str(shots / "limits.png"))
+
+
 def test_pages_have_types_and_a_strict_csp(serve: Callable[..., Running]) -> None:
     ui = serve()
     for path, kind in (("/", "text/html"), ("/executions/x", "text/html"), ("/workflows/w", "text/html"),
-                       ("/workers", "text/html"), ("/schedules", "text/html"),
+                       ("/workers", "text/html"), ("/schedules", "text/html"), ("/limits", "text/html"),
                        ("/static/app.js", "text/javascript"), ("/static/app.css", "text/css")):
         with urllib.request.urlopen(ui.page(path), timeout=DEADLINE) as response:
             assert response.status == 200
@@ -386,7 +410,8 @@ def test_token_protects_pages_and_is_passed_on(serve: Callable[..., Running], sy
     rows = wait(browser, listed, "the execution listed through the token")
     assert nav(browser) == {"Executions": ui.page("/?token=s3cret-token"),
                             "Workers": ui.page("/workers?token=s3cret-token"),
-                            "Schedules": ui.page("/schedules?token=s3cret-token")}
+                            "Schedules": ui.page("/schedules?token=s3cret-token"),
+                            "Limits": ui.page("/limits?token=s3cret-token")}
     assert rows == [[done, "Completed", ui.page(f"/executions/{done}?token=s3cret-token")]]
     click(browser, f'#executions tr[data-execution-id="{done}"] a', "the execution's link")
     wait(browser, lambda d: badge_text(d, "#execution-status .badge") == "Completed", "the execution page")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, List, Optional
 import cloacina
 
 if TYPE_CHECKING:
-    from cloacina._backend import ExecutionResult, ScheduleInfo, TaskInstance, WorkerInfo, Workflow, _Catchup
+    from cloacina._backend import ExecutionResult, LimitInfo, ScheduleInfo, TaskInstance, WorkerInfo, Workflow, _Catchup
 
 __all__ = ["SyncExecutor"]
 
@@ -434,6 +434,27 @@ class SyncExecutor:
         """Delete a schedule (its executions stay); ScheduleNotFoundError if unknown."""
         executor = self._executor
         self._call("unschedule", lambda: executor.unschedule(name))
+
+    def set_limit(
+        self, name: str, *, concurrency: Optional[int] = None, rate: Optional[int] = None, per: float = 1.0
+    ) -> None:
+        """Create or change the limit ``name`` for every worker on the database.
+
+        Same rules as ``UnifiedExecutor.set_limit`` (a name ending in ``*`` is a default).
+        """
+        executor = self._executor
+        self._call("set_limit", lambda: executor.set_limit(name, concurrency=concurrency, rate=rate, per=per))
+
+    def delete_limit(self, name: str) -> None:
+        """Delete the limit ``name``; LimitNotFoundError if there is none."""
+        executor = self._executor
+        self._call("delete_limit", lambda: executor.delete_limit(name))
+
+    def list_limits(self) -> List[LimitInfo]:
+        """Every limit in the database and the keys in use under a ``*`` default, by name, with
+        the attempts holding each key and the tasks waiting for it (None for a default)."""
+        executor = self._executor
+        return self._call("list_limits", lambda: executor.list_limits())
 
     def shutdown(self, *, cancel: bool = False) -> None:
         """Stop claiming work, wait for running tasks to end and be stored, then stop the

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use once_cell::sync::OnceCell;
 
 use crate::error::WorkflowError;
+use crate::model::limits::KeyTemplate;
 use crate::model::ExecutionPlan;
 use crate::task::Task;
 
@@ -18,6 +19,8 @@ pub struct Workflow {
     tasks: Vec<Arc<dyn Task>>,
     dependencies: Vec<Vec<usize>>,
     dependents: Vec<Vec<usize>>,
+    /// Limit keys each execution holds from its first task's start to its end.
+    limits: Vec<KeyTemplate>,
     /// Its execution plan, built at the first submit (tasks and options never change) and
     /// shared by its clones (each call from Python submits a clone).
     plan: Arc<OnceCell<Arc<ExecutionPlan>>>,
@@ -106,8 +109,24 @@ impl Workflow {
             tasks: ordered,
             dependencies,
             dependents,
+            limits: Vec::new(),
             plan: Arc::default(),
         })
+    }
+
+    /// The same workflow whose every execution holds `limits` from its first task's start to
+    /// its end (each key filled from the input of the task that starts it).
+    pub fn with_limits(self, limits: Vec<KeyTemplate>) -> Self {
+        Self {
+            limits: limits.into_iter().map(KeyTemplate::for_execution).collect(),
+            plan: Arc::default(),
+            ..self
+        }
+    }
+
+    /// The limit keys each execution holds as a whole.
+    pub fn limits(&self) -> &[KeyTemplate] {
+        &self.limits
     }
 
     /// The plan every execution of this workflow stores, built once.

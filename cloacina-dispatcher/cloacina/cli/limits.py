@@ -23,7 +23,8 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     common = database_options()
 
     listing = actions.add_parser("list", parents=[common], help="every limit, by name",
-                                 description="List every limit, by name, with the attempts holding it now.")
+                                 description="List every limit, by name, and the keys in use under a '*' default, "
+                                             "with the attempts holding each key now and the tasks waiting for it.")
     listing.set_defaults(handler=submit_only_command(_list))
 
     setting = actions.add_parser("set", parents=[common], help="create or change a limit",
@@ -53,8 +54,8 @@ async def _list(executor: Any, args: argparse.Namespace) -> int:
     elif limits:
         rows = [[limit["name"], _cell(limit["concurrency"]),
                  "-" if limit["rate"] is None else f"{limit['rate']} per {limit['per']:g} s",
-                 _cell(limit["running"])] for limit in limits]
-        print(render.table(["NAME", "CONCURRENCY", "RATE", "RUNNING"], rows))
+                 _cell(limit["running"]), _cell(limit["waiting"])] for limit in limits]
+        print(render.table(["NAME", "CONCURRENCY", "RATE", "RUNNING", "WAITING"], rows))
     else:
         print("no limits")
     return EXIT_OK

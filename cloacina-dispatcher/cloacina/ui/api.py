@@ -64,6 +64,8 @@ ENDPOINTS: Tuple[Endpoint, ...] = (
              {"limit": f"how many executions, 1 to {WORKFLOW_LIMIT_MAX} (default {WORKFLOW_LIMIT_DEFAULT})"}),
     Endpoint("/api/workers", "every worker registered in the database, with its heartbeat and running tasks", {}),
     Endpoint("/api/schedules", "every cron schedule, with its next and last fire", {}),
+    Endpoint("/api/limits", "every limit and each key in use under a '*' default, by name, with the attempts "
+             "holding the key and the tasks waiting for it (null for a default)", {}),
 )
 
 
@@ -202,6 +204,11 @@ def schedules(executor: cloacina.SyncExecutor, query: Query) -> Payload:
     return {"schedules": list(executor.list_schedules())}
 
 
+def limits(executor: cloacina.SyncExecutor, query: Query) -> Payload:
+    """``GET /api/limits``: ``{"limits": [...]}``, the dicts of ``list_limits()`` in its order (by name)."""
+    return {"limits": list(executor.list_limits())}
+
+
 _Fixed = Callable[[cloacina.SyncExecutor, Query], Payload]
 _Named = Callable[[cloacina.SyncExecutor, Query, str], Payload]
 
@@ -211,6 +218,7 @@ _FIXED: Dict[str, _Fixed] = {
     "/api/executions": executions,
     "/api/workers": workers,
     "/api/schedules": schedules,
+    "/api/limits": limits,
 }
 _NAMED: Dict[str, _Named] = {
     "/api/executions/": execution,

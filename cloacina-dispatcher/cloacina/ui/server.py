@@ -61,7 +61,7 @@ _PAGE_HEADERS = (
 )
 # Client-side routes: each is answered with index.html, whose script reads location.pathname.
 _PAGE_PREFIXES = ("/executions/", "/workflows/")
-_PAGE_PATHS = ("/", "/workers", "/schedules")
+_PAGE_PATHS = ("/", "/workers", "/schedules", "/limits")
 
 
 def static_file(path: str) -> Optional[str]:

@@ -211,14 +211,25 @@ class Workflow:
     """A named DAG of registered tasks, validated when built.
 
     ``tasks`` are ids or decorated functions; their dependencies join automatically.
-    ``tasks=None`` takes every task registered so far. Raises WorkflowError for an empty
-    workflow, an unknown task or dependency, or a cycle.
+    ``tasks=None`` takes every task registered so far. ``limits`` are limit keys (as in
+    ``@task(limits=...)``, ``{name}`` parts filled from the input) that each execution holds
+    from its first task's start to its end. Raises WorkflowError for an empty workflow, an
+    unknown task or dependency, or a cycle.
     """
 
-    def __new__(cls, name: str, tasks: Optional[Sequence[_TaskRef]] = None) -> Workflow: ...
+    def __new__(
+        cls,
+        name: str,
+        tasks: Optional[Sequence[_TaskRef]] = None,
+        *,
+        limits: Optional[Sequence[str]] = None,
+    ) -> Workflow: ...
     @property
     def name(self) -> str:
         """The workflow's name."""
+    @property
+    def limits(self) -> List[str]:
+        """Limit keys each execution holds from its first task's start to its end."""
     @property
     def task_ids(self) -> List[str]:
         """Task ids in topological order."""

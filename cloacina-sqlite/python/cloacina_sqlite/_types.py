@@ -111,13 +111,18 @@ class CurrentTask(TypedDict):
 
 
 class LimitInfo(TypedDict):
-    """A named limit as ``list_limits`` returns it."""
+    """A limit as ``list_limits`` returns it: a stored one, or a key in use under a default.
+
+    ``running`` (attempts holding the key now) and ``waiting`` (ready tasks waiting for it)
+    are ``None`` for a default (``"prefix*"``).
+    """
 
     name: str
     concurrency: Optional[int]
     rate: Optional[int]
     per: float
     running: Optional[int]
+    waiting: Optional[int]
 
 
 class ScheduleInfo(TypedDict):

@@ -142,6 +142,7 @@ impl Database {
                 ))
                 .execute_on(conn)?;
                 conn.cancel_pending(&id, Some(&message), now)?;
+                conn.give_back_all_units(&id)?;
                 diesel::update(workflow_executions::table.find(&id))
                     .set((
                         workflow_executions::status.eq(ExecutionStatus::Failed.as_str()),

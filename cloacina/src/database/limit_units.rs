@@ -3,6 +3,7 @@
 //! back with its attempt's end. What admits is decided in `model/limits.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
@@ -13,9 +14,29 @@ use super::named_limits::LimitRow;
 use super::schema::{limit_holders, limit_usage, limits, task_executions};
 use super::store::{Settled, TaskState};
 use crate::error::Result;
-use crate::model::limits::{admit, governing, started, KeyTemplate, Limit, Usage};
+use crate::model::limits::{
+    admit, governing, held_by_execution, key_name, started, Blocked, KeyTemplate, Limit, Usage,
+};
 use crate::model::ExecutionPlan;
 use crate::model::TaskStatus;
+
+/// The earliest instant a task this process found held back by a rate may start.
+static RATE_WAKE: Mutex<Option<DateTime<Utc>>> = Mutex::new(None);
+
+/// Asks this process's workers to claim again at `at`, when a rate allows the next start.
+fn wake_for_rate_at(at: DateTime<Utc>) {
+    let mut wake = RATE_WAKE.lock().unwrap_or_else(|p| p.into_inner());
+    if wake.map_or(true, |w| at < w) {
+        *wake = Some(at);
+    }
+}
+
+/// How long until a rate allows a task this process found held back to start, if any did;
+/// the next claim looks again, so the instant is handed out once.
+pub(crate) fn until_rate_allows() -> Option<std::time::Duration> {
+    let at = RATE_WAKE.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+    Some((at - Utc::now()).to_std().unwrap_or_default())
+}
 
 /// A ready task that holds limit keys, as a claim considers it.
 pub(crate) struct Keyed<'a> {
@@ -39,7 +60,7 @@ impl Conn<'_> {
     ) -> Result<Vec<bool>> {
         let keys: BTreeSet<&str> = candidates
             .iter()
-            .flat_map(|c| c.keys.iter().map(String::as_str))
+            .flat_map(|c| c.keys.iter().map(|k| key_name(k)))
             .collect();
         if keys.is_empty() {
             return Ok(vec![true; candidates.len()]);
@@ -67,6 +88,7 @@ impl Conn<'_> {
                 }
             }
         }
+        let mut executions_hold = self.execution_holders(candidates)?;
         let mut admitted = Vec::with_capacity(candidates.len());
         let mut holders = Vec::new();
         let mut changed: BTreeSet<String> = BTreeSet::new();
@@ -77,31 +99,52 @@ impl Conn<'_> {
                 admitted.push(false);
                 continue;
             }
-            let verdict = candidate
+            // The keys this attempt takes units of: its own, and its execution's not held yet.
+            let taking: Vec<(&str, bool)> = candidate
                 .keys
                 .iter()
-                .try_for_each(|key| match governing(key, &limits) {
-                    Some(limit) => admit(key, limit, usage[key.as_str()], now),
+                .map(|key| (key_name(key), held_by_execution(key).is_some()))
+                .filter(|&(name, whole)| {
+                    !(whole
+                        && executions_hold
+                            .contains(&(candidate.execution_id.to_string(), name.to_string())))
+                })
+                .collect();
+            let verdict = taking
+                .iter()
+                .try_for_each(|&(name, _)| match governing(name, &limits) {
+                    Some(limit) => admit(name, limit, usage[name], now),
                     None => Ok(()),
                 });
             match verdict {
                 Ok(()) => {
-                    for key in candidate.keys {
-                        if let Some(limit) = governing(key, &limits) {
-                            let u = usage.get_mut(key.as_str()).expect("locked above");
+                    for (name, whole) in taking {
+                        if let Some(limit) = governing(name, &limits) {
+                            let u = usage.get_mut(name).expect("locked above");
                             *u = started(limit, *u, now);
-                            changed.insert(key.clone());
+                            changed.insert(name.to_string());
                         }
+                        // A unit the execution holds has no task and no attempt.
+                        let (task_id, attempt) = if whole {
+                            let held = (candidate.execution_id.to_string(), name.to_string());
+                            executions_hold.insert(held);
+                            ("", 0)
+                        } else {
+                            (candidate.task_id, candidate.attempt)
+                        };
                         holders.push((
                             limit_holders::execution_id.eq(candidate.execution_id),
-                            limit_holders::task_id.eq(candidate.task_id),
-                            limit_holders::key.eq(key.as_str()),
-                            limit_holders::attempt.eq(candidate.attempt),
+                            limit_holders::task_id.eq(task_id),
+                            limit_holders::key.eq(name),
+                            limit_holders::attempt.eq(attempt),
                         ));
                     }
                     admitted.push(true);
                 }
                 Err(blocked) => {
+                    if let Blocked::Rate { at, .. } = &blocked {
+                        wake_for_rate_at(*at);
+                    }
                     waiting
                         .entry((candidate.execution_id, blocked.reason()))
                         .or_default()
@@ -435,6 +478,37 @@ impl Conn<'_> {
             #[cfg(feature = "postgres")]
             Conn::Postgres(conn) => rows.for_update().load(*conn)?,
         })
+    }
+
+    /// The (execution, key) pairs whose units the executions of `candidates` hold as a whole.
+    fn execution_holders(
+        &mut self,
+        candidates: &[Keyed<'_>],
+    ) -> Result<BTreeSet<(String, String)>> {
+        let executions: BTreeSet<&str> = candidates
+            .iter()
+            .filter(|c| c.keys.iter().any(|k| held_by_execution(k).is_some()))
+            .map(|c| c.execution_id)
+            .collect();
+        let executions: Vec<&str> = executions.into_iter().collect();
+        let mut held = BTreeSet::new();
+        for chunk in executions.chunks(CHUNK) {
+            held.extend(
+                limit_holders::table
+                    .filter(limit_holders::execution_id.eq_any(chunk))
+                    .filter(limit_holders::task_id.eq(""))
+                    .select((limit_holders::execution_id, limit_holders::key))
+                    .load_on::<(String, String)>(self)?,
+            );
+        }
+        Ok(held)
+    }
+
+    /// Gives back every unit held by `execution` and its attempts, when it ends.
+    pub(crate) fn give_back_all_units(&mut self, execution: &str) -> Result<()> {
+        diesel::delete(limit_holders::table.filter(limit_holders::execution_id.eq(execution)))
+            .execute_on(self)?;
+        Ok(())
     }
 
     /// Those of `candidates` still Pending, their rows locked (`FOR UPDATE SKIP LOCKED` on

@@ -43,7 +43,7 @@ pub mod control;
 pub(crate) mod dialect;
 mod group_commit;
 pub mod leases;
-mod limit_units;
+pub(crate) mod limit_units;
 mod literal;
 pub(crate) mod map;
 pub mod named_limits;

@@ -4,12 +4,13 @@
 use diesel::prelude::*;
 
 use super::connection::{columns, RunOn};
-use super::schema::{limit_holders, limits};
+use super::schema::{limit_holders, limits, task_executions};
 use super::signals::Signal;
 use super::Database;
 use crate::error::{Error, Result};
-use crate::model::limits::Limit;
+use crate::model::limits::{governing, waited_key, Limit, WAITING_FOR};
 use crate::model::now;
+use crate::model::TaskStatus;
 
 /// A limit's row.
 #[derive(Queryable, Selectable)]
@@ -41,6 +42,44 @@ pub struct LimitInfo {
     pub limit: Limit,
     /// Attempts holding the key now; `None` for a default (`prefix*`).
     pub running: Option<u32>,
+    /// Ready tasks waiting for the key now; `None` for a default (`prefix*`).
+    pub waiting: Option<u32>,
+}
+
+/// The stored `limits` and the concrete keys in use under a default (`prefix*`), sorted by
+/// name, each concrete key with its `running` and `waiting` counts.
+fn listing(
+    limits: Vec<Limit>,
+    running: &[(String, u32)],
+    waiting: &[(String, u32)],
+) -> Vec<LimitInfo> {
+    let count =
+        |of: &[(String, u32)], key: &str| of.iter().find(|(k, _)| k == key).map_or(0, |(_, n)| *n);
+    let mut listed: Vec<LimitInfo> = running
+        .iter()
+        .chain(waiting)
+        .map(|(key, _)| key)
+        .filter(|key| !limits.iter().any(|l| &l.name == *key))
+        .filter_map(|key| {
+            let default = governing(key, &limits)?;
+            Some(Limit {
+                name: key.clone(),
+                ..default.clone()
+            })
+        })
+        .chain(limits.iter().cloned())
+        .map(|limit| {
+            let concrete = !limit.is_default();
+            LimitInfo {
+                running: concrete.then(|| count(running, &limit.name)),
+                waiting: concrete.then(|| count(waiting, &limit.name)),
+                limit,
+            }
+        })
+        .collect();
+    listed.sort_by(|a, b| a.limit.name.cmp(&b.limit.name));
+    listed.dedup_by(|a, b| a.limit.name == b.limit.name);
+    listed
 }
 
 /// The error for a limit name that is not stored.
@@ -110,20 +149,35 @@ impl Database {
                     .group_by(limit_holders::key)
                     .select((limit_holders::key, diesel::dsl::count_star()))
                     .load_on(conn)?;
-                Ok(rows
-                    .into_iter()
-                    .map(LimitRow::into_limit)
-                    .map(|limit| {
-                        let running = (!limit.is_default()).then(|| {
-                            held.iter()
-                                .find(|(key, _)| *key == limit.name)
-                                .map_or(0, |(_, n)| u32::try_from(*n).unwrap_or(u32::MAX))
-                        });
-                        LimitInfo { limit, running }
-                    })
-                    .collect())
+                // A waiting task's reason names the key it waits for.
+                let reasons: Vec<(Option<String>, i64)> = task_executions::table
+                    .filter(task_executions::status.eq(TaskStatus::Pending.as_str()))
+                    .filter(task_executions::ready_at.is_not_null())
+                    .filter(task_executions::limit_keys.is_not_null())
+                    .filter(task_executions::reason.like(format!("{WAITING_FOR}%")))
+                    .group_by(task_executions::reason)
+                    .select((task_executions::reason, diesel::dsl::count_star()))
+                    .load_on(conn)?;
+                let mut waiting: Vec<(String, u32)> = Vec::new();
+                for (key, n) in reasons
+                    .iter()
+                    .filter_map(|(r, n)| Some((waited_key(r.as_deref()?)?, *n)))
+                {
+                    match waiting.iter_mut().find(|(k, _)| k == key) {
+                        Some((_, total)) => *total += to_u32(n),
+                        None => waiting.push((key.to_string(), to_u32(n))),
+                    }
+                }
+                let running: Vec<(String, u32)> =
+                    held.into_iter().map(|(k, n)| (k, to_u32(n))).collect();
+                let limits = rows.into_iter().map(LimitRow::into_limit).collect();
+                Ok(listing(limits, &running, &waiting))
             })
         })
         .await
     }
+}
+
+fn to_u32(n: i64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }

@@ -506,6 +506,7 @@ impl Conn<'_> {
             .collect();
         let (status, error) = execution_end(locked.cancel_reason.as_deref(), &unsuccessful);
         let final_context = self.final_context_json(execution, context)?;
+        self.give_back_all_units(execution)?;
         diesel::update(workflow_executions::table.find(execution))
             .set((
                 workflow_executions::status.eq(status.as_str()),

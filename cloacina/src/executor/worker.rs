@@ -25,6 +25,7 @@ use crate::context::{Context, StoredContext};
 use crate::database::claims::{Claim, ClaimRequest, Registered};
 use crate::database::control::Submitted;
 use crate::database::leases::WorkerIdentity;
+use crate::database::limit_units::until_rate_allows;
 use crate::database::signals::Signal;
 use crate::database::Database;
 use crate::error::Result;
@@ -409,9 +410,11 @@ impl Worker {
             if got == wanted {
                 continue;
             }
+            // A task a limit's rate held back starts at its time, not at the next poll.
+            let poll = until_rate_allows().map_or(SAFETY_POLL, |wait| wait.min(SAFETY_POLL));
             tokio::select! {
                 _ = ready.changed() => {}
-                () = tokio::time::sleep(SAFETY_POLL) => {}
+                () = tokio::time::sleep(poll) => {}
                 () = self.closing.notified() => return,
             }
         }

@@ -66,7 +66,9 @@ impl Limit {
     /// The time between two starts its rate allows: starts are spaced evenly, so at most
     /// `rate` start in any `per`.
     pub fn spacing(&self) -> Option<Duration> {
-        self.rate.map(|rate| self.per / rate)
+        // Rounded up, so `rate` spacings never add up to less than `per`.
+        self.rate
+            .map(|rate| Duration::from_nanos(self.per.as_nanos().div_ceil(u128::from(rate)) as u64))
     }
 }
 
@@ -114,6 +116,22 @@ pub fn governing<'a>(key: &str, limits: &'a [Limit]) -> Option<&'a Limit> {
 pub struct KeyTemplate {
     text: String,
     parts: Vec<Part>,
+    /// Held by the whole execution (`Workflow(limits=...)`), from its first start to its end.
+    whole_execution: bool,
+}
+
+/// Marks a filled key the whole execution holds, in a task's stored keys and in a stored plan
+/// (a control character: never part of a limit's name).
+const EXECUTION_MARK: char = '\u{1}';
+
+/// The key an execution holds, when the filled `key` is one; `None` for a task's own key.
+pub fn held_by_execution(key: &str) -> Option<&str> {
+    key.strip_prefix(EXECUTION_MARK)
+}
+
+/// The limit's name a filled key counts against (its mark taken off).
+pub fn key_name(key: &str) -> &str {
+    held_by_execution(key).unwrap_or(key)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,12 +194,43 @@ impl KeyTemplate {
         Ok(Self {
             text: text.to_string(),
             parts,
+            whole_execution: false,
         })
+    }
+
+    /// The same key, held by the whole execution instead of each attempt.
+    pub fn for_execution(self) -> Self {
+        Self {
+            whole_execution: true,
+            ..self
+        }
+    }
+
+    /// Whether the whole execution holds it.
+    pub fn is_for_execution(&self) -> bool {
+        self.whole_execution
     }
 
     /// The template as written.
     pub fn as_str(&self) -> &str {
         &self.text
+    }
+
+    /// The template as a stored plan keeps it (marked when the execution holds it).
+    pub fn stored(&self) -> String {
+        if self.whole_execution {
+            format!("{EXECUTION_MARK}{}", self.text)
+        } else {
+            self.text.clone()
+        }
+    }
+
+    /// Reads [`KeyTemplate::stored`] text back.
+    pub fn from_stored(text: &str) -> Result<Self, String> {
+        match held_by_execution(text) {
+            Some(text) => Self::parse(text).map(Self::for_execution),
+            None => Self::parse(text),
+        }
     }
 
     /// Whether filling it needs the task's input (it has `{name}` parts).
@@ -216,6 +265,9 @@ impl KeyTemplate {
             }
         }
         check_name(&key).map_err(|e| format!("limit key {:?} filled in: {e}", self.text))?;
+        if self.whole_execution {
+            key.insert(0, EXECUTION_MARK);
+        }
         Ok(key)
     }
 }
@@ -238,15 +290,24 @@ pub enum Blocked {
     Rate { key: String, at: DateTime<Utc> },
 }
 
+/// How the reason of a task waiting for a limit begins.
+pub const WAITING_FOR: &str = "waiting for limit '";
+
+/// The key a waiting task's `reason` names, if it waits for a limit.
+pub fn waited_key(reason: &str) -> Option<&str> {
+    let rest = reason.strip_prefix(WAITING_FOR)?;
+    rest.rfind("' (").map(|end| &rest[..end])
+}
+
 impl Blocked {
     /// The reason a waiting task shows.
     pub fn reason(&self) -> String {
         match self {
             Blocked::Full { key, running, cap } => {
-                format!("waiting for limit '{key}' ({running} of {cap} running)")
+                format!("{WAITING_FOR}{key}' ({running} of {cap} running)")
             }
             Blocked::Rate { key, at } => format!(
-                "waiting for limit '{key}' (rate: next start at {})",
+                "{WAITING_FOR}{key}' (rate: next start at {})",
                 at.format("%Y-%m-%dT%H:%M:%S%.3fZ")
             ),
         }
@@ -278,7 +339,14 @@ pub fn admit(key: &str, limit: &Limit, usage: Usage, now: DateTime<Utc>) -> Resu
 pub fn started(limit: &Limit, usage: Usage, now: DateTime<Utc>) -> Usage {
     let next_start = limit.spacing().map(|spacing| {
         let from = usage.next_start.map_or(now, |at| at.max(now));
-        from + chrono::Duration::from_std(spacing).unwrap_or(chrono::Duration::MAX)
+        let at = from + chrono::Duration::from_std(spacing).unwrap_or(chrono::Duration::MAX);
+        // Whole microseconds, rounded up: what the databases store, never earlier.
+        let sub_micro = i64::from(at.timestamp_subsec_nanos() % 1_000);
+        if sub_micro == 0 {
+            at
+        } else {
+            at + chrono::Duration::nanoseconds(1_000 - sub_micro)
+        }
     });
     Usage {
         running: usage.running + 1,
@@ -293,6 +361,57 @@ mod tests {
 
     fn limit(name: &str, concurrency: Option<i64>, rate: Option<i64>, per: f64) -> Limit {
         Limit::new(name, concurrency, rate, per).unwrap()
+    }
+
+    #[test]
+    fn a_reason_names_the_key_it_waits_for() {
+        let full = Blocked::Full {
+            key: "tenant:a' (b".into(),
+            running: 2,
+            cap: 2,
+        };
+        assert_eq!(waited_key(&full.reason()), Some("tenant:a' (b"));
+        let at = DateTime::parse_from_rfc3339("2026-12-05T10:00:00Z")
+            .unwrap()
+            .to_utc();
+        let rate = Blocked::Rate {
+            key: "api".into(),
+            at,
+        };
+        assert_eq!(
+            rate.reason(),
+            "waiting for limit 'api' (rate: next start at 2026-12-05T10:00:00.000Z)"
+        );
+        assert_eq!(waited_key(&rate.reason()), Some("api"));
+        assert_eq!(waited_key("waiting for 2 upstream tasks"), None);
+    }
+
+    #[test]
+    fn execution_keys_are_marked_and_count_against_their_name() {
+        let key = KeyTemplate::parse("customer:{id}").unwrap().for_execution();
+        let filled = key.render(&json!({"id": 7})).unwrap();
+        assert_eq!(held_by_execution(&filled), Some("customer:7"));
+        assert_eq!(key_name(&filled), "customer:7");
+        assert_eq!(key_name("customer:7"), "customer:7");
+        assert_eq!(KeyTemplate::from_stored(&key.stored()).unwrap(), key);
+        assert!(!KeyTemplate::parse("x").unwrap().is_for_execution());
+    }
+
+    #[test]
+    fn a_third_of_a_second_spaces_three_starts_a_full_second_apart() {
+        let limit = limit("r", None, Some(3), 1.0);
+        let t0 = DateTime::parse_from_rfc3339("2026-12-05T10:00:00.000000001Z")
+            .unwrap()
+            .to_utc();
+        let mut usage = Usage::default();
+        for _ in 0..3 {
+            usage = started(&limit, usage, t0);
+        }
+        assert!(usage.next_start.unwrap() - t0 >= chrono::Duration::seconds(1));
+        assert_eq!(
+            usage.next_start.unwrap().timestamp_subsec_nanos() % 1_000,
+            0
+        );
     }
 
     #[test]
@@ -360,7 +479,9 @@ mod tests {
 
     #[test]
     fn admission_holds_the_cap_and_spaces_starts_by_the_rate() {
-        let now = Utc::now();
+        let now = DateTime::parse_from_rfc3339("2026-12-05T10:00:00.123456Z")
+            .unwrap()
+            .to_utc();
         let capped = limit("k", Some(2), None, 1.0);
         let mut usage = Usage::default();
         for _ in 0..2 {

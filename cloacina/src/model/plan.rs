@@ -44,10 +44,14 @@ impl ExecutionPlan {
             .tasks()
             .iter()
             .enumerate()
-            .map(|(position, task)| PlannedTask {
-                id: task.id().to_string(),
-                dependencies: workflow.dependencies_of(position).to_vec(),
-                options: task.options().clone(),
+            .map(|(position, task)| {
+                let mut options = task.options().clone();
+                options.limits.extend(workflow.limits().iter().cloned());
+                PlannedTask {
+                    id: task.id().to_string(),
+                    dependencies: workflow.dependencies_of(position).to_vec(),
+                    options,
+                }
             })
             .collect();
         Self::new(tasks)
@@ -181,7 +185,7 @@ fn options_to_json(options: &TaskOptions) -> Value {
             "limit": m.limit,
             "collect_as": m.collect_as,
         })),
-        "limits": options.limits.iter().map(KeyTemplate::as_str).collect::<Vec<_>>(),
+        "limits": options.limits.iter().map(KeyTemplate::stored).collect::<Vec<_>>(),
         "priority": options.priority,
     })
 }
@@ -235,7 +239,7 @@ fn options_from_json(value: &Value) -> TaskOptions {
             .map(|keys| {
                 keys.iter()
                     .filter_map(Value::as_str)
-                    .filter_map(|k| KeyTemplate::parse(k).ok())
+                    .filter_map(|k| KeyTemplate::from_stored(k).ok())
                     .collect()
             })
             .unwrap_or_default(),
@@ -266,6 +270,9 @@ mod tests {
         options.limits = vec![
             KeyTemplate::parse("openai").unwrap(),
             KeyTemplate::parse("tenant:{tenant}").unwrap(),
+            KeyTemplate::parse("customer:{customer}")
+                .unwrap()
+                .for_execution(),
         ];
         options.priority = -2;
         let a = FnTask::new("a", &[], |c| async move { Ok(c) });

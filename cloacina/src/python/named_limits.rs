@@ -71,5 +71,6 @@ fn limit_to_py(py: Python<'_>, info: &LimitInfo) -> PyResult<PyObject> {
     dict.set_item("rate", info.limit.rate)?;
     dict.set_item("per", info.limit.per.as_secs_f64())?;
     dict.set_item("running", info.running)?;
+    dict.set_item("waiting", info.waiting)?;
     Ok(dict.into_py(py))
 }

@@ -32,8 +32,12 @@ impl PyWorkflow {
 #[pymethods]
 impl PyWorkflow {
     #[new]
-    #[pyo3(signature = (name, tasks=None))]
-    fn new(name: &Bound<'_, PyAny>, tasks: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+    #[pyo3(signature = (name, tasks=None, *, limits=None))]
+    fn new(
+        name: &Bound<'_, PyAny>,
+        tasks: Option<&Bound<'_, PyAny>>,
+        limits: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
         let name = name
             .downcast::<PyString>()
             .map_err(|_| {
@@ -49,6 +53,7 @@ impl PyWorkflow {
                 "workflow name {name:?} contains a NUL character; databases cannot store it, remove it"
             )));
         }
+        let limits = super::options::limit_keys("limits", limits)?;
         let roots = match tasks {
             Some(tasks) => task_ids(tasks)?,
             None => registry().ids().to_vec(),
@@ -68,8 +73,15 @@ impl PyWorkflow {
                 .map(|d| PythonTask::unbound(d.clone()))
                 .collect(),
         )
-        .map_err(|e| to_py_err(Error::from(e)))?;
+        .map_err(|e| to_py_err(Error::from(e)))?
+        .with_limits(limits);
         Ok(Self { graph })
+    }
+
+    /// Limit keys each execution holds from its first task's start to its end.
+    #[getter]
+    fn limits(&self) -> Vec<&str> {
+        self.graph.limits().iter().map(|k| k.as_str()).collect()
     }
 
     /// The workflow's name.

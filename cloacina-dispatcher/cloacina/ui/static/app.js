@@ -625,6 +625,29 @@
     load();
   }
 
+  // --- list pages --------------------------------------------------------------------------
+
+  // A page listing what GET /api/<name> returns under <name> (workers, schedules, limits) in a
+  // table, tbody#<name>, redrawn every `every` ms: `row` draws one item, `none` says there is none.
+  function listPage(title, name, headers, row, none, every) {
+    const message = el("div", { id: "message" });
+    const body = el("tbody", { id: name });
+    setMain(el("h1", {}, title), message,
+      el("table", {}, el("thead", {}, el("tr", {}, headers.map((h) => el("th", {}, h)))), body));
+    async function load() {
+      try {
+        const items = (await api(name))[name];
+        body.replaceChildren(...items.map((item) => row(item)));
+        if (!items.length) body.appendChild(el("tr", {}, el("td", { colspan: headers.length, class: "muted" }, none)));
+        message.replaceChildren();
+      } catch (error) {
+        showError(message, error);
+      }
+      poll(load, every);
+    }
+    load();
+  }
+
   // --- workers page ------------------------------------------------------------------------
 
   function ago(text) {
@@ -641,65 +664,68 @@
               value ? yes : no);
   }
 
+  function workerRow(w) {
+    return el("tr", { "data-worker-id": w.worker_id },
+      el("td", { class: "id" }, w.worker_id),
+      el("td", { class: "host" }, w.hostname || "—"),
+      el("td", { class: "pid" }, w.pid === null || w.pid === undefined ? "—" : String(w.pid)),
+      el("td", { class: "alive" }, flag(w.alive, "alive", "gone", "yes", "dead")),
+      el("td", { class: "heartbeat" }, el("span", { title: w.heartbeat_at || "" }, ago(w.heartbeat_at))),
+      el("td", { class: "running" }, (w.running || []).length
+        ? el("ul", { class: "runs" }, w.running.map((r) => el("li", { "data-execution-id": r.execution_id },
+            link(executionPath(r.execution_id), r.task_id || r.execution_id))))
+        : el("span", { class: "muted" }, "idle")));
+  }
+
   function workersPage() {
-    const message = el("div", { id: "message" });
-    const body = el("tbody", { id: "workers" });
-    setMain(el("h1", {}, "Workers"), message,
-      el("table", {}, el("thead", {}, el("tr", {}, ["Worker", "Host", "PID", "Alive", "Heartbeat", "Running"]
-        .map((h) => el("th", {}, h)))), body));
-    async function load() {
-      try {
-        const page = await api("workers");
-        body.replaceChildren(...page.workers.map((w) => el("tr", { "data-worker-id": w.worker_id },
-          el("td", { class: "id" }, w.worker_id),
-          el("td", { class: "host" }, w.hostname || "—"),
-          el("td", { class: "pid" }, w.pid === null || w.pid === undefined ? "—" : String(w.pid)),
-          el("td", { class: "alive" }, flag(w.alive, "alive", "gone", "yes", "dead")),
-          el("td", { class: "heartbeat" }, el("span", { title: w.heartbeat_at || "" }, ago(w.heartbeat_at))),
-          el("td", { class: "running" }, (w.running || []).length
-            ? el("ul", { class: "runs" }, w.running.map((r) => el("li", { "data-execution-id": r.execution_id },
-                link(executionPath(r.execution_id), r.task_id || r.execution_id))))
-            : el("span", { class: "muted" }, "idle")))));
-        if (!page.workers.length) body.appendChild(el("tr", {}, el("td", { colspan: 6, class: "muted" }, "No workers.")));
-        message.replaceChildren();
-      } catch (error) {
-        showError(message, error);
-      }
-      poll(load, 2000);
-    }
-    load();
+    listPage("Workers", "workers", ["Worker", "Host", "PID", "Alive", "Heartbeat", "Running"], workerRow,
+             "No workers.", 2000);
   }
 
   // --- schedules page ----------------------------------------------------------------------
 
+  function scheduleRow(s) {
+    return el("tr", { "data-schedule": s.name },
+      el("td", { class: "name" }, s.name),
+      el("td", { class: "workflow" }, link(workflowPath(s.workflow_name), s.workflow_name)),
+      el("td", { class: "cron" }, el("code", {}, s.cron)),
+      el("td", { class: "timezone" }, s.timezone || "UTC"),
+      el("td", { class: "catchup" }, s.catchup ? "yes" : "no"),
+      el("td", { class: "paused" }, flag(s.paused, "paused", "active", "paused", "yes")),
+      el("td", { class: "next-fire" }, el("span", { title: s.next_fire_time || "" }, when(s.next_fire_time))),
+      el("td", { class: "last-fire" }, el("span", { title: s.last_fire_time || "" }, when(s.last_fire_time))),
+      el("td", { class: "id last-execution" }, s.last_execution_id
+        ? link(executionPath(s.last_execution_id), s.last_execution_id) : "—"));
+  }
+
   function schedulesPage() {
-    const message = el("div", { id: "message" });
-    const body = el("tbody", { id: "schedules" });
-    setMain(el("h1", {}, "Schedules"), message,
-      el("table", {}, el("thead", {}, el("tr", {}, ["Name", "Workflow", "Cron", "Timezone", "Catch-up", "Paused",
-        "Next fire", "Last fire", "Last execution"].map((h) => el("th", {}, h)))), body));
-    async function load() {
-      try {
-        const page = await api("schedules");
-        body.replaceChildren(...page.schedules.map((s) => el("tr", { "data-schedule": s.name },
-          el("td", { class: "name" }, s.name),
-          el("td", { class: "workflow" }, link(workflowPath(s.workflow_name), s.workflow_name)),
-          el("td", { class: "cron" }, el("code", {}, s.cron)),
-          el("td", { class: "timezone" }, s.timezone || "UTC"),
-          el("td", { class: "catchup" }, s.catchup ? "yes" : "no"),
-          el("td", { class: "paused" }, flag(s.paused, "paused", "active", "paused", "yes")),
-          el("td", { class: "next-fire" }, el("span", { title: s.next_fire_time || "" }, when(s.next_fire_time))),
-          el("td", { class: "last-fire" }, el("span", { title: s.last_fire_time || "" }, when(s.last_fire_time))),
-          el("td", { class: "id last-execution" }, s.last_execution_id
-            ? link(executionPath(s.last_execution_id), s.last_execution_id) : "—"))));
-        if (!page.schedules.length) body.appendChild(el("tr", {}, el("td", { colspan: 9, class: "muted" }, "No schedules.")));
-        message.replaceChildren();
-      } catch (error) {
-        showError(message, error);
-      }
-      poll(load, 5000);
-    }
-    load();
+    listPage("Schedules", "schedules", ["Name", "Workflow", "Cron", "Timezone", "Catch-up", "Paused", "Next fire",
+             "Last fire", "Last execution"], scheduleRow, "No schedules.", 5000);
+  }
+
+  // --- limits page -------------------------------------------------------------------------
+
+  // A count, or "-" where there is none (a "*" default has no running or waiting count), as the
+  // command line's `limits list` writes it.
+  function count(value) {
+    return value === null || value === undefined ? "-" : String(value);
+  }
+
+  function rate(limit) {
+    return limit.rate === null || limit.rate === undefined ? "-" : limit.rate + " per " + limit.per + " s";
+  }
+
+  function limitRow(l) {
+    return el("tr", { "data-limit": l.name },
+      el("td", { class: "name" }, l.name),
+      el("td", { class: "concurrency" }, count(l.concurrency)),
+      el("td", { class: "rate" }, rate(l)),
+      el("td", { class: "running" }, count(l.running)),
+      el("td", { class: "waiting" }, count(l.waiting)));
+  }
+
+  function limitsPage() {
+    listPage("Limits", "limits", ["Name", "Concurrency", "Rate", "Running", "Waiting"], limitRow, "No limits.", 2000);
   }
 
   // --- router ------------------------------------------------------------------------------
@@ -718,6 +744,7 @@
     else if ((match = /^\/workflows\/(.+)$/.exec(path))) workflowPage(decodeURIComponent(match[1]));
     else if (path === "/workers") workersPage();
     else if (path === "/schedules") schedulesPage();
+    else if (path === "/limits") limitsPage();
     else executionsPage();
   }
 
