@@ -111,7 +111,7 @@ async def child_main(module: str, url: str, scenario: str, kind: str, size: int,
     executor = cl.UnifiedExecutor(max_concurrency=os.cpu_count() * 4 if os.cpu_count() else 8)
     await executor.initialize(url)
     if scenario == "S2L":
-        await executor.set_limit("bench", concurrency=8)
+        await executor.set_limit("bench", concurrency=int(os.environ.get("S2L_CAP", "8")))
     check(await executor.execute(workflow))  # warm-up
     walls, expands = [], []
     for _ in range(repeat):

@@ -191,9 +191,7 @@ async def main(args: argparse.Namespace) -> int:
     tasks = define(args.prefix, args.out, args.control, width=args.width, sleep=tuple(args.sleep),
                    hang=set(args.hang), fail=set(args.fail))
     executor = cl.UnifiedExecutor(max_concurrency=args.max_concurrency)
-    init: Dict[str, Any] = {"worker": not args.no_worker}
-    if args.lease_timeout is not None:
-        init["lease_timeout"] = args.lease_timeout
+    init: Dict[str, Any] = {"worker": not args.no_worker, **init_options(args)}
     if args.pool_size is not None:
         init["pool_size"] = args.pool_size
 
@@ -219,15 +217,26 @@ async def main(args: argparse.Namespace) -> int:
     return await serve(executor, args.url, init, args.ready, submit)
 
 
-def parse(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def worker_parser(description: Optional[str]) -> argparse.ArgumentParser:
+    """The options every test worker program takes: where it works and how it reports."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", required=True, help="database URL")
     p.add_argument("--prefix", required=True, help="task id prefix (the test's ids.prefix)")
     p.add_argument("--out", required=True, help="side-effect file")
-    p.add_argument("--control", required=True, help="directory of release_<task> / ok_<task> files")
     p.add_argument("--ready", required=True, help="file written once initialized")
     p.add_argument("--lease-timeout", type=float, default=None)
     p.add_argument("--max-concurrency", type=int, default=8)
+    return p
+
+
+def init_options(args: argparse.Namespace) -> Dict[str, Any]:
+    """``initialize`` keyword arguments from the common options (the lease timeout when given)."""
+    return {} if args.lease_timeout is None else {"lease_timeout": args.lease_timeout}
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    p = worker_parser(__doc__)
+    p.add_argument("--control", required=True, help="directory of release_<task> / ok_<task> files")
     p.add_argument("--pool-size", type=int, default=None)
     p.add_argument("--no-worker", action="store_true", help="initialize with worker=False")
     p.add_argument("--width", type=int, default=3, help="middle tasks of the fan shape")

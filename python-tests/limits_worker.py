@@ -16,7 +16,7 @@ import sys
 from typing import Any, Dict, Sequence
 
 from backend import cl
-from durable_worker import record, serve
+from durable_worker import init_options, record, serve, worker_parser
 
 
 def define(prefix: str, out: str, *, sleep: float = 0.03, seed: int = 0, exact: bool = False) -> Any:
@@ -37,20 +37,11 @@ def define(prefix: str, out: str, *, sleep: float = 0.03, seed: int = 0, exact: 
 async def main(args: argparse.Namespace) -> int:
     define(args.prefix, args.out, sleep=args.sleep, seed=args.seed, exact=args.exact)
     executor = cl.UnifiedExecutor(max_concurrency=args.max_concurrency)
-    init: Dict[str, Any] = {}
-    if args.lease_timeout is not None:
-        init["lease_timeout"] = args.lease_timeout
-    return await serve(executor, args.url, init, args.ready)
+    return await serve(executor, args.url, init_options(args), args.ready)
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--url", required=True, help="database URL")
-    p.add_argument("--prefix", required=True, help="task id prefix (the test's ids.prefix)")
-    p.add_argument("--out", required=True, help="side-effect file")
-    p.add_argument("--ready", required=True, help="file written once initialized")
-    p.add_argument("--max-concurrency", type=int, default=8)
-    p.add_argument("--lease-timeout", type=float, default=None)
+    p = worker_parser(__doc__)
     p.add_argument("--sleep", type=float, default=0.03, help="most seconds an attempt sleeps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--exact", action="store_true", help="sleep exactly --sleep seconds")

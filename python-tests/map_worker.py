@@ -25,7 +25,7 @@ import sys
 from typing import Any, Awaitable, Callable, Dict, Sequence
 
 from backend import cl
-from durable_worker import record, serve
+from durable_worker import init_options, record, serve, worker_parser
 
 Context = Dict[str, Any]
 
@@ -70,20 +70,11 @@ def define(prefix: str, out: str, *, sleep: float = 0.0, map_limit: int = 3) -> 
 async def main(args: argparse.Namespace) -> int:
     define(args.prefix, args.out, sleep=args.sleep, map_limit=args.map_limit)
     executor = cl.UnifiedExecutor(max_concurrency=args.max_concurrency)
-    init: Dict[str, Any] = {}
-    if args.lease_timeout is not None:
-        init["lease_timeout"] = args.lease_timeout
-    return await serve(executor, args.url, init, args.ready)
+    return await serve(executor, args.url, init_options(args), args.ready)
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--url", required=True, help="database URL")
-    p.add_argument("--prefix", required=True, help="task id prefix (the test's ids.prefix)")
-    p.add_argument("--out", required=True, help="side-effect file")
-    p.add_argument("--ready", required=True, help="file written once initialized")
-    p.add_argument("--max-concurrency", type=int, default=8)
-    p.add_argument("--lease-timeout", type=float, default=None)
+    p = worker_parser(__doc__)
     p.add_argument("--sleep", type=float, default=0.0, help="seconds each instance sleeps")
     p.add_argument("--map-limit", type=int, default=3, help="map_limit of the limited task")
     return p.parse_args(argv)

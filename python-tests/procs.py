@@ -302,6 +302,16 @@ class Event:
     ts: float
 
 
+def max_overlap(intervals: Sequence[Tuple[float, float]]) -> int:
+    """The most intervals open at one instant (an end at the same instant as a start comes first)."""
+    points = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    open_now = most = 0
+    for _, step in points:
+        open_now += step
+        most = max(most, open_now)
+    return most
+
+
 def read_events(path: Path) -> List[Event]:
     if not path.exists():
         return []

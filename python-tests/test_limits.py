@@ -6,25 +6,15 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 import pytest
 
 from backend import cl
 from limits_worker import define as define_limited
-from procs import (client, effects, finished, has_event, procs, read_events, ready,  # noqa: F401
-                   select, stopped, until)
+from procs import (client, effects, finished, has_event, max_overlap, procs, read_events,  # noqa: F401
+                   ready, select, stopped, until)
 
-
-
-def max_overlap(intervals: Sequence[Tuple[float, float]]) -> int:
-    """The most intervals open at one instant (an end at the same instant as a start comes first)."""
-    points = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
-    open_now = most = 0
-    for _, step in points:
-        open_now += step
-        most = max(most, open_now)
-    return most
 
 
 def fan_of_sleepers(ids, n: int, limits: List[str], seconds: float,

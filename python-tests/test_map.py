@@ -16,13 +16,13 @@ import random
 import re
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import pytest
 
 from backend import by_task, cl, parse_ts
 from map_worker import define as define_map_workflow, value_of
-from procs import (Proc, Procs, client, effects, finished, procs, read_events, ready,  # noqa: F401
+from procs import (Proc, Procs, client, effects, finished, max_overlap, procs, read_events, ready,  # noqa: F401
                    select, stopped, summary, until)
 
 MAP_COUNT_KEYS = {"count", "pending", "running", "completed", "failed", "skipped", "cancelled"}
@@ -46,16 +46,6 @@ def counts(**nonzero: int) -> Dict[str, int]:
 
 async def all_instances(executor: Any, execution_id: str, task_id: str) -> List[Dict[str, Any]]:
     return list(await executor.list_task_instances(execution_id, task_id, limit=10_000))
-
-
-def max_overlap(intervals: Sequence[Tuple[float, float]]) -> int:
-    """The most intervals open at one instant (an end at the same instant as a start comes first)."""
-    points = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
-    open_now = most = 0
-    for _, step in points:
-        open_now += step
-        most = max(most, open_now)
-    return most
 
 
 # --- values, items, indices -----------------------------------------------------------------------

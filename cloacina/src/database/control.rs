@@ -260,6 +260,22 @@ fn not_found(execution: Uuid) -> Error {
     Error::NotFound(format!("no execution with id {execution} in this database"))
 }
 
+/// The states of a new execution's ready tasks at `positions`: Pending, never attempted.
+fn new_ready_states(plan: &ExecutionPlan, positions: &[usize]) -> BTreeMap<usize, TaskState> {
+    positions
+        .iter()
+        .map(|&p| {
+            let state = TaskState {
+                task_id: plan.tasks()[p].id.clone(),
+                status: TaskStatus::Pending,
+                attempt: 0,
+                ready: true,
+            };
+            (p, state)
+        })
+        .collect()
+}
+
 impl Conn<'_> {
     /// Fills the limit keys of a new execution's `roots`; the roots (and tasks they made ready)
     /// left to run, and whether any root failed for keys it could not fill.
@@ -277,18 +293,7 @@ impl Conn<'_> {
         }
         let id = execution_id.to_string();
         let now = now().naive_utc();
-        let mut states: BTreeMap<usize, TaskState> = roots
-            .iter()
-            .map(|&p| {
-                let state = TaskState {
-                    task_id: plan.tasks()[p].id.clone(),
-                    status: TaskStatus::Pending,
-                    attempt: 0,
-                    ready: true,
-                };
-                (p, state)
-            })
-            .collect();
+        let mut states = new_ready_states(plan, &roots);
         let mut settled = Settled {
             ready: roots.clone(),
             ..Settled::default()
@@ -343,18 +348,7 @@ impl Conn<'_> {
                 .filter(|&p| (request.registered)(&plan.tasks()[p].id))
                 .take(request.limit)
                 .collect();
-            let states: BTreeMap<usize, TaskState> = mine
-                .iter()
-                .map(|&p| {
-                    let state = TaskState {
-                        task_id: plan.tasks()[p].id.clone(),
-                        status: TaskStatus::Pending,
-                        attempt: 0,
-                        ready: true,
-                    };
-                    (p, state)
-                })
-                .collect();
+            let states = new_ready_states(plan, &mine);
             claimed = self.claim_positions(execution_id, plan, worker, &mine, &states, now())?;
             if !claimed.is_empty() {
                 self.mark_running(&claimed)?;

@@ -22,7 +22,7 @@ use crate::model::TaskStatus;
 
 #[cfg(feature = "postgres")]
 mod notify;
-mod take;
+pub(crate) mod take;
 
 #[cfg(feature = "postgres")]
 pub(crate) use notify::notify_after_commit;

@@ -9,6 +9,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 
 use super::connection::{columns, Conn, RunOn, CHUNK};
+use super::dialect::take::start_row;
 use super::dialect::TakenRow;
 use super::named_limits::LimitRow;
 use super::schema::{limit_holders, limit_usage, limits, task_executions};
@@ -69,7 +70,7 @@ impl Conn<'_> {
         let mut usage = self.lock_usage(&keys)?;
         // Read after the key rows are locked: another worker that took a candidate while this
         // claim waited for the locks has stored its units already, and the candidate is gone.
-        let pending = self.lock_pending(candidates)?;
+        let pending = self.still_pending(candidates)?;
         let limits: Vec<Limit> = limits::table
             .select(columns::<LimitRow>())
             .load_on::<LimitRow>(self)?
@@ -121,8 +122,11 @@ impl Conn<'_> {
                     for (name, whole) in taking {
                         if let Some(limit) = governing(name, &limits) {
                             let u = usage.get_mut(name).expect("locked above");
+                            let before = u.next_start;
                             *u = started(limit, *u, now);
-                            changed.insert(name.to_string());
+                            if u.next_start != before {
+                                changed.insert(name.to_string());
+                            }
                         }
                         // A unit the execution holds has no task and no attempt.
                         let (task_id, attempt) = if whole {
@@ -180,6 +184,8 @@ impl Conn<'_> {
         positions: &[usize],
     ) -> Result<BTreeMap<usize, std::result::Result<Vec<String>, String>>> {
         let mut filled = BTreeMap::new();
+        // Tasks with the same keys are stored by one statement (a fan-out's share them).
+        let mut by_keys: BTreeMap<String, Vec<i32>> = BTreeMap::new();
         for &position in positions {
             let templates = &plan.tasks()[position].options.limits;
             if templates.is_empty() {
@@ -196,19 +202,25 @@ impl Conn<'_> {
                 let mut sorted = keys.clone();
                 sorted.sort_unstable();
                 sorted.dedup();
-                diesel::update(
-                    task_executions::table
-                        .filter(task_executions::execution_id.eq(execution))
-                        .filter(task_executions::position.eq(position as i32))
-                        .filter(task_executions::map_index.eq(-1)),
-                )
-                .set(task_executions::limit_keys.eq(Some(
-                    serde_json::to_string(&sorted).expect("a list of strings is JSON"),
-                )))
-                .execute_on(self)?;
+                by_keys
+                    .entry(serde_json::to_string(&sorted).expect("a list of strings is JSON"))
+                    .or_default()
+                    .push(position as i32);
                 filled.insert(position, Ok(sorted));
             } else {
                 filled.insert(position, keys);
+            }
+        }
+        for (keys, positions) in &by_keys {
+            for chunk in positions.chunks(CHUNK) {
+                diesel::update(
+                    task_executions::table
+                        .filter(task_executions::execution_id.eq(execution))
+                        .filter(task_executions::position.eq_any(chunk))
+                        .filter(task_executions::map_index.eq(-1)),
+                )
+                .set(task_executions::limit_keys.eq(Some(keys)))
+                .execute_on(self)?;
             }
         }
         Ok(filled)
@@ -412,16 +424,7 @@ impl Conn<'_> {
             if !ok {
                 continue;
             }
-            row.attempt += 1;
-            diesel::update(task_executions::table.find((&row.execution_id, &row.task_id)))
-                .set((
-                    task_executions::status.eq(TaskStatus::Running.as_str()),
-                    task_executions::worker_id.eq(Some(worker)),
-                    task_executions::attempt.eq(row.attempt),
-                    task_executions::started_at.eq(Some(now.naive_utc())),
-                    task_executions::reason.eq(None::<String>),
-                ))
-                .execute_on(self)?;
+            start_row(self, worker, &mut row, now.naive_utc())?;
             taken.push(row);
         }
         Ok(taken)
@@ -446,12 +449,18 @@ impl Conn<'_> {
     fn lock_usage(&mut self, keys: &[&str]) -> Result<BTreeMap<String, Usage>> {
         let mut usage = BTreeMap::new();
         for chunk in keys.chunks(CHUNK) {
-            let rows: Vec<_> = chunk.iter().map(|k| limit_usage::key.eq(*k)).collect();
-            diesel::insert_into(limit_usage::table)
-                .values(rows)
-                .on_conflict_do_nothing()
-                .execute_on(self)?;
-            for (key, next_start) in self.lock_usage_rows(chunk)? {
+            let mut locked = self.lock_usage_rows(chunk)?;
+            if locked.len() < chunk.len() {
+                // A key used for the first time: its row is made, and all are locked again in
+                // key order.
+                let rows: Vec<_> = chunk.iter().map(|k| limit_usage::key.eq(*k)).collect();
+                diesel::insert_into(limit_usage::table)
+                    .values(rows)
+                    .on_conflict_do_nothing()
+                    .execute_on(self)?;
+                locked = self.lock_usage_rows(chunk)?;
+            }
+            for (key, next_start) in locked {
                 let next_start = next_start.map(|t| t.and_utc());
                 usage.insert(
                     key,
@@ -512,11 +521,19 @@ impl Conn<'_> {
     }
 
     /// Those of `candidates` still Pending, their rows locked (`FOR UPDATE SKIP LOCKED` on
-    /// PostgreSQL: a row another claim holds is that claim's to take).
-    fn lock_pending<'c>(
+    /// PostgreSQL: a row another claim holds is that claim's to take). On SQLite the write
+    /// transaction that read them still holds the only write lock: all are.
+    fn still_pending<'c>(
         &mut self,
         candidates: &[Keyed<'c>],
     ) -> Result<BTreeSet<(&'c str, &'c str)>> {
+        #[cfg(feature = "sqlite")]
+        if matches!(self, Conn::Sqlite(_)) {
+            return Ok(candidates
+                .iter()
+                .map(|c| (c.execution_id, c.task_id))
+                .collect());
+        }
         let mut by_execution: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for c in candidates {
             by_execution
@@ -584,56 +601,10 @@ mod tests {
             .unwrap()
     }
 
-    #[tokio::test]
-    async fn a_cap_admits_up_to_its_units_and_given_back_units_admit_again() {
-        let (db, _, ids) = one_task_executions(3).await;
-        db.put_limit(Limit::new("api", Some(2), None, 1.0).unwrap())
-            .await
-            .unwrap();
-        let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
-        let keys = vec!["api".to_string(), "free".to_string()];
-        let (ids2, keys2) = (ids.clone(), keys.clone());
-        let admitted = with_conn(&db, move |conn| {
-            let candidates: Vec<Keyed<'_>> = ids2
-                .iter()
-                .map(|id| Keyed {
-                    execution_id: id,
-                    task_id: "t",
-                    attempt: 1,
-                    keys: &keys2,
-                })
-                .collect();
-            conn.take_units(&candidates, Utc::now())
-        })
-        .await;
-        assert_eq!(admitted, vec![true, true, false]);
-
-        let (ids3, keys3) = (ids.clone(), keys.clone());
-        let again = with_conn(&db, move |conn| {
-            assert_eq!(conn.give_back_units(&ids3[0], &["t"])?, 2);
-            let third = Keyed {
-                execution_id: &ids3[2],
-                task_id: "t",
-                attempt: 1,
-                keys: &keys3,
-            };
-            conn.take_units(&[third], Utc::now())
-        })
-        .await;
-        assert_eq!(again, vec![true]);
-        let listed = db.list_limits().await.unwrap();
-        assert_eq!(listed[0].running, Some(2));
-    }
-
-    #[tokio::test]
-    async fn a_rate_spaces_starts() {
-        let (db, _, ids) = one_task_executions(2).await;
-        db.put_limit(Limit::new("r", None, Some(1), 3600.0).unwrap())
-            .await
-            .unwrap();
-        let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
-        let admitted = with_conn(&db, move |conn| {
-            let keys = vec!["r".to_string()];
+    /// Takes the units of task `t`'s first attempt in each of the executions `ids`, holding `keys`.
+    async fn take(db: &crate::database::Database, ids: &[String], keys: &[String]) -> Vec<bool> {
+        let (ids, keys) = (ids.to_vec(), keys.to_vec());
+        with_conn(db, move |conn| {
             let candidates: Vec<Keyed<'_>> = ids
                 .iter()
                 .map(|id| Keyed {
@@ -645,7 +616,34 @@ mod tests {
                 .collect();
             conn.take_units(&candidates, Utc::now())
         })
-        .await;
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_cap_admits_up_to_its_units_and_given_back_units_admit_again() {
+        let (db, _, ids) = one_task_executions(3).await;
+        db.put_limit(Limit::new("api", Some(2), None, 1.0).unwrap())
+            .await
+            .unwrap();
+        let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+        let keys = vec!["api".to_string(), "free".to_string()];
+        assert_eq!(take(&db, &ids, &keys).await, vec![true, true, false]);
+        let first = ids[0].clone();
+        let freed = with_conn(&db, move |conn| conn.give_back_units(&first, &["t"])).await;
+        assert_eq!(freed, 2);
+        assert_eq!(take(&db, &ids[2..], &keys).await, vec![true]);
+        let listed = db.list_limits().await.unwrap();
+        assert_eq!(listed[0].running, Some(2));
+    }
+
+    #[tokio::test]
+    async fn a_rate_spaces_starts() {
+        let (db, _, ids) = one_task_executions(2).await;
+        db.put_limit(Limit::new("r", None, Some(1), 3600.0).unwrap())
+            .await
+            .unwrap();
+        let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+        let admitted = take(&db, &ids, &["r".to_string()]).await;
         assert_eq!(admitted, vec![true, false]);
     }
 }

@@ -250,17 +250,29 @@ fn take_ready_each(
                 .load_on(conn)?,
         };
         for mut row in found {
-            row.attempt += 1;
-            diesel::update(task_executions::table.find((&row.execution_id, &row.task_id)))
-                .set((
-                    task_executions::status.eq(TaskStatus::Running.as_str()),
-                    task_executions::worker_id.eq(Some(worker)),
-                    task_executions::attempt.eq(row.attempt),
-                    task_executions::started_at.eq(Some(now)),
-                ))
-                .execute_on(conn)?;
+            start_row(conn, worker, &mut row, now)?;
             rows.push(row);
         }
     }
     Ok(rows)
+}
+
+/// Makes the taken `row` Running under `worker` from `now`, as its next attempt.
+pub(crate) fn start_row(
+    conn: &mut Conn<'_>,
+    worker: &str,
+    row: &mut TakenRow,
+    now: NaiveDateTime,
+) -> Result<()> {
+    row.attempt += 1;
+    diesel::update(task_executions::table.find((&row.execution_id, &row.task_id)))
+        .set((
+            task_executions::status.eq(TaskStatus::Running.as_str()),
+            task_executions::worker_id.eq(Some(worker)),
+            task_executions::attempt.eq(row.attempt),
+            task_executions::started_at.eq(Some(now)),
+            task_executions::reason.eq(None::<String>),
+        ))
+        .execute_on(conn)?;
+    Ok(())
 }
