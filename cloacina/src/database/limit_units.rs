@@ -27,7 +27,7 @@ static RATE_WAKE: Mutex<Option<DateTime<Utc>>> = Mutex::new(None);
 /// Asks this process's workers to claim again at `at`, when a rate allows the next start.
 fn wake_for_rate_at(at: DateTime<Utc>) {
     let mut wake = RATE_WAKE.lock().unwrap_or_else(|p| p.into_inner());
-    if wake.map_or(true, |w| at < w) {
+    if wake.is_none_or(|w| at < w) {
         *wake = Some(at);
     }
 }

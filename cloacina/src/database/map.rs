@@ -123,8 +123,7 @@ impl Conn<'_> {
                 position,
                 index,
                 element,
-                now,
-                index < released,
+                (index < released).then_some(now),
                 keys.clone(),
             ));
             if rows.len() == CHUNK {
@@ -348,19 +347,18 @@ pub(crate) fn handed_on() -> _ {
 }
 
 /// The row of instance `index` of `task`, holding its element and its node's limit keys,
-/// ready now when `ready`.
+/// ready from `ready_at` (None: released later).
 fn instance_row(
     execution: &str,
     task: &crate::model::PlannedTask,
     position: usize,
     index: usize,
     element: Value,
-    now: NaiveDateTime,
-    ready: bool,
+    ready_at: Option<NaiveDateTime>,
     limit_keys: Option<String>,
 ) -> TaskRow {
     TaskRow {
-        ready_at: ready.then_some(now),
+        ready_at,
         limit_keys,
         map_index: index as i32,
         map_task: Some(task.id.clone()),

@@ -1,22 +1,20 @@
 //! Taking ready tasks and map instances of any execution: the one statement per backend that
 //! claims make, and the literal predicates of the partial indexes it relies on.
 
-#[cfg(feature = "sqlite")]
-use chrono::NaiveDateTime;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 #[cfg(feature = "postgres")]
 use diesel::sql_types::{Text, Timestamp};
 
-use crate::database::connection::Conn;
 #[cfg(feature = "sqlite")]
-use crate::database::connection::{columns, RunOn};
+use crate::database::connection::columns;
+use crate::database::connection::Conn;
+use crate::database::connection::RunOn;
 #[cfg(feature = "sqlite")]
 use crate::database::literal::Pending;
 use crate::database::schema::task_executions;
 use crate::database::Pool;
 use crate::error::Result;
-#[cfg(feature = "sqlite")]
 use crate::model::TaskStatus;
 
 /// A ready task (or map instance) as claiming takes it.
