@@ -142,7 +142,9 @@ async def test_disk_full_then_freed_the_same_worker_finishes(tiny_disk, prefix, 
 @pytest.mark.sqlite_only
 async def test_disk_full_worker_killed_a_fresh_worker_finishes(tiny_disk, procs, prefix, control):
     url = f"sqlite:///{tiny_disk / 'f.db'}"
-    filler = fill(tiny_disk, leave=300_000)
+    # Room for a fresh database's migrations and the submit (about 150 KB, more while the WAL
+    # holds them), not for the 600 KB output.
+    filler = fill(tiny_disk, leave=500_000)
     (control / "release").touch()
     child = start_child(procs, url, prefix, "stay", "chain", str(control))
     execution_id = await first_line(child)
