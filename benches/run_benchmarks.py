@@ -4,6 +4,7 @@ Every measurement runs in a fresh child process, so its peak RSS is its own. Ins
 warm-up execution comes first, then each repetition is timed around ``await executor.execute()``.
 
 Usage: python run_benchmarks.py --backend sqlite|postgres --url URL [--repeat 5] [--quick]
+(S2L's cap is 8; the environment variable S2L_CAP sets another.)
 """
 
 from __future__ import annotations

@@ -383,8 +383,9 @@ class UnifiedExecutor:
     async def delete_limit(self, name: str) -> None:
         """Delete the limit ``name``; raises LimitNotFoundError (a LookupError) if there is none."""
     async def list_limits(self) -> List[LimitInfo]:
-        """Every limit in the database, by name, with ``running``: the attempts holding a
-        concrete key now (None for a ``*`` default)."""
+        """Every limit in the database and every key in use under a ``*`` default, by name,
+        with ``running`` (attempts and executions holding the key now) and ``waiting`` (ready
+        tasks waiting for it); both None for a ``*`` default itself."""
     async def list_schedules(self) -> List[ScheduleInfo]:
         """Every schedule in the database, by name, with its next and last fire."""
     async def pause_schedule(self, name: str) -> None:
