@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import pytest
 
@@ -381,3 +381,24 @@ async def test_a_rate_never_starts_more_than_rate_in_any_window(executor, ids):
         in_window = [s for s in starts[i:] if s - first < 1.0 - 0.05]
         assert len(in_window) <= 3, f"{len(in_window)} starts within 1 s under rate=3: {starts}"
     assert starts[-1] - starts[0] >= 2.5, starts  # 10 starts at 3 a second take 3 s
+
+
+async def test_a_task_that_waited_for_a_limit_shows_no_reason_once_running(executor, ids):
+    name = ids("one")
+    await executor.set_limit(name, concurrency=1)
+    spans: Dict[str, Tuple[float, float]] = {}
+    wf = fan_of_sleepers(ids, 2, [name], 0.5, spans)
+    execution_id = await executor.submit(wf, {})
+    reason = await reason_while_waiting(executor, execution_id)
+    assert reason.startswith(f"waiting for limit '{name}' (1 of 1 running)"), reason
+    deadline = time.monotonic() + 30
+    seen: Dict[str, Any] = {}
+    while len(seen) < 2 and time.monotonic() < deadline:
+        for task in (await executor.get_execution(execution_id))["task_results"]:
+            if task["status"] == "Running" and task["task_id"] != ids("root"):
+                seen[task["task_id"]] = task.get("reason")
+        await asyncio.sleep(0.02)
+    assert len(seen) == 2, f"not both tasks were seen Running: {seen}"
+    assert all(r is None for r in seen.values()), seen
+    result = await finished(executor, execution_id)
+    assert result["status"] == "Completed", result["error"]

@@ -220,6 +220,7 @@ impl Conn<'_> {
                     task_executions::attempt.eq(task_executions::attempt + 1),
                     task_executions::started_at.eq(Some(now)),
                     task_executions::ready_at.eq(Some(now)),
+                    task_executions::reason.eq(None::<String>),
                 ))
                 .returning(task_executions::position)
                 .get_results(*conn)?;
@@ -244,7 +245,7 @@ impl Conn<'_> {
                     ", attempt = ",
                     ", started_at = ",
                     ", ready_at = ",
-                    " WHERE execution_id = ",
+                    ", reason = NULL WHERE execution_id = ",
                     " AND task_id = ",
                     " AND status = 'Pending'",
                 ],

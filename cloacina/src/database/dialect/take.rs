@@ -154,7 +154,7 @@ fn take_ready_sql(ready: &str, order: &str) -> String {
              SELECT execution_id, task_id FROM task_executions WHERE {ready} \
              ORDER BY {order} LIMIT $3 FOR UPDATE SKIP LOCKED) \
          UPDATE task_executions t SET status = 'Running', worker_id = $1, \
-             attempt = t.attempt + 1, started_at = $4 \
+             attempt = t.attempt + 1, started_at = $4, reason = NULL \
          FROM ready WHERE t.execution_id = ready.execution_id \
              AND t.task_id = ready.task_id \
          RETURNING t.execution_id, t.task_id, t.position, t.attempt, \
