@@ -17,6 +17,9 @@ backend_version: str = getattr(_backend_module, "__version__", "unknown")
 
 task = _backend_module.task
 current_task = _backend_module.current_task
+sleep = _backend_module.sleep
+wait_for_event = _backend_module.wait_for_event
+TaskRef = _backend_module.TaskRef
 Workflow = _backend_module.Workflow
 UnifiedExecutor = _backend_module.UnifiedExecutor
 CloacinaError = _backend_module.CloacinaError
@@ -29,6 +32,7 @@ ExecutionStateError = _backend_module.ExecutionStateError
 ScheduleNotFoundError = _backend_module.ScheduleNotFoundError
 LimitNotFoundError = _backend_module.LimitNotFoundError
 SkipTask = _backend_module.SkipTask
+Snooze = _backend_module.Snooze
 ContextError = _backend_module.ContextError
 EXECUTION_STATUSES: "tuple[str, ...]" = _backend_module.EXECUTION_STATUSES
 FINAL_EXECUTION_STATUSES: "tuple[str, ...]" = _backend_module.FINAL_EXECUTION_STATUSES
@@ -56,6 +60,9 @@ from cloacina.sync import SyncExecutor  # noqa: E402
 __all__ = [
     "task",
     "current_task",
+    "sleep",
+    "wait_for_event",
+    "TaskRef",
     "Workflow",
     "UnifiedExecutor",
     "SyncExecutor",
@@ -69,6 +76,7 @@ __all__ = [
     "ScheduleNotFoundError",
     "LimitNotFoundError",
     "SkipTask",
+    "Snooze",
     "ContextError",
     "DEFAULT_LEASE_TIMEOUT",
     "DEFAULT_LIST_LIMIT",

@@ -11,11 +11,15 @@ from cloacina._backend import NotInitializedError as NotInitializedError
 from cloacina._backend import ScheduleNotFoundError as ScheduleNotFoundError
 from cloacina._backend import LimitNotFoundError as LimitNotFoundError
 from cloacina._backend import SkipTask as SkipTask
+from cloacina._backend import Snooze as Snooze
+from cloacina._backend import TaskRef as TaskRef
 from cloacina._backend import UnifiedExecutor as UnifiedExecutor
 from cloacina._backend import Workflow as Workflow
 from cloacina._backend import WorkflowError as WorkflowError
 from cloacina._backend import task as task
 from cloacina._backend import current_task as current_task
+from cloacina._backend import sleep as sleep
+from cloacina._backend import wait_for_event as wait_for_event
 from cloacina._backend import EXECUTION_STATUSES as EXECUTION_STATUSES
 from cloacina._backend import FINAL_EXECUTION_STATUSES as FINAL_EXECUTION_STATUSES
 from cloacina._backend import TASK_STATUSES as TASK_STATUSES
@@ -44,6 +48,9 @@ def available_backends() -> list[str]: ...
 __all__ = [
     "task",
     "current_task",
+    "sleep",
+    "wait_for_event",
+    "TaskRef",
     "Workflow",
     "UnifiedExecutor",
     "SyncExecutor",
@@ -57,6 +64,7 @@ __all__ = [
     "ScheduleNotFoundError",
     "LimitNotFoundError",
     "SkipTask",
+    "Snooze",
     "ContextError",
     "DEFAULT_LEASE_TIMEOUT",
     "DEFAULT_LIST_LIMIT",

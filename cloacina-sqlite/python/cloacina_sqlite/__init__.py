@@ -23,13 +23,17 @@ from ._native import (
     ScheduleNotFoundError,
     LimitNotFoundError,
     SkipTask,
+    Snooze,
+    TaskRef,
     UnifiedExecutor,
     Workflow,
     WorkflowError,
     __version__,
     backend,
     current_task,
+    sleep,
     task,
+    wait_for_event,
 )
 
 from ._types import (
@@ -73,11 +77,15 @@ __all__ = [
     "ScheduleNotFoundError",
     "LimitNotFoundError",
     "SkipTask",
+    "Snooze",
+    "TaskRef",
     "UnifiedExecutor",
     "Workflow",
     "WorkflowError",
     "__version__",
     "backend",
     "current_task",
+    "sleep",
     "task",
+    "wait_for_event",
 ]
