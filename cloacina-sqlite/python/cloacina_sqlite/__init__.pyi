@@ -1,5 +1,6 @@
 """Type stubs for a Cloacina backend module (identical for every backend)."""
 
+from datetime import datetime, timedelta
 from typing import Any, Tuple, Type, final, Awaitable, Callable, Dict, List, Literal, Optional, Sequence, TypedDict, TypeVar, Union, overload
 
 __all__ = [
@@ -30,13 +31,17 @@ __all__ = [
     "ScheduleNotFoundError",
     "LimitNotFoundError",
     "SkipTask",
+    "Snooze",
+    "TaskRef",
     "UnifiedExecutor",
     "Workflow",
     "WorkflowError",
     "__version__",
     "backend",
     "current_task",
+    "sleep",
     "task",
+    "wait_for_event",
 ]
 
 __version__: str
@@ -63,7 +68,12 @@ _F = TypeVar("_F", bound=_TaskFunction)
 #: A mapped task's function: it may return any JSON value (its instance's value).
 _MapFunction = Callable[[_Context], Any]
 _MF = TypeVar("_MF", bound=_MapFunction)
-_TaskRef = Union[str, Callable[..., Any]]
+#: What ``dependencies=`` and ``Workflow(tasks=)`` take: a task id, a decorated function, or the
+#: ``TaskRef`` that ``sleep`` and ``wait_for_event`` return.
+_TaskLike = Union[str, Callable[..., Any], "TaskRef"]
+#: A duration: seconds (a number) or a ``timedelta``.
+_Duration = Union[float, timedelta]
+_OnTimeout = Literal["fail", "skip", "continue"]
 
 from ._types import AttemptRecord as AttemptRecord
 from ._types import CurrentTask as CurrentTask
@@ -80,9 +90,9 @@ _Catchup = Literal["none", "latest", "all"]
 
 def current_task() -> CurrentTask:
     """The running task attempt: its ``execution_id``, ``workflow_name``, ``task_id``,
-    ``attempt`` (from 1) and ``map_index`` (an instance's index in a mapped task, else
-    None). Call it from a task's code, sync or async; outside a running task it
-    raises RuntimeError."""
+    ``attempt`` (from 1), ``map_index`` (an instance's index in a mapped task, else
+    None) and ``snoozes`` (how many times the task has raised ``Snooze`` so far). Call it
+    from a task's code, sync or async; outside a running task it raises RuntimeError."""
 
 class CloacinaError(Exception):
     """Base class of every error raised by the Cloacina engine."""
@@ -117,11 +127,22 @@ class LimitNotFoundError(CloacinaError, LookupError):
 class SkipTask(Exception):
     """Raise inside a task to mark it Skipped with this reason; it is not a failure and is never retried."""
 
+class Snooze(Exception):
+    """Raise inside a task (``raise Snooze(60)``) to end the attempt without failing and without
+    using a retry: the task waits, status ``Waiting``, holding no worker slot, and runs again after
+    ``seconds`` on any worker. Its history shows the attempt as ``Snoozed``; ``current_task()``
+    counts the snoozes. ``seconds`` is a number or a ``timedelta``, at least 0 (else ValueError)."""
+
+    seconds: float
+    """How long the task waits before it runs again, in seconds."""
+
+    def __init__(self, seconds: _Duration) -> None: ...
+
 @overload
 def task(
     task_id: _F,
     *,
-        dependencies: Sequence[_TaskRef] = (),
+        dependencies: Sequence[_TaskLike] = (),
         retries: int = 0,
         retry_delay: float = 1.0,
         retry_backoff: float = 2.0,
@@ -143,7 +164,9 @@ def task(
 
     Failed attempts whose exception is an instance of ``retry_on`` are retried up to
     ``retries`` times, waiting ``retry_delay * retry_backoff ** (n - 1)`` seconds (capped at
-    ``retry_max_delay``, spread by ``± retry_jitter``) before retry ``n``. ``timeout`` bounds
+    ``retry_max_delay``, spread by ``± retry_jitter``) before retry ``n``; a wait of 1 s or more
+    is stored (the task is ``Waiting``, holding no worker slot) and survives the worker's death.
+    ``timeout`` bounds
     each attempt: an async task is cancelled, a sync task's late result is discarded.
     ``trigger_rule`` decides whether the task runs once its upstream tasks have ended.
 
@@ -171,7 +194,7 @@ def task(
 def task(
     task_id: Optional[str] = None,
     *,
-        dependencies: Sequence[_TaskRef] = (),
+        dependencies: Sequence[_TaskLike] = (),
         retries: int = 0,
         retry_delay: float = 1.0,
         retry_backoff: float = 2.0,
@@ -193,7 +216,7 @@ def task(
         map_item: str = "item",
         map_limit: Optional[int] = None,
         collect_as: Optional[str] = None,
-        dependencies: Sequence[_TaskRef] = (),
+        dependencies: Sequence[_TaskLike] = (),
         retries: int = 0,
         retry_delay: float = 1.0,
         retry_backoff: float = 2.0,
@@ -220,7 +243,7 @@ class Workflow:
     def __new__(
         cls,
         name: str,
-        tasks: Optional[Sequence[_TaskRef]] = None,
+        tasks: Optional[Sequence[_TaskLike]] = None,
         *,
         limits: Optional[Sequence[str]] = None,
     ) -> Workflow: ...
@@ -242,13 +265,71 @@ class Workflow:
     def to_dot(self) -> str:
         """The graph in Graphviz DOT."""
     @staticmethod
-    def of_task(task: _TaskRef, *, name: Optional[str] = None) -> Workflow:
+    def of_task(task: _TaskLike, *, name: Optional[str] = None) -> Workflow:
         """A workflow of one registered task alone, its dependencies left out.
 
         Runs the task, with its retries, timeout and other options, on a context its upstream
         tasks would have produced: for testing one task. ``name`` defaults to
         ``"<task id> (alone)"``.
         """
+
+@final
+class TaskRef:
+    """The task ``sleep`` or ``wait_for_event`` registered: use it in ``dependencies=`` and
+    ``Workflow(tasks=)`` as a decorated function is used."""
+
+    @property
+    def task_id(self) -> str:
+        """The registered task's id."""
+    @property
+    def __cloacina_task_id__(self) -> str:
+        """The registered task's id, as a decorated function carries it."""
+
+def sleep(
+    task_id: str,
+    seconds: Optional[_Duration] = None,
+    *,
+    until: Optional[Union[datetime, str]] = None,
+    dependencies: Sequence[_TaskLike] = (),
+) -> TaskRef:
+    """Register a task ``task_id`` that completes ``seconds`` after it becomes ready, or at
+    ``until``, and return a reference to it. Its output is ``{}``.
+
+    ``until`` is a timezone-aware ``datetime``, an ISO 8601 string with an offset or ``Z``, or
+    ``"{name}"`` naming a context value that holds such a string when the task becomes ready (a
+    missing or unreadable value fails the task, naming the key). While it waits the task is
+    ``Waiting`` (``reason`` "sleeping until ...") and holds no worker slot and no limit; the time is
+    stored, so it wakes on time whichever worker is alive then.
+
+    Raises ValueError for neither or both of ``seconds`` and ``until``, negative or NaN seconds,
+    a naive datetime, an unreadable ISO string or an empty ``task_id``; TypeError for a
+    ``seconds`` of another type.
+    """
+
+def wait_for_event(
+    task_id: str,
+    *,
+    key: str,
+    timeout: Optional[_Duration] = None,
+    on_timeout: _OnTimeout = "fail",
+    dependencies: Sequence[_TaskLike] = (),
+) -> TaskRef:
+    """Register a task ``task_id`` that completes when an event ``key`` is sent
+    (``UnifiedExecutor.send_event``), and return a reference to it. Its output is
+    ``{task_id: payload}``.
+
+    ``key`` may hold ``{name}`` parts filled from the task's input context
+    (``"approve:{order_id}"``). An event sent after the execution was submitted counts even if
+    it came before the wait started (events are kept 7 days). While it waits the task is
+    ``Waiting`` (``reason`` "waiting for event '...'") and holds no worker slot.
+
+    After ``timeout`` (seconds or a ``timedelta``; None waits for ever) ``on_timeout`` decides:
+    ``"fail"`` fails the task (``TimeoutError: no event 'KEY' arrived within N s``), ``"skip"``
+    skips it, ``"continue"`` completes it with the payload ``None``.
+
+    Raises ValueError for an empty key, unbalanced braces, a ``timeout`` not above 0 or an
+    unknown ``on_timeout``.
+    """
 
 @final
 class UnifiedExecutor:
@@ -326,7 +407,8 @@ class UnifiedExecutor:
         """
     async def cancel(self, execution_id: str) -> bool:
         """Cancel a Pending or Running execution wherever it runs; False if it had already ended
-        or is unknown. Its unstarted tasks end Cancelled, running async tasks see CancelledError."""
+        or is unknown. Its unstarted and Waiting tasks end Cancelled, running async tasks see
+        CancelledError."""
     async def resume(self, execution_id: str) -> str:
         """Run a Failed or Cancelled execution again from where it stopped; returns its id.
 
@@ -386,6 +468,13 @@ class UnifiedExecutor:
         """Every limit in the database and every key in use under a ``*`` default, by name,
         with ``running`` (attempts and executions holding the key now) and ``waiting`` (ready
         tasks waiting for it); both None for a ``*`` default itself."""
+    async def send_event(self, key: str, payload: Any = None) -> int:
+        """Send the event ``key`` with ``payload`` (any JSON value): every task waiting for it
+        (``wait_for_event``), in any process on the database, completes with the payload as its
+        output. Returns how many waiting tasks it completed now. A wait that starts later still
+        sees the event if it came after the wait's execution was submitted; events are kept 7
+        days. Works on a submit-only executor too. Raises ValueError for an empty key, TypeError
+        for a payload that is not JSON."""
     async def list_schedules(self) -> List[ScheduleInfo]:
         """Every schedule in the database, by name, with its next and last fire."""
     async def pause_schedule(self, name: str) -> None:

@@ -17,7 +17,7 @@ class AttemptRecord(TypedDict):
     """One finished attempt of a task, as ``TaskResult["history"]`` lists them."""
 
     attempt: int
-    status: Literal["Running", "Completed", "Failed", "Skipped", "Cancelled", "Lost"]
+    status: Literal["Running", "Completed", "Failed", "Skipped", "Cancelled", "Lost", "Snoozed"]
     error: Optional[str]
     started_at: str
     completed_at: str
@@ -36,11 +36,14 @@ class MapCounts(TypedDict):
 
 
 class TaskResult(TypedDict):
-    """One task of an execution, as ``ExecutionResult["task_results"]`` lists them."""
+    """One task of an execution, as ``ExecutionResult["task_results"]`` lists them.
+
+    ``reason`` says why a task is Skipped or Cancelled, and why a ``Waiting`` task waits
+    ("sleeping until ...", "waiting for event '...'", "snoozed until ...", "retrying at ...")."""
 
     task_id: str
     dependencies: List[str]
-    status: Literal["Pending", "Running", "Completed", "Failed", "Skipped", "Cancelled"]
+    status: Literal["Pending", "Waiting", "Running", "Completed", "Failed", "Skipped", "Cancelled"]
     attempts: int
     error: Optional[str]
     traceback: Optional[str]
@@ -56,7 +59,7 @@ class TaskInstance(TypedDict):
     """One instance of a mapped task, as ``list_task_instances`` pages through them."""
 
     map_index: int
-    status: Literal["Pending", "Running", "Completed", "Failed", "Skipped", "Cancelled"]
+    status: Literal["Pending", "Waiting", "Running", "Completed", "Failed", "Skipped", "Cancelled"]
     attempts: int
     error: Optional[str]
     started_at: Optional[str]
@@ -108,6 +111,8 @@ class CurrentTask(TypedDict):
     attempt: int
     map_index: Optional[int]
     """The instance's index in a mapped task's list; None in an ordinary task."""
+    snoozes: int
+    """How many times this task has raised ``Snooze`` so far (0 on its first attempt)."""
 
 
 class LimitInfo(TypedDict):
