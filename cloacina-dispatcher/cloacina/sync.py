@@ -456,6 +456,15 @@ class SyncExecutor:
         executor = self._executor
         return self._call("list_limits", lambda: executor.list_limits())
 
+    def send_event(self, key: str, payload: Any = None) -> int:
+        """Send the event ``key`` with ``payload`` (any JSON value) to every task waiting for it
+        (``wait_for_event``) in any process on the database; returns how many it completed now.
+
+        Same rules as ``UnifiedExecutor.send_event`` (events are kept 7 days).
+        """
+        executor = self._executor
+        return self._call("send_event", lambda: executor.send_event(key, payload))
+
     def shutdown(self, *, cancel: bool = False) -> None:
         """Stop claiming work, wait for running tasks to end and be stored, then stop the
         executor's thread.
