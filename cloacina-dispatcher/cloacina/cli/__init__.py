@@ -1,7 +1,8 @@
 """The ``cloacina`` command line (``cloacina ...`` or ``python -m cloacina ...``).
 
-One module per command (``run``, ``executions``, ``worker``, ``graph``, ``ui``); ``main`` holds the parser
-and the exit codes, ``render`` the text formats, ``loading`` module and context loading.
+One module per command (``run``, ``executions``, ``limits``, ``events``, ``worker``, ``graph``,
+``ui``); ``main`` holds the parser and the exit codes, ``render`` the text formats, ``loading``
+module and context loading.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from typing import Callable, Optional, Sequence
 
 import cloacina
 
-from cloacina.cli import executions, graph, limits, render, run, ui, worker
+from cloacina.cli import events, executions, graph, limits, render, run, ui, worker
 from cloacina.cli.common import (
     DATABASE_ENV,
     EXIT_BROKEN_PIPE,
@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_parser(commands)
     executions.add_parser(commands)
     limits.add_parser(commands)
+    events.add_parser(commands)
     worker.add_parser(commands)
     ui.add_parser(commands)
     graph.add_parser(commands)

@@ -115,7 +115,8 @@ def executions_table(records: Sequence[Mapping[str, Any]]) -> str:
 
 
 def tasks_table(tasks: Sequence[Mapping[str, Any]]) -> str:
-    """``executions show``: one row per task, the error (or skip/cancel reason) on one short line.
+    """``executions show``: one row per task, the error (or the reason: why it was skipped or
+    cancelled, or why it is Waiting) on one short line.
     When a task is mapped (``map_over``), an INSTANCES column shows each mapped task's
     :func:`map_progress` (``-`` for the ordinary tasks)."""
     mapped = any(t.get("map") is not None for t in tasks)
@@ -234,7 +235,8 @@ def execution_summary(record: Mapping[str, Any]) -> str:
 def task_line(task: Mapping[str, Any]) -> str:
     """One task that reached a final status: ``task extract Completed 0.01s``, then the attempt
     count when it took more than one, a mapped task's instance counts (``(300/300 completed)``),
-    and the error or reason."""
+    and the error or reason. A Waiting task has no duration yet: ``task nap Waiting (sleeping
+    until 2026-12-05T18:00:00.000Z)``."""
     parts = [printable(f"task {task['task_id']} {task['status']}")]
     duration = duration_of(task)
     if duration is not None:
@@ -254,14 +256,16 @@ def task_line(task: Mapping[str, Any]) -> str:
 def progress_line(tasks: Sequence[Mapping[str, Any]], *, elapsed: float, width: int = 80) -> str:
     """The live line ``run`` draws on a terminal, at most ``width`` characters:
 
-    ``[##########----------] 1/2 done  0.42s  running: load, process 150/300``
+    ``[##########----------] 1/2 done  0.42s  running: load, process 150/300  waiting: approve``
 
-    A running mapped task shows how many of its instances have ended.
+    A running mapped task shows how many of its instances have ended; Waiting tasks (sleeping,
+    waiting for an event, snoozed, or waiting out a retry's delay) are named after the running.
     """
     total = len(tasks)
     done = sum(1 for t in tasks if t.get("status") in cloacina.FINAL_TASK_STATUSES)
     failed = sum(1 for t in tasks if t.get("status") == "Failed")
     running = [_running_name(t) for t in tasks if t.get("status") == "Running"]
+    waiting = [printable(str(t["task_id"])) for t in tasks if t.get("status") == "Waiting"]
     filled = BAR_WIDTH * done // total if total else BAR_WIDTH
     text = f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {done}/{total} done"
     if failed:
@@ -269,6 +273,8 @@ def progress_line(tasks: Sequence[Mapping[str, Any]], *, elapsed: float, width: 
     text += f"  {format_duration(elapsed)}"
     if running:
         text += "  running: " + ", ".join(running)
+    if waiting:
+        text += "  waiting: " + ", ".join(waiting)
     width = max(width, 10)
     return text if len(text) <= width else text[: width - 3] + "..."
 

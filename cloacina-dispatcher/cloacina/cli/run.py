@@ -12,7 +12,7 @@ import asyncio
 import shutil
 import sys
 import time
-from typing import Any, Mapping, Optional, Set, TextIO
+from typing import Any, Dict, Mapping, Optional, Set, TextIO
 
 import cloacina
 
@@ -50,7 +50,9 @@ class Progress:
     """Shows an execution's tasks as its record changes.
 
     ``live`` (a terminal): a line ending each task, above a bar redrawn in place with ``\\r``.
-    Otherwise only the lines. ``stream=None`` shows nothing.
+    Otherwise only the lines. A task that starts to wait (``Waiting``: a sleep, an event, a snooze,
+    a retry's delay) gets a line too, with its reason, once per reason. ``stream=None`` shows
+    nothing.
     """
 
     def __init__(self, stream: Optional[TextIO], *, live: bool) -> None:
@@ -58,6 +60,7 @@ class Progress:
         self.live = live and stream is not None
         self.started = time.monotonic()
         self._reported: Set[str] = set()
+        self._waiting: Dict[str, Optional[str]] = {}  # task id -> the reason last shown
 
     def update(self, record: Mapping[str, Any]) -> None:
         if self.stream is None:
@@ -67,6 +70,9 @@ class Progress:
         for task in tasks:
             if task["status"] in cloacina.FINAL_TASK_STATUSES and task["task_id"] not in self._reported:
                 self._reported.add(task["task_id"])
+                out += render.task_line(task) + "\n"
+            elif task["status"] == "Waiting" and self._waiting.get(task["task_id"], "") != task.get("reason"):
+                self._waiting[task["task_id"]] = task.get("reason")
                 out += render.task_line(task) + "\n"
         if self.live:
             width = shutil.get_terminal_size().columns - 1
