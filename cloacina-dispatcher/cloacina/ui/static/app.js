@@ -9,8 +9,11 @@
   let STATUSES = [];
   let TASK_STATUSES = [];
   let FINAL_TASK = [];
-  const COLORS = { Pending: "#9ca3af", Running: "#3b82f6", Completed: "#16a34a", Failed: "#dc2626",
-                   Cancelled: "#a16207", Skipped: "#c4b5fd", Lost: "#f97316" };
+  // Waiting: a task sleeping, waiting for an event, snoozed or waiting out a retry's delay (its
+  // reason says which); Snoozed: an attempt that ended with `raise Snooze(...)`.
+  const COLORS = { Pending: "#9ca3af", Waiting: "#64748b", Running: "#3b82f6", Completed: "#16a34a",
+                   Failed: "#dc2626", Cancelled: "#a16207", Skipped: "#c4b5fd", Lost: "#f97316",
+                   Snoozed: "#0891b2" };
   const PAGE_SIZE = 25;
   const INSTANCE_PAGE = 50;  // instances of a mapped task fetched at a time: never all of them
   const TOKEN = new URLSearchParams(location.search).get("token");
@@ -285,7 +288,8 @@
       const node = svg("g", { class: "node" + (counts ? " mapped" : "") + (task.task_id === selected ? " selected" : ""),
                               "data-task-id": task.task_id, "data-status": task.status,
                               transform: `translate(${p.x},${p.y})`, tabindex: 0 },
-        svg("title", {}, task.task_id + " — " + task.status + (counts ? " — instances: " + mapText(counts) : "")),
+        svg("title", {}, task.task_id + " — " + task.status + (task.status === "Waiting" && task.reason ? ": " + task.reason : "")
+                         + (counts ? " — instances: " + mapText(counts) : "")),
         svg("rect", { width: W, height: H, rx: 6, fill: COLORS[task.status] || "#6b7280" }),
         svg("text", { x: 8, y: H / 2 + (counts ? 1 : 4) }, shorten(task.task_id, counts ? 27 - tally.length : 28)),
         counts ? [svg("text", { class: "map-tally", x: W - 8, y: H / 2 + 1, "text-anchor": "end" }, tally),
@@ -532,14 +536,14 @@
       const mapped = results.some((t) => t.map);
       graph.replaceChildren(drawGraph(results, selected, select));
       timeline.replaceChildren(drawTimeline(results, selected, select));
-      taskHead.replaceChildren(el("tr", {}, ["Task", "Status", "Attempts", mapped ? "Instances" : null, "Error"]
+      taskHead.replaceChildren(el("tr", {}, ["Task", "Status", "Attempts", mapped ? "Instances" : null, "Error or reason"]
         .filter((h) => h).map((h) => el("th", {}, h))));
       tasks.replaceChildren(...results.map((t) => {
         const row = el("tr", { class: "clickable" + (t.task_id === selected ? " selected" : ""),
                                "data-task-id": t.task_id, "data-status": t.status },
           el("td", { class: "id" }, t.task_id), el("td", {}, badge(t.status)), el("td", {}, String(t.attempts)),
           mapped ? el("td", { class: "instances" }, t.map ? mapProgress(t.map) : "") : null,
-          el("td", { class: "error" }, t.error || ""));
+          t.error ? el("td", { class: "error" }, t.error) : el("td", { class: "reason" }, t.reason || ""));
         row.addEventListener("click", () => select(t.task_id));
         return row;
       }));
