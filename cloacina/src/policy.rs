@@ -135,6 +135,8 @@ pub struct TaskOptions {
     pub limits: Vec<crate::model::limits::KeyTemplate>,
     /// Added to the execution's priority: ready tasks are claimed highest first.
     pub priority: i32,
+    /// Set for a task that only waits (a sleep or an event), holding no worker meanwhile.
+    pub wait: Option<crate::model::waits::WaitFor>,
 }
 
 /// How a mapped task finds its list and hands on its values.

@@ -21,6 +21,8 @@ pub enum TaskErrorKind {
     /// Stopped from outside the engine (e.g. its event loop closed): mark the task Cancelled,
     /// with the message as the reason.
     Cancelled,
+    /// Not a failure: run the task again after this long, on any worker, using no retry.
+    Snooze(std::time::Duration),
 }
 
 /// A failure the engine detects itself, rather than one raised by a task's code.
@@ -93,6 +95,14 @@ impl TaskError {
     /// A failure the engine detected, never retried; its message starts with the failure's name.
     pub fn engine(failure: EngineFailure, message: impl std::fmt::Display) -> Self {
         Self::fatal(format!("{}: {message}", failure.name()))
+    }
+
+    /// A request to run the task again after `delay`, holding nothing meanwhile.
+    pub fn snooze(delay: std::time::Duration) -> Self {
+        Self {
+            kind: TaskErrorKind::Snooze(delay),
+            ..Self::new(format!("snoozed for {} s", delay.as_secs_f64()))
+        }
     }
 
     /// A request to skip the task, with a reason.

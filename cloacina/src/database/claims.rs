@@ -153,7 +153,10 @@ impl Database {
                         .find((&id, &task_id))
                         .filter(fenced(&worker, fence)),
                 )
-                .set(task_executions::attempt.eq(failed.attempt as i32 + 1))
+                .set((
+                    task_executions::attempt.eq(failed.attempt as i32 + 1),
+                    task_executions::retries_used.eq(task_executions::retries_used + 1),
+                ))
                 .execute_on(conn)?;
                 if owned == 1 {
                     conn.insert_attempt(&id, &task_id, &failed)?;
@@ -323,7 +326,7 @@ fn gone(execution: Uuid) -> Error {
 
 /// The claim of `worker` whose attempt number is `fence`, if it is still the task's: the
 /// condition of every write about a claimed task (`Conn::store_ends` spells it in its SQL).
-type Fenced<'a> = diesel::dsl::And<
+pub(super) type Fenced<'a> = diesel::dsl::And<
     diesel::dsl::And<
         diesel::dsl::Eq<task_executions::worker_id, &'a str>,
         diesel::dsl::Eq<task_executions::attempt, i32>,
@@ -332,7 +335,7 @@ type Fenced<'a> = diesel::dsl::And<
 >;
 
 /// See [`Fenced`].
-fn fenced(worker: &str, fence: u32) -> Fenced<'_> {
+pub(super) fn fenced(worker: &str, fence: u32) -> Fenced<'_> {
     task_executions::worker_id
         .eq(worker)
         .and(task_executions::attempt.eq(fence as i32))

@@ -459,6 +459,10 @@ impl Conn<'_> {
             task_executions::ready_at.eq(None::<NaiveDateTime>),
             task_executions::worker_id.eq(None::<String>),
             task_executions::map_counts.eq(None::<String>),
+            task_executions::wake_at.eq(None::<NaiveDateTime>),
+            task_executions::wait_key.eq(None::<String>),
+            task_executions::retries_used.eq(0),
+            task_executions::snoozes.eq(0),
         ))
         .execute_on(self)?;
         diesel::update(workflow_executions::table.find(id))
@@ -486,8 +490,8 @@ impl Conn<'_> {
         Ok(())
     }
 
-    /// Marks every Pending task (and map instance) of the execution Cancelled, and the mapped
-    /// tasks waiting for their instances.
+    /// Marks every Pending or Waiting task (and map instance) of the execution Cancelled, and
+    /// the mapped tasks waiting for their instances.
     pub(crate) fn cancel_pending(
         &mut self,
         id: &str,
@@ -503,7 +507,7 @@ impl Conn<'_> {
                 .filter(task_executions::execution_id.eq(id))
                 .filter(
                     task_executions::status
-                        .eq(TaskStatus::Pending.as_str())
+                        .eq_any([TaskStatus::Pending.as_str(), TaskStatus::Waiting.as_str()])
                         .or(waiting_nodes),
                 ),
         )

@@ -58,6 +58,7 @@ pub(crate) mod store;
 mod testing;
 mod threads;
 pub mod url;
+pub(crate) mod waits;
 
 #[cfg(feature = "postgres")]
 mod postgres;

@@ -48,6 +48,10 @@ diesel::table! {
         map_counts -> Nullable<Text>,
         limit_keys -> Nullable<Text>,
         priority -> Integer,
+        wake_at -> Nullable<Timestamp>,
+        wait_key -> Nullable<Text>,
+        retries_used -> Integer,
+        snoozes -> Integer,
     }
 }
 
@@ -138,6 +142,17 @@ diesel::table! {
 }
 
 diesel::joinable!(task_executions -> workflow_executions (execution_id));
+diesel::table! {
+    /// One row per event sent with `send_event`, kept 7 days.
+    events (id) {
+        id -> BigInt,
+        key -> Text,
+        payload -> Text,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     workflow_executions,
     task_executions,
@@ -145,5 +160,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     workers,
     limits,
     limit_usage,
-    limit_holders
+    limit_holders,
+    events
 );

@@ -455,7 +455,7 @@ impl Conn<'_> {
         Ok(context.build_json(loaded))
     }
 
-    /// Records the execution's end if none of its tasks is Pending or Running any more.
+    /// Records the execution's end if none of its tasks is Pending, Running or Waiting any more.
     pub(crate) fn finish_if_done(
         &mut self,
         execution: &str,
@@ -470,10 +470,11 @@ impl Conn<'_> {
         let open: bool = diesel::select(diesel::dsl::exists(
             task_executions::table
                 .filter(task_executions::execution_id.eq(execution))
-                .filter(
-                    task_executions::status
-                        .eq_any([TaskStatus::Pending.as_str(), TaskStatus::Running.as_str()]),
-                ),
+                .filter(task_executions::status.eq_any([
+                    TaskStatus::Pending.as_str(),
+                    TaskStatus::Running.as_str(),
+                    TaskStatus::Waiting.as_str(),
+                ])),
         ))
         .get_result_on(self)?;
         if open {

@@ -8,10 +8,13 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
-use super::worker::WorkerHandle;
+use super::waits::run_wait;
+use super::worker::{Backoff, WorkerHandle};
 use crate::context::{Output, SharedInput};
 use crate::database::claims::EndedTask;
+use crate::database::waits::{Carried, Park, Parked, Wake};
 use crate::events::{report, AttemptRef, Event};
+use crate::model::waits::{WaitReason, STORED_RETRY_DELAY};
 use crate::model::{now, storable_text, AttemptRecord, TaskStatus};
 use crate::policy::TaskOptions;
 use crate::spawn::CatchUnwind;
@@ -37,11 +40,13 @@ pub(crate) struct TaskRunner {
     pub cancel: watch::Receiver<Option<String>>,
     /// The instance's index, when this runs an instance of a mapped task.
     pub map_index: Option<u32>,
+    /// How many times the task snoozed before this claim.
+    pub snoozes: u32,
 }
 
 impl TaskRunner {
     /// The key of the task's row: its id, or its instance's.
-    fn row_id(&self) -> String {
+    pub(super) fn row_id(&self) -> String {
         match self.map_index {
             Some(index) => crate::model::map::instance_key(self.task.id(), index),
             None => self.task.id().to_string(),
@@ -137,18 +142,8 @@ impl TaskRunner {
         }
     }
 
-    /// Gives up the task's slot, waits out the delay before retry number `failures` (after
-    /// attempt `attempt`) and takes a slot again; `Err` with the reason if the execution is
-    /// cancelled meanwhile.
-    async fn wait_to_retry(
-        &mut self,
-        failures: u32,
-        attempt: u32,
-        slot: &mut Option<OwnedSemaphorePermit>,
-    ) -> Result<(), String> {
-        // Free the slot while waiting, so other tasks run during the delay.
-        drop(slot.take());
-        let delay = self.options.retry.delay_before(failures, unit_random());
+    /// Reports that attempt `attempt` will be retried after `delay`.
+    fn report_retry(&self, attempt: u32, delay: std::time::Duration) {
         report(
             self.worker.observer(),
             Event::RetryScheduled {
@@ -156,6 +151,17 @@ impl TaskRunner {
                 delay,
             },
         );
+    }
+
+    /// Gives up the task's slot, waits out `delay` and takes a slot again; `Err` with the
+    /// reason if the execution is cancelled meanwhile.
+    async fn wait_to_retry(
+        &mut self,
+        delay: std::time::Duration,
+        slot: &mut Option<OwnedSemaphorePermit>,
+    ) -> Result<(), String> {
+        // Free the slot while waiting, so other tasks run during the delay.
+        drop(slot.take());
         tokio::select! {
             biased;
             reason = cancelled(&mut self.cancel) => return Err(reason),
@@ -193,7 +199,101 @@ impl TaskRunner {
             task_id: self.task.id().to_string(),
             attempt,
             map_index: self.map_index,
+            snoozes: self.snoozes,
             permits: self.worker.permits().clone(),
+        }
+    }
+
+    /// What the task's row carries from earlier claims (nothing, when it cannot be read).
+    pub(super) async fn carried(&self) -> Carried {
+        let db = self.worker.db();
+        db.carried(self.worker.execution(), self.row_id())
+            .await
+            .unwrap_or_default()
+    }
+
+    /// A park of this task's claim at `fence` until `wake`, recording `attempt` if given.
+    pub(super) fn to_park(
+        &self,
+        fence: u32,
+        wake: Wake,
+        reason: WaitReason,
+        attempt: Option<AttemptRecord>,
+    ) -> Park {
+        Park {
+            execution: self.worker.execution(),
+            worker: self.worker.worker_id().to_string(),
+            fence,
+            task_id: self.row_id(),
+            wake,
+            reason,
+            attempt,
+            retry: false,
+            snooze: false,
+            holds_units: !self.options.limits.is_empty(),
+        }
+    }
+
+    /// Parks the task as `park` says (retrying while the database fails); the task's end when
+    /// it was not parked: completed (a sleep already due, with `due`), or cancelled.
+    pub(super) async fn park(
+        &self,
+        park: Park,
+        ended: EndedTask,
+        due: Option<String>,
+    ) -> Option<(EndedTask, Option<Output>)> {
+        let attempt = ended.attempt;
+        let mut backoff = Backoff::default();
+        let parked = loop {
+            match self.worker.db().park(park.clone()).await {
+                Ok(parked) => break parked,
+                // Left Running under this worker: given back once it stops.
+                Err(_) if self.worker.is_closed() => return None,
+                Err(_) => backoff.wait().await,
+            }
+        };
+        self.parked(parked, ended, due, attempt)
+    }
+
+    /// The task's end after parking it ended as `parked` (see [`TaskRunner::park`]).
+    pub(super) fn parked(
+        &self,
+        parked: Parked,
+        ended: EndedTask,
+        due: Option<String>,
+        attempt: u32,
+    ) -> Option<(EndedTask, Option<Output>)> {
+        match parked {
+            Parked::Waiting(_) => None,
+            Parked::Lost => {
+                report(
+                    self.worker.observer(),
+                    Event::AttemptDiscarded {
+                        attempt: self.attempt_ref(attempt),
+                        reason: GIVEN_BACK,
+                    },
+                );
+                None
+            }
+            Parked::Due => Some((
+                EndedTask {
+                    output_json: due,
+                    ..ended
+                },
+                None,
+            )),
+            Parked::Cancelled(reason) => Some((
+                EndedTask {
+                    status: TaskStatus::Cancelled,
+                    reason: Some(reason),
+                    output_json: None,
+                    last_attempt: ended
+                        .last_attempt
+                        .filter(|a| a.status != TaskStatus::Completed),
+                    ..ended
+                },
+                None,
+            )),
         }
     }
 }
@@ -215,6 +315,8 @@ pub struct CurrentAttempt {
     pub attempt: u32,
     /// The instance's index, when the task runs once per element of a list.
     pub map_index: Option<u32>,
+    /// How many times the task snoozed before this attempt.
+    pub snoozes: u32,
     permits: Arc<Semaphore>,
 }
 
@@ -270,10 +372,19 @@ pub(crate) enum AttemptEnd {
     Cancelled(String),
 }
 
+/// An attempt after which its task runs again: the attempt's record, to store.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Again {
+    /// It failed retryably with retries left.
+    Retry(AttemptRecord),
+    /// It snoozed: the task runs again after this long, using no retry.
+    Snooze(AttemptRecord, std::time::Duration),
+}
+
 /// What attempt `attempt` of the task at `position` ending as `ended` means for the task (its
 /// claim fenced by `fence`, the attempt run from `started_at` to `completed_at`): `Ok` with
-/// the task's end to store, this attempt its last; `Err` with the failed attempt to store
-/// before the task is retried, when it failed retryably and `retries_left`.
+/// the task's end to store, this attempt its last; `Err` when the task runs again (it failed
+/// retryably and `retries_left`, or it snoozed), with the attempt to store first.
 pub(crate) fn conclude(
     ended: AttemptEnd,
     retries_left: bool,
@@ -282,7 +393,7 @@ pub(crate) fn conclude(
     attempt: u32,
     started_at: DateTime<Utc>,
     completed_at: DateTime<Utc>,
-) -> Result<EndedTask, AttemptRecord> {
+) -> Result<EndedTask, Again> {
     let record = |status, error| AttemptRecord {
         attempt,
         status,
@@ -311,8 +422,17 @@ pub(crate) fn conclude(
                 reason: Some(error.message.clone()),
                 ..end(TaskStatus::Skipped, Some(&error.message))
             },
+            TaskErrorKind::Snooze(delay) => {
+                return Err(Again::Snooze(
+                    record(TaskStatus::Snoozed, Some(error.message)),
+                    delay,
+                ))
+            }
             TaskErrorKind::Retryable if retries_left => {
-                return Err(record(TaskStatus::Failed, Some(error.message)))
+                return Err(Again::Retry(record(
+                    TaskStatus::Failed,
+                    Some(error.message),
+                )))
             }
             TaskErrorKind::Retryable | TaskErrorKind::Fatal => EndedTask {
                 error: Some(error.message.clone()),
@@ -324,10 +444,12 @@ pub(crate) fn conclude(
 }
 
 /// Runs attempts from `first_attempt` (claimed at `first_start`) until one succeeds, skips,
-/// fails for good or the execution is cancelled; `slot` holds the task's concurrency slot,
-/// given up while it waits to retry. A failed attempt that will be retried is stored as it
-/// happens; the rest is stored by the scheduler. Returns the task's end with its output, or
-/// None if this worker lost the task meanwhile (its claim was given back).
+/// fails for good, the execution is cancelled, or the task parks (it snoozed, its retry waits
+/// [`STORED_RETRY_DELAY`] or more, or it is a wait task); `slot` holds the task's concurrency
+/// slot, given up while it waits to retry. A failed attempt that will be retried is stored as
+/// it happens; the rest is stored by the scheduler. Returns the task's end with its output, or
+/// None when there is nothing to store: the task parked, or this worker lost it meanwhile (its
+/// claim was given back).
 pub(crate) async fn run_task(
     mut runner: TaskRunner,
     input: SharedInput,
@@ -335,8 +457,19 @@ pub(crate) async fn run_task(
     first_attempt: u32,
     first_start: DateTime<Utc>,
 ) -> Option<(EndedTask, Option<Output>)> {
+    let wait = runner.options.wait.clone();
+    // What earlier claims used; a first claim used nothing.
+    let carried = if first_attempt > 1 || wait.is_some() {
+        runner.carried().await
+    } else {
+        Carried::default()
+    };
+    runner.snoozes = carried.snoozes;
+    if let Some(wait) = wait {
+        return run_wait(&runner, wait, input, carried, first_attempt, first_start).await;
+    }
     let retries = runner.options.retry.retries;
-    let mut failures = 0u32;
+    let mut failures = carried.retries_used;
     let mut attempt = first_attempt;
     // The attempt number as last stored: the fencing token of every write about this claim.
     let mut fence = first_attempt;
@@ -354,6 +487,14 @@ pub(crate) async fn run_task(
             started_at,
             ended_at,
         );
+        let base = EndedTask::new(
+            position,
+            fence,
+            TaskStatus::Cancelled,
+            attempt,
+            started_at,
+            ended_at,
+        );
         let failed = match concluded {
             Ok(end) => {
                 if let Some(last) = &end.last_attempt {
@@ -361,12 +502,60 @@ pub(crate) async fn run_task(
                 }
                 return Some((end, output));
             }
-            Err(failed) => failed,
+            Err(Again::Snooze(snoozed, delay)) => {
+                runner.report_end(&snoozed);
+                let park = runner.to_park(
+                    fence,
+                    Wake::After(delay),
+                    WaitReason::Snoozed,
+                    Some(snoozed),
+                );
+                let ended = EndedTask {
+                    last_attempt: park.attempt.clone(),
+                    ..base
+                };
+                return runner
+                    .park(
+                        Park {
+                            snooze: true,
+                            ..park
+                        },
+                        ended,
+                        None,
+                    )
+                    .await;
+            }
+            Err(Again::Retry(failed)) => failed,
         };
         runner.report_end(&failed);
         failures += 1;
+        let delay = runner.options.retry.delay_before(failures, unit_random());
+        runner.report_retry(attempt, delay);
+        if delay >= STORED_RETRY_DELAY {
+            // A long delay is stored: the claim is given back and any worker runs the retry.
+            let park = runner.to_park(
+                fence,
+                Wake::After(delay),
+                WaitReason::Retrying,
+                Some(failed),
+            );
+            let ended = EndedTask {
+                last_attempt: park.attempt.clone(),
+                ..base
+            };
+            return runner
+                .park(
+                    Park {
+                        retry: true,
+                        ..park
+                    },
+                    ended,
+                    None,
+                )
+                .await;
+        }
         fence = runner.store_failed(fence, failed).await?;
-        if let Err(reason) = runner.wait_to_retry(failures, attempt, slot).await {
+        if let Err(reason) = runner.wait_to_retry(delay, slot).await {
             return Some((
                 EndedTask {
                     reason: Some(reason),
@@ -468,7 +657,7 @@ mod tests {
     const ATTEMPT: u32 = 4;
 
     /// `conclude` for attempt [`ATTEMPT`] of the task at [`POSITION`] under fence [`FENCE`].
-    fn conclude_now(ended: AttemptEnd, retries_left: bool) -> Result<EndedTask, AttemptRecord> {
+    fn conclude_now(ended: AttemptEnd, retries_left: bool) -> Result<EndedTask, Again> {
         let at = DateTime::<Utc>::UNIX_EPOCH;
         conclude(ended, retries_left, POSITION, FENCE, ATTEMPT, at, at)
     }
@@ -517,7 +706,10 @@ mod tests {
         let end = conclude_now(AttemptEnd::Failed(error(TaskErrorKind::Retryable)), true);
         assert_eq!(
             end,
-            Err(record(TaskStatus::Failed, Some("ValueError: boom")))
+            Err(Again::Retry(record(
+                TaskStatus::Failed,
+                Some("ValueError: boom")
+            )))
         );
     }
 
@@ -535,6 +727,16 @@ mod tests {
                 ..ended(TaskStatus::Failed, Some("ValueError: boom"))
             };
             assert_eq!(end, Ok(expected), "{kind:?}, retries left: {retries_left}");
+        }
+    }
+
+    #[test]
+    fn a_snooze_runs_the_task_again_using_no_retry() {
+        let delay = std::time::Duration::from_secs(30);
+        for retries_left in [true, false] {
+            let end = conclude_now(AttemptEnd::Failed(TaskError::snooze(delay)), retries_left);
+            let snoozed = record(TaskStatus::Snoozed, Some("snoozed for 30 s"));
+            assert_eq!(end, Err(Again::Snooze(snoozed, delay)));
         }
     }
 

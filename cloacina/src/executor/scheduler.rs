@@ -343,6 +343,7 @@ impl Scheduler {
             options,
             cancel: self.cancel.subscribe(),
             map_index: instance.as_ref().map(|i| i.index),
+            snoozes: 0,
         });
         let db = self.worker.db().clone();
         let plan = self.plan.clone();

@@ -15,6 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::finals::{Expected, Finals};
@@ -27,6 +28,7 @@ use crate::database::control::Submitted;
 use crate::database::leases::WorkerIdentity;
 use crate::database::limit_units::until_rate_allows;
 use crate::database::signals::Signal;
+use crate::database::waits::until_parked_wake;
 use crate::database::Database;
 use crate::error::Result;
 use crate::events::Observers;
@@ -380,14 +382,23 @@ impl Worker {
         closing.await;
     }
 
-    /// Claims ready tasks whenever slots are free and work may be waiting, until shutdown.
+    /// Claims ready tasks whenever slots are free and work may be waiting, until shutdown;
+    /// first wakes the waiting tasks whose time has come.
     async fn claim_loop(self: Arc<Self>) {
         let mut ready = self.db.signals().subscribe(Signal::Ready);
+        // When the earliest waiting task wakes, as last looked up (or noted here); the first
+        // pass wakes what came due while no worker ran.
+        let mut wake = Some(Instant::now());
         while !self.is_closed() {
             let first = tokio::select! {
                 permit = self.permits.clone().acquire_owned() => permit.expect("the executor never closes its semaphore"),
                 () = self.closing.notified() => return,
             };
+            if wake.is_some_and(|at| at <= Instant::now()) {
+                // On an error, the next quiet pass looks again.
+                let _ = self.db.wake_due().await;
+                wake = self.next_wake().await;
+            }
             let claiming = self.claiming.lock().await;
             if self.is_closed() {
                 return; // drain has begun: claim nothing more
@@ -407,18 +418,42 @@ impl Worker {
             self.dispatch(claims, permits, None);
             drop(claiming);
             drop(unused);
+            if let Some(after) = until_parked_wake() {
+                wake = earliest(wake, Instant::now() + after);
+            }
             if got == wanted {
                 continue;
             }
-            // A task a limit's rate held back starts at its time, not at the next poll.
-            let poll = until_rate_allows().map_or(SAFETY_POLL, |wait| wait.min(SAFETY_POLL));
+            // A task a limit's rate held back starts at its time, not at the next poll; so
+            // does a waiting task.
+            let mut poll = until_rate_allows().map_or(SAFETY_POLL, |wait| wait.min(SAFETY_POLL));
+            if let Some(at) = wake {
+                poll = poll.min(at.saturating_duration_since(Instant::now()));
+            }
             tokio::select! {
                 _ = ready.changed() => {}
-                () = tokio::time::sleep(poll) => {}
+                () = tokio::time::sleep(poll) => {
+                    // Quiet for a while: tasks parked by other processes may wake sooner.
+                    if wake.map_or(true, |at| at > Instant::now()) {
+                        wake = self.next_wake().await.or(wake);
+                    }
+                }
                 () = self.closing.notified() => return,
             }
         }
     }
+
+    /// When the earliest waiting task in the database wakes; None when none waits for a time
+    /// (or the database cannot say now).
+    async fn next_wake(&self) -> Option<Instant> {
+        let after = self.db.next_due().await.ok()??;
+        Some(Instant::now() + after)
+    }
+}
+
+/// The earlier of `known` and `at`.
+fn earliest(known: Option<Instant>, at: Instant) -> Option<Instant> {
+    Some(known.map_or(at, |known| known.min(at)))
 }
 
 /// The part of a worker that the scheduler of one execution uses: shared resources for its

@@ -118,6 +118,8 @@ pub struct KeyTemplate {
     parts: Vec<Part>,
     /// Held by the whole execution (`Workflow(limits=...)`), from its first start to its end.
     whole_execution: bool,
+    /// What its messages call it: "limit key" or "event key".
+    noun: &'static str,
 }
 
 /// Marks a filled key the whole execution holds, in a task's stored keys and in a stored plan
@@ -143,9 +145,18 @@ enum Part {
 impl KeyTemplate {
     /// Parses `text`; `{{` and `}}` stand for braces. The message names the bad template.
     pub fn parse(text: &str) -> Result<Self, String> {
+        Self::parse_as(text, "limit key", "tenant:{tenant_id}")
+    }
+
+    /// Parses the key of an event a task waits for, as [`KeyTemplate::parse`] a limit's.
+    pub fn parse_event(text: &str) -> Result<Self, String> {
+        Self::parse_as(text, "event key", "approve:{order_id}")
+    }
+
+    fn parse_as(text: &str, noun: &'static str, example: &str) -> Result<Self, String> {
         let bad = |why: &str| {
             Err(format!(
-                "limit key {text:?} {why}; write text with {{name}} parts filled from the task's input, such as \"tenant:{{tenant_id}}\""
+                "{noun} {text:?} {why}; write text with {{name}} parts filled from the task's input, such as \"{example}\""
             ))
         };
         let mut parts = Vec::new();
@@ -189,12 +200,15 @@ impl KeyTemplate {
             return bad("is empty");
         }
         if let [Part::Text(only)] = parts.as_slice() {
-            check_name(only)?;
+            if noun == "limit key" {
+                check_name(only)?;
+            }
         }
         Ok(Self {
             text: text.to_string(),
             parts,
             whole_execution: false,
+            noun,
         })
     }
 
@@ -248,23 +262,26 @@ impl KeyTemplate {
                 Part::Field(field) => match input.get(field) {
                     Some(Value::String(s)) => key.push_str(s),
                     Some(v @ (Value::Number(_) | Value::Bool(_))) => key.push_str(&v.to_string()),
-                    Some(other) => {
-                        return Err(format!(
-                            "limit key {:?}: context key '{field}' holds {}, not a string, number or boolean",
-                            self.text,
-                            super::map::json_type(other)
-                        ))
-                    }
+                    Some(other) => return Err(format!(
+                        "{} {:?}: context key '{field}' holds {}, not a string, number or boolean",
+                        self.noun,
+                        self.text,
+                        super::map::json_type(other)
+                    )),
                     None => {
                         return Err(format!(
-                            "limit key {:?}: context key '{field}' is not in the task's input context",
-                            self.text
+                            "{} {:?}: context key '{field}' is not in the task's input context",
+                            self.noun, self.text
                         ))
                     }
                 },
             }
         }
-        check_name(&key).map_err(|e| format!("limit key {:?} filled in: {e}", self.text))?;
+        if self.noun == "limit key" {
+            check_name(&key).map_err(|e| format!("limit key {:?} filled in: {e}", self.text))?;
+        } else if key.is_empty() {
+            return Err(format!("{} {:?} filled in is empty", self.noun, self.text));
+        }
         if self.whole_execution {
             key.insert(0, EXECUTION_MARK);
         }

@@ -77,6 +77,11 @@ status_enum! {
         Cancelled,
         /// An attempt whose worker died while running it; seen only in a task's history.
         Lost,
+        /// Not ready before a time or an event: sleeping, waiting for an event, snoozed or
+        /// waiting out a retry's delay, holding no worker.
+        Waiting,
+        /// An attempt that asked to run again later; seen only in a task's history.
+        Snoozed,
     }
 }
 
@@ -221,8 +226,9 @@ impl MapCounts {
             TaskStatus::Failed => self.failed += n,
             TaskStatus::Skipped => self.skipped += n,
             TaskStatus::Cancelled => self.cancelled += n,
-            // Only an attempt is Lost; its instance is Pending again.
-            TaskStatus::Lost => self.pending += n,
+            // Only an attempt is Lost or Snoozed; its instance is Pending again. A waiting
+            // instance has not ended.
+            TaskStatus::Lost | TaskStatus::Snoozed | TaskStatus::Waiting => self.pending += n,
         }
     }
 }

@@ -180,6 +180,7 @@ impl<'py> RawOptions<'py> {
                     .map(priority)
                     .transpose()?
                     .unwrap_or(0),
+                wait: None,
             },
             retry_on,
         })
