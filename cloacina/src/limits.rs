@@ -54,6 +54,12 @@ pub const RETRY_MAX_DELAY: Seconds = Seconds::non_negative("retry_max_delay");
 pub const EXECUTION_TIMEOUT: Seconds = Seconds::positive("timeout");
 /// `wait(timeout=)`: how long to wait for an execution to end.
 pub const WAIT_TIMEOUT: Seconds = Seconds::positive("timeout");
+/// `sleep(seconds=)`: how long a sleep task waits.
+pub const SLEEP_SECONDS: Seconds = Seconds::non_negative("seconds");
+/// `wait_for_event(timeout=)`: how long an event task waits before its `on_timeout`.
+pub const EVENT_TIMEOUT: Seconds = Seconds::positive("timeout");
+/// `Snooze(seconds)`: how long a snoozed task waits before it runs again.
+pub const SNOOZE_SECONDS: Seconds = Seconds::non_negative("seconds");
 /// `initialize(lease_timeout=)`: how long after its last heartbeat a worker is presumed dead.
 pub const LEASE_TIMEOUT: Seconds = Seconds::positive("lease_timeout");
 

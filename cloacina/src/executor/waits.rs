@@ -5,9 +5,11 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::attempt::TaskRunner;
+use super::UnifiedExecutor;
 use crate::context::{Context, Output, SharedInput};
 use crate::database::claims::EndedTask;
 use crate::database::waits::{Carried, EventWait, Park, Wake};
+use crate::error::Result;
 use crate::model::waits::{
     parse_instant, timeout_message, OnTimeout, SleepUntil, WaitFor, WaitReason,
 };
@@ -165,5 +167,17 @@ fn instant_in(input: &SharedInput, key: &str, task_id: &str) -> Result<DateTime<
         None => Err(format!(
             "KeyError: sleep task '{task_id}': context key '{key}' is not in the task's input context"
         )),
+    }
+}
+
+impl UnifiedExecutor {
+    /// Sends an event: every task waiting on `key` completes with the payload (its JSON text),
+    /// and a wait with that key that starts later, within 7 days, sees it too; how many waiting
+    /// tasks it made ready.
+    pub async fn send_event(&self, key: &str, payload_json: String) -> Result<usize> {
+        self.inner
+            .db
+            .send_event(key.to_string(), payload_json)
+            .await
     }
 }

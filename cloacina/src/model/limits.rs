@@ -262,12 +262,14 @@ impl KeyTemplate {
                 Part::Field(field) => match input.get(field) {
                     Some(Value::String(s)) => key.push_str(s),
                     Some(v @ (Value::Number(_) | Value::Bool(_))) => key.push_str(&v.to_string()),
-                    Some(other) => return Err(format!(
+                    Some(other) => {
+                        return Err(format!(
                         "{} {:?}: context key '{field}' holds {}, not a string, number or boolean",
                         self.noun,
                         self.text,
                         super::map::json_type(other)
-                    )),
+                    ))
+                    }
                     None => {
                         return Err(format!(
                             "{} {:?}: context key '{field}' is not in the task's input context",

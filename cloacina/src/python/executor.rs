@@ -709,6 +709,27 @@ impl PyUnifiedExecutor {
         awaitable(py, async move { engine.set_limit(limit).await })
     }
 
+    /// Sends an event: every task waiting on `key` completes with `payload` (any JSON value);
+    /// returns how many. A wait that starts later sees it too, if its execution was submitted
+    /// before the event was sent; events are kept 7 days.
+    #[pyo3(signature = (key, payload=None))]
+    fn send_event<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        payload: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let key = args::text("key", "a str", key)?.into_owned();
+        if key.is_empty() {
+            return Err(PyValueError::new_err(
+                "key must be a non-empty str, such as \"approve:42\"",
+            ));
+        }
+        let payload = super::waits::payload_json(py, payload)?;
+        let engine = self.engine()?;
+        awaitable(py, async move { engine.send_event(&key, payload).await })
+    }
+
     /// Deletes the limit `name`; LimitNotFoundError (a LookupError) if there is none.
     fn delete_limit<'py>(
         &self,

@@ -17,6 +17,7 @@ mod schedules;
 mod task;
 mod threads;
 mod traces;
+mod waits;
 mod workflow;
 
 use once_cell::sync::OnceCell;
@@ -79,6 +80,7 @@ pub fn register(module: &Bound<'_, PyModule>, backend: BackendKind) -> PyResult<
     module.add_class::<executor::PyUnifiedExecutor>()?;
     module.add_function(wrap_pyfunction!(task::current_task, module)?)?;
     errors::add_to_module(module)?;
+    waits::add_to_module(module)?;
     crate::task::name_engine_failures(errors::exception_name);
     logs::install_null_handler(module.py())?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -290,8 +290,8 @@ pub(crate) fn current_attempt(py: Python<'_>) -> PyResult<Option<CurrentAttempt>
         .map(|task| task.get().0.clone()))
 }
 
-/// The running task attempt: a dict of `execution_id`, `workflow_name`, `task_id` and
-/// `attempt`; raises RuntimeError outside a task.
+/// The running task attempt: a dict of `execution_id`, `workflow_name`, `task_id`, `attempt`,
+/// `map_index` and `snoozes`; raises RuntimeError outside a task.
 #[pyfunction]
 pub(crate) fn current_task(py: Python<'_>) -> PyResult<PyObject> {
     let Some(current) = current_attempt(py)? else {
@@ -306,6 +306,7 @@ pub(crate) fn current_task(py: Python<'_>) -> PyResult<PyObject> {
     dict.set_item("task_id", &current.task_id)?;
     dict.set_item("attempt", current.attempt)?;
     dict.set_item("map_index", current.map_index)?;
+    dict.set_item("snoozes", current.snoozes)?;
     Ok(dict.into_any().unbind())
 }
 
@@ -404,6 +405,9 @@ fn python_error(py: Python<'_>, definition: &TaskDefinition, err: &PyErr) -> Tas
         } else {
             reason
         });
+    }
+    if err.is_instance_bound(py, super::waits::snooze_type(py)) {
+        return TaskError::snooze(super::waits::snoozed_for(&value));
     }
     let type_name = err
         .get_type_bound(py)
