@@ -7,7 +7,7 @@ use std::time::Duration;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
-use pyo3::types::{PyDelta, PyDict, PyString, PyTuple, PyType};
+use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 
 use super::args;
 use super::decorator::task_ids;
@@ -42,8 +42,9 @@ impl TaskRef {
 
 /// A number of seconds or a `timedelta`, within `rule`'s range.
 fn seconds_arg(rule: &Seconds, value: &Bound<'_, PyAny>) -> PyResult<Duration> {
-    if let Ok(delta) = value.downcast::<PyDelta>() {
-        let seconds: f64 = delta.call_method0("total_seconds")?.extract()?;
+    let timedelta = value.py().import_bound("datetime")?.getattr("timedelta")?;
+    if value.is_instance(&timedelta)? {
+        let seconds: f64 = value.call_method0("total_seconds")?.extract()?;
         return args::seconds(rule, &seconds.into_py(value.py()).into_bound(value.py()));
     }
     args::seconds(rule, value)
