@@ -20,7 +20,8 @@
 //!   execution); the transactions built of them in `claims.rs` (commit, retry, claim; batches
 //!   of many executions share one commit through `group_commit.rs`),
 //!   `control.rs` (submit, cancel, fail, resume, deadlines), `leases.rs` (heartbeats, giving a
-//!   dead worker's tasks back) and `schedules.rs` (schedules and their fires).
+//!   dead worker's tasks back), `schedules.rs` (schedules and their fires) and `waits.rs`
+//!   (parking a task as Waiting until a time or an event, waking due tasks, events).
 //! - rows and reads: `rows.rs` (rows as stored), `queries.rs` (results and lists).
 //! - signals between processes: `signals.rs`.
 //! - the threads database calls run on: `threads.rs`; requests served together: `coalesce.rs`.
@@ -30,7 +31,8 @@
 //! uses it; only when its SQL must differ per backend does it go to `dialect.rs`, as a method
 //! that matches on the `Conn` variant. No file uses one that uses it back: each uses only
 //! files earlier in `connection`, `rows` → `dialect` → `store` → `claims` (→ `group_commit`),
-//! `leases` → `control` → `schedules` (`queries` reads on `connection` and `rows` alone).
+//! `leases` → `control` → `schedules`, `claims` → `waits` (`queries` reads on `connection` and
+//! `rows` alone).
 
 mod cached;
 #[cfg(feature = "sqlite")]
