@@ -37,7 +37,7 @@ EXPORTED = [
     "EXECUTION_STATUSES", "FINAL_EXECUTION_STATUSES", "TASK_STATUSES", "FINAL_TASK_STATUSES",
     "DEFAULT_MAX_CONCURRENCY", "DEFAULT_LEASE_TIMEOUT", "DEFAULT_LIST_LIMIT",
     "AttemptRecord", "CurrentTask", "ExecutionResult", "LimitInfo", "MapCounts", "RunningTask", "ScheduleInfo", "TaskInstance",
-    "TaskResult", "WorkerInfo",
+    "TaskResult", "WorkerInfo", "sleep", "wait_for_event", "TaskRef", "Snooze",
 ]
 
 SITECUSTOMIZE = textwrap.dedent(
@@ -72,6 +72,14 @@ FAKE_POSTGRES = textwrap.dedent(
     class ScheduleNotFoundError(CloacinaError, LookupError): pass
     class LimitNotFoundError(CloacinaError, LookupError): pass
     class SkipTask(Exception): pass
+    class Snooze(Exception): pass
+    class TaskRef: pass
+
+    def sleep(task_id, seconds=None, *, until=None, dependencies=()):
+        return TaskRef()
+
+    def wait_for_event(task_id, *, key, timeout=None, on_timeout="fail", dependencies=()):
+        return TaskRef()
 
     def current_task():
         raise RuntimeError("fake")
