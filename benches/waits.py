@@ -219,8 +219,8 @@ def main() -> int:
     p.add_argument("--max-concurrency", type=int, default=cloacina.DEFAULT_MAX_CONCURRENCY, metavar="N")
     p.add_argument("--lead", type=float, default=2.0, metavar="S",
                    help="seconds from the first submission to the wake time, before the margin (default 2)")
-    p.add_argument("--per-submit", type=float, default=0.004, metavar="S",
-                   help="margin added per execution for the submissions (default 0.004)")
+    p.add_argument("--per-submit", type=float, default=0.002, metavar="S",
+                   help="margin added per execution for the submissions (default 0.002)")
     args = p.parse_args()
     return asyncio.run(measure(args.url, args.wakeups, args.events, args.max_concurrency, args.lead,
                                args.per_submit))
