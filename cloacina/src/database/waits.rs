@@ -8,7 +8,10 @@
 //! transaction that holds the key's lock, as does `send_event`, so no event falls between them.
 
 use std::sync::Mutex;
+
+use once_cell::sync::Lazy;
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
@@ -95,13 +98,22 @@ pub(crate) struct Carried {
 /// The earliest wake time of a task this process parked, not yet handed to its claim loop.
 static NEXT_WAKE: Mutex<Option<Instant>> = Mutex::new(None);
 
+/// Wakes a claim loop sleeping past the wake time a park here just noted.
+static NOTED: Lazy<Notify> = Lazy::new(Notify::new);
+
 /// Notes that a task this process parks wakes `after` from now.
 fn note_wake(after: Duration) {
     let at = Instant::now() + after;
     let mut next = NEXT_WAKE.lock().unwrap_or_else(|p| p.into_inner());
     if next.map_or(true, |next| at < next) {
         *next = Some(at);
+        NOTED.notify_waiters();
     }
+}
+
+/// Resolves when a park in this process notes a wake time (see [`until_parked_wake`]).
+pub(crate) async fn parked_wake_noted() {
+    NOTED.notified().await
 }
 
 /// How long until the earliest wake time of a task this process parked since the last call.

@@ -28,7 +28,7 @@ use crate::database::control::Submitted;
 use crate::database::leases::WorkerIdentity;
 use crate::database::limit_units::until_rate_allows;
 use crate::database::signals::Signal;
-use crate::database::waits::until_parked_wake;
+use crate::database::waits::{parked_wake_noted, until_parked_wake};
 use crate::database::Database;
 use crate::error::Result;
 use crate::events::Observers;
@@ -426,19 +426,27 @@ impl Worker {
             }
             // A task a limit's rate held back starts at its time, not at the next poll; so
             // does a waiting task.
-            let mut poll = until_rate_allows().map_or(SAFETY_POLL, |wait| wait.min(SAFETY_POLL));
-            if let Some(at) = wake {
-                poll = poll.min(at.saturating_duration_since(Instant::now()));
-            }
-            tokio::select! {
-                _ = ready.changed() => {}
-                () = tokio::time::sleep(poll) => {
-                    // Quiet for a while: tasks parked by other processes may wake sooner.
-                    if wake.map_or(true, |at| at > Instant::now()) {
-                        wake = self.next_wake().await.or(wake);
+            let rate = until_rate_allows().map_or(SAFETY_POLL, |wait| wait.min(SAFETY_POLL));
+            loop {
+                let poll = wake.map_or(rate, |at| {
+                    rate.min(at.saturating_duration_since(Instant::now()))
+                });
+                tokio::select! {
+                    _ = ready.changed() => break,
+                    () = tokio::time::sleep(poll) => {
+                        // Quiet for a while: tasks parked by other processes may wake sooner.
+                        if wake.map_or(true, |at| at > Instant::now()) {
+                            wake = self.next_wake().await.or(wake);
+                        }
+                        break;
                     }
+                    () = parked_wake_noted() => {
+                        if let Some(after) = until_parked_wake() {
+                            wake = earliest(wake, Instant::now() + after);
+                        }
+                    }
+                    () = self.closing.notified() => return,
                 }
-                () = self.closing.notified() => return,
             }
         }
     }
