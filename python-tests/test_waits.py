@@ -154,18 +154,22 @@ async def test_sleep_takes_seconds_a_timedelta_a_datetime_an_iso_string_or_a_con
     assert set(result["final_context"]) == {"at"} | {f"woke_{name}" for name in sleeps}
 
 
-async def test_a_sleep_until_a_context_key_that_is_missing_or_not_an_instant_fails_naming_it(executor, ids):
+async def test_a_wait_whose_context_key_is_missing_or_not_an_instant_fails_naming_it(executor, ids):
     @cl.task(ids("root"))
     def root(ctx):
-        return {"when_text": "next tuesday", "when_number": 5}
+        return {"when_text": "next tuesday", "when_number": 5, "when_naive": "2030-01-01T12:00:00"}
 
     missing = cl.sleep(ids("missing"), until="{when_missing}", dependencies=[root])
     text = cl.sleep(ids("text"), until="{when_text}", dependencies=[root])
     number = cl.sleep(ids("number"), until="{when_number}", dependencies=[root])
-    result = await finished(executor, await executor.submit(cl.Workflow(ids.wf(), [missing, text, number]), {}))
+    naive = cl.sleep(ids("naive"), until="{when_naive}", dependencies=[root])
+    event = cl.wait_for_event(ids("event"), key=ids("approve:") + "{order_missing}", dependencies=[root])
+    result = await finished(executor, await executor.submit(
+        cl.Workflow(ids.wf(), [missing, text, number, naive, event]), {}))
     assert result["status"] == "Failed", summary(result)
     tasks = by_task(result)
-    for name, key in (("missing", "when_missing"), ("text", "when_text"), ("number", "when_number")):
+    for name, key in (("missing", "when_missing"), ("text", "when_text"), ("number", "when_number"),
+                      ("naive", "when_naive"), ("event", "order_missing")):
         assert tasks[ids(name)]["status"] == "Failed", summary(result)
         assert key in (tasks[ids(name)]["error"] or ""), tasks[ids(name)]
 
@@ -204,9 +208,12 @@ async def test_sleeping_tasks_hold_no_worker_slot(database_url, ids):
     assert spread <= 5, f"the 20 sleeps ended over {spread:.1f} s: a sleeping task held the only slot"
 
 
-async def test_a_sleep_survives_kill_9_and_wakes_at_its_time_once(database_url, client, procs, ids, effects):
-    """Kill -9 the only worker a second into a 3 s sleep, start another a second later: the sleep
-    ends at the time it planned, not 3 s after the restart, and the next task runs once."""
+@pytest.mark.parametrize("stop", ["kill -9", "SIGTERM"])
+async def test_a_sleep_outlives_its_worker_and_wakes_at_its_time_once(database_url, client, procs, ids, effects,
+                                                                      stop):
+    """Kill -9 the only worker a second into a 3 s sleep (or stop it, as a deploy does), start
+    another a second later: the sleep ends at the time it planned, not 3 s after the restart, and
+    the next task runs once."""
     flows = define(ids.prefix, str(effects))
     first_task, nap, after_nap = (f"{ids.prefix}.{name}" for name in ("first", "nap", "after_nap"))
     first = start_waits_process(procs, database_url, ids.prefix, effects, name="first")
@@ -219,10 +226,15 @@ async def test_a_sleep_survives_kill_9_and_wakes_at_its_time_once(database_url, 
     assert NAP - EARLY <= wake - ran_first.ts <= NAP + LATE, f"planned {wake - ran_first.ts:.3f} s after 'first' ran"
 
     await until(lambda: time.time() >= wake - NAP + 1.0, what="a second into the sleep", watch=[first])
-    first.kill()
-    assert first.killed_at is not None
-    killed_at = first.killed_at
-    await until(lambda: time.time() >= killed_at + 1.0, what="a second after the kill")
+    if stop == "kill -9":
+        first.kill()
+        assert first.killed_at is not None
+        stopped_at = first.killed_at
+    else:
+        assert await stopped(first) == 0, first.describe()
+        stopped_at = time.time()
+        assert stopped_at < wake, f"a graceful stop waited for the sleep: it took until {stopped_at - wake:+.2f} s"
+    await until(lambda: time.time() >= stopped_at + 1.0, what="a second after the stop")
     second = start_waits_process(procs, database_url, ids.prefix, effects, name="second")
     result = await finished(client, execution_id, procs=procs)
     assert await stopped(second) == 0, second.describe()
@@ -237,7 +249,7 @@ async def test_a_sleep_survives_kill_9_and_wakes_at_its_time_once(database_url, 
     assert "Lost" not in history(tasks[nap]), tasks[nap]
     ended = parse_ts(tasks[nap]["completed_at"]).timestamp()
     lateness = woke[0].ts - wake
-    print(f"\nSLEEP after kill -9: restarted {killed_at + 1.0 - wake:+.2f} s from the wake time; the sleep "
+    print(f"\nSLEEP after {stop}: restarted {stopped_at + 1.0 - wake:+.2f} s from the wake time; the sleep "
           f"ended {ended - wake:+.3f} s, the next task started {lateness:+.3f} s from it")
     assert ended >= wake - EARLY, f"the sleep ended {wake - ended:.3f} s early"
     # Counting 3 s from the restart would make it 2 s late.
