@@ -394,9 +394,9 @@ async def test_two_sends_at_once_complete_each_wait_once(executor, client, ids):
 
 
 async def test_sends_racing_wait_starts_across_processes_miss_nothing(database_url, client, procs, ids, effects):
-    """200 events, each sent by another process just as its wait starts, on either side of that
-    moment (the task before the wait lingers 0-15 ms after telling the sender): every wait gets its
-    own event, once."""
+    """200 events, each sent by another process about when its wait starts, on either side of that
+    moment (the task before the wait tells the sender, then lingers 0-15 ms; the sender waits
+    0-30 ms): every wait gets its own event, once."""
     count = 200
     flows = define(ids.prefix, str(effects))
     worker = start_waits_process(procs, database_url, ids.prefix, effects, name="worker")

@@ -8,9 +8,9 @@ submit-only executor (``worker=False``) and exits 0:
 - ``--send KEY`` (repeatable): sends each key once, in order, with ``--payload`` (JSON).
 - ``--follow-gates N``: reads ``--out`` as it grows and, each time a ``gate`` task has written its
   ``finished`` line, sends the event its execution's wait is about to wait for (payload
-  ``{"n": n}``), after a random 0 to 2 ms (seeded by ``--seed``). The gate itself lingers a
-  random 0 to ``GATE_LINGER`` s after that line, so the send lands just when the wait starts,
-  on either side of it. Stops after N sends.
+  ``{"n": n}``), after a random 0 to ``SEND_DELAY`` s (seeded by ``--seed``). The gate itself
+  lingers a random 0 to ``GATE_LINGER`` s after that line, so the send lands about when the wait
+  starts, on either side of it (on both backends). Stops after N sends.
 
 Either way it writes ``--sent-out`` (JSON: one ``{"key", "count", "at"}`` per send, ``count``
 being what ``send_event`` returned and ``at`` the unix time it returned).
@@ -46,6 +46,7 @@ NAP = 3.0             # seconds the nap workflow's sleep lasts
 RETRY_DELAY = 3.0     # seconds between the retry workflow's failed first attempt and its retry
 EVENT_TIMEOUT = 30.0  # seconds the event workflow's wait waits before it fails
 GATE_LINGER = 0.015   # most seconds the event workflow's gate waits after its finished line
+SEND_DELAY = 0.03     # most seconds --follow-gates waits after a gate's finished line before it sends
 
 Context = Dict[str, Any]
 
@@ -154,7 +155,7 @@ async def follow_gates(executor: Any, prefix: str, out: str, count: int, seed: i
             run, task_id, _pid, kind, _ts = line.split(" ")
             if task_id == gate and kind == "finished":
                 seen += 1
-                pending.append(asyncio.ensure_future(send(run[1:], rng.uniform(0, 0.002))))
+                pending.append(asyncio.ensure_future(send(run[1:], rng.uniform(0, SEND_DELAY))))
         await asyncio.sleep(0.001)
     await asyncio.gather(*pending)
     return sent
