@@ -25,7 +25,7 @@ import pytest
 from backend import BACKEND, by_task, cl, parse_ts
 from procs import (DEADLINE, Proc, Procs, client, effects, exited, finished, procs, read_events,  # noqa: F401
                    ready, select, stopped, summary, until)
-from waits_worker import EVENT_TIMEOUT, NAP, RETRY_DELAY, define, event_key
+from waits_worker import EVENT_TIMEOUT, STORED_WAIT, define, event_key
 
 WAITS_WORKER = Path(__file__).resolve().parent / "waits_worker.py"
 
@@ -208,54 +208,6 @@ async def test_sleeping_tasks_hold_no_worker_slot(database_url, ids):
     assert spread <= 5, f"the 20 sleeps ended over {spread:.1f} s: a sleeping task held the only slot"
 
 
-@pytest.mark.parametrize("stop", ["kill -9", "SIGTERM"])
-async def test_a_sleep_outlives_its_worker_and_wakes_at_its_time_once(database_url, client, procs, ids, effects,
-                                                                      stop):
-    """Kill -9 the only worker a second into a 3 s sleep (or stop it, as a deploy does), start
-    another a second later: the sleep ends at the time it planned, not 3 s after the restart, and
-    the next task runs once."""
-    flows = define(ids.prefix, str(effects))
-    first_task, nap, after_nap = (f"{ids.prefix}.{name}" for name in ("first", "nap", "after_nap"))
-    first = start_waits_process(procs, database_url, ids.prefix, effects, name="first")
-    await ready(first)
-    execution_id = await client.submit(flows["nap"], {"run": "r"})
-    record = await when_waiting(client, execution_id, [nap], watch=[first])
-    assert record["status"] == "Running", summary(record)
-    wake = instant_after(by_task(record)[nap]["reason"], "sleeping until ").timestamp()
-    [ran_first] = select(read_events(effects), task=first_task, kind="started")
-    assert NAP - EARLY <= wake - ran_first.ts <= NAP + LATE, f"planned {wake - ran_first.ts:.3f} s after 'first' ran"
-
-    await until(lambda: time.time() >= wake - NAP + 1.0, what="a second into the sleep", watch=[first])
-    if stop == "kill -9":
-        first.kill()
-        assert first.killed_at is not None
-        stopped_at = first.killed_at
-    else:
-        assert await stopped(first) == 0, first.describe()
-        stopped_at = time.time()
-        assert stopped_at < wake, f"a graceful stop waited for the sleep: it took until {stopped_at - wake:+.2f} s"
-    await until(lambda: time.time() >= stopped_at + 1.0, what="a second after the stop")
-    second = start_waits_process(procs, database_url, ids.prefix, effects, name="second")
-    result = await finished(client, execution_id, procs=procs)
-    assert await stopped(second) == 0, second.describe()
-
-    assert result["status"] == "Completed", summary(result)
-    events = read_events(effects)
-    assert [e.pid for e in select(events, task=first_task)] == [first.pid]
-    woke = select(events, task=after_nap, kind="started")
-    assert [e.pid for e in woke] == [second.pid], f"the task after the sleep ran {len(woke)} times: {woke}"
-    tasks = by_task(result)
-    assert tasks[nap]["status"] == "Completed" and tasks[nap]["error"] is None, tasks[nap]
-    assert "Lost" not in history(tasks[nap]), tasks[nap]
-    ended = parse_ts(tasks[nap]["completed_at"]).timestamp()
-    lateness = woke[0].ts - wake
-    print(f"\nSLEEP after {stop}: restarted {stopped_at + 1.0 - wake:+.2f} s from the wake time; the sleep "
-          f"ended {ended - wake:+.3f} s, the next task started {lateness:+.3f} s from it")
-    assert ended >= wake - EARLY, f"the sleep ended {wake - ended:.3f} s early"
-    # Counting 3 s from the restart would make it 2 s late.
-    assert_on_time(lateness, "the task after the sleep", late=1.5)
-
-
 # 5,000 simultaneous wake-ups (the issue's number) and 10,000 are measured by benches/waits.py;
 # 300 here show the same property (each wakes once, on time) and keep CI quick.
 WAKE_COUNT = 300
@@ -287,6 +239,77 @@ async def test_many_sleeps_ending_at_the_same_moment_each_wake_once(database_url
           f"max {started[-1]:+.3f} s from the planned moment")
     assert ended[0] >= -EARLY, f"a sleep ended {-ended[0]:.3f} s early"
     assert started[-1] <= 10, f"the last of {WAKE_COUNT} next tasks started {started[-1]:.1f} s late"
+
+
+# --- stored waits outlive their worker ---------------------------------------------------------
+
+# How each workflow of waits_worker.py waits STORED_WAIT s: the task that waits, the words of its
+# reason before the instant, the task whose start ends the wait, and the waiting task's history.
+STORED = {
+    "sleep": ("nap", "nap", "sleeping until ", "after_nap", None),
+    "event timeout": ("deadline", "deadline", "waiting for event '{prefix}.never' until ", "after_deadline", None),
+    "snooze": ("snooze", "dozer", "snoozed until ", "dozer", [(1, "Snoozed"), (2, "Completed")]),
+    "retry backoff": ("retry", "flaky", "retrying at ", "flaky", [(1, "Failed"), (2, "Completed")]),
+}
+
+
+@pytest.mark.parametrize("wait, stop", [("sleep", "kill -9"), ("sleep", "SIGTERM"), ("event timeout", "kill -9"),
+                                        ("snooze", "kill -9"), ("retry backoff", "kill -9")])
+async def test_a_stored_wait_outlives_its_worker_and_ends_at_its_time_once(database_url, client, procs, ids, effects,
+                                                                           wait, stop):
+    """The only worker is killed (or stopped, as a deploy does) a second into a 3 s wait and another
+    starts a second later: the wait ends at the time it planned, not 3 s after the restart nor when
+    a lease runs out, and what follows runs once, on the new worker."""
+    flows = define(ids.prefix, str(effects))
+    workflow, waiting, words, next_task, expected_history = STORED[wait]
+    waiting, next_task = f"{ids.prefix}.{waiting}", f"{ids.prefix}.{next_task}"
+    first = start_waits_process(procs, database_url, ids.prefix, effects, name="first")
+    await ready(first)
+    execution_id = await client.submit(flows[workflow], {"run": "r"})
+    record = await when_waiting(client, execution_id, [waiting], watch=[first])
+    assert record["status"] == "Running", summary(record)
+    planned = instant_after(by_task(record)[waiting]["reason"], words.format(prefix=ids.prefix)).timestamp()
+    before = read_events(effects)[-1]  # the first worker's last line: the end of what ran before the wait
+    assert before.pid == first.pid
+    assert STORED_WAIT - EARLY <= planned - before.ts <= STORED_WAIT + LATE, \
+        f"planned {planned - before.ts:.3f} s after what ran before it ended"
+
+    await until(lambda: time.time() >= planned - STORED_WAIT + 1.0, what="a second into the wait", watch=[first])
+    if stop == "kill -9":
+        first.kill()
+        assert first.killed_at is not None
+        stopped_at = first.killed_at
+    else:
+        assert await stopped(first) == 0, first.describe()
+        stopped_at = time.time()
+        assert stopped_at < planned, f"a graceful stop waited for the wait: it took until {stopped_at - planned:+.2f} s"
+    await until(lambda: time.time() >= stopped_at + 1.0, what="a second after the stop")
+    second = start_waits_process(procs, database_url, ids.prefix, effects, name="second")
+    result = await finished(client, execution_id, procs=procs)
+    assert await stopped(second) == 0, second.describe()
+
+    assert result["status"] == "Completed", summary(result)
+    events = read_events(effects)
+    assert {e.pid for e in events if e.ts <= before.ts} == {first.pid}
+    after = select(events, task=next_task, kind="started", pid=second.pid)
+    assert len(after) == 1, f"{next_task} started {len(after)} times on the new worker: {events}"
+    assert not [e for e in events if e.pid == first.pid and e.ts > before.ts], f"the first worker ran on: {events}"
+    if wait == "event timeout":
+        assert result["final_context"]["after_deadline"] is None
+    task = by_task(result)[waiting]
+    assert task["status"] == "Completed" and task["error"] is None, task
+    if expected_history is not None:
+        assert [(h["attempt"], h["status"]) for h in task["history"]] == expected_history, task
+        assert task["attempts"] == len(expected_history)
+        [gap] = gaps(task)
+        assert_on_time(gap - STORED_WAIT, "the recorded gap between the attempts")
+    else:
+        assert parse_ts(task["completed_at"]).timestamp() >= planned - EARLY, f"the {wait} ended early: {task}"
+    lateness = after[0].ts - planned
+    print(f"\nSTORED {wait} after {stop}: restarted {stopped_at + 1.0 - planned:+.2f} s from the planned time; "
+          f"{next_task.rsplit('.', 1)[1]} started {lateness:+.3f} s from it")
+    # Counting 3 s from the restart would make it 2 s late.
+    assert_on_time(lateness, f"{next_task} after the {wait}", late=1.5)
 
 
 # --- events ------------------------------------------------------------------------------------
@@ -539,51 +562,6 @@ def test_snooze_is_an_exception_carrying_its_seconds():
     assert cl.Snooze(2).seconds == 2.0
     assert cl.Snooze(0).seconds == 0.0
     assert cl.Snooze(timedelta(minutes=1)).seconds == 60.0
-
-
-# --- retries whose backoff is stored -----------------------------------------------------------
-
-async def test_a_retry_backoff_survives_kill_9_and_runs_at_its_time(database_url, client, procs, ids, effects):
-    """``retries=1, retry_delay=3``: the worker is killed a second into the backoff and another
-    starts a second later; the retry runs at the planned time on the new worker."""
-    flows = define(ids.prefix, str(effects))
-    flaky = f"{ids.prefix}.flaky"
-    first = start_waits_process(procs, database_url, ids.prefix, effects, name="first")
-    await ready(first)
-    execution_id = await client.submit(flows["retry"], {"run": "r"})
-    record = await when_waiting(client, execution_id, [flaky], watch=[first])
-    assert record["status"] == "Running", summary(record)
-    task = by_task(record)[flaky]
-    retry_at = instant_after(task["reason"], "retrying at ").timestamp()
-    assert history(task) == ["Failed"], task
-    [failed] = select(read_events(effects), task=flaky, kind="failed")
-    assert RETRY_DELAY - EARLY <= retry_at - failed.ts <= RETRY_DELAY + LATE, \
-        f"the retry is planned {retry_at - failed.ts:.3f} s after the failure"
-
-    await until(lambda: time.time() >= retry_at - RETRY_DELAY + 1.0, what="a second into the backoff",
-                watch=[first])
-    first.kill()
-    assert first.killed_at is not None
-    killed_at = first.killed_at
-    await until(lambda: time.time() >= killed_at + 1.0, what="a second after the kill")
-    second = start_waits_process(procs, database_url, ids.prefix, effects, name="second")
-    result = await finished(client, execution_id, procs=procs)
-    assert await stopped(second) == 0, second.describe()
-
-    assert result["status"] == "Completed", summary(result)
-    assert result["final_context"]["flaky"] == 2
-    task = by_task(result)[flaky]
-    assert [(h["attempt"], h["status"]) for h in task["history"]] == [(1, "Failed"), (2, "Completed")], task
-    assert task["attempts"] == 2
-    starts = select(read_events(effects), task=flaky, kind="started")
-    assert [e.pid for e in starts] == [first.pid, second.pid], starts
-    lateness = starts[1].ts - retry_at
-    print(f"\nRETRY after kill -9: restarted {killed_at + 1.0 - retry_at:+.2f} s from the planned retry; "
-          f"it started {lateness:+.3f} s from it")
-    # Waiting for the restart plus 3 s, or for the dead worker's lease, would make it 2 s late or more.
-    assert_on_time(lateness, "the retry", late=1.5)
-    [gap] = gaps(task)
-    assert_on_time(gap - RETRY_DELAY, "the recorded gap between the attempts")
 
 
 # --- what a waiting task shows; cancel ---------------------------------------------------------

@@ -19,11 +19,16 @@ Tasks append ``<run> <task_id> <pid> <kind> <unix time>`` lines to ``--out`` (se
 ``durable_worker.record``); ``<run>`` is the ``run`` key of the execution's input context.
 Workflows (``<prefix>.workflow.<name>``), task ids ``<prefix>.<name>``:
 
-- ``nap``:   first -> nap (sleeps ``NAP`` s) -> after_nap
-- ``wake``:  wake (sleeps until the context's ``at``) -> woke
-- ``event``: gate (lingers 0 to ``GATE_LINGER`` s) -> wait (event ``<prefix>.ev:{n}``, ``EVENT_TIMEOUT`` s, then fails) -> got
-  (``got`` outputs ``{"got": <payload>}``)
-- ``retry``: flaky (``retries=1, retry_delay=RETRY_DELAY``; its first attempt fails)
+- ``nap``:      first -> nap (sleeps ``STORED_WAIT`` s) -> after_nap
+- ``deadline``: first -> deadline (waits ``STORED_WAIT`` s for the event ``<prefix>.never``, then
+  completes with None) -> after_deadline
+- ``snooze``:   dozer (its first attempt snoozes ``STORED_WAIT`` s)
+- ``retry``:    flaky (``retries=1, retry_delay=STORED_WAIT``; its first attempt fails)
+- ``wake``:     wake (sleeps until the context's ``at``) -> woke
+- ``event``:    gate (lingers 0 to ``GATE_LINGER`` s) -> wait (event ``<prefix>.ev:{n}``,
+  ``EVENT_TIMEOUT`` s, then fails) -> got (``got`` outputs ``{"got": <payload>}``)
+
+The first four each wait ``STORED_WAIT`` s once, in the four ways a wait is stored.
 
 Every process of a test must define the same tasks (a worker finds a task by its id), so the
 durations are constants here, not options.
@@ -42,8 +47,7 @@ from typing import Any, Dict, List, Sequence
 from backend import cl
 from durable_worker import init_options, record, serve, worker_parser, write_json
 
-NAP = 3.0             # seconds the nap workflow's sleep lasts
-RETRY_DELAY = 3.0     # seconds between the retry workflow's failed first attempt and its retry
+STORED_WAIT = 3.0     # seconds the nap, deadline, snooze and retry workflows wait
 EVENT_TIMEOUT = 30.0  # seconds the event workflow's wait waits before it fails
 GATE_LINGER = 0.015   # most seconds the event workflow's gate waits after its finished line
 SEND_DELAY = 0.03     # most seconds --follow-gates waits after a gate's finished line before it sends
@@ -71,12 +75,27 @@ def define(prefix: str, out: str) -> Dict[str, Any]:
         record(out, run_of(ctx), tid("first"), "started")
         return {"first": True}
 
-    nap = cl.sleep(tid("nap"), NAP, dependencies=[first])
+    nap = cl.sleep(tid("nap"), STORED_WAIT, dependencies=[first])
 
     @cl.task(tid("after_nap"), dependencies=[nap])
     def after_nap(ctx: Context) -> Context:
         record(out, run_of(ctx), tid("after_nap"), "started")
         return {"after_nap": True}
+
+    deadline = cl.wait_for_event(tid("deadline"), key=tid("never"), timeout=STORED_WAIT, on_timeout="continue",
+                                 dependencies=[first])
+
+    @cl.task(tid("after_deadline"), dependencies=[deadline])
+    def after_deadline(ctx: Context) -> Context:
+        record(out, run_of(ctx), tid("after_deadline"), "started")
+        return {"after_deadline": ctx[tid("deadline")]}
+
+    @cl.task(tid("dozer"))
+    def dozer(ctx: Context) -> Context:
+        record(out, run_of(ctx), tid("dozer"), "started")
+        if cl.current_task()["snoozes"] == 0:
+            raise cl.Snooze(STORED_WAIT)
+        return {"dozer": cl.current_task()["snoozes"]}
 
     wake = cl.sleep(tid("wake"), until="{at}")
 
@@ -98,7 +117,7 @@ def define(prefix: str, out: str) -> Dict[str, Any]:
         record(out, run_of(ctx), tid("got"), "started")
         return {"got": ctx[tid("wait")]}
 
-    @cl.task(tid("flaky"), retries=1, retry_delay=RETRY_DELAY)
+    @cl.task(tid("flaky"), retries=1, retry_delay=STORED_WAIT)
     def flaky(ctx: Context) -> Context:
         record(out, run_of(ctx), tid("flaky"), "started")
         attempt = cl.current_task()["attempt"]
@@ -110,6 +129,8 @@ def define(prefix: str, out: str) -> Dict[str, Any]:
 
     return {
         "nap": cl.Workflow(f"{prefix}.workflow.nap", [after_nap]),
+        "deadline": cl.Workflow(f"{prefix}.workflow.deadline", [after_deadline]),
+        "snooze": cl.Workflow(f"{prefix}.workflow.snooze", [dozer]),
         "wake": cl.Workflow(f"{prefix}.workflow.wake", [woke]),
         "event": cl.Workflow(f"{prefix}.workflow.event", [got]),
         "retry": cl.Workflow(f"{prefix}.workflow.retry", [flaky]),
