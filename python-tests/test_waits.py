@@ -174,6 +174,31 @@ async def test_a_wait_whose_context_key_is_missing_or_not_an_instant_fails_namin
         assert key in (tasks[ids(name)]["error"] or ""), tasks[ids(name)]
 
 
+async def test_a_sleep_counts_from_when_it_became_ready_not_from_when_a_worker_got_to_it(database_url, client, ids):
+    """Submitted while no worker runs, a 3 s sleep whose worker starts 1.5 s later ends 3 s after the submit."""
+    woke: List[float] = []
+    nap = cl.sleep(ids("nap"), 3)
+
+    @cl.task(ids("after"), dependencies=[nap])
+    def after(ctx):
+        woke.append(time.time())
+        return {}
+
+    submitted_at = time.time()
+    execution_id = await client.submit(cl.Workflow(ids.wf(), [after]), {})
+    await until(lambda: time.time() >= submitted_at + 1.5, what="1.5 s after the submit")
+    executor = cl.UnifiedExecutor()
+    await executor.initialize(database_url)
+    try:
+        result = await finished(executor, execution_id)
+    finally:
+        await executor.shutdown()
+    assert result["status"] == "Completed", summary(result)
+    print(f"\nSLEEP from ready: the next task started {woke[0] - submitted_at - 3:+.3f} s from 3 s after the submit")
+    # Counting from the worker's start would make it 1.5 s late.
+    assert_on_time(woke[0] - submitted_at - 3, "the task after the sleep", late=1.0)
+
+
 async def test_sleeping_tasks_hold_no_worker_slot(database_url, ids):
     """With one slot, 20 executions sleeping 2 s each end together, not one after another (40 s)."""
     executor = cl.UnifiedExecutor(max_concurrency=1)
