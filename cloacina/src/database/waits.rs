@@ -105,7 +105,7 @@ static NOTED: Lazy<Notify> = Lazy::new(Notify::new);
 fn note_wake(after: Duration) {
     let at = Instant::now() + after;
     let mut next = NEXT_WAKE.lock().unwrap_or_else(|p| p.into_inner());
-    if next.map_or(true, |next| at < next) {
+    if next.is_none_or(|next| at < next) {
         *next = Some(at);
         NOTED.notify_waiters();
     }
@@ -370,14 +370,15 @@ impl Database {
     }
 }
 
-/// The columns that make a Waiting task Pending and ready at `clock`.
-fn ready_now(
-    clock: NaiveDateTime,
-) -> (
+/// The assignments of [`ready_now`].
+type ReadyNow = (
     diesel::dsl::Eq<task_executions::status, &'static str>,
     diesel::dsl::Eq<task_executions::ready_at, Option<NaiveDateTime>>,
     diesel::dsl::Eq<task_executions::reason, Option<String>>,
-) {
+);
+
+/// The columns that make a Waiting task Pending and ready at `clock`.
+fn ready_now(clock: NaiveDateTime) -> ReadyNow {
     (
         task_executions::status.eq(TaskStatus::Pending.as_str()),
         task_executions::ready_at.eq(Some(clock)),

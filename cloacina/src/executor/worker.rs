@@ -435,7 +435,7 @@ impl Worker {
                     _ = ready.changed() => break,
                     () = tokio::time::sleep(poll) => {
                         // Quiet for a while: tasks parked by other processes may wake sooner.
-                        if wake.map_or(true, |at| at > Instant::now()) {
+                        if wake.is_none_or(|at| at > Instant::now()) {
                             wake = self.next_wake().await.or(wake);
                         }
                         break;

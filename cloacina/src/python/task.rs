@@ -407,7 +407,7 @@ fn python_error(py: Python<'_>, definition: &TaskDefinition, err: &PyErr) -> Tas
         });
     }
     if err.is_instance_bound(py, super::waits::snooze_type(py)) {
-        return TaskError::snooze(super::waits::snoozed_for(&value));
+        return TaskError::snooze(super::waits::snoozed_for(value));
     }
     let type_name = err
         .get_type_bound(py)
