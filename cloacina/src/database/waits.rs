@@ -48,7 +48,8 @@ pub(crate) struct Park {
     pub task_id: String,
     pub wake: Wake,
     pub reason: WaitReason,
-    /// The ended attempt to record (a failure to retry, a snooze), if any.
+    /// The ended attempt to record (a failure to retry, a snooze); None for a wait task's park,
+    /// which is not an attempt.
     pub attempt: Option<AttemptRecord>,
     /// Whether the attempt used a retry.
     pub retry: bool,
@@ -171,6 +172,10 @@ impl Conn<'_> {
         if let Some(at) = wake_at {
             note_wake((at - clock).to_std().unwrap_or_default());
         }
+        // A wait's own park is not an attempt: it gives its number back, so the claim that ends
+        // the wait runs under the same number (and records it). Only the parking runner held
+        // that number, and it writes nothing more, so no stale write can match it again.
+        let attempt_after = park.fence as i32 - i32::from(park.attempt.is_none());
         let owned = diesel::update(
             task_executions::table
                 .find((&id, &park.task_id))
@@ -182,6 +187,7 @@ impl Conn<'_> {
             task_executions::wake_at.eq(wake_at),
             task_executions::wait_key.eq(key),
             task_executions::reason.eq(reason),
+            task_executions::attempt.eq(attempt_after),
             task_executions::retries_used.eq(task_executions::retries_used + i32::from(park.retry)),
             task_executions::snoozes.eq(task_executions::snoozes + i32::from(park.snooze)),
         ))
