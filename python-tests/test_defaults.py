@@ -92,7 +92,8 @@ def test_status_names_and_defaults_come_from_the_native_module():
 
     assert cl.EXECUTION_STATUSES == ("Pending", "Running", "Completed", "Failed", "Cancelled")
     assert cl.FINAL_EXECUTION_STATUSES == ("Completed", "Failed", "Cancelled")
-    assert cl.TASK_STATUSES == ("Pending", "Running", "Completed", "Failed", "Skipped", "Cancelled", "Lost")
+    assert cl.TASK_STATUSES == ("Pending", "Running", "Completed", "Failed", "Skipped", "Cancelled", "Lost",
+                                "Waiting", "Snoozed")
     assert cl.FINAL_TASK_STATUSES == ("Completed", "Failed", "Skipped", "Cancelled")
     assert cl.UnifiedExecutor().max_concurrency == cl.DEFAULT_MAX_CONCURRENCY == 8
     assert cl.DEFAULT_LEASE_TIMEOUT == 30.0
