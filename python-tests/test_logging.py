@@ -139,9 +139,9 @@ async def test_current_task_inside_sync_and_async_tasks(executor, ids):
     assert result["status"] == "Completed", result
     context = result["final_context"]
     assert context["sync"] == {"execution_id": result["execution_id"], "workflow_name": wf.name,
-                               "task_id": ids("sync"), "attempt": 1, "map_index": None}
+                               "task_id": ids("sync"), "attempt": 1, "map_index": None, "snoozes": 0}
     assert context["async"] == {"execution_id": result["execution_id"], "workflow_name": wf.name,
-                                "task_id": ids("async"), "attempt": 2, "map_index": None}
+                                "task_id": ids("async"), "attempt": 2, "map_index": None, "snoozes": 0}
 
 
 def test_current_task_outside_a_task_is_a_clear_error():

@@ -524,8 +524,6 @@ def test_the_sync_executor_sends_events(database_url, ids):
     assert result["final_context"] == {ids("wait"): [1, "two"]}
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: a wait's first claim parks without a history entry but counts "
-                   "as attempt 1, so the claim that ends the wait is recorded as attempt 2 (attempts 2, history [2])")
 async def test_a_wait_task_records_one_attempt_numbered_one(executor, ids):
     """However a wait ends (its time, its event, a timeout), it is one attempt: ``attempts`` 1 and
     one history entry numbered 1, as for any task that ran once."""
