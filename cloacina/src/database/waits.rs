@@ -83,6 +83,14 @@ pub(crate) enum EventWait {
     Parked(Parked),
 }
 
+/// Which waiting tasks to wake.
+enum Waking<'a> {
+    /// Those whose wake time has come.
+    Due,
+    /// Those waiting for an event with this key.
+    Key(&'a str),
+}
+
 /// What a task's row carries from its earlier attempts.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Carried {
@@ -145,6 +153,25 @@ impl Conn<'_> {
                 Ok(())
             }
         }
+    }
+
+    /// Makes the Waiting tasks `waking` names Pending, ready at `clock`, announcing them; how
+    /// many it woke.
+    fn wake(&mut self, waking: Waking<'_>, clock: NaiveDateTime) -> Result<usize> {
+        let waiting =
+            task_executions::table.filter(task_executions::status.eq(TaskStatus::Waiting.as_str()));
+        let woken = match waking {
+            Waking::Due => diesel::update(waiting.filter(task_executions::wake_at.le(clock)))
+                .set(ready_now(clock))
+                .execute_on(self)?,
+            Waking::Key(key) => diesel::update(waiting.filter(task_executions::wait_key.eq(key)))
+                .set(ready_now(clock))
+                .execute_on(self)?,
+        };
+        if woken > 0 {
+            self.announce(Signal::Ready)?;
+        }
+        Ok(woken)
     }
 
     /// Parks the task as `park` says, inside the caller's transaction; `key` is the event it
@@ -293,63 +320,41 @@ impl Database {
     /// Stores an event with `key` and its payload's JSON, and makes every task waiting on `key`
     /// ready; how many it made ready.
     pub(crate) async fn send_event(&self, key: String, payload_json: String) -> Result<usize> {
-        let woken = self
-            .run(move |pool| {
-                pool.write_transaction(|conn| {
-                    conn.lock_event_key(&key)?;
-                    let clock = conn.lease_clock()?;
-                    diesel::delete(events::table.filter(events::expires_at.le(clock)))
-                        .execute_on(conn)?;
-                    let retention = chrono::Duration::from_std(EVENT_RETENTION)
-                        .unwrap_or(chrono::Duration::MAX);
-                    diesel::insert_into(events::table)
-                        .values((
-                            events::key.eq(&key),
-                            events::payload.eq(&payload_json),
-                            events::created_at.eq(clock),
-                            events::expires_at.eq(clock + retention),
-                        ))
-                        .execute_on(conn)?;
-                    let woken = diesel::update(
-                        task_executions::table
-                            .filter(task_executions::status.eq(TaskStatus::Waiting.as_str()))
-                            .filter(task_executions::wait_key.eq(&key)),
-                    )
-                    .set(ready_now(clock))
-                    .execute_on(conn)?;
-                    if woken > 0 {
-                        conn.announce(Signal::Ready)?;
-                    }
-                    Ok(woken)
-                })
-            })
-            .await?;
-        if woken > 0 {
-            self.signals().raise(Signal::Ready);
-        }
-        Ok(woken)
+        self.waking(move |conn| {
+            conn.lock_event_key(&key)?;
+            let clock = conn.lease_clock()?;
+            diesel::delete(events::table.filter(events::expires_at.le(clock))).execute_on(conn)?;
+            let retention =
+                chrono::Duration::from_std(EVENT_RETENTION).unwrap_or(chrono::Duration::MAX);
+            diesel::insert_into(events::table)
+                .values((
+                    events::key.eq(&key),
+                    events::payload.eq(&payload_json),
+                    events::created_at.eq(clock),
+                    events::expires_at.eq(clock + retention),
+                ))
+                .execute_on(conn)?;
+            conn.wake(Waking::Key(&key), clock)
+        })
+        .await
     }
 
     /// Makes every Waiting task whose wake time has come Pending; how many it woke.
     pub(crate) async fn wake_due(&self) -> Result<usize> {
-        let woken = self
-            .run(move |pool| {
-                pool.write_transaction(|conn| {
-                    let clock = conn.lease_clock()?;
-                    let woken = diesel::update(
-                        task_executions::table
-                            .filter(task_executions::status.eq(TaskStatus::Waiting.as_str()))
-                            .filter(task_executions::wake_at.le(clock)),
-                    )
-                    .set(ready_now(clock))
-                    .execute_on(conn)?;
-                    if woken > 0 {
-                        conn.announce(Signal::Ready)?;
-                    }
-                    Ok(woken)
-                })
-            })
-            .await?;
+        self.waking(|conn| {
+            let clock = conn.lease_clock()?;
+            conn.wake(Waking::Due, clock)
+        })
+        .await
+    }
+
+    /// Runs `work`, which wakes waiting tasks, in a write transaction; tells this process's
+    /// claim loop when it woke any.
+    async fn waking<F>(&self, work: F) -> Result<usize>
+    where
+        F: FnOnce(&mut Conn<'_>) -> Result<usize> + Send + 'static,
+    {
+        let woken = self.run(move |pool| pool.write_transaction(work)).await?;
         if woken > 0 {
             self.signals().raise(Signal::Ready);
         }

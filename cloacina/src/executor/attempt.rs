@@ -234,6 +234,29 @@ impl TaskRunner {
         }
     }
 
+    /// Parks the task after attempt `ended` (its claim at `fence`) snoozed or failed with a
+    /// stored retry (as `reason` says), to run again after `delay`; `base` is its end should
+    /// parking find the execution cancelled.
+    async fn park_attempt(
+        &self,
+        fence: u32,
+        delay: std::time::Duration,
+        reason: WaitReason,
+        ended: AttemptRecord,
+        base: EndedTask,
+    ) -> Option<(EndedTask, Option<Output>)> {
+        let park = Park {
+            retry: reason == WaitReason::Retrying,
+            snooze: reason == WaitReason::Snoozed,
+            ..self.to_park(fence, Wake::After(delay), reason, Some(ended))
+        };
+        let base = EndedTask {
+            last_attempt: park.attempt.clone(),
+            ..base
+        };
+        self.park(park, base, None).await
+    }
+
     /// Parks the task as `park` says (retrying while the database fails); the task's end when
     /// it was not parked: completed (a sleep already due, with `due`), or cancelled.
     pub(super) async fn park(
@@ -504,25 +527,8 @@ pub(crate) async fn run_task(
             }
             Err(Again::Snooze(snoozed, delay)) => {
                 runner.report_end(&snoozed);
-                let park = runner.to_park(
-                    fence,
-                    Wake::After(delay),
-                    WaitReason::Snoozed,
-                    Some(snoozed),
-                );
-                let ended = EndedTask {
-                    last_attempt: park.attempt.clone(),
-                    ..base
-                };
                 return runner
-                    .park(
-                        Park {
-                            snooze: true,
-                            ..park
-                        },
-                        ended,
-                        None,
-                    )
+                    .park_attempt(fence, delay, WaitReason::Snoozed, snoozed, base)
                     .await;
             }
             Err(Again::Retry(failed)) => failed,
@@ -533,25 +539,8 @@ pub(crate) async fn run_task(
         runner.report_retry(attempt, delay);
         if delay >= STORED_RETRY_DELAY {
             // A long delay is stored: the claim is given back and any worker runs the retry.
-            let park = runner.to_park(
-                fence,
-                Wake::After(delay),
-                WaitReason::Retrying,
-                Some(failed),
-            );
-            let ended = EndedTask {
-                last_attempt: park.attempt.clone(),
-                ..base
-            };
             return runner
-                .park(
-                    Park {
-                        retry: true,
-                        ..park
-                    },
-                    ended,
-                    None,
-                )
+                .park_attempt(fence, delay, WaitReason::Retrying, failed, base)
                 .await;
         }
         fence = runner.store_failed(fence, failed).await?;
