@@ -127,19 +127,24 @@ impl TaskRunner {
         match owned {
             Ok(true) => Some(attempt + 1),
             Ok(false) => {
-                report(
-                    self.worker.observer(),
-                    Event::AttemptDiscarded {
-                        attempt: self.attempt_ref(attempt),
-                        reason: GIVEN_BACK,
-                    },
-                );
+                self.report_given_back(attempt);
                 None
             }
             // This only loses the attempt's history row (the fence stays as it was); ownership
             // is checked again when the task's end is committed.
             Err(_) => Some(fence),
         }
+    }
+
+    /// Reports that attempt `attempt`'s result is thrown away: its claim was given back.
+    fn report_given_back(&self, attempt: u32) {
+        report(
+            self.worker.observer(),
+            Event::AttemptDiscarded {
+                attempt: self.attempt_ref(attempt),
+                reason: GIVEN_BACK,
+            },
+        );
     }
 
     /// Reports that attempt `attempt` will be retried after `delay`.
@@ -289,13 +294,7 @@ impl TaskRunner {
         match parked {
             Parked::Waiting(_) => None,
             Parked::Lost => {
-                report(
-                    self.worker.observer(),
-                    Event::AttemptDiscarded {
-                        attempt: self.attempt_ref(attempt),
-                        reason: GIVEN_BACK,
-                    },
-                );
+                self.report_given_back(attempt);
                 None
             }
             Parked::Due => Some((
