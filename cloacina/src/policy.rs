@@ -137,6 +137,8 @@ pub struct TaskOptions {
     pub priority: i32,
     /// Set for a task that only waits (a sleep or an event), holding no worker meanwhile.
     pub wait: Option<crate::model::waits::WaitFor>,
+    /// Set for a task that runs another workflow as a child execution.
+    pub subworkflow: Option<crate::model::subworkflows::Subworkflow>,
 }
 
 /// How a mapped task finds its list and hands on its values.

@@ -87,29 +87,12 @@ impl Database {
     }
 
     /// Asks an execution to stop: its unstarted tasks end Cancelled at once, workers running
-    /// its tasks are told, and it ends Cancelled when the last of them stops.
+    /// its tasks are told, and it ends Cancelled when the last of them stops. Its live child
+    /// executions, at any depth, are cancelled with it.
     pub(crate) async fn cancel(&self, execution: Uuid, reason: String) -> Result<CancelOutcome> {
         self.run(move |pool| {
-            let id = execution.to_string();
             let now = now().naive_utc();
-            pool.write_transaction(|conn| {
-                let Some(mut locked) = conn.lock_execution(&id)? else {
-                    return Ok(CancelOutcome::NotFound);
-                };
-                if locked.status.is_terminal() {
-                    return Ok(CancelOutcome::AlreadyEnded);
-                }
-                if locked.cancel_reason.is_none() {
-                    diesel::update(workflow_executions::table.find(&id))
-                        .set(workflow_executions::cancel_reason.eq(Some(&reason)))
-                        .execute_on(conn)?;
-                    locked.cancel_reason = Some(reason.clone());
-                }
-                conn.cancel_pending(&id, locked.cancel_reason.as_deref(), now)?;
-                conn.announce(Signal::Cancelled)?;
-                conn.finish_from_storage(&id, &locked, now)?;
-                Ok(CancelOutcome::Cancelled)
-            })
+            pool.write_transaction(|conn| conn.cancel_tree(execution, &reason, now))
         })
         .await
     }
@@ -151,6 +134,9 @@ impl Database {
                     ))
                     .execute_on(conn)?;
                 conn.announce(Signal::Done)?;
+                if locked.child {
+                    conn.wake_parent(execution)?;
+                }
                 Ok(true)
             })
         })
@@ -161,61 +147,8 @@ impl Database {
     /// kept), Completed ones keep their outputs, and the tasks that can run now become ready.
     pub(crate) async fn resume(&self, execution: Uuid) -> Result<()> {
         self.run(move |pool| {
-            let id = execution.to_string();
             let now = now().naive_utc();
-            pool.write_transaction(|conn| {
-                let locked = conn
-                    .lock_execution(&id)?
-                    .ok_or_else(|| not_found(execution))?;
-                if !matches!(
-                    locked.status,
-                    ExecutionStatus::Failed | ExecutionStatus::Cancelled
-                ) {
-                    return Err(Error::InvalidState(format!(
-                        "execution {execution} is {}; only Failed or Cancelled executions can be resumed",
-                        locked.status
-                    )));
-                }
-                let plan: Option<String> = workflow_executions::table
-                    .find(&id)
-                    .select(workflow_executions::plan)
-                    .get_result_on(conn)?;
-                let plan = ExecutionPlan::from_json(&plan.ok_or_else(|| {
-                    Error::InvalidState(format!(
-                        "execution {execution} was recorded by a version of cloacina that did not store its plan; it cannot be resumed"
-                    ))
-                })?)?;
-                conn.reopen(&id, &plan)?;
-                let mut states = BTreeMap::new();
-                conn.load_states(&id, 0..plan.len(), &mut states)?;
-                let completed: Vec<usize> = states
-                    .iter()
-                    .filter(|(_, s)| s.status == TaskStatus::Completed)
-                    .map(|(&p, _)| p)
-                    .collect();
-                let mut settled = conn.settle(&id, &plan, &completed, &mut states, now)?;
-                let (nodes, roots): (Vec<usize>, Vec<usize>) = (0..plan.len())
-                    .filter(|&p| {
-                        plan.dependencies_of(p).is_empty()
-                            && states[&p].status == TaskStatus::Pending
-                    })
-                    .partition(|&p| plan.tasks()[p].options.map.is_some());
-                settled.ready.extend(roots);
-                let started = conn.start_nodes(&id, &plan, &nodes, &mut states, now)?;
-                settled.ready.extend(started.ready);
-                settled.ready.sort_unstable();
-                settled.ready.dedup();
-                conn.fill_keys_or_fail(&id, &plan, &mut settled, &mut states, now)?;
-                conn.mark_ready(&id, &settled.ready, now)?;
-                conn.announce(Signal::Ready)?;
-                let reopened = LockedExecution {
-                    status: ExecutionStatus::Pending,
-                    cancel_reason: None,
-                    waiting: false,
-                };
-                conn.finish_from_storage(&id, &reopened, now)?;
-                Ok(())
-            })
+            pool.write_transaction(|conn| conn.resume_execution(execution, now))
         })
         .await
     }
@@ -364,6 +297,7 @@ impl Conn<'_> {
                 status: ExecutionStatus::Pending,
                 cancel_reason: None,
                 waiting: false,
+                child: record.parent_execution_id.is_some(),
             };
             self.finish_from_storage(&id, &submitted, now)?;
         }
@@ -434,6 +368,111 @@ impl Conn<'_> {
             .get_result_on(self)
             .optional()?;
         Ok(id.and_then(|id| Uuid::parse_str(&id).ok()))
+    }
+
+    /// Cancels `execution` (see `Database::cancel`) and its live descendants, in this
+    /// transaction: a node that would submit a child below them finds its parent cancelled.
+    pub(crate) fn cancel_tree(
+        &mut self,
+        execution: Uuid,
+        reason: &str,
+        now: NaiveDateTime,
+    ) -> Result<CancelOutcome> {
+        let outcome = self.cancel_one(&execution.to_string(), reason, now)?;
+        let mut below = vec![execution.to_string()];
+        while let Some(parent) = below.pop() {
+            let children: Vec<String> = workflow_executions::table
+                .filter(workflow_executions::parent_execution_id.eq(&parent))
+                .filter(workflow_executions::status.eq_any([
+                    ExecutionStatus::Pending.as_str(),
+                    ExecutionStatus::Running.as_str(),
+                ]))
+                .select(workflow_executions::id)
+                .load_on(self)?;
+            for child in children {
+                self.cancel_one(&child, reason, now)?;
+                below.push(child);
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Cancels one execution: records why, cancels its unstarted tasks, tells its workers and
+    /// ends it if nothing of it runs.
+    fn cancel_one(&mut self, id: &str, reason: &str, now: NaiveDateTime) -> Result<CancelOutcome> {
+        let Some(mut locked) = self.lock_execution(id)? else {
+            return Ok(CancelOutcome::NotFound);
+        };
+        if locked.status.is_terminal() {
+            return Ok(CancelOutcome::AlreadyEnded);
+        }
+        if locked.cancel_reason.is_none() {
+            diesel::update(workflow_executions::table.find(id))
+                .set(workflow_executions::cancel_reason.eq(Some(reason)))
+                .execute_on(self)?;
+            locked.cancel_reason = Some(reason.to_string());
+        }
+        self.cancel_pending(id, locked.cancel_reason.as_deref(), now)?;
+        self.announce(Signal::Cancelled)?;
+        self.finish_from_storage(id, &locked, now)?;
+        Ok(CancelOutcome::Cancelled)
+    }
+
+    /// Reopens the Failed or Cancelled `execution` (see `Database::resume`) in this
+    /// transaction.
+    pub(crate) fn resume_execution(&mut self, execution: Uuid, now: NaiveDateTime) -> Result<()> {
+        let id = execution.to_string();
+        let locked = self
+            .lock_execution(&id)?
+            .ok_or_else(|| not_found(execution))?;
+        if !matches!(
+            locked.status,
+            ExecutionStatus::Failed | ExecutionStatus::Cancelled
+        ) {
+            return Err(Error::InvalidState(format!(
+                "execution {execution} is {}; only Failed or Cancelled executions can be resumed",
+                locked.status
+            )));
+        }
+        let plan: Option<String> = workflow_executions::table
+            .find(&id)
+            .select(workflow_executions::plan)
+            .get_result_on(self)?;
+        let plan = ExecutionPlan::from_json(&plan.ok_or_else(|| {
+            Error::InvalidState(format!(
+                "execution {execution} was recorded by a version of cloacina that did not store its plan; it cannot be resumed"
+            ))
+        })?)?;
+        self.reopen(&id, &plan)?;
+        let mut states = BTreeMap::new();
+        self.load_states(&id, 0..plan.len(), &mut states)?;
+        let completed: Vec<usize> = states
+            .iter()
+            .filter(|(_, s)| s.status == TaskStatus::Completed)
+            .map(|(&p, _)| p)
+            .collect();
+        let mut settled = self.settle(&id, &plan, &completed, &mut states, now)?;
+        let (nodes, roots): (Vec<usize>, Vec<usize>) = (0..plan.len())
+            .filter(|&p| {
+                plan.dependencies_of(p).is_empty() && states[&p].status == TaskStatus::Pending
+            })
+            .partition(|&p| plan.tasks()[p].options.map.is_some());
+        settled.ready.extend(roots);
+        let started = self.start_nodes(&id, &plan, &nodes, &mut states, now)?;
+        settled.ready.extend(started.ready);
+        settled.ready.sort_unstable();
+        settled.ready.dedup();
+        self.fill_keys_or_fail(&id, &plan, &mut settled, &mut states, now)?;
+        self.mark_ready(&id, &settled.ready, now)?;
+        self.announce(Signal::Ready)?;
+        let reopened = LockedExecution {
+            status: ExecutionStatus::Pending,
+            cancel_reason: None,
+            waiting: false,
+            ..locked
+        };
+        self.finish_from_storage(&id, &reopened, now)?;
+        Ok(())
     }
 
     /// Puts an ended execution and its unfinished tasks back to Pending (Completed tasks, map

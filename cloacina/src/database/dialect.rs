@@ -34,6 +34,8 @@ pub(crate) struct LockedExecution {
     pub cancel_reason: Option<String>,
     /// Whether it shows why it waits (cleared once a task of it is claimed).
     pub waiting: bool,
+    /// Whether a sub-workflow task of another execution waits for it to end.
+    pub child: bool,
 }
 
 /// A task's id, status, attempt, ready time and unfinished upstream count.
@@ -321,19 +323,22 @@ const LOCK_COLUMNS: (
     workflow_executions::status,
     workflow_executions::cancel_reason,
     workflow_executions::reason,
+    workflow_executions::parent_execution_id,
 ) = (
     workflow_executions::status,
     workflow_executions::cancel_reason,
     workflow_executions::reason,
+    workflow_executions::parent_execution_id,
 );
 
-type ExecutionLockRow = (String, Option<String>, Option<String>);
+type ExecutionLockRow = (String, Option<String>, Option<String>, Option<String>);
 
-fn locked((status, cancel_reason, reason): ExecutionLockRow) -> LockedExecution {
+fn locked((status, cancel_reason, reason, parent): ExecutionLockRow) -> LockedExecution {
     LockedExecution {
         status: ExecutionStatus::parse(&status).unwrap_or(ExecutionStatus::Failed),
         cancel_reason,
         waiting: reason.is_some(),
+        child: parent.is_some(),
     }
 }
 

@@ -256,6 +256,10 @@ fn task_from_rows(t: TaskRow, attempts: Vec<AttemptRow>) -> Result<TaskResult> {
         completed_at: t.completed_at.map(|d| d.and_utc()),
         task_id: t.task_id,
         map: None,
+        child_execution_id: t
+            .child_execution_id
+            .as_deref()
+            .and_then(|id| Uuid::parse_str(id).ok()),
     })
 }
 
@@ -277,6 +281,12 @@ fn execution_from_row(row: ExecutionRow, task_results: Vec<TaskResult>) -> Resul
         completed_at: row.completed_at.map(|d| d.and_utc()),
         task_results,
         priority: row.priority,
+        parent_execution_id: row
+            .parent_execution_id
+            .as_deref()
+            .and_then(|id| Uuid::parse_str(id).ok()),
+        parent_task_id: row.parent_task_id,
+        depth: row.depth.max(0) as u32,
     })
 }
 

@@ -30,6 +30,9 @@ pub(crate) struct ExecutionRow {
     pub(crate) cancel_reason: Option<String>,
     pub(crate) reason: Option<String>,
     pub(crate) priority: i32,
+    pub(crate) parent_execution_id: Option<String>,
+    pub(crate) parent_task_id: Option<String>,
+    pub(crate) depth: i32,
 }
 
 /// A task's row as inserted and read back, without its output: that can be large, and only
@@ -58,6 +61,7 @@ pub(crate) struct TaskRow {
     pub(crate) map_counts: Option<String>,
     pub(crate) priority: i32,
     pub(crate) limit_keys: Option<String>,
+    pub(crate) child_execution_id: Option<String>,
 }
 
 impl TaskRow {
@@ -85,6 +89,7 @@ impl TaskRow {
             map_counts: None,
             priority: 0,
             limit_keys: None,
+            child_execution_id: None,
         }
     }
 }
@@ -189,6 +194,9 @@ pub(crate) fn new_execution_rows(
         cancel_reason: None,
         reason: None,
         priority: record.priority,
+        parent_execution_id: record.parent_execution_id.map(|p| p.to_string()),
+        parent_task_id: record.parent_task_id.clone(),
+        depth: record.depth as i32,
     };
     let tasks = plan
         .tasks()

@@ -18,6 +18,9 @@ diesel::table! {
         cancel_reason -> Nullable<Text>,
         reason -> Nullable<Text>,
         priority -> Integer,
+        parent_execution_id -> Nullable<Text>,
+        parent_task_id -> Nullable<Text>,
+        depth -> Integer,
     }
 }
 
@@ -52,6 +55,7 @@ diesel::table! {
         wait_key -> Nullable<Text>,
         retries_used -> Integer,
         snoozes -> Integer,
+        child_execution_id -> Nullable<Text>,
     }
 }
 

@@ -19,6 +19,7 @@ use super::signals::Signal;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::model::decide::{execution_end, readiness, Readiness, Unsuccessful, Upstream};
+use crate::model::subworkflows::child_wait_key;
 use crate::model::{AttemptRecord, ExecutionPlan, ExecutionStatus, TaskStatus};
 
 /// What a transaction knows of one task.
@@ -455,6 +456,25 @@ impl Conn<'_> {
         Ok(context.build_json(loaded))
     }
 
+    /// Makes the Waiting tasks `waking` names Pending, ready at `clock`, announcing them; how
+    /// many it woke.
+    pub(crate) fn wake(&mut self, waking: Waking<'_>, clock: NaiveDateTime) -> Result<usize> {
+        let waiting =
+            task_executions::table.filter(task_executions::status.eq(TaskStatus::Waiting.as_str()));
+        let woken = match waking {
+            Waking::Due => diesel::update(waiting.filter(task_executions::wake_at.le(clock)))
+                .set(ready_now(clock))
+                .execute_on(self)?,
+            Waking::Key(key) => diesel::update(waiting.filter(task_executions::wait_key.eq(key)))
+                .set(ready_now(clock))
+                .execute_on(self)?,
+        };
+        if woken > 0 {
+            self.announce(Signal::Ready)?;
+        }
+        Ok(woken)
+    }
+
     /// Records the execution's end if none of its tasks is Pending, Running or Waiting any more.
     pub(crate) fn finish_if_done(
         &mut self,
@@ -518,7 +538,20 @@ impl Conn<'_> {
             ))
             .execute_on(self)?;
         self.announce(Signal::Done)?;
+        if locked.child {
+            let id = Uuid::parse_str(execution).map_err(|_| {
+                Error::Database(format!("execution id {execution:?} is not a UUID"))
+            })?;
+            self.wake_parent(id)?;
+        }
         Ok(Some(status))
+    }
+
+    /// Makes the sub-workflow task waiting for `child` (an execution that just ended) ready,
+    /// so it sees the child's end.
+    pub(crate) fn wake_parent(&mut self, child: Uuid) -> Result<usize> {
+        let clock = self.lease_clock()?;
+        self.wake(Waking::Key(&child_wait_key(child)), clock)
     }
 
     /// Ends the execution if nothing is left to run, its final context read from storage.
@@ -535,4 +568,28 @@ impl Conn<'_> {
         let mut stored = StoredOutputs(Context::from_json(&input)?);
         self.finish_if_done(id, locked, &mut stored, now)
     }
+}
+
+/// Which waiting tasks to wake.
+pub(crate) enum Waking<'a> {
+    /// Those whose wake time has come.
+    Due,
+    /// Those waiting for an event with this key.
+    Key(&'a str),
+}
+
+/// The assignments of [`ready_now`].
+type ReadyNow = (
+    diesel::dsl::Eq<task_executions::status, &'static str>,
+    diesel::dsl::Eq<task_executions::ready_at, Option<NaiveDateTime>>,
+    diesel::dsl::Eq<task_executions::reason, Option<String>>,
+);
+
+/// The columns that make a Waiting task Pending and ready at `clock`.
+fn ready_now(clock: NaiveDateTime) -> ReadyNow {
+    (
+        task_executions::status.eq(TaskStatus::Pending.as_str()),
+        task_executions::ready_at.eq(Some(clock)),
+        task_executions::reason.eq(None::<String>),
+    )
 }

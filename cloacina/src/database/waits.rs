@@ -21,6 +21,7 @@ use super::claims::fenced;
 use super::connection::{Conn, RunOn};
 use super::schema::{events, task_executions, workflow_executions};
 use super::signals::Signal;
+use super::store::Waking;
 use super::Database;
 use crate::error::Result;
 use crate::model::waits::{WaitReason, EVENT_RETENTION};
@@ -81,14 +82,6 @@ pub(crate) enum EventWait {
     TimedOut,
     /// It was parked (or could not be, as `Parked` says).
     Parked(Parked),
-}
-
-/// Which waiting tasks to wake.
-enum Waking<'a> {
-    /// Those whose wake time has come.
-    Due,
-    /// Those waiting for an event with this key.
-    Key(&'a str),
 }
 
 /// What a task's row carries from its earlier attempts.
@@ -155,28 +148,9 @@ impl Conn<'_> {
         }
     }
 
-    /// Makes the Waiting tasks `waking` names Pending, ready at `clock`, announcing them; how
-    /// many it woke.
-    fn wake(&mut self, waking: Waking<'_>, clock: NaiveDateTime) -> Result<usize> {
-        let waiting =
-            task_executions::table.filter(task_executions::status.eq(TaskStatus::Waiting.as_str()));
-        let woken = match waking {
-            Waking::Due => diesel::update(waiting.filter(task_executions::wake_at.le(clock)))
-                .set(ready_now(clock))
-                .execute_on(self)?,
-            Waking::Key(key) => diesel::update(waiting.filter(task_executions::wait_key.eq(key)))
-                .set(ready_now(clock))
-                .execute_on(self)?,
-        };
-        if woken > 0 {
-            self.announce(Signal::Ready)?;
-        }
-        Ok(woken)
-    }
-
     /// Parks the task as `park` says, inside the caller's transaction; `key` is the event it
     /// waits for, if any.
-    fn park(&mut self, park: &Park, key: Option<&str>) -> Result<Parked> {
+    pub(super) fn park(&mut self, park: &Park, key: Option<&str>) -> Result<Parked> {
         let id = park.execution.to_string();
         let Some(locked) = self.lock_execution(&id)? else {
             return Ok(Parked::Lost);
@@ -379,20 +353,4 @@ impl Database {
         })
         .await
     }
-}
-
-/// The assignments of [`ready_now`].
-type ReadyNow = (
-    diesel::dsl::Eq<task_executions::status, &'static str>,
-    diesel::dsl::Eq<task_executions::ready_at, Option<NaiveDateTime>>,
-    diesel::dsl::Eq<task_executions::reason, Option<String>>,
-);
-
-/// The columns that make a Waiting task Pending and ready at `clock`.
-fn ready_now(clock: NaiveDateTime) -> ReadyNow {
-    (
-        task_executions::status.eq(TaskStatus::Pending.as_str()),
-        task_executions::ready_at.eq(Some(clock)),
-        task_executions::reason.eq(None::<String>),
-    )
 }

@@ -5,6 +5,7 @@ pub mod limits;
 pub mod map;
 mod plan;
 mod result;
+pub mod subworkflows;
 pub mod waits;
 
 pub use plan::{ExecutionPlan, PlannedTask};

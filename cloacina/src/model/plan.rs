@@ -7,6 +7,7 @@ use once_cell::sync::OnceCell;
 use serde_json::{json, Value};
 
 use super::limits::KeyTemplate;
+use super::subworkflows::Subworkflow;
 use super::waits::WaitFor;
 use crate::error::{Error, Result};
 use crate::policy::{MapOptions, RetryPolicy, TaskOptions, TriggerRule};
@@ -189,6 +190,7 @@ fn options_to_json(options: &TaskOptions) -> Value {
         "limits": options.limits.iter().map(KeyTemplate::stored).collect::<Vec<_>>(),
         "priority": options.priority,
         "wait": options.wait.as_ref().map(WaitFor::to_json),
+        "subworkflow": options.subworkflow.as_ref().map(Subworkflow::to_json),
     })
 }
 
@@ -251,6 +253,7 @@ fn options_from_json(value: &Value) -> TaskOptions {
             .and_then(|p| i32::try_from(p).ok())
             .unwrap_or_default(),
         wait: value.get("wait").and_then(WaitFor::from_json),
+        subworkflow: value.get("subworkflow").and_then(Subworkflow::from_json),
     }
 }
 

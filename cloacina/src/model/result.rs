@@ -145,6 +145,8 @@ pub struct TaskResult {
     pub completed_at: Option<DateTime<Utc>>,
     /// For a mapped task: how many instances it has in each status.
     pub map: Option<MapCounts>,
+    /// For a sub-workflow task: the child execution it submitted.
+    pub child_execution_id: Option<Uuid>,
 }
 
 /// How many instances a mapped task has, in each status.
@@ -264,6 +266,7 @@ impl TaskResult {
             started_at: None,
             completed_at: None,
             map: None,
+            child_execution_id: None,
         }
     }
 }
@@ -295,6 +298,12 @@ pub struct ExecutionResult {
     pub task_results: Vec<TaskResult>,
     /// Added to each task's priority: ready tasks are claimed highest first.
     pub priority: i32,
+    /// The execution whose sub-workflow task submitted this one, if any.
+    pub parent_execution_id: Option<Uuid>,
+    /// The row key of that task in its execution (`node[i]` for a map instance).
+    pub parent_task_id: Option<String>,
+    /// How many parents it has above it (0 for a top-level execution).
+    pub depth: u32,
 }
 
 impl ExecutionResult {
@@ -326,6 +335,9 @@ impl ExecutionResult {
                 })
                 .collect(),
             priority: 0,
+            parent_execution_id: None,
+            parent_task_id: None,
+            depth: 0,
         }
     }
 }

@@ -181,6 +181,7 @@ impl<'py> RawOptions<'py> {
                     .transpose()?
                     .unwrap_or(0),
                 wait: None,
+                subworkflow: None,
             },
             retry_on,
         })

@@ -1,0 +1,5 @@
+ALTER TABLE task_executions DROP COLUMN child_execution_id;
+DROP INDEX workflow_executions_parent;
+ALTER TABLE workflow_executions DROP COLUMN depth;
+ALTER TABLE workflow_executions DROP COLUMN parent_task_id;
+ALTER TABLE workflow_executions DROP COLUMN parent_execution_id;
