@@ -56,6 +56,7 @@ pub mod schema;
 pub mod secrets;
 pub mod signals;
 pub(crate) mod store;
+pub(crate) mod subworkflows;
 #[cfg(all(test, feature = "sqlite"))]
 mod testing;
 mod threads;

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
+use super::subworkflows::run_subworkflow;
 use super::waits::run_wait;
 use super::worker::{Backoff, WorkerHandle};
 use crate::context::{Output, SharedInput};
@@ -489,6 +490,9 @@ pub(crate) async fn run_task(
     runner.snoozes = carried.snoozes;
     if let Some(wait) = wait {
         return run_wait(&runner, wait, input, carried, first_attempt, first_start).await;
+    }
+    if let Some(subworkflow) = runner.options.subworkflow.clone() {
+        return run_subworkflow(&runner, subworkflow, input, first_attempt, first_start).await;
     }
     let retries = runner.options.retry.retries;
     let mut failures = carried.retries_used;

@@ -8,6 +8,7 @@ mod named_limits;
 mod registry;
 mod scheduler;
 mod schedules;
+mod subworkflows;
 mod waits;
 mod worker;
 

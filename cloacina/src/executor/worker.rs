@@ -508,6 +508,11 @@ impl WorkerHandle {
         self.worker.is_closed()
     }
 
+    /// How long after its last heartbeat the worker is presumed dead.
+    pub(crate) fn lease(&self) -> Duration {
+        self.worker.lease
+    }
+
     /// Takes as many free slots as are available, up to `wanted`, for claims made in a commit.
     pub(crate) fn reserve(&self, wanted: usize) -> Vec<OwnedSemaphorePermit> {
         self.worker.reserve(wanted)

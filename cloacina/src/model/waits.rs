@@ -151,6 +151,8 @@ pub enum WaitReason {
     Snoozed,
     /// A failed task waiting for its retry.
     Retrying,
+    /// A sub-workflow task waiting for its child execution; the reason as shown.
+    Child(String),
 }
 
 impl WaitReason {
@@ -166,6 +168,7 @@ impl WaitReason {
             },
             WaitReason::Snoozed => format!("snoozed until {at}"),
             WaitReason::Retrying => format!("retrying at {at}"),
+            WaitReason::Child(reason) => reason.clone(),
         }
     }
 }

@@ -14,6 +14,7 @@ mod options;
 mod registry;
 mod results;
 mod schedules;
+mod subworkflows;
 mod task;
 mod threads;
 mod traces;

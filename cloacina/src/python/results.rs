@@ -45,6 +45,11 @@ pub(crate) fn execution_to_py(py: Python<'_>, execution: &ExecutionResult) -> Py
     dict.set_item("final_context", final_context)?;
     dict.set_item("error", &execution.error)?;
     dict.set_item("reason", &execution.reason)?;
+    dict.set_item(
+        "parent_execution_id",
+        execution.parent_execution_id.map(|p| p.to_string()),
+    )?;
+    dict.set_item("parent_task_id", &execution.parent_task_id)?;
     dict.set_item("started_at", iso(Some(execution.started_at)))?;
     dict.set_item("completed_at", iso(execution.completed_at))?;
     let tasks = PyList::empty_bound(py);
@@ -106,6 +111,10 @@ fn task_to_py<'py>(py: Python<'py>, task: &TaskResult) -> PyResult<Bound<'py, Py
         history.append(entry)?;
     }
     dict.set_item("history", history)?;
+    dict.set_item(
+        "child_execution_id",
+        task.child_execution_id.map(|c| c.to_string()),
+    )?;
     let map = task
         .map
         .as_ref()

@@ -41,7 +41,7 @@ impl TaskRef {
 }
 
 /// A number of seconds or a `timedelta`, within `rule`'s range.
-fn seconds_arg(rule: &Seconds, value: &Bound<'_, PyAny>) -> PyResult<Duration> {
+pub(crate) fn seconds_arg(rule: &Seconds, value: &Bound<'_, PyAny>) -> PyResult<Duration> {
     let timedelta = value.py().import_bound("datetime")?.getattr("timedelta")?;
     if value.is_instance(&timedelta)? {
         let seconds: f64 = value.call_method0("total_seconds")?.extract()?;
@@ -82,6 +82,29 @@ fn register_wait(
     dependencies: Vec<String>,
     wait: WaitFor,
 ) -> PyResult<Py<TaskRef>> {
+    let options = TaskOptions {
+        wait: Some(wait),
+        ..TaskOptions::new()
+    };
+    register_task_ref(py, id, dependencies, options)
+}
+
+/// Registers task `id`, run by the engine itself as `options` say (a wait, a sub-workflow), not
+/// by a Python function; its reference.
+pub(crate) fn register_task_ref(
+    py: Python<'_>,
+    id: String,
+    dependencies: Vec<String>,
+    options: TaskOptions,
+) -> PyResult<Py<TaskRef>> {
+    if id.trim().is_empty() {
+        return Err(PyValueError::new_err("task_id must be a non-empty string"));
+    }
+    if dependencies.contains(&id) {
+        return Err(PyValueError::new_err(format!(
+            "task '{id}' cannot depend on itself"
+        )));
+    }
     let reference = Py::new(
         py,
         TaskRef {
@@ -93,10 +116,7 @@ fn register_wait(
         dependencies,
         function: reference.clone_ref(py).into_any(),
         is_async: false,
-        options: TaskOptions {
-            wait: Some(wait),
-            ..TaskOptions::new()
-        },
+        options,
         retry_on: PyTuple::empty_bound(py).unbind(),
     });
     drop(replaced);
@@ -280,6 +300,7 @@ pub(crate) fn add_to_module(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<TaskRef>()?;
     module.add_function(wrap_pyfunction!(sleep, module)?)?;
     module.add_function(wrap_pyfunction!(wait_for_event, module)?)?;
+    module.add_function(wrap_pyfunction!(super::subworkflows::subworkflow, module)?)?;
     module.add("Snooze", snooze_type(py))?;
     Ok(())
 }

@@ -75,6 +75,8 @@ impl PyWorkflow {
         )
         .map_err(|e| to_py_err(Error::from(e)))?
         .with_limits(limits);
+        crate::model::subworkflows::check_nesting(graph.name(), &graph.plan())
+            .map_err(|e| new_err(ErrorKind::Workflow, e))?;
         Ok(Self { graph })
     }
 
