@@ -48,7 +48,14 @@ pub(super) async fn run_subworkflow(
         }
     };
     let input = input.to_context().into_map();
-    let child_input = match child_input(&input, subworkflow.input_keys.as_deref(), &task_id) {
+    // A map instance's child also gets its element.
+    let keys = subworkflow.input_keys.clone().map(|mut keys| {
+        if let (Some(_), Some(map)) = (runner.map_index, &runner.options.map) {
+            keys.push(map.item.clone());
+        }
+        keys
+    });
+    let child_input = match child_input(&input, keys.as_deref(), &task_id) {
         Ok(input) => Context::from(input),
         Err(message) => return Some((ended(TaskStatus::Failed, Some(message)), None)),
     };
