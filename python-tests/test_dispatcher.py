@@ -37,7 +37,7 @@ EXPORTED = [
     "EXECUTION_STATUSES", "FINAL_EXECUTION_STATUSES", "TASK_STATUSES", "FINAL_TASK_STATUSES",
     "DEFAULT_MAX_CONCURRENCY", "DEFAULT_LEASE_TIMEOUT", "DEFAULT_LIST_LIMIT",
     "AttemptRecord", "CurrentTask", "ExecutionResult", "LimitInfo", "MapCounts", "RunningTask", "ScheduleInfo", "TaskInstance",
-    "TaskResult", "WorkerInfo", "sleep", "wait_for_event", "TaskRef", "Snooze",
+    "TaskResult", "WorkerInfo", "sleep", "wait_for_event", "TaskRef", "Snooze", "subworkflow",
 ]
 
 SITECUSTOMIZE = textwrap.dedent(
@@ -79,6 +79,10 @@ FAKE_POSTGRES = textwrap.dedent(
         return TaskRef()
 
     def wait_for_event(task_id, *, key, timeout=None, on_timeout="fail", dependencies=()):
+        return TaskRef()
+
+    def subworkflow(workflow, *, task_id=None, dependencies=(), input_keys=None, map_over=None,
+                    map_item="item", retries=0, timeout=None):
         return TaskRef()
 
     def current_task():

@@ -19,6 +19,7 @@ task = _backend_module.task
 current_task = _backend_module.current_task
 sleep = _backend_module.sleep
 wait_for_event = _backend_module.wait_for_event
+subworkflow = _backend_module.subworkflow
 TaskRef = _backend_module.TaskRef
 Workflow = _backend_module.Workflow
 UnifiedExecutor = _backend_module.UnifiedExecutor
@@ -62,6 +63,7 @@ __all__ = [
     "current_task",
     "sleep",
     "wait_for_event",
+    "subworkflow",
     "TaskRef",
     "Workflow",
     "UnifiedExecutor",

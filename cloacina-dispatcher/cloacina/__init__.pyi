@@ -20,6 +20,7 @@ from cloacina._backend import task as task
 from cloacina._backend import current_task as current_task
 from cloacina._backend import sleep as sleep
 from cloacina._backend import wait_for_event as wait_for_event
+from cloacina._backend import subworkflow as subworkflow
 from cloacina._backend import EXECUTION_STATUSES as EXECUTION_STATUSES
 from cloacina._backend import FINAL_EXECUTION_STATUSES as FINAL_EXECUTION_STATUSES
 from cloacina._backend import TASK_STATUSES as TASK_STATUSES
@@ -50,6 +51,7 @@ __all__ = [
     "current_task",
     "sleep",
     "wait_for_event",
+    "subworkflow",
     "TaskRef",
     "Workflow",
     "UnifiedExecutor",

@@ -34,6 +34,7 @@ from ._native import (
     sleep,
     task,
     wait_for_event,
+    subworkflow,
 )
 
 from ._types import (
@@ -88,4 +89,5 @@ __all__ = [
     "sleep",
     "task",
     "wait_for_event",
+    "subworkflow",
 ]

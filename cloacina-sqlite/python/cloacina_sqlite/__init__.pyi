@@ -306,6 +306,32 @@ def sleep(
     ``seconds`` of another type.
     """
 
+def subworkflow(
+    workflow: Workflow,
+    *,
+    task_id: Optional[str] = None,
+    dependencies: Sequence[_TaskLike] = (),
+    input_keys: Optional[Sequence[str]] = None,
+    map_over: Optional[str] = None,
+    map_item: str = "item",
+    retries: int = 0,
+    timeout: Optional[_Duration] = None,
+) -> TaskRef:
+    """Register a task that runs ``workflow`` as a child execution and completes when the
+    child ends, with output ``{task_id: child_final_context}`` (``task_id`` defaults to the
+    workflow's name), and return a reference to it.
+
+    The child's input is the task's input context (only ``input_keys`` when given). A Failed or
+    Cancelled child fails the task, its error naming the child execution. ``map_over`` runs one
+    child per element of that list, collecting their final contexts in order. Each node has
+    exactly one child, whatever crashes and retries happen; ``retries`` resumes a failed child;
+    ``timeout`` cancels a child still running after that many seconds. The task holds no worker
+    slot while its child runs (it is ``Waiting``). Cancelling the parent cancels every live
+    descendant.
+    """
+    ...
+
+
 def wait_for_event(
     task_id: str,
     *,

@@ -53,6 +53,8 @@ class TaskResult(TypedDict):
     history: List[AttemptRecord]
     map: Optional[MapCounts]
     """None for an ordinary task; a mapped task's instance counts."""
+    child_execution_id: Optional[str]
+    """For a ``subworkflow`` task: the child execution it submitted."""
 
 
 class TaskInstance(TypedDict):
@@ -77,6 +79,10 @@ class ExecutionResult(TypedDict):
     final_context: Optional[_Context]
     error: Optional[str]
     reason: Optional[str]
+    parent_execution_id: Optional[str]
+    """For a child execution: the execution whose ``subworkflow`` task submitted it."""
+    parent_task_id: Optional[str]
+    """That task's id in the parent (``node[i]`` for an instance of a mapped one)."""
     started_at: str
     completed_at: Optional[str]
     task_results: List[TaskResult]
