@@ -139,6 +139,8 @@ pub struct TaskOptions {
     pub wait: Option<crate::model::waits::WaitFor>,
     /// Set for a task that runs another workflow as a child execution.
     pub subworkflow: Option<crate::model::subworkflows::Subworkflow>,
+    /// Set for a hook: a task that runs once the execution's outcome is decided.
+    pub hook: Option<crate::model::hooks::HookKind>,
 }
 
 /// How a mapped task finds its list and hands on its values.

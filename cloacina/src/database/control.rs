@@ -268,7 +268,7 @@ impl Conn<'_> {
                 .execute_on(self)?;
         }
         let (nodes, roots): (Vec<usize>, Vec<usize>) = (0..plan.len())
-            .filter(|&p| plan.dependencies_of(p).is_empty())
+            .filter(|&p| plan.is_root(p))
             .partition(|&p| plan.tasks()[p].options.map.is_some());
         // Roots' limit keys, filled from the input; a root whose keys cannot be filled fails
         // (and what depends on it settles) before anything is claimed.
@@ -453,9 +453,7 @@ impl Conn<'_> {
             .collect();
         let mut settled = self.settle(&id, &plan, &completed, &mut states, now)?;
         let (nodes, roots): (Vec<usize>, Vec<usize>) = (0..plan.len())
-            .filter(|&p| {
-                plan.dependencies_of(p).is_empty() && states[&p].status == TaskStatus::Pending
-            })
+            .filter(|&p| plan.is_root(p) && states[&p].status == TaskStatus::Pending)
             .partition(|&p| plan.tasks()[p].options.map.is_some());
         settled.ready.extend(roots);
         let started = self.start_nodes(&id, &plan, &nodes, &mut states, now)?;
@@ -504,8 +502,24 @@ impl Conn<'_> {
             task_executions::snoozes.eq(0),
         ))
         .execute_on(self)?;
+        // Hooks run again after the resumed execution's new outcome.
+        diesel::update(
+            task_executions::table
+                .filter(task_executions::execution_id.eq(id))
+                .filter(task_executions::hook.is_not_null()),
+        )
+        .set((
+            task_executions::status.eq(TaskStatus::Pending.as_str()),
+            task_executions::output.eq(None::<String>),
+            task_executions::error.eq(None::<String>),
+            task_executions::reason.eq(None::<String>),
+            task_executions::completed_at.eq(None::<NaiveDateTime>),
+            task_executions::ready_at.eq(None::<NaiveDateTime>),
+        ))
+        .execute_on(self)?;
         diesel::update(workflow_executions::table.find(id))
             .set((
+                workflow_executions::hook_outcome.eq(None::<String>),
                 workflow_executions::status.eq(ExecutionStatus::Pending.as_str()),
                 workflow_executions::cancel_reason.eq(None::<String>),
                 workflow_executions::error.eq(None::<String>),
@@ -530,7 +544,7 @@ impl Conn<'_> {
     }
 
     /// Marks every Pending or Waiting task (and map instance) of the execution Cancelled, and
-    /// the mapped tasks waiting for their instances.
+    /// the mapped tasks waiting for their instances; not its hooks.
     pub(crate) fn cancel_pending(
         &mut self,
         id: &str,
@@ -548,7 +562,9 @@ impl Conn<'_> {
                     task_executions::status
                         .eq_any([TaskStatus::Pending.as_str(), TaskStatus::Waiting.as_str()])
                         .or(waiting_nodes),
-                ),
+                )
+                // Hooks run after a cancellation too (on_failure).
+                .filter(task_executions::hook.is_null()),
         )
         .set((
             task_executions::status.eq(TaskStatus::Cancelled.as_str()),

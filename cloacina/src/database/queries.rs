@@ -392,6 +392,41 @@ impl Database {
         .await
     }
 
+    /// What a hook of `execution` sees of it as `ctx["execution"]`: its id, workflow name,
+    /// decided status and error, and the ids of its Failed tasks.
+    pub(crate) async fn hook_outcome(&self, execution: Uuid) -> Result<serde_json::Value> {
+        self.run(move |pool| {
+            pool.with_connection(|conn| {
+                let id = execution.to_string();
+                let (workflow, outcome, error): (String, Option<String>, Option<String>) =
+                    workflow_executions::table
+                        .find(&id)
+                        .select((
+                            workflow_executions::workflow_name,
+                            workflow_executions::hook_outcome,
+                            workflow_executions::error,
+                        ))
+                        .get_result_on(conn)?;
+                let failed: Vec<String> = task_executions::table
+                    .filter(task_executions::execution_id.eq(&id))
+                    .filter(task_executions::status.eq(TaskStatus::Failed.as_str()))
+                    .filter(task_executions::map_index.eq(-1))
+                    .filter(task_executions::hook.is_null())
+                    .order(task_executions::position)
+                    .select(task_executions::task_id)
+                    .load_on(conn)?;
+                Ok(serde_json::json!({
+                    "execution_id": id,
+                    "workflow_name": workflow,
+                    "status": outcome,
+                    "error": error,
+                    "failed_tasks": failed,
+                }))
+            })
+        })
+        .await
+    }
+
     /// The stored outputs of the Completed tasks among `positions`.
     pub(crate) async fn load_outputs(
         &self,

@@ -33,6 +33,7 @@ pub(crate) struct ExecutionRow {
     pub(crate) parent_execution_id: Option<String>,
     pub(crate) parent_task_id: Option<String>,
     pub(crate) depth: i32,
+    pub(crate) hook_outcome: Option<String>,
 }
 
 /// A task's row as inserted and read back, without its output: that can be large, and only
@@ -62,6 +63,7 @@ pub(crate) struct TaskRow {
     pub(crate) priority: i32,
     pub(crate) limit_keys: Option<String>,
     pub(crate) child_execution_id: Option<String>,
+    pub(crate) hook: Option<String>,
 }
 
 impl TaskRow {
@@ -90,6 +92,7 @@ impl TaskRow {
             priority: 0,
             limit_keys: None,
             child_execution_id: None,
+            hook: None,
         }
     }
 }
@@ -197,6 +200,7 @@ pub(crate) fn new_execution_rows(
         parent_execution_id: record.parent_execution_id.map(|p| p.to_string()),
         parent_task_id: record.parent_task_id.clone(),
         depth: record.depth as i32,
+        hook_outcome: None,
     };
     let tasks = plan
         .tasks()
@@ -212,8 +216,8 @@ pub(crate) fn new_execution_rows(
             )
             .expect("strings serialise"),
             // A root node is expanded, not claimed (see `Conn::start_nodes`).
-            ready_at: (task.dependencies.is_empty() && task.options.map.is_none())
-                .then_some(submitted),
+            ready_at: (plan.is_root(position) && task.options.map.is_none()).then_some(submitted),
+            hook: task.options.hook.map(|h| h.as_str().to_string()),
             waiting_on: task.dependencies.len() as i32,
             // -1: a node not expanded yet.
             map_count: task.options.map.as_ref().map(|_| -1),

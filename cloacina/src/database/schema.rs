@@ -21,6 +21,7 @@ diesel::table! {
         parent_execution_id -> Nullable<Text>,
         parent_task_id -> Nullable<Text>,
         depth -> Integer,
+        hook_outcome -> Nullable<Text>,
     }
 }
 
@@ -56,6 +57,7 @@ diesel::table! {
         retries_used -> Integer,
         snoozes -> Integer,
         child_execution_id -> Nullable<Text>,
+        hook -> Nullable<Text>,
     }
 }
 

@@ -19,6 +19,7 @@ use super::signals::Signal;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::model::decide::{execution_end, readiness, Readiness, Unsuccessful, Upstream};
+use crate::model::hooks::HookKind;
 use crate::model::subworkflows::child_wait_key;
 use crate::model::{AttemptRecord, ExecutionPlan, ExecutionStatus, TaskStatus};
 
@@ -490,11 +491,8 @@ impl Conn<'_> {
         let open: bool = diesel::select(diesel::dsl::exists(
             task_executions::table
                 .filter(task_executions::execution_id.eq(execution))
-                .filter(task_executions::status.eq_any([
-                    TaskStatus::Pending.as_str(),
-                    TaskStatus::Running.as_str(),
-                    TaskStatus::Waiting.as_str(),
-                ])),
+                .filter(task_executions::status.eq_any(OPEN))
+                .filter(task_executions::hook.is_null()),
         ))
         .get_result_on(self)?;
         if open {
@@ -508,6 +506,7 @@ impl Conn<'_> {
                         .eq_any([TaskStatus::Failed.as_str(), TaskStatus::Cancelled.as_str()]),
                 )
                 .filter(task_executions::map_index.eq(-1))
+                .filter(task_executions::hook.is_null())
                 .order(task_executions::position)
                 .select((
                     task_executions::task_id,
@@ -526,6 +525,10 @@ impl Conn<'_> {
             })
             .collect();
         let (status, error) = execution_end(locked.cancel_reason.as_deref(), &unsuccessful);
+        let (status, error) = match self.hooks_step(execution, status, error, context, now)? {
+            HookStep::Waiting => return Ok(None),
+            HookStep::Finish(status, error) => (status, error),
+        };
         let final_context = self.final_context_json(execution, context)?;
         self.give_back_all_units(execution)?;
         diesel::update(workflow_executions::table.find(execution))
@@ -545,6 +548,84 @@ impl Conn<'_> {
             self.wake_parent(id)?;
         }
         Ok(Some(status))
+    }
+
+    /// With hooks, once the execution's other tasks have ended as `outcome` (with `error`):
+    /// the first time, records the outcome and its final context, makes the hooks that run
+    /// after it ready and skips the others; then, whether the execution waits for its hooks or
+    /// finishes, with the outcome recorded first (a hook never changes it).
+    fn hooks_step(
+        &mut self,
+        execution: &str,
+        outcome: ExecutionStatus,
+        error: Option<String>,
+        context: &mut dyn ContextSource,
+        now: NaiveDateTime,
+    ) -> Result<HookStep> {
+        let hooks: Vec<(String, String, String)> = task_executions::table
+            .filter(task_executions::execution_id.eq(execution))
+            .filter(task_executions::hook.is_not_null())
+            .select((
+                task_executions::task_id,
+                task_executions::hook.assume_not_null(),
+                task_executions::status,
+            ))
+            .load_on(self)?;
+        if hooks.is_empty() {
+            return Ok(HookStep::Finish(outcome, error));
+        }
+        let decided: (Option<String>, Option<String>) = workflow_executions::table
+            .find(execution)
+            .select((
+                workflow_executions::hook_outcome,
+                workflow_executions::error,
+            ))
+            .get_result_on(self)?;
+        if let (Some(decided), stored_error) = decided {
+            if hooks
+                .iter()
+                .any(|(_, _, status)| OPEN.contains(&status.as_str()))
+            {
+                return Ok(HookStep::Waiting);
+            }
+            let decided = ExecutionStatus::parse(&decided).unwrap_or(outcome);
+            return Ok(HookStep::Finish(decided, stored_error));
+        }
+        let final_context = self.final_context_json(execution, context)?;
+        diesel::update(workflow_executions::table.find(execution))
+            .set((
+                workflow_executions::hook_outcome.eq(Some(outcome.as_str())),
+                workflow_executions::error.eq(&error),
+                workflow_executions::final_context.eq(Some(final_context)),
+            ))
+            .execute_on(self)?;
+        let mut runs = false;
+        for (task_id, hook, _) in &hooks {
+            let row = task_executions::table
+                .filter(task_executions::execution_id.eq(execution))
+                .filter(task_executions::task_id.eq(task_id))
+                .filter(task_executions::status.eq(TaskStatus::Pending.as_str()));
+            let kind = HookKind::parse(hook).unwrap_or(HookKind::Failure);
+            if kind.runs_after(outcome) {
+                runs |= diesel::update(row)
+                    .set(task_executions::ready_at.eq(Some(now)))
+                    .execute_on(self)?
+                    > 0;
+            } else {
+                diesel::update(row)
+                    .set((
+                        task_executions::status.eq(TaskStatus::Skipped.as_str()),
+                        task_executions::reason.eq(Some(kind.skip_reason(outcome))),
+                        task_executions::completed_at.eq(Some(now)),
+                    ))
+                    .execute_on(self)?;
+            }
+        }
+        if runs {
+            self.announce(Signal::Ready)?;
+            return Ok(HookStep::Waiting);
+        }
+        Ok(HookStep::Finish(outcome, error))
     }
 
     /// Makes the sub-workflow task waiting for `child` (an execution that just ended) ready,
@@ -592,4 +673,15 @@ fn ready_now(clock: NaiveDateTime) -> ReadyNow {
         task_executions::ready_at.eq(Some(clock)),
         task_executions::reason.eq(None::<String>),
     )
+}
+
+/// The statuses of a task that has not ended.
+const OPEN: [&str; 3] = ["Pending", "Running", "Waiting"];
+
+/// What the hooks of an execution whose other tasks have ended ask for.
+enum HookStep {
+    /// Its hooks run: it ends once they have.
+    Waiting,
+    /// It ends now, with this outcome and error.
+    Finish(ExecutionStatus, Option<String>),
 }

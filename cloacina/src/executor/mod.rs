@@ -463,9 +463,7 @@ fn announce_submitted(
 
 /// How many tasks of `plan` depend on none: those ready as soon as it is submitted.
 fn root_count(plan: &ExecutionPlan) -> usize {
-    (0..plan.len())
-        .filter(|&p| plan.dependencies_of(p).is_empty())
-        .count()
+    (0..plan.len()).filter(|&p| plan.is_root(p)).count()
 }
 
 /// The error of a call made after shutdown began.

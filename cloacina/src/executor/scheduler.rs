@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -334,6 +334,7 @@ impl Scheduler {
             .map(|m| m.over.clone())
             .unwrap_or_default();
         let keep_input = instance.is_none() && !self.plan.dependents_of(position).is_empty();
+        let options_hook = options.hook.is_some();
         let task = self.worker.task(&claim.task_id);
         let runner = task.map(|task| TaskRunner {
             worker: self.worker.clone(),
@@ -341,7 +342,11 @@ impl Scheduler {
             workflow_name: self.workflow_name.clone(),
             task,
             options,
-            cancel: self.cancel.subscribe(),
+            // A hook runs after a cancellation too: nothing cancels it.
+            cancel: match options_hook {
+                true => watch::channel(None).1,
+                false => self.cancel.subscribe(),
+            },
             map_index: instance.as_ref().map(|i| i.index),
             snoozes: 0,
         });
@@ -655,11 +660,22 @@ async fn stored_input(
     position: usize,
     mut input: Lineage,
 ) -> Result<Lineage> {
-    let outputs = db
-        .load_outputs(execution, plan.ancestors_of(position))
-        .await?;
+    // A hook sees the final context (every other task's output) and its execution's outcome.
+    let hook = plan.tasks()[position].options.hook.is_some();
+    let sources = match hook {
+        true => (0..plan.len())
+            .filter(|&p| plan.tasks()[p].options.hook.is_none())
+            .collect(),
+        false => plan.ancestors_of(position),
+    };
+    let outputs = db.load_outputs(execution, sources).await?;
     for (ancestor, output) in outputs {
         input.absorb(ancestor as i64, &Output::from(output));
+    }
+    if hook {
+        let mut outcome = Context::new();
+        outcome.insert("execution", db.hook_outcome(execution).await?);
+        input.absorb(plan.len() as i64, &Output::from(outcome));
     }
     Ok(input)
 }

@@ -1,6 +1,7 @@
 //! The execution model shared by the database and the executor: statuses, results and plans.
 
 pub(crate) mod decide;
+pub mod hooks;
 pub mod limits;
 pub mod map;
 mod plan;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use once_cell::sync::OnceCell;
 use serde_json::{json, Value};
 
+use super::hooks::HookKind;
 use super::limits::KeyTemplate;
 use super::subworkflows::Subworkflow;
 use super::waits::WaitFor;
@@ -86,6 +87,12 @@ impl ExecutionPlan {
     /// Whether the plan has no tasks (never true of a stored plan).
     pub fn is_empty(&self) -> bool {
         self.tasks.is_empty()
+    }
+
+    /// Whether the task at `position` is ready when its execution starts: it has no upstream
+    /// tasks and is not a hook.
+    pub fn is_root(&self, position: usize) -> bool {
+        self.dependencies_of(position).is_empty() && self.tasks[position].options.hook.is_none()
     }
 
     /// Positions of the direct upstream tasks of the task at `position`.
@@ -191,6 +198,7 @@ fn options_to_json(options: &TaskOptions) -> Value {
         "priority": options.priority,
         "wait": options.wait.as_ref().map(WaitFor::to_json),
         "subworkflow": options.subworkflow.as_ref().map(Subworkflow::to_json),
+        "hook": options.hook.map(HookKind::as_str),
     })
 }
 
@@ -254,6 +262,10 @@ fn options_from_json(value: &Value) -> TaskOptions {
             .unwrap_or_default(),
         wait: value.get("wait").and_then(WaitFor::from_json),
         subworkflow: value.get("subworkflow").and_then(Subworkflow::from_json),
+        hook: value
+            .get("hook")
+            .and_then(Value::as_str)
+            .and_then(HookKind::parse),
     }
 }
 

@@ -182,6 +182,7 @@ impl<'py> RawOptions<'py> {
                     .unwrap_or(0),
                 wait: None,
                 subworkflow: None,
+                hook: None,
             },
             retry_on,
         })

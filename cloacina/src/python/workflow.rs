@@ -14,6 +14,8 @@ use super::errors::{new_err, to_py_err, ErrorKind};
 use super::registry::{registry, TaskDefinition};
 use super::task::PythonTask;
 use crate::error::{Error, WorkflowError};
+use crate::model::hooks::HookKind;
+use crate::policy::TaskOptions;
 use crate::workflow::Workflow;
 
 /// A workflow: the given tasks plus everything they depend on, in topological order.
@@ -32,11 +34,13 @@ impl PyWorkflow {
 #[pymethods]
 impl PyWorkflow {
     #[new]
-    #[pyo3(signature = (name, tasks=None, *, limits=None))]
+    #[pyo3(signature = (name, tasks=None, *, limits=None, on_success=None, on_failure=None))]
     fn new(
         name: &Bound<'_, PyAny>,
         tasks: Option<&Bound<'_, PyAny>>,
         limits: Option<&Bound<'_, PyAny>>,
+        on_success: Option<&Bound<'_, PyAny>>,
+        on_failure: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let name = name
             .downcast::<PyString>()
@@ -65,7 +69,16 @@ impl PyWorkflow {
                 task: repeated.clone(),
             })));
         }
-        let definitions = collect_with_dependencies(&name, &roots)?;
+        let mut definitions = collect_with_dependencies(&name, &roots)?;
+        for (kind, hook) in [
+            (HookKind::Success, on_success),
+            (HookKind::Failure, on_failure),
+        ] {
+            if let Some(hook) = hook.filter(|h| !h.is_none()) {
+                let hook = hook_definition(&name, kind, hook, &definitions)?;
+                definitions.push(hook);
+            }
+        }
         let graph = Workflow::new(
             name,
             definitions
@@ -154,6 +167,45 @@ impl PyWorkflow {
 }
 
 /// The registered definitions of `roots` and of everything they transitively depend on.
+/// The task `hook` given as `on_success` or `on_failure` (`kind`), as the workflow runs it:
+/// without dependencies, once the execution's outcome is decided.
+fn hook_definition(
+    workflow: &str,
+    kind: HookKind,
+    hook: &Bound<'_, PyAny>,
+    tasks: &[Arc<TaskDefinition>],
+) -> PyResult<Arc<TaskDefinition>> {
+    let id = task_id_of(hook)?;
+    let argument = format!("on_{}", kind.as_str());
+    if tasks.iter().any(|t| t.id == id) {
+        return Err(new_err(
+            ErrorKind::Workflow,
+            format!("workflow '{workflow}': task '{id}' is given as {argument} and is also one of its tasks (or a hook already); a hook is a task of its own, run once the execution's outcome is decided"),
+        ));
+    }
+    let definition = collect_with_dependencies(workflow, std::slice::from_ref(&id))?
+        .into_iter()
+        .next()
+        .expect("the task itself comes first");
+    if definition.options.map.is_some() || definition.options.subworkflow.is_some() {
+        return Err(PyValueError::new_err(format!(
+            "{argument}={id:?} is a mapped or sub-workflow task; a hook must be a plain @task"
+        )));
+    }
+    let py = hook.py();
+    Ok(Arc::new(TaskDefinition {
+        id: definition.id.clone(),
+        dependencies: Vec::new(),
+        function: definition.function.clone_ref(py),
+        is_async: definition.is_async,
+        options: TaskOptions {
+            hook: Some(kind),
+            ..definition.options.clone()
+        },
+        retry_on: definition.retry_on.clone_ref(py),
+    }))
+}
+
 fn collect_with_dependencies(
     workflow: &str,
     roots: &[String],

@@ -1,3 +1,5 @@
+ALTER TABLE workflow_executions DROP COLUMN hook_outcome;
+ALTER TABLE task_executions DROP COLUMN hook;
 ALTER TABLE task_executions DROP COLUMN child_execution_id;
 DROP INDEX workflow_executions_parent;
 ALTER TABLE workflow_executions DROP COLUMN depth;
