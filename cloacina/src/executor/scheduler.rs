@@ -321,7 +321,9 @@ impl Scheduler {
             }
             None => {
                 self.claims[position] = claim.attempt;
-                (self.take_input(position), None)
+                // A hook's input (the final context) is read from the database.
+                let held = options.hook.is_none().then(|| self.take_input(position));
+                (held.flatten(), None)
             }
         };
         let element = instance
