@@ -298,6 +298,7 @@ impl Conn<'_> {
                 cancel_reason: None,
                 waiting: false,
                 child: record.parent_execution_id.is_some(),
+                hooks: plan.tasks().iter().any(|t| t.options.hook.is_some()),
             };
             self.finish_from_storage(&id, &submitted, now)?;
         }

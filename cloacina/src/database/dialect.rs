@@ -36,6 +36,8 @@ pub(crate) struct LockedExecution {
     pub waiting: bool,
     /// Whether a sub-workflow task of another execution waits for it to end.
     pub child: bool,
+    /// Whether it has hooks, to run once its outcome is decided.
+    pub hooks: bool,
 }
 
 /// A task's id, status, attempt, ready time and unfinished upstream count.
@@ -324,21 +326,24 @@ const LOCK_COLUMNS: (
     workflow_executions::cancel_reason,
     workflow_executions::reason,
     workflow_executions::parent_execution_id,
+    workflow_executions::hooks,
 ) = (
     workflow_executions::status,
     workflow_executions::cancel_reason,
     workflow_executions::reason,
     workflow_executions::parent_execution_id,
+    workflow_executions::hooks,
 );
 
-type ExecutionLockRow = (String, Option<String>, Option<String>, Option<String>);
+type ExecutionLockRow = (String, Option<String>, Option<String>, Option<String>, i32);
 
-fn locked((status, cancel_reason, reason, parent): ExecutionLockRow) -> LockedExecution {
+fn locked((status, cancel_reason, reason, parent, hooks): ExecutionLockRow) -> LockedExecution {
     LockedExecution {
         status: ExecutionStatus::parse(&status).unwrap_or(ExecutionStatus::Failed),
         cancel_reason,
         waiting: reason.is_some(),
         child: parent.is_some(),
+        hooks: hooks > 0,
     }
 }
 

@@ -34,6 +34,7 @@ pub(crate) struct ExecutionRow {
     pub(crate) parent_task_id: Option<String>,
     pub(crate) depth: i32,
     pub(crate) hook_outcome: Option<String>,
+    pub(crate) hooks: i32,
 }
 
 /// A task's row as inserted and read back, without its output: that can be large, and only
@@ -201,6 +202,11 @@ pub(crate) fn new_execution_rows(
         parent_task_id: record.parent_task_id.clone(),
         depth: record.depth as i32,
         hook_outcome: None,
+        hooks: plan
+            .tasks()
+            .iter()
+            .filter(|t| t.options.hook.is_some())
+            .count() as i32,
     };
     let tasks = plan
         .tasks()

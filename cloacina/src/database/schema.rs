@@ -22,6 +22,7 @@ diesel::table! {
         parent_task_id -> Nullable<Text>,
         depth -> Integer,
         hook_outcome -> Nullable<Text>,
+        hooks -> Integer,
     }
 }
 

@@ -525,9 +525,12 @@ impl Conn<'_> {
             })
             .collect();
         let (status, error) = execution_end(locked.cancel_reason.as_deref(), &unsuccessful);
-        let (status, error) = match self.hooks_step(execution, status, error, context, now)? {
-            HookStep::Waiting => return Ok(None),
-            HookStep::Finish(status, error) => (status, error),
+        let (status, error) = match locked.hooks {
+            true => match self.hooks_step(execution, status, error, context, now)? {
+                HookStep::Waiting => return Ok(None),
+                HookStep::Finish(status, error) => (status, error),
+            },
+            false => (status, error),
         };
         let final_context = self.final_context_json(execution, context)?;
         self.give_back_all_units(execution)?;
@@ -571,9 +574,6 @@ impl Conn<'_> {
                 task_executions::status,
             ))
             .load_on(self)?;
-        if hooks.is_empty() {
-            return Ok(HookStep::Finish(outcome, error));
-        }
         let decided: (Option<String>, Option<String>) = workflow_executions::table
             .find(execution)
             .select((

@@ -1,3 +1,5 @@
+DROP INDEX task_executions_hooks;
+ALTER TABLE workflow_executions DROP COLUMN hooks;
 ALTER TABLE workflow_executions DROP COLUMN hook_outcome;
 ALTER TABLE task_executions DROP COLUMN hook;
 ALTER TABLE task_executions DROP COLUMN child_execution_id;
