@@ -488,13 +488,18 @@ impl Conn<'_> {
             return Ok(None);
         }
         // Whether any is left, not how many: a wide fan-out has thousands Pending mid-run.
-        let open: bool = diesel::select(diesel::dsl::exists(
-            task_executions::table
-                .filter(task_executions::execution_id.eq(execution))
-                .filter(task_executions::status.eq_any(OPEN))
-                .filter(task_executions::hook.is_null()),
-        ))
-        .get_result_on(self)?;
+        // Answered from the (execution_id, status) index alone, unless hooks must be told apart
+        // (S2 ran 40 % slower on SQLite with the hook test in every commit's query).
+        let open_tasks = task_executions::table
+            .filter(task_executions::execution_id.eq(execution))
+            .filter(task_executions::status.eq_any(OPEN));
+        let open: bool = match locked.hooks {
+            true => diesel::select(diesel::dsl::exists(
+                open_tasks.filter(task_executions::hook.is_null()),
+            ))
+            .get_result_on(self)?,
+            false => diesel::select(diesel::dsl::exists(open_tasks)).get_result_on(self)?,
+        };
         if open {
             return Ok(None);
         }
