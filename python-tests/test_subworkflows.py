@@ -555,7 +555,9 @@ def a_child(ids) -> Any:
     (lambda wf, t: cl.subworkflow(wf, task_id=t, map_over=""), ValueError, ["map_over"]),
     (lambda wf, t: cl.subworkflow(wf, task_id=t, map_over="xs", map_item=3), TypeError, ["map_item", "int"]),
     (lambda wf, t: cl.subworkflow(wf, task_id=t, input_keys=5), TypeError, ["input_keys", "int"]),
+    (lambda wf, t: cl.subworkflow(wf, task_id=t, input_keys="order_id"), TypeError, ["input_keys", "str"]),
     (lambda wf, t: cl.subworkflow(wf, task_id=t, input_keys=["a", 7]), TypeError, ["input_keys", "int"]),
+    (lambda wf, t: cl.subworkflow(wf, task_id=t, input_keys=["a", ""]), ValueError, ["input_keys"]),
     (lambda wf, t: cl.subworkflow(wf, task_id=t, retries=-1), ValueError, ["retries", "-1"]),
     (lambda wf, t: cl.subworkflow(wf, task_id=t, retries=1.5), TypeError, ["retries", "float"]),
     (lambda wf, t: cl.subworkflow(wf, task_id=t, timeout=0), ValueError, ["timeout", "0"]),
@@ -597,6 +599,27 @@ def test_nesting_deeper_than_16_levels_is_a_workflow_error(ids):
     too_deep = cl.subworkflow(workflow, task_id=ids("node17"))
     with pytest.raises(cl.WorkflowError, match="16"):
         cl.Workflow(ids.wf("level17"), [too_deep])
+
+
+async def test_sixteen_levels_of_nesting_run(executor, ids):
+    @cl.task(ids("leaf"))
+    def leaf(ctx):
+        return {"leaf": ctx["x"] + 1}
+
+    workflows = [cl.Workflow(ids.wf("level0"), [leaf])]
+    for level in range(1, 17):
+        workflows.append(cl.Workflow(ids.wf(f"level{level}"),
+                                     [cl.subworkflow(workflows[-1], task_id=ids(f"node{level}"))]))
+    result = await run(executor, workflows[-1], {"x": 1})
+    assert result["status"] == "Completed", summary(result)
+    context = result["final_context"]
+    for level in range(16, 0, -1):
+        context = context[ids(f"node{level}")]
+    assert context == {"x": 1, "leaf": 2}
+    [deepest] = await executor.list_executions(workflow=workflows[0].name)
+    assert deepest["parent_task_id"] == ids("node1")
+    [above] = await executor.list_executions(workflow=workflows[1].name)
+    assert deepest["parent_execution_id"] == above["execution_id"]
 
 
 def test_the_sync_executor_runs_a_subworkflow(database_url, ids):
@@ -778,6 +801,10 @@ async def test_cancel_of_a_parent_reaches_its_grandchildren_and_nothing_starts_a
                 what="the grandchildren's steps and the mid's gate started", watch=[worker])
 
     assert await client.cancel(top_id) is True
+    # The cancel ended every unstarted and waiting task below the top in its transaction; only
+    # running tasks (the held steps, the gate) are still to stop.
+    at_once = [await client.get_execution(top_id)] + await below(client, top_id, ids.prefix)
+    assert [t for t in live_tasks(at_once) if not t.endswith(" Running")] == [], live_tasks(at_once)
     result = await finished(client, top_id, procs=procs, what="the cancelled top execution")
     assert result["status"] == "Cancelled", summary(result)
     await until(lambda: set(tags(effects, step, "cancelled")) == leaves, what="the held steps saw CancelledError",
