@@ -33,7 +33,7 @@ def test_package_is_typed():
 
 
 USER_CODE = '''
-from typing import List
+from typing import List, Optional
 
 import cloacina
 from cloacina import AttemptRecord, CurrentTask, ExecutionResult, ScheduleInfo, TaskResult, WorkerInfo
@@ -45,6 +45,16 @@ def one(context: dict) -> dict:  # type: ignore[type-arg]
     return {"attempt": current["attempt"]}
 
 
+@cloacina.task
+def alert(context: dict) -> None:  # type: ignore[type-arg]
+    print(context["execution"]["status"])
+
+
+node: cloacina.TaskRef = cloacina.subworkflow(cloacina.Workflow("typed_child", [one]), task_id="typed_node",
+                                              map_over="items", retries=1, timeout=30.0)
+parent = cloacina.Workflow("typed_parent", [node], on_failure=alert, on_success="alert")
+
+
 async def main() -> None:
     executor = cloacina.UnifiedExecutor()
     await executor.initialize("sqlite:///typed.db")
@@ -54,6 +64,9 @@ async def main() -> None:
     workers: List[WorkerInfo] = await executor.list_workers()
     schedules: List[ScheduleInfo] = await executor.list_schedules()
     print(result["status"], len(history), len(workers), len(schedules))
+    parent_id: Optional[str] = result["parent_execution_id"]
+    child_id: Optional[str] = tasks[0]["child_execution_id"]
+    print(parent_id, child_id, result["parent_task_id"])
 '''
 
 

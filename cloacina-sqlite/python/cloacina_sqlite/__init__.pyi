@@ -42,6 +42,7 @@ __all__ = [
     "sleep",
     "task",
     "wait_for_event",
+    "subworkflow",
 ]
 
 __version__: str
@@ -237,7 +238,18 @@ class Workflow:
     ``tasks=None`` takes every task registered so far. ``limits`` are limit keys (as in
     ``@task(limits=...)``, ``{name}`` parts filled from the input) that each execution holds
     from its first task's start to its end. Raises WorkflowError for an empty workflow, an
-    unknown task or dependency, or a cycle.
+    unknown task or dependency, or a cycle, and for a workflow that contains itself through
+    ``subworkflow`` or nests sub-workflows more than 16 levels deep.
+
+    ``on_success`` and ``on_failure`` are hooks: each an ``@task`` function or its id, run once
+    the execution's outcome is decided, ``on_success`` after it Completed, ``on_failure`` after
+    it Failed or was Cancelled (the other is Skipped). A hook runs durably like any task (on any
+    worker, with its own retries, also when the worker that ran the failing task was killed); it
+    sees the final context plus ``ctx["execution"]`` (``execution_id``, ``workflow_name``,
+    ``status``, ``error``, ``failed_tasks``); it never changes the execution's status or error,
+    and ``wait()`` returns after it ended. Its dependencies are not run. A hook that is also one
+    of the workflow's tasks (or both hooks) or unknown raises WorkflowError; a mapped or
+    sub-workflow task ValueError.
     """
 
     def __new__(
@@ -246,6 +258,8 @@ class Workflow:
         tasks: Optional[Sequence[_TaskLike]] = None,
         *,
         limits: Optional[Sequence[str]] = None,
+        on_success: Optional[_TaskLike] = None,
+        on_failure: Optional[_TaskLike] = None,
     ) -> Workflow: ...
     @property
     def name(self) -> str:
@@ -255,7 +269,7 @@ class Workflow:
         """Limit keys each execution holds from its first task's start to its end."""
     @property
     def task_ids(self) -> List[str]:
-        """Task ids in topological order."""
+        """Task ids in topological order, then the hooks (``on_success``, ``on_failure``)."""
     @property
     def version(self) -> str:
         """A digest of the graph: the same tasks and edges give the same version."""
@@ -275,8 +289,8 @@ class Workflow:
 
 @final
 class TaskRef:
-    """The task ``sleep`` or ``wait_for_event`` registered: use it in ``dependencies=`` and
-    ``Workflow(tasks=)`` as a decorated function is used."""
+    """The task ``sleep``, ``wait_for_event`` or ``subworkflow`` registered: use it in
+    ``dependencies=`` and ``Workflow(tasks=)`` as a decorated function is used."""
 
     @property
     def task_id(self) -> str:
