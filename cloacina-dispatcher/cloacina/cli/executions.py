@@ -38,7 +38,9 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
                               description="Show one execution: its fields, then a table of its tasks. A "
                                           "mapped task (map_over=) is one row, with a bar and the counts "
                                           "of its instances; `cloacina executions instances ID TASK` "
-                                          "pages through them.")
+                                          "pages through them. A child execution (of a subworkflow "
+                                          "task) names its parent and that task; a parent lists the "
+                                          "child execution of each of its subworkflow tasks.")
     show.add_argument("execution_id", metavar="ID")
     show.set_defaults(handler=submit_only_command(_show))
 
@@ -108,6 +110,10 @@ async def _show(executor: cloacina.UnifiedExecutor, args: argparse.Namespace) ->
         print(render.execution_header(record))
         print()
         print(render.tasks_table(record["task_results"]))
+        children = render.children_table(record["task_results"])
+        if children:
+            print()
+            print(children)
         if any(t.get("map") is not None for t in record["task_results"]):
             print()
             print(f"a mapped task's instances: cloacina executions instances {record['execution_id']} TASK")

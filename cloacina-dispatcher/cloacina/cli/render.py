@@ -26,6 +26,7 @@ CLEAR_LINE = "\r\x1b[2K"
 BAR_WIDTH = 20
 MAP_BAR_WIDTH = 10
 ERROR_WIDTH = 60
+REASON_WIDTH = 200  # a Waiting task's reason, which ends with what it waits for
 
 # Characters a terminal acts on rather than shows: C0 (ESC among them), DEL and C1.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -116,7 +117,9 @@ def executions_table(records: Sequence[Mapping[str, Any]]) -> str:
 
 def tasks_table(tasks: Sequence[Mapping[str, Any]]) -> str:
     """``executions show``: one row per task, the error (or the reason: why it was skipped or
-    cancelled, or why it is Waiting) on one short line.
+    cancelled, or why it is Waiting) on one short line; a Waiting task's reason is shown whole
+    (up to :data:`REASON_WIDTH`): it says what the task waits for (an instant, an event's key,
+    a child execution's id).
     When a task is mapped (``map_over``), an INSTANCES column shows each mapped task's
     :func:`map_progress` (``-`` for the ordinary tasks)."""
     mapped = any(t.get("map") is not None for t in tasks)
@@ -130,10 +133,22 @@ def tasks_table(tasks: Sequence[Mapping[str, Any]]) -> str:
         ]
         if mapped:
             row.append(map_progress(t.get("map")) or "-")
-        row.append(first_line(t.get("error") or t.get("reason")))
+        width = REASON_WIDTH if t.get("status") == "Waiting" and not t.get("error") else ERROR_WIDTH
+        row.append(first_line(t.get("error") or t.get("reason"), width))
         rows.append(row)
     headers = ["TASK", "STATUS", "ATTEMPTS", "DURATION", *(["INSTANCES"] if mapped else []), "ERROR"]
     return table(headers, rows)
+
+
+def children_table(tasks: Sequence[Mapping[str, Any]]) -> str:
+    """``executions show``: each ``subworkflow`` task that has submitted its child execution,
+    with the child's id (``TASK``, ``CHILD EXECUTION``); ``""`` when no task has a child. The
+    children of a mapped sub-workflow task are not listed (its instances do not record them):
+    each child names its parent instead."""
+    rows = [[str(t["task_id"]), str(t["child_execution_id"])] for t in tasks if t.get("child_execution_id")]
+    if not rows:
+        return ""
+    return table(["TASK", "CHILD EXECUTION"], rows)
 
 
 def map_counts_text(counts: Optional[Mapping[str, Any]]) -> str:
@@ -202,11 +217,17 @@ def instances_page_note(offset: int, shown: int, total: int) -> str:
 
 
 def execution_header(record: Mapping[str, Any]) -> str:
-    """``executions show``: the execution's fields, one per line."""
+    """``executions show``: the execution's fields, one per line; a child execution (of a
+    ``subworkflow`` task) names its parent and the task there: ``parent     <id> (task <task
+    id>)``, ``<task id>[i]`` for an instance of a mapped one."""
     fields = [
         ("execution", str(record["execution_id"])),
         ("workflow", f"{record['workflow_name']} (version {record.get('workflow_version', '?')})"),
         ("status", str(record["status"])),
+    ]
+    if record.get("parent_execution_id"):
+        fields.append(("parent", f"{record['parent_execution_id']} (task {record.get('parent_task_id') or '?'})"))
+    fields += [
         ("started", format_time(record.get("started_at"))),
         ("completed", format_time(record.get("completed_at"))),
         ("duration", format_duration(duration_of(record))),
