@@ -182,6 +182,28 @@ def test_execution_detail(serve: Callable[..., Running], sync_executor: cloacina
     assert failed["status"] == "Failed" and "boom" in failed["task_results"][0]["error"]
 
 
+def test_parent_and_child_executions_name_each_other(serve: Callable[..., Running],
+                                                     sync_executor: cloacina.SyncExecutor, ids: Any) -> None:
+    """What the pages link by: a child's ``parent_execution_id``/``parent_task_id`` (in the list
+    too) and the parent task's ``child_execution_id``."""
+    @cloacina.task(ids("enrich"))
+    def enrich(ctx: Dict[str, Any]) -> Dict[str, Any]:
+        return {"enriched": True}
+
+    node = cloacina.subworkflow(cloacina.Workflow(ids.wf("child"), [enrich]), task_id=ids("node"))
+    parent_id = sync_executor.execute(cloacina.Workflow(ids.wf(), [node]), timeout=DEADLINE)["execution_id"]
+    ui = serve()
+    parent = ui.ok(f"executions/{parent_id}")
+    child_id = parent["task_results"][0]["child_execution_id"]
+    assert parent["parent_execution_id"] is None and parent["parent_task_id"] is None
+    child = ui.ok(f"executions/{child_id}")
+    assert (child["parent_execution_id"], child["parent_task_id"]) == (parent_id, ids("node"))
+    assert child["task_results"][0]["child_execution_id"] is None
+    listed = {e["execution_id"]: (e["parent_execution_id"], e["parent_task_id"])
+              for e in ui.ok("executions")["executions"]}
+    assert listed == {parent_id: (None, None), child_id: (parent_id, ids("node"))}
+
+
 def test_unknown_and_malformed_ids(serve: Callable[..., Running]) -> None:
     ui = serve()
     unknown = ui.get(f"executions/{uuid.uuid4()}")

@@ -257,6 +257,42 @@ def test_timeline_shows_each_attempt_of_a_retried_task(serve: Callable[..., Runn
     browser.save_screenshot(str(shots / "execution-retried.png"))
 
 
+def test_a_parent_and_its_child_execution_link_to_each_other(serve: Callable[..., Running],
+                                                             sync_executor: cloacina.SyncExecutor, browser: WebDriver,
+                                                             ids: Any, shots: Path) -> None:
+    @cloacina.task(ids("enrich"))
+    def enrich(ctx: Dict[str, Any]) -> Dict[str, Any]:
+        return {"enriched": True}
+
+    child = cloacina.Workflow(ids.wf("child"), [enrich])
+    node = cloacina.subworkflow(child, task_id=ids("node"))
+    result = sync_executor.execute(cloacina.Workflow(ids.wf(), [node]), timeout=DEADLINE)
+    assert result["status"] == "Completed"
+    parent_id = result["execution_id"]
+    child_id = result["task_results"][0]["child_execution_id"]
+    ui = serve()
+
+    browser.get(ui.page(f"/executions/{parent_id}"))
+    link = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#tasks a[data-child-execution-id]"),
+                "the node's child link")[0]
+    assert link.get_attribute("href") == ui.page(f"/executions/{child_id}") and link.text == child_id
+    assert not browser.find_elements(By.ID, "parent-execution")
+    browser.save_screenshot(str(shots / "execution-parent.png"))
+    link.click()
+    parent = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#parent-execution a"), "the parent link")[0]
+    assert browser.current_url == ui.page(f"/executions/{child_id}")
+    assert parent.get_attribute("href") == ui.page(f"/executions/{parent_id}")
+    assert browser.find_element(By.ID, "parent-execution").text == f"{parent_id} (task {ids('node')})"
+
+    # The executions page says which rows are children, linking to the parent.
+    browser.get(ui.page("/"))
+    wait(browser, lambda d: len(listed(d)) == 2, "two executions listed")
+    marks = browser.execute_script(
+        "return [...document.querySelectorAll('#executions tr[data-execution-id]')].map((r) =>"
+        " [r.getAttribute('data-execution-id'), (r.querySelector('.parent a') || {}).href || null]);")
+    assert dict(marks) == {parent_id: None, child_id: ui.page(f"/executions/{parent_id}")}
+
+
 def test_markup_in_task_ids_and_values_is_shown_as_text(serve: Callable[..., Running],
                                                         sync_executor: cloacina.SyncExecutor, browser: WebDriver,
                                                         ids: Any, shots: Path) -> None:

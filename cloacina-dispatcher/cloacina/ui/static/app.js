@@ -68,6 +68,14 @@
   }
 
   function executionPath(id) { return "/executions/" + encodeURIComponent(id); }
+
+  // The child execution of a subworkflow task; a click on it must not select the task's row.
+  function childLink(id) {
+    const a = link(executionPath(id), id);
+    a.setAttribute("data-child-execution-id", id);
+    a.addEventListener("click", (event) => event.stopPropagation());
+    return a;
+  }
   function workflowPath(name) { return "/workflows/" + encodeURIComponent(name); }
 
   function badge(status) {
@@ -206,7 +214,11 @@
         state.next = page.next_offset;
         body.replaceChildren(...page.executions.map((e) => el("tr", { "data-execution-id": e.execution_id },
           el("td", { class: "id" }, link(executionPath(e.execution_id), e.execution_id)),
-          el("td", {}, link(workflowPath(e.workflow_name), e.workflow_name)),
+          el("td", {}, link(workflowPath(e.workflow_name), e.workflow_name),
+            e.parent_execution_id ? el("div", { class: "muted parent" }, "child of ",
+              el("a", { href: withToken(executionPath(e.parent_execution_id)), title: e.parent_execution_id },
+                 e.parent_execution_id.slice(0, 8)),
+              " (", e.parent_task_id || "?", ")") : null),
           el("td", {}, badge(e.status)),
           el("td", {}, when(e.started_at)),
           el("td", {}, seconds(e.duration_seconds)))));
@@ -380,6 +392,7 @@
     add("status", badge(task.status));
     if (task.map) add("instances", mapProgress(task.map));
     else add("attempts", String(task.attempts));
+    if (task.child_execution_id) add("child execution", childLink(task.child_execution_id));
     add("dependencies", (task.dependencies || []).join(", ") || "—");
     add("started", when(task.started_at));
     add("completed", when(task.completed_at));
@@ -524,6 +537,13 @@
       const meta = el("dl", { class: "meta" });
       const add = (name, value) => { meta.append(el("dt", {}, name), el("dd", {}, value)); };
       add("workflow", link(workflowPath(r.workflow_name), r.workflow_name));
+      // A child execution (of a subworkflow task) links to its parent; the parent links back
+      // from the task's row and details (child_execution_id).
+      if (r.parent_execution_id) {
+        add("parent", el("span", { id: "parent-execution" },
+          link(executionPath(r.parent_execution_id), r.parent_execution_id),
+          " (task ", el("span", { class: "id" }, r.parent_task_id || "?"), ")"));
+      }
       add("version", r.workflow_version || "—");
       add("started", when(r.started_at));
       add("completed", when(r.completed_at));
@@ -534,15 +554,18 @@
                                 el("span", { id: "execution-status" }, badge(r.status))), meta);
       const results = r.task_results || [];
       const mapped = results.some((t) => t.map);
+      const parents = results.some((t) => t.child_execution_id);
       graph.replaceChildren(drawGraph(results, selected, select));
       timeline.replaceChildren(drawTimeline(results, selected, select));
-      taskHead.replaceChildren(el("tr", {}, ["Task", "Status", "Attempts", mapped ? "Instances" : null, "Error or reason"]
+      taskHead.replaceChildren(el("tr", {}, ["Task", "Status", "Attempts", mapped ? "Instances" : null,
+                                             parents ? "Child execution" : null, "Error or reason"]
         .filter((h) => h).map((h) => el("th", {}, h))));
       tasks.replaceChildren(...results.map((t) => {
         const row = el("tr", { class: "clickable" + (t.task_id === selected ? " selected" : ""),
                                "data-task-id": t.task_id, "data-status": t.status },
           el("td", { class: "id" }, t.task_id), el("td", {}, badge(t.status)), el("td", {}, String(t.attempts)),
           mapped ? el("td", { class: "instances" }, t.map ? mapProgress(t.map) : "") : null,
+          parents ? el("td", { class: "id child" }, t.child_execution_id ? childLink(t.child_execution_id) : "") : null,
           t.error ? el("td", { class: "error" }, t.error) : el("td", { class: "reason" }, t.reason || ""));
         row.addEventListener("click", () => select(t.task_id));
         return row;
