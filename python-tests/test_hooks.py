@@ -356,6 +356,40 @@ async def test_on_failure_runs_after_a_cancellation_and_is_not_cancelled(databas
     assert result["final_context"] == {"alerted": True}
 
 
+@pytest.mark.parametrize("how", ["cancel", "timeout"])
+async def test_a_cancel_or_timeout_while_the_hook_runs_keeps_the_outcome_and_the_hook(executor, ids, how):
+    """The outcome was decided before the hook started: neither changes it nor stops the hook."""
+    started = asyncio.Event()
+    cancelled: List[bool] = []
+
+    @cl.task(ids("work"))
+    def work(ctx):
+        return {"work": True}
+
+    @cl.task(ids("publish"))
+    async def publish(ctx):
+        started.set()
+        try:
+            await asyncio.sleep(0.8)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+        return {"published": ctx["execution"]["status"]}
+
+    workflow = cl.Workflow(ids.wf(), [work], on_success=publish)
+    if how == "cancel":
+        execution_id = await executor.submit(workflow, {})
+        await asyncio.wait_for(started.wait(), 30)
+        await executor.cancel(execution_id)  # True (the execution is Running), though nothing changes
+        result = await finished(executor, execution_id)
+    else:
+        result = await executor.execute(workflow, {}, timeout=0.3)
+    assert result["status"] == "Completed" and result["error"] is None, summary(result)
+    assert cancelled == []
+    assert by_task(result)[ids("publish")]["status"] == "Completed", summary(result)
+    assert result["final_context"] == {"work": True, "published": "Completed"}
+
+
 @pytest.mark.xfail(strict=True, reason=(
     "engine: the reason 'waiting: no live worker has registered ready task(s) ...' written at submit "
     "(database/control.rs, no live worker) is kept by cancel() when the execution has hooks: it goes "
