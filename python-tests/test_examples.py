@@ -132,6 +132,20 @@ def test_map_example(tmp_path, subprocess_env, database_url):
     assert 1 <= most <= 4, out
 
 
+def test_composition_example(tmp_path, subprocess_env, database_url):
+    """A workflow mapped as a sub-workflow over three orders, with hooks: publish, then alert."""
+    out = run_example("composition.py", tmp_path, subprocess_env, database_url)
+    assert re.search(r"^status    Completed  3 orders, total 40\.8$", out, re.M), out
+    assert "labels    ['A-100: 10.80', 'A-101: 6.60', 'A-102: 23.40']" in out
+    assert re.search(r"^hooks     publish Completed, alert Skipped\n", out, re.M), out
+    assert re.search(r"^status    Failed  composition\.batch Failed: composition\.enrich_each$", out, re.M), out
+    assert "of workflow 'composition.enrich' ended Failed: task 'composition.price' failed: ValueError: order " \
+           "A-101 has a negative quantity" in out
+    assert re.search(r"^hooks     publish Skipped, alert Completed\n", out, re.M), out
+    assert re.search(r"^  child composition\.enrich_each\[0\]  Completed\n  child composition\.enrich_each\[1\]  "
+                     r"Failed\n  child composition\.enrich_each\[2\]  Completed$", out, re.M), out
+
+
 def test_cancellation_example(tmp_path, subprocess_env, database_url):
     """cancel() stops a running execution; the async task sees CancelledError."""
     out = run_example("cancellation.py", tmp_path, subprocess_env, database_url)
