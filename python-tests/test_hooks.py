@@ -390,11 +390,6 @@ async def test_a_cancel_or_timeout_while_the_hook_runs_keeps_the_outcome_and_the
     assert result["final_context"] == {"work": True, "published": "Completed"}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine: the reason 'waiting: no live worker has registered ready task(s) ...' written at submit "
-    "(database/control.rs, no live worker) is kept by cancel() when the execution has hooks: it goes "
-    "on naming the Cancelled task while the hook is what waits for a worker (without hooks the "
-    "execution ends at once and finish_if_done clears the reason)"))
 async def test_a_cancelled_execution_waiting_for_a_worker_names_its_hook_not_its_cancelled_task(client, ids):
     @cl.task(ids("work"))
     def work(ctx):

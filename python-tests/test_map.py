@@ -26,7 +26,7 @@ from procs import (Proc, Procs, client, effects, finished, max_overlap, procs, r
                    select, stopped, summary, until)
 
 MAP_COUNT_KEYS = {"count", "pending", "running", "completed", "failed", "skipped", "cancelled"}
-INSTANCE_KEYS = {"map_index", "status", "attempts", "error", "started_at", "completed_at"}
+INSTANCE_KEYS = {"map_index", "status", "attempts", "error", "started_at", "completed_at", "child_execution_id"}
 LIMIT = 100_000  # the most elements a map may have
 
 

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 COUNT_KEYS = {"count", "pending", "running", "completed", "failed", "skipped", "cancelled"}
-INSTANCE_KEYS = {"map_index", "status", "attempts", "error", "started_at", "completed_at"}
+INSTANCE_KEYS = {"map_index", "status", "attempts", "error", "started_at", "completed_at", "child_execution_id"}
 
 
 class MapFlow(NamedTuple):

@@ -328,6 +328,9 @@ async def test_a_mapped_subworkflow_over_20_items_has_20_children_and_values_in_
     assert (node_result["map"]["count"], node_result["map"]["completed"]) == (count, count), node_result["map"]
     instances = await executor.list_task_instances(result["execution_id"], ids("each"), limit=100)
     assert [(i["map_index"], i["status"]) for i in instances] == [(k, "Completed") for k in range(count)]
+    # Each instance names its own child.
+    assert [i["child_execution_id"] for i in instances] == [
+        keys[f"{ids('each')}[{k}]"]["execution_id"] for k in range(count)]
 
 
 async def test_input_keys_of_a_mapped_subworkflow_keep_each_child_its_element(executor, ids):
@@ -574,6 +577,13 @@ def test_bad_arguments_raise_naming_the_value_and_register_nothing(ids, call, er
         assert word in str(info.value), (word, str(info.value))
     with pytest.raises(Exception, match=re.escape(ids("bad"))):
         cl.Workflow(ids.wf(), [ids("bad")])  # nothing was registered under the id
+
+
+def test_a_subworkflow_returns_a_task_ref_named_for_what_it_is(ids):
+    child = a_child(ids)
+    node = cl.subworkflow(child, task_id=ids("node"))
+    assert isinstance(node, cl.TaskRef) and node.task_id == node.__cloacina_task_id__ == ids("node")
+    assert repr(node) == f"<cloacina sub-workflow task '{ids('node')}'>"
 
 
 def test_a_workflow_that_contains_itself_is_a_workflow_error(ids):

@@ -55,7 +55,7 @@ ENDPOINTS: Tuple[Endpoint, ...] = (
              f"context values over {records.MAX_VALUE_CHARS} JSON characters are replaced by a preview",
              {}),
     Endpoint("/api/executions/<execution_id>/tasks/<task_id>/instances",
-             "one page of a mapped task's instances in map_index order (status, attempts, error, times); "
+             "one page of a mapped task's instances in map_index order (status, attempts, error, times, a sub-workflow's child); "
              "the task's instance counts are its 'map' in the execution; a task id holding '/' is sent as %2F",
              {"limit": f"page size, 1 to {INSTANCE_LIMIT_MAX} (default {INSTANCE_LIMIT_DEFAULT})",
               "offset": "start at this map_index (default 0); next_offset gives the next page"}),

@@ -66,6 +66,8 @@ class TaskInstance(TypedDict):
     error: Optional[str]
     started_at: Optional[str]
     completed_at: Optional[str]
+    child_execution_id: Optional[str]
+    """For an instance of a mapped ``subworkflow`` task: the child execution it submitted."""
 
 
 class ExecutionResult(TypedDict):

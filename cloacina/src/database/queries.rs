@@ -298,6 +298,7 @@ type InstanceColumns = (
     Option<String>,
     Option<chrono::NaiveDateTime>,
     Option<chrono::NaiveDateTime>,
+    Option<String>,
 );
 
 /// What a worker needs to drive an execution it has claimed tasks of.
@@ -343,19 +344,23 @@ impl Database {
                         task_executions::error,
                         task_executions::started_at,
                         task_executions::completed_at,
+                        task_executions::child_execution_id,
                     ))
                     .load_on(conn)?;
                 rows.into_iter()
-                    .map(|(index, status, attempt, error, started, completed)| {
-                        Ok(InstanceResult {
-                            map_index: index.max(0) as u32,
-                            status: task_status(&status)?,
-                            attempts: attempt.max(0) as u32,
-                            error,
-                            started_at: started.map(|d| d.and_utc()),
-                            completed_at: completed.map(|d| d.and_utc()),
-                        })
-                    })
+                    .map(
+                        |(index, status, attempt, error, started, completed, child)| {
+                            Ok(InstanceResult {
+                                map_index: index.max(0) as u32,
+                                status: task_status(&status)?,
+                                attempts: attempt.max(0) as u32,
+                                error,
+                                started_at: started.map(|d| d.and_utc()),
+                                completed_at: completed.map(|d| d.and_utc()),
+                                child_execution_id: child.and_then(|c| Uuid::parse_str(&c).ok()),
+                            })
+                        },
+                    )
                     .collect()
             })
         })

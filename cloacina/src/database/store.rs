@@ -602,6 +602,8 @@ impl Conn<'_> {
                 workflow_executions::hook_outcome.eq(Some(outcome.as_str())),
                 workflow_executions::error.eq(&error),
                 workflow_executions::final_context.eq(Some(final_context)),
+                // Why it waited named its other tasks; only the hooks are left to run.
+                workflow_executions::reason.eq(None::<String>),
             ))
             .execute_on(self)?;
         let mut runs = false;

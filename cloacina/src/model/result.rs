@@ -250,6 +250,8 @@ pub struct InstanceResult {
     pub started_at: Option<DateTime<Utc>>,
     /// When it reached its final status.
     pub completed_at: Option<DateTime<Utc>>,
+    /// For an instance of a mapped sub-workflow task: the child execution it submitted.
+    pub child_execution_id: Option<Uuid>,
 }
 
 impl TaskResult {

@@ -152,5 +152,9 @@ fn instance_to_py<'py>(py: Python<'py>, instance: &InstanceResult) -> PyResult<B
     dict.set_item("error", &instance.error)?;
     dict.set_item("started_at", iso(instance.started_at))?;
     dict.set_item("completed_at", iso(instance.completed_at))?;
+    dict.set_item(
+        "child_execution_id",
+        instance.child_execution_id.map(|c| c.to_string()),
+    )?;
     Ok(dict)
 }

@@ -18,13 +18,15 @@ use crate::model::limits::KeyTemplate;
 use crate::model::waits::{parse_instant, OnTimeout, SleepUntil, WaitFor};
 use crate::policy::TaskOptions;
 
-/// A registered wait task, usable in `dependencies` and `Workflow(tasks=...)` like a decorated
+/// A registered wait or sub-workflow task, usable in `dependencies` and `Workflow(tasks=...)` like a decorated
 /// function.
 #[pyclass(module = "cloacina", name = "TaskRef", frozen)]
 pub(crate) struct TaskRef {
     /// The task's id.
     #[pyo3(get)]
     task_id: String,
+    /// What the engine does for it: "wait" or "sub-workflow".
+    kind: &'static str,
 }
 
 #[pymethods]
@@ -36,7 +38,7 @@ impl TaskRef {
     }
 
     fn __repr__(&self) -> String {
-        format!("<cloacina wait task '{}'>", self.task_id)
+        format!("<cloacina {} task '{}'>", self.kind, self.task_id)
     }
 }
 
@@ -109,6 +111,10 @@ pub(crate) fn register_task_ref(
         py,
         TaskRef {
             task_id: id.clone(),
+            kind: match options.subworkflow {
+                Some(_) => "sub-workflow",
+                None => "wait",
+            },
         },
     )?;
     let replaced = registry().register(TaskDefinition {
