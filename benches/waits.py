@@ -24,16 +24,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
 import cloacina
 from cloacina._records import parse_timestamp
+from report import fresh_sqlite, median_max, ms, table  # next to this file
 
 NAP = cloacina.sleep("waits.nap", until="{wake_at}")
 
@@ -54,16 +53,6 @@ def after(ctx: Dict[str, Any]) -> Dict[str, Any]:
 EVENT = cloacina.Workflow("waits.event", tasks=[after])
 SUBMIT_BATCH = 200  # submissions in flight at once
 PAGE = 10_000       # list_executions' largest page
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.1f}"
-
-
-def median_max(values: Sequence[float]) -> List[str]:
-    if not values:
-        return ["-", "-"]
-    return [ms(statistics.median(values)), ms(max(values))]
 
 
 async def all_executions(executor: cloacina.UnifiedExecutor, workflow: str) -> List[Dict[str, Any]]:
@@ -149,19 +138,6 @@ async def events(executor: cloacina.UnifiedExecutor, rounds: int) -> Dict[str, A
             continue
         latencies.append(result["final_context"]["after_at"] - sent_at)
     return {"latency": latencies, "send": sends, "failures": failures}
-
-
-def fresh_sqlite(url: str) -> None:
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-        for suffix in ("", "-wal", "-shm"):
-            Path(url[len("sqlite:///"):] + suffix).unlink(missing_ok=True)
-
-
-def table(headers: List[str], rows: List[List[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
-    return "\n".join(line.rstrip() for line in lines)
 
 
 async def measure(url: str, wakeups: List[int], rounds: int, max_concurrency: int, lead: float,

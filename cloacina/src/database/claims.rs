@@ -17,7 +17,7 @@ use super::connection::{Conn, RunOn};
 use super::dialect::{TakenRow, TaskEnd};
 use super::rows::AttemptRow;
 use super::schema::task_executions;
-use super::signals::Signal;
+use super::signals::{take_ready_announced, Signal};
 pub use super::store::{Claim, Instance};
 use super::store::{ContextSource, TaskState};
 use super::Database;
@@ -225,6 +225,7 @@ pub(crate) fn commit_batch(conn: &mut Conn<'_>, request: &CommitRequest) -> Resu
     let now_utc = now();
     let now = now_utc.naive_utc();
     let locked = conn.lock_execution(&id)?.ok_or_else(|| gone(*execution))?;
+    take_ready_announced();
     let mut committed = Committed {
         cancel_reason: locked.cancel_reason.clone(),
         ..Committed::default()
@@ -315,6 +316,9 @@ pub(crate) fn commit_batch(conn: &mut Conn<'_>, request: &CommitRequest) -> Resu
         let mut context = context.lock().unwrap_or_else(|p| p.into_inner());
         committed.finished = conn.finish_if_done(&id, &locked, &mut *context, now)?;
     }
+    // Ending the execution can make tasks ready too: its hooks, or a parent's task waiting
+    // for it.
+    committed.made_ready |= take_ready_announced();
     Ok(committed)
 }
 

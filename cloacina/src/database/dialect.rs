@@ -143,6 +143,9 @@ impl Conn<'_> {
     /// Tells other processes of `signal` when the transaction commits. On PostgreSQL the
     /// `NOTIFY` is sent after the commit, as its own statement (see [`notify_after_commit`]).
     pub(crate) fn announce(&mut self, signal: Signal) -> QueryResult<()> {
+        if signal == Signal::Ready {
+            super::signals::note_ready_announced();
+        }
         match self {
             #[cfg(feature = "sqlite")]
             Conn::Sqlite(conn) => {

@@ -212,11 +212,19 @@ impl Database {
     {
         let pool = self.pool.clone();
         let place = pool.call_place();
-        threads::run(place, move || {
+        let (done, ready) = threads::run(place, move || {
             pool.check_file()?;
-            work(&pool)
+            signals::take_ready_announced();
+            let done = work(&pool)?;
+            Ok((done, signals::take_ready_announced()))
         })
-        .await
+        .await?;
+        // Tasks it made ready are claimed here at once, not when this process next hears the
+        // database.
+        if ready {
+            self.signals.raise(signals::Signal::Ready);
+        }
+        Ok(done)
     }
 }
 

@@ -7,6 +7,7 @@
 //! [`SQLITE_POLL_INTERVAL`]. Whoever waits re-reads the database when woken: signals only make
 //! waiting fast, the database stays the source of truth.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
@@ -45,6 +46,22 @@ pub const LISTEN_INTERVAL: Duration = Duration::from_millis(5);
 
 /// How many kinds of [`Signal`] there are.
 const KINDS: usize = 4;
+
+thread_local! {
+    /// Whether work on this thread announced [`Signal::Ready`] since it was last taken.
+    static READY_ANNOUNCED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Notes that work on this thread announced [`Signal::Ready`].
+pub(crate) fn note_ready_announced() {
+    READY_ANNOUNCED.with(|ready| ready.set(true));
+}
+
+/// Whether work on this thread announced [`Signal::Ready`] since the last call, so this process
+/// can wake its own claim loop at once rather than when it next hears the database.
+pub(crate) fn take_ready_announced() -> bool {
+    READY_ANNOUNCED.with(|ready| ready.replace(false))
+}
 
 /// A kind of event that waiting workers or callers care about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
