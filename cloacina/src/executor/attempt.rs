@@ -137,6 +137,36 @@ impl TaskRunner {
         }
     }
 
+    /// The end, now, of attempt `attempt` (started at `started_at`) of a task the engine runs
+    /// itself (a wait, a sub-workflow task), with `status` and `error`, kept in its history.
+    pub(super) fn engine_end(
+        &self,
+        attempt: u32,
+        status: TaskStatus,
+        error: Option<String>,
+        started_at: DateTime<Utc>,
+    ) -> EndedTask {
+        let completed_at = now();
+        EndedTask {
+            error: error.clone().filter(|_| status == TaskStatus::Failed),
+            last_attempt: Some(AttemptRecord {
+                attempt,
+                status,
+                error,
+                started_at,
+                completed_at,
+            }),
+            ..EndedTask::new(
+                self.position,
+                attempt,
+                status,
+                attempt,
+                started_at,
+                completed_at,
+            )
+        }
+    }
+
     /// Reports that attempt `attempt`'s result is thrown away: its claim was given back.
     fn report_given_back(&self, attempt: u32) {
         report(

@@ -33,19 +33,7 @@ pub(super) async fn run_subworkflow(
         completed_at: now(),
     };
     let ended = |status: TaskStatus, error: Option<String>| {
-        let last = record(status, error.clone());
-        EndedTask {
-            error: error.filter(|_| status == TaskStatus::Failed),
-            last_attempt: Some(last.clone()),
-            ..EndedTask::new(
-                runner.position,
-                attempt,
-                status,
-                attempt,
-                started_at,
-                last.completed_at,
-            )
-        }
+        runner.engine_end(attempt, status, error, started_at)
     };
     let input = input.to_context().into_map();
     // A map instance's child also gets its element.

@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::model::waits::{
     parse_instant, timeout_message, OnTimeout, SleepUntil, WaitFor, WaitReason,
 };
-use crate::model::{now, AttemptRecord, TaskStatus};
+use crate::model::TaskStatus;
 
 /// Runs claim `attempt` (made at `started_at`) of a wait task: completes it when its wait is
 /// over, fails it when its wait cannot be read from its input, and otherwise parks it
@@ -27,35 +27,9 @@ pub(super) async fn run_wait(
     started_at: DateTime<Utc>,
 ) -> Option<(EndedTask, Option<Output>)> {
     let ended = |status: TaskStatus, error: Option<String>| {
-        let completed_at = now();
-        EndedTask {
-            last_attempt: Some(AttemptRecord {
-                attempt,
-                status,
-                error: error.clone(),
-                started_at,
-                completed_at,
-            }),
-            ..EndedTask::new(
-                runner.position,
-                attempt,
-                status,
-                attempt,
-                started_at,
-                completed_at,
-            )
-        }
+        runner.engine_end(attempt, status, error, started_at)
     };
-    let failed = |message: String| {
-        let end = ended(TaskStatus::Failed, Some(message.clone()));
-        Some((
-            EndedTask {
-                error: Some(message),
-                ..end
-            },
-            None,
-        ))
-    };
+    let failed = |message: String| Some((ended(TaskStatus::Failed, Some(message)), None));
     let completed = |output: Context| {
         let output = Output::from(output);
         let end = EndedTask {
