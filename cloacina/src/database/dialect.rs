@@ -40,18 +40,41 @@ pub(crate) struct LockedExecution {
     pub hooks: bool,
 }
 
+/// How a transaction locks an execution's row (on SQLite the immediate transaction already
+/// holds the whole file).
+#[derive(Clone, Copy)]
+enum RowLock {
+    /// Until the transaction ends, waiting for other holders.
+    Exclusive,
+    /// Until the transaction ends, or not at all when another transaction holds it.
+    ExclusiveOrSkip,
+    /// Beside other shared holders, waiting for an exclusive one.
+    Shared,
+}
+
 /// A task's id, status, attempt, ready time and unfinished upstream count.
 pub(crate) type UpstreamCount = (String, String, i32, Option<NaiveDateTime>, i32);
 
 impl Conn<'_> {
     /// Locks an execution's row until the transaction ends; None if there is no such execution.
     pub(crate) fn lock_execution(&mut self, id: &str) -> QueryResult<Option<LockedExecution>> {
-        self.lock_execution_row(id, false)
+        self.lock_execution_row(id, RowLock::Exclusive)
     }
 
     /// Like `lock_execution`, but None at once when another transaction holds the row.
     pub(crate) fn try_lock_execution(&mut self, id: &str) -> QueryResult<Option<LockedExecution>> {
-        self.lock_execution_row(id, true)
+        self.lock_execution_row(id, RowLock::ExclusiveOrSkip)
+    }
+
+    /// Like `lock_execution`, but shared with other shared holders (on PostgreSQL `FOR SHARE`):
+    /// it still excludes every exclusive holder (a cancel, a commit of the execution), so what
+    /// it reads of them stays true until the transaction ends. Never follow it with
+    /// `lock_execution` of the same row: two shared holders upgrading would deadlock.
+    pub(crate) fn lock_execution_shared(
+        &mut self,
+        id: &str,
+    ) -> QueryResult<Option<LockedExecution>> {
+        self.lock_execution_row(id, RowLock::Shared)
     }
 
     /// Whether one multi-row INSERT beats a cached one-row statement per row: on PostgreSQL
@@ -66,11 +89,11 @@ impl Conn<'_> {
         }
     }
 
-    /// `lock_execution`, or with `skip_locked` `try_lock_execution`.
+    /// Reads an execution's lock columns, locking its row as `lock` says.
     fn lock_execution_row(
         &mut self,
         id: &str,
-        skip_locked: bool,
+        lock: RowLock,
     ) -> QueryResult<Option<LockedExecution>> {
         let row = workflow_executions::table.find(id).select(LOCK_COLUMNS);
         match self {
@@ -79,16 +102,18 @@ impl Conn<'_> {
             // bound `LIMIT ?` again every time it runs.
             #[cfg(feature = "sqlite")]
             Conn::Sqlite(conn) => {
-                let _ = skip_locked;
+                let _ = lock;
                 row.get_result::<ExecutionLockRow>(*conn)
             }
             #[cfg(feature = "postgres")]
-            Conn::Postgres(conn) if skip_locked => row
-                .for_update()
-                .skip_locked()
-                .first::<ExecutionLockRow>(*conn),
-            #[cfg(feature = "postgres")]
-            Conn::Postgres(conn) => row.for_update().first::<ExecutionLockRow>(*conn),
+            Conn::Postgres(conn) => match lock {
+                RowLock::Exclusive => row.for_update().first::<ExecutionLockRow>(*conn),
+                RowLock::ExclusiveOrSkip => row
+                    .for_update()
+                    .skip_locked()
+                    .first::<ExecutionLockRow>(*conn),
+                RowLock::Shared => row.for_share().first::<ExecutionLockRow>(*conn),
+            },
         }
         .optional()
         .map(|row| row.map(locked))

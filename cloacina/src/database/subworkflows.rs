@@ -54,7 +54,10 @@ impl Conn<'_> {
     /// The node's step; see `Database::child_step`.
     fn child_step(&mut self, park: &Park, run: &ChildRun) -> Result<ChildStep> {
         let id = park.execution.to_string();
-        let Some(locked) = self.lock_execution(&id)? else {
+        // Shared: the steps of one parent's nodes (a mapped sub-workflow's children) run side
+        // by side; a cancel or a commit of the parent, which lock it exclusively, still waits
+        // for them (and they for it), so no child is submitted after a cancel returns.
+        let Some(locked) = self.lock_execution_shared(&id)? else {
             return Ok(ChildStep::Parked(Parked::Lost));
         };
         if let Some(reason) = locked.cancel_reason {
@@ -155,7 +158,7 @@ impl Conn<'_> {
             _ => Wake::Never,
         };
         let key = child_wait_key(child);
-        Ok(ChildStep::Parked(self.park(&park, Some(&key))?))
+        Ok(ChildStep::Parked(self.park_locked(&park, Some(&key))?))
     }
 
     /// Submits the node's child and links it to the node; the child's id, or why the node

@@ -158,6 +158,13 @@ impl Conn<'_> {
         if let Some(reason) = locked.cancel_reason {
             return Ok(Parked::Cancelled(reason));
         }
+        self.park_locked(park, key)
+    }
+
+    /// `park`, for a caller that has locked the task's execution (shared or not) and found
+    /// it not cancelled.
+    pub(super) fn park_locked(&mut self, park: &Park, key: Option<&str>) -> Result<Parked> {
+        let id = park.execution.to_string();
         let clock = self.lease_clock()?;
         let wake_at = match park.wake {
             Wake::At(at) => Some(at.naive_utc()),
