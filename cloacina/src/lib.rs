@@ -8,6 +8,7 @@ pub(crate) mod database;
 pub mod error;
 pub mod events;
 pub mod executor;
+mod handoff;
 mod host;
 pub mod limits;
 pub mod model;

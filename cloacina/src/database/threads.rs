@@ -141,6 +141,7 @@ fn serve() {
     let slot = Arc::new(Slot::default());
     loop {
         lock(&STATE).idle.push(slot.clone());
+        crate::handoff::spin_until(|| slot.job.try_lock().is_ok_and(|job| job.is_some()));
         let mut job = lock(&slot.job);
         loop {
             if let Some(next) = job.take() {

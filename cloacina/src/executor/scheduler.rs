@@ -145,6 +145,7 @@ pub(crate) async fn drive(
     cancel: Arc<CancelSender>,
     preloaded: Option<Preloaded>,
 ) {
+    let _driving = crate::handoff::Driving::start();
     let Some((workflow_name, plan, input, cancel_reason)) = load(&worker, preloaded).await else {
         // The claims stay Running under this worker; they are given back once it stops.
         while worker.end_session(&mut receiver).is_some() {}

@@ -427,7 +427,8 @@ pub(crate) fn configure_runtime() {
         .worker_threads(RUNTIME_WORKERS)
         .thread_name("cloacina-runtime")
         .on_thread_start(keep_thread_state)
-        .on_thread_stop(release_thread_state);
+        .on_thread_stop(release_thread_state)
+        .on_thread_park(crate::handoff::await_runtime_work);
     pyo3_asyncio_0_21::tokio::init(builder);
 }
 

@@ -84,6 +84,17 @@ impl TaskThreads {
                 continue;
             }
             state.idle += 1;
+            drop(state);
+            crate::handoff::spin_until(|| {
+                self.state
+                    .try_lock()
+                    .is_ok_and(|state| !state.queue.is_empty())
+            });
+            state = self.lock();
+            if !state.queue.is_empty() {
+                state.idle -= 1;
+                continue;
+            }
             let (guard, waited) = self
                 .work
                 .wait_timeout(state, IDLE_EXIT)
