@@ -5,10 +5,11 @@
 //! database thread → runtime → task thread), each thread idle for well under a millisecond
 //! between its turns. A thread that sleeps there leaves its CPU idle, and waking a thread on
 //! another CPU cost 25–35 µs on the CI machine, a virtual machine (`perf sched timehist`),
-//! several times per task. So while this process runs an execution, the runtime's thread
-//! before it parks, and a database or task thread after its job, check for their next
+//! several times per task. So while this process runs an execution on SQLite, the runtime's
+//! thread before it parks, and a database or task thread after its job, check for their next
 //! hand-off for a short while, yielding the CPU between checks so that any runnable thread
-//! goes first, and only then sleep. A process running nothing never spins.
+//! goes first, and only then sleep. A process running nothing never spins; on PostgreSQL a
+//! commit waits on the server longer than a spin lasts, so nothing spins there either.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -16,10 +17,11 @@ use std::time::{Duration, Instant};
 /// How long a thread checks for its next hand-off before it sleeps.
 pub(crate) const SPIN: Duration = Duration::from_micros(200);
 
-/// Executions this process is running now.
+/// Executions this process is running now on an in-process database (SQLite).
 static DRIVING: AtomicUsize = AtomicUsize::new(0);
 
-/// Held while this process runs an execution: threads spin for their next hand-off only then.
+/// Held while this process runs an execution on SQLite: threads spin for their next hand-off
+/// only then (on PostgreSQL a commit waits on the server longer than a spin lasts).
 pub(crate) struct Driving(());
 
 impl Driving {

@@ -199,6 +199,12 @@ impl Database {
         })
     }
 
+    /// Whether its calls run in this process (SQLite) rather than wait on a server: then a
+    /// chain's hand-offs come quickly enough to spin for (`handoff.rs`).
+    pub(crate) fn in_process(&self) -> bool {
+        self.pool.call_place() == threads::Place::Warm
+    }
+
     /// What this process has heard of new work, finished and cancelled executions.
     pub(crate) fn signals(&self) -> &signals::Signals {
         &self.signals
