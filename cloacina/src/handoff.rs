@@ -8,7 +8,8 @@
 //! several times per task. So while this process runs an execution on SQLite, the runtime's
 //! thread before it parks, and a database or task thread after its job, check for their next
 //! hand-off for a short while, yielding the CPU between checks so that any runnable thread
-//! goes first, and only then sleep. A process running nothing never spins; on PostgreSQL a
+//! goes first, and only then sleep; of a pool's idle threads only the last to go idle spins
+//! (it takes the next hand-off). A process running nothing never spins; on PostgreSQL a
 //! commit waits on the server longer than a spin lasts, so nothing spins there either.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -57,6 +58,38 @@ fn spin_while_driving(driving: &AtomicUsize, mut arrived: impl FnMut() -> bool) 
     }
 }
 
+/// Which one of a pool's idle threads spins: the one that went idle last, which takes the next
+/// hand-off first (a pool's other idle threads sleep at once, so a busy pool never has many
+/// threads spinning).
+pub(crate) struct Turn(AtomicUsize);
+
+/// Numbers this process's threads for [`Turn`], from 1.
+static THREADS_NUMBERED: AtomicUsize = AtomicUsize::new(1);
+
+thread_local! {
+    static THIS_THREAD: usize = THREADS_NUMBERED.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Turn {
+    /// A pool's turn to spin, held by no thread yet.
+    pub(crate) const fn new() -> Self {
+        Turn(AtomicUsize::new(0))
+    }
+
+    /// Takes the turn and spins like [`spin_until`] until `arrived`, or until another thread of
+    /// the pool goes idle and takes the turn; whether it arrived.
+    pub(crate) fn spin_until(&self, mut arrived: impl FnMut() -> bool) -> bool {
+        let me = THIS_THREAD.with(|n| *n);
+        self.0.store(me, Ordering::Relaxed);
+        let mut came = false;
+        spin_until(|| {
+            came = arrived();
+            came || self.0.load(Ordering::Relaxed) != me
+        });
+        came
+    }
+}
+
 /// Spins until the tokio runtime this thread belongs to has a task woken from another thread;
 /// meant for its `on_thread_park` hook (tokio finds such a task when the worker parks next).
 #[cfg(feature = "python")]
@@ -92,6 +125,24 @@ mod tests {
             checks += 1;
             checks == 3
         }));
+    }
+
+    #[test]
+    fn a_thread_stops_spinning_once_another_takes_the_turn() {
+        let _driving = Driving::start();
+        let turn = Turn::new();
+        let mut checks = 0;
+        let came = turn.spin_until(|| {
+            checks += 1;
+            if checks == 2 {
+                // Another thread of the pool goes idle.
+                turn.0.store(usize::MAX, Ordering::Relaxed);
+            }
+            false
+        });
+        assert!(!came);
+        assert_eq!(checks, 2);
+        assert!(turn.spin_until(|| true));
     }
 
     #[test]

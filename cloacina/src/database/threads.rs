@@ -14,6 +14,7 @@ use once_cell::sync::Lazy;
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
+use crate::handoff::Turn;
 
 /// Most `cloacina-db` threads kept; further concurrent calls use tokio's blocking pool.
 const MAX_THREADS: usize = 64;
@@ -45,6 +46,9 @@ struct State {
 }
 
 static STATE: Lazy<Mutex<State>> = Lazy::new(Mutex::default);
+
+/// Which idle thread spins for the next call: the most recently idle, which takes it.
+static SPIN_TURN: Turn = Turn::new();
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
@@ -141,7 +145,7 @@ fn serve() {
     let slot = Arc::new(Slot::default());
     loop {
         lock(&STATE).idle.push(slot.clone());
-        crate::handoff::spin_until(|| slot.job.try_lock().is_ok_and(|job| job.is_some()));
+        SPIN_TURN.spin_until(|| slot.job.try_lock().is_ok_and(|job| job.is_some()));
         let mut job = lock(&slot.job);
         loop {
             if let Some(next) = job.take() {

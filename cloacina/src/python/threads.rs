@@ -14,6 +14,7 @@ use once_cell::sync::Lazy;
 use tokio::sync::oneshot;
 
 use super::bridge::{keep_thread_state, release_thread_state};
+use crate::handoff::Turn;
 
 /// Most threads left running in abandoned sync tasks before new sync attempts are refused.
 pub(crate) const MAX_ABANDONED: usize = 256;
@@ -38,6 +39,9 @@ struct TaskThreads {
 }
 
 static THREADS: Lazy<TaskThreads> = Lazy::new(TaskThreads::default);
+
+/// Which idle task thread spins for the next job: the one that went idle last.
+static SPIN_TURN: Turn = Turn::new();
 
 impl TaskThreads {
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -85,7 +89,7 @@ impl TaskThreads {
             }
             state.idle += 1;
             drop(state);
-            crate::handoff::spin_until(|| {
+            SPIN_TURN.spin_until(|| {
                 self.state
                     .try_lock()
                     .is_ok_and(|state| !state.queue.is_empty())
