@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long a thread checks for its next hand-off before it sleeps.
-pub(crate) const SPIN: Duration = Duration::from_micros(200);
+const SPIN: Duration = Duration::from_micros(200);
 
 /// Executions this process is running now on an in-process database (SQLite).
 static DRIVING: AtomicUsize = AtomicUsize::new(0);
@@ -41,7 +41,7 @@ impl Drop for Driving {
 
 /// Checks `arrived` until it returns true or [`SPIN`] has passed, yielding the CPU between
 /// checks; whether it arrived. Checks once when this process runs no execution.
-pub(crate) fn spin_until(arrived: impl FnMut() -> bool) -> bool {
+fn spin_until(arrived: impl FnMut() -> bool) -> bool {
     spin_while_driving(&DRIVING, arrived)
 }
 

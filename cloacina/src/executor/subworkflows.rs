@@ -25,13 +25,6 @@ pub(super) async fn run_subworkflow(
     started_at: DateTime<Utc>,
 ) -> Option<(EndedTask, Option<Output>)> {
     let task_id = runner.task.id().to_string();
-    let record = |status: TaskStatus, error: Option<String>| AttemptRecord {
-        attempt,
-        status,
-        error,
-        started_at,
-        completed_at: now(),
-    };
     let ended = |status: TaskStatus, error: Option<String>| {
         runner.engine_end(attempt, status, error, started_at)
     };
@@ -52,7 +45,13 @@ pub(super) async fn run_subworkflow(
         input: child_input,
         retries: runner.options.retry.retries,
         lease: runner.worker.lease(),
-        attempt: record(TaskStatus::Failed, None),
+        attempt: AttemptRecord {
+            attempt,
+            status: TaskStatus::Failed,
+            error: None,
+            started_at,
+            completed_at: now(),
+        },
     };
     // The reason is filled in with the child's id once it is known.
     let park = runner.to_park(attempt, Wake::Never, WaitReason::Child(String::new()), None);
